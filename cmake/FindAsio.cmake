@@ -1,0 +1,22 @@
+# FindAsio: standalone asio (header only; Debian's libasio-dev ships no CMake package).
+# Provides the INTERFACE target qccl::asio.
+find_path(Asio_INCLUDE_DIR NAMES asio.hpp)
+if(Asio_INCLUDE_DIR AND EXISTS "${Asio_INCLUDE_DIR}/asio/version.hpp")
+  file(STRINGS "${Asio_INCLUDE_DIR}/asio/version.hpp" _asio_version_line
+       REGEX "^#define ASIO_VERSION [0-9]+")
+  string(REGEX REPLACE "^#define ASIO_VERSION ([0-9]+).*" "\\1" _asio_v "${_asio_version_line}")
+  math(EXPR _asio_major "${_asio_v} / 100000")
+  math(EXPR _asio_minor "${_asio_v} / 100 % 1000")
+  math(EXPR _asio_patch "${_asio_v} % 100")
+  set(Asio_VERSION "${_asio_major}.${_asio_minor}.${_asio_patch}")
+endif()
+include(FindPackageHandleStandardArgs)
+find_package_handle_standard_args(Asio REQUIRED_VARS Asio_INCLUDE_DIR VERSION_VAR Asio_VERSION)
+if(Asio_FOUND AND NOT TARGET qccl::asio)
+  find_package(Threads REQUIRED)
+  add_library(qccl::asio INTERFACE IMPORTED)
+  set_target_properties(qccl::asio PROPERTIES INTERFACE_INCLUDE_DIRECTORIES "${Asio_INCLUDE_DIR}")
+  target_compile_definitions(qccl::asio INTERFACE ASIO_STANDALONE ASIO_NO_DEPRECATED)
+  target_link_libraries(qccl::asio INTERFACE Threads::Threads)
+endif()
+mark_as_advanced(Asio_INCLUDE_DIR)

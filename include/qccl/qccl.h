@@ -1,0 +1,214 @@
+/*
+ * qccl: fault-tolerant collective communication over ordinary IP networks.
+ *
+ * The whole public API, in C99. Conventions:
+ *  - every function returns qcclResult_t; outputs come last;
+ *  - pointer arguments must be non-NULL unless marked QCCL_NULLABLE;
+ *  - on failure, qcclGetLastError() returns a message saying what failed and why;
+ *  - no function ever ends the process, and no wait is unbounded except qcclConnect with
+ *    connect_timeout_ms == 0 and qcclMasterWait;
+ *  - addresses are "host:port" strings, IPv6 as "[::1]:port"; port 0 means "pick a free port".
+ *
+ * Threading: a qcclComm_t may be used from several threads; asynchronous all-reduces with
+ * different tags may be issued and awaited from different threads. Control calls
+ * (qcclUpdateTopology, qcclArePeersPending) return qcclInvalidUsage while operations are in
+ * flight on the communicator.
+ *
+ * See docs/c_api.md for a guided tour and docs/errors.md for what each result means.
+ */
+#ifndef QCCL_QCCL_H_
+#define QCCL_QCCL_H_
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "qccl/qccl_export.h"
+#include "qccl/qccl_version.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* Result codes. Values may be appended before qcclNumResults, never renumbered. */
+typedef enum {
+  qcclSuccess = 0,
+  qcclInvalidArgument,   /* NULL where not allowed, bad enum, bad size, malformed address    */
+  qcclInvalidUsage,      /* call not legal now: not connected, ops in flight, already started */
+  qcclMasterUnreachable, /* cannot reach the master, or the master connection was lost        */
+  qcclPeerLost,          /* a peer left or failed during the operation; the operation failed  */
+                         /* on every surviving peer and may be retried at once                 */
+  qcclTooFewPeers,       /* the peer group has fewer than 2 accepted peers                     */
+  qcclTimeout,           /* a documented deadline passed                                        */
+  qcclKicked,            /* the master expelled this peer; qcclGetLastError() says why          */
+  qcclMismatch,          /* peers disagreed about an operation (count, dtype, op, quantization) */
+                         /* it was rejected on every peer                                       */
+  qcclAuthFailed,        /* wrong or missing shared secret                                      */
+  qcclAborted,           /* cancelled locally, e.g. by qcclCommDestroy                          */
+  qcclInternalError,     /* a bug in qccl; the message says where                               */
+  qcclNumResults
+} qcclResult_t;
+
+/* Writes QCCL_VERSION_CODE of the library actually linked (which may differ from the header). */
+QCCL_API qcclResult_t qcclGetVersion(int *version_code);
+
+/* Static text for a result code; never NULL (unknown codes give "unknown result"). */
+QCCL_API const char *qcclGetErrorString(qcclResult_t result);
+
+/* Detail of the last failure on the calling thread ("" if none). Valid until the next qccl
+ * call on this thread. */
+QCCL_API const char *qcclGetLastError(void);
+
+typedef enum {
+  qcclUint8, qcclInt8, qcclUint16, qcclInt16, qcclUint32, qcclInt32,
+  qcclUint64, qcclInt64, qcclFloat16, qcclBFloat16, qcclFloat32, qcclFloat64,
+  qcclNumDataTypes
+} qcclDataType_t;
+
+typedef enum { qcclSum, qcclAvg, qcclProd, qcclMax, qcclMin, qcclNumRedOps } qcclRedOp_t;
+
+typedef enum { qcclQuantNone, qcclQuantMinMax, qcclQuantZeroPointScale } qcclQuantAlgorithm_t;
+
+/* ------------------------------------------------------------------------------------------ */
+/* Master                                                                                     */
+/* ------------------------------------------------------------------------------------------ */
+
+typedef struct qcclMaster qcclMaster_t;
+
+typedef struct {
+  size_t struct_size;             /* set by QCCL_MASTER_CONFIG_INIT; lets fields be appended    */
+  const char *listen_address;     /* "0.0.0.0:PORT" style; port 0 = ephemeral                   */
+  uint32_t heartbeat_interval_ms; /* 0 = default (1000 ms)                                      */
+  uint32_t peer_timeout_ms;       /* a peer silent this long is expelled; 0 = default (10000)   */
+  QCCL_NULLABLE const char *auth_token; /* shared secret; NULL = no authentication             */
+  /* Appended: a vote or collective that some accepted peer of the group does not join within
+   * this time ends with that peer expelled as a straggler; 0 = default (60000 ms). */
+  uint32_t vote_timeout_ms;
+} qcclMasterConfig_t;
+#define QCCL_MASTER_CONFIG_INIT { sizeof(qcclMasterConfig_t), "0.0.0.0:0", 0, 0, NULL, 0 }
+
+/* Creates a master (not yet listening). Copies every string of the config.
+ * qcclInvalidArgument: NULL pointer, bad struct_size, malformed listen address. */
+QCCL_API qcclResult_t qcclMasterCreate(const qcclMasterConfig_t *config, qcclMaster_t **master_out);
+/* Binds and starts serving on a background thread; returns at once.
+ * qcclInvalidUsage: already started. qcclInvalidArgument: the address cannot be bound. */
+QCCL_API qcclResult_t qcclMasterStart(qcclMaster_t *master);
+/* The bound port (after qcclMasterStart). qcclInvalidUsage: not started. */
+QCCL_API qcclResult_t qcclMasterGetPort(const qcclMaster_t *master, uint16_t *port_out);
+/* Asks the master to stop; returns at once. Async-signal-safe apart from the first call. */
+QCCL_API qcclResult_t qcclMasterStop(qcclMaster_t *master);
+/* Blocks until the master has stopped. */
+QCCL_API qcclResult_t qcclMasterWait(qcclMaster_t *master);
+/* Stops (if running), waits and frees. */
+QCCL_API qcclResult_t qcclMasterDestroy(qcclMaster_t *master);
+
+/* ------------------------------------------------------------------------------------------ */
+/* Communicator (one peer)                                                                    */
+/* ------------------------------------------------------------------------------------------ */
+
+typedef struct qcclComm qcclComm_t;
+
+typedef struct {
+  size_t struct_size;             /* set by QCCL_COMM_CONFIG_INIT                               */
+  const char *master_address;     /* "host:port"                                                */
+  uint32_t peer_group;            /* collectives span one group only                           */
+  uint32_t connections_per_peer;  /* TCP connections to each ring neighbour; 0 = default (4)   */
+  uint32_t connect_timeout_ms;    /* for qcclConnect; 0 = wait forever                          */
+  QCCL_NULLABLE const char *auth_token;
+} qcclCommConfig_t;
+#define QCCL_COMM_CONFIG_INIT { sizeof(qcclCommConfig_t), "127.0.0.1:0", 0, 0, 0, NULL }
+
+/* Creates a communicator (not yet connected). Copies every string of the config.
+ * qcclInvalidArgument: NULL pointer, bad struct_size, malformed master address. */
+QCCL_API qcclResult_t qcclCommCreate(const qcclCommConfig_t *config, qcclComm_t **comm_out);
+/* Registers with the master and blocks until this peer is accepted into the run and its ring
+ * connections are up. The first peer of a run is accepted at once; later peers wait until the
+ * accepted peers next call qcclUpdateTopology.
+ * qcclMasterUnreachable, qcclTimeout (connect_timeout_ms passed), qcclAuthFailed,
+ * qcclInvalidUsage (already connected), qcclKicked. */
+QCCL_API qcclResult_t qcclConnect(qcclComm_t *comm);
+/* Leaves the run gracefully (the others see the group shrink), ends in-flight operations with
+ * qcclAborted, and frees the communicator. */
+QCCL_API qcclResult_t qcclCommDestroy(qcclComm_t *comm);
+/* Collective over all accepted peers of all groups: admits pending peers, then (re)builds the
+ * connections to this peer's ring neighbours. Returns once they are up.
+ * qcclInvalidUsage (not connected, ops in flight), qcclKicked, qcclMasterUnreachable,
+ * qcclPeerLost (membership changed during the vote: call again). */
+QCCL_API qcclResult_t qcclUpdateTopology(qcclComm_t *comm);
+/* Collective vote of all accepted peers: *pending_out = 1 if peers wait to be admitted. Every
+ * peer gets the same answer. Errors as qcclUpdateTopology. */
+QCCL_API qcclResult_t qcclArePeersPending(qcclComm_t *comm, int *pending_out);
+
+typedef enum {
+  QCCL_ATTR_GLOBAL_WORLD_SIZE = 1, /* accepted peers, all groups                                */
+  QCCL_ATTR_GROUP_WORLD_SIZE,      /* accepted peers in this peer's group                       */
+  QCCL_ATTR_NUM_GROUPS,
+  QCCL_ATTR_LARGEST_GROUP_SIZE,
+  QCCL_ATTR_RING_RANK,             /* this peer's position in its group's ring                 */
+  QCCL_ATTR_EPOCH                  /* membership generation; grows at every change              */
+} qcclAttribute_t;
+/* Reads an attribute as of the last membership update this peer has seen.
+ * qcclInvalidArgument: unknown attribute. qcclInvalidUsage: not connected. */
+QCCL_API qcclResult_t qcclGetAttribute(const qcclComm_t *comm, qcclAttribute_t attr,
+                                       int64_t *value_out);
+
+/* ------------------------------------------------------------------------------------------ */
+/* All-reduce                                                                                 */
+/* ------------------------------------------------------------------------------------------ */
+
+typedef struct {
+  qcclQuantAlgorithm_t algorithm; /* qcclQuantNone = send the source type                       */
+  qcclDataType_t quantized_dtype; /* the type on the wire when algorithm != None               */
+} qcclQuantization_t;
+
+typedef struct {
+  size_t count;                   /* elements                                                  */
+  qcclDataType_t dtype;
+  qcclRedOp_t op;
+  uint64_t tag;                   /* distinguishes concurrent operations; equal on all peers   */
+  qcclQuantization_t quantization;
+} qcclReduceDesc_t;
+
+typedef struct {
+  uint32_t world_size;            /* peers whose contributions are in the result               */
+  uint64_t tx_bytes, rx_bytes;    /* bytes this peer sent and received for the operation       */
+} qcclReduceInfo_t;
+
+typedef struct qcclOp qcclOp_t;   /* handle of an asynchronous operation                        */
+
+/* All-reduce of desc->count elements over the accepted peers of this peer's group. In place
+ * when sendbuf == recvbuf. All or nothing: on failure the operation failed on every peer,
+ * sendbuf is untouched and an in-place buffer holds its input again; out-of-place recvbuf
+ * contents are then unspecified. Every peer that succeeds holds byte-identical results.
+ * qcclInvalidArgument (bad desc, quantization not yet supported), qcclInvalidUsage (not
+ * connected), qcclTooFewPeers, qcclPeerLost (retry at once), qcclMismatch, qcclKicked,
+ * qcclMasterUnreachable, qcclAborted. */
+QCCL_API qcclResult_t qcclAllReduce(const void *sendbuf, void *recvbuf,
+                                    const qcclReduceDesc_t *desc, qcclComm_t *comm,
+                                    QCCL_NULLABLE qcclReduceInfo_t *info_out);
+/* Starts an all-reduce and returns at once; the buffers must stay valid until qcclWait.
+ * qcclInvalidUsage: another operation with the same tag is in flight. */
+QCCL_API qcclResult_t qcclAllReduceAsync(const void *sendbuf, void *recvbuf,
+                                         const qcclReduceDesc_t *desc, qcclComm_t *comm,
+                                         qcclOp_t **op_out);
+/* *done_out = 1 once the operation finished (qcclWait then returns at once). */
+QCCL_API qcclResult_t qcclTest(qcclOp_t *op, int *done_out);
+/* Waits for the operation, returns its result and frees the handle. */
+QCCL_API qcclResult_t qcclWait(qcclOp_t *op, QCCL_NULLABLE qcclReduceInfo_t *info_out);
+
+typedef struct {
+  const void *sendbuf;
+  void *recvbuf;
+  qcclReduceDesc_t desc;
+} qcclReduceOp_t;
+/* Runs all ops, up to max_in_flight at once (tags must differ); retries those that fail with
+ * qcclPeerLost until every op succeeded or the group fell below 2 peers (then qcclTooFewPeers).
+ * info_out (NULLABLE) receives the world size of the last op and the summed byte counts. */
+QCCL_API qcclResult_t qcclAllReduceMultipleWithRetry(const qcclReduceOp_t *ops, size_t num_ops,
+                                                     qcclComm_t *comm, int max_in_flight,
+                                                     QCCL_NULLABLE qcclReduceInfo_t *info_out);
+
+#ifdef __cplusplus
+} /* extern "C" */
+#endif
+
+#endif /* QCCL_QCCL_H_ */
