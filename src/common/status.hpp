@@ -100,3 +100,10 @@ class [[nodiscard]] Result {
   auto tmp = (expr);                                \
   if (!tmp.is_ok()) return tmp.status();            \
   lhs = std::move(tmp).value()
+
+// Coroutine flavour of QCCL_RETURN_IF_ERROR.
+#define QCCL_CO_RETURN_IF_ERROR(expr)                     \
+  do {                                                    \
+    ::qccl::Status qccl_status_ = (expr);                 \
+    if (!qccl_status_.is_ok()) co_return qccl_status_;    \
+  } while (0)

@@ -1,0 +1,374 @@
+#include "master/membership.hpp"
+
+#include <algorithm>
+
+#include <fmt/format.h>
+#include <fmt/ranges.h>
+
+namespace qccl::master {
+namespace {
+
+std::string_view vote_name(wire::VoteKind k) {
+  return k == wire::VoteKind::kUpdateTopology ? "update-topology" : "peers-pending";
+}
+
+}  // namespace
+
+Membership::Membership(MembershipConfig config) : config_(config) {}
+
+size_t Membership::num_accepted() const {
+  return static_cast<size_t>(std::count_if(peers_.begin(), peers_.end(), [](const auto& kv) {
+    return kv.second.phase == Phase::kAccepted;
+  }));
+}
+
+size_t Membership::num_registered() const { return peers_.size() - num_accepted(); }
+
+std::optional<Epoch> Membership::group_epoch(GroupId g) const {
+  auto it = groups_.find(g);
+  if (it == groups_.end()) return std::nullopt;
+  return it->second.epoch;
+}
+
+std::vector<PeerId> Membership::ring(GroupId g) const {
+  auto it = groups_.find(g);
+  return it == groups_.end() ? std::vector<PeerId>{} : it->second.ring;
+}
+
+std::vector<PeerId> Membership::accepted_ids() const {
+  std::vector<PeerId> ids;
+  for (const auto& [id, p] : peers_) {
+    if (p.phase == Phase::kAccepted) ids.push_back(id);
+  }
+  return ids;
+}
+
+PeerId Membership::on_register(const wire::C2MRegister& msg, const std::string& observed_host,
+                               TimePoint now, Outbox& out) {
+  Peer p;
+  p.id = next_id_++;
+  p.group = msg.peer_group;
+  p.host = msg.advertised_host.empty() ? observed_host : msg.advertised_host;
+  p.port = msg.p2p_port;
+  p.last_seen = now;
+  peers_.emplace(p.id, p);
+  out.sends.push_back({p.id,
+                       wire::M2CWelcome{p.id, config_.heartbeat_interval_ms,
+                                        static_cast<uint32_t>(config_.peer_timeout.count())},
+                       global_epoch_});
+  out.log.push_back(fmt::format("peer {} registered (group {}, p2p {}:{}), waiting for admission",
+                                p.id, p.group, p.host, p.port));
+  if (num_accepted() == 0) admit_registered(now, out);  // the first peer of a run
+  return p.id;
+}
+
+void Membership::on_message(PeerId id, const wire::ControlMessage& msg, TimePoint now,
+                            Outbox& out) {
+  auto it = peers_.find(id);
+  if (it == peers_.end()) return;
+  Peer& p = it->second;
+  p.last_seen = now;
+  if (std::holds_alternative<wire::C2MHeartbeat>(msg)) return;
+  if (std::holds_alternative<wire::C2MLeave>(msg)) {
+    out.log.push_back(fmt::format("peer {} left (group {})", id, p.group));
+    out.disconnects.push_back(id);
+    remove_peer(id, now, out);
+    return;
+  }
+  if (std::holds_alternative<wire::C2MRegister>(msg)) {
+    kick(id, wire::KickReason::kDuplicate, "registered twice on one connection", now, out);
+    return;
+  }
+  if (p.phase != Phase::kAccepted) {
+    kick(id, wire::KickReason::kProtocolError,
+         fmt::format("message type {} before being admitted",
+                     static_cast<int>(wire::type_of(msg))),
+         now, out);
+    return;
+  }
+  if (const auto* v = std::get_if<wire::C2MVote>(&msg)) {
+    handle_vote(p, v->kind, now, out);
+  } else if (const auto* s = std::get_if<wire::C2MOpStart>(&msg)) {
+    handle_op_start(p, *s, now, out);
+  } else if (const auto* d = std::get_if<wire::C2MOpDone>(&msg)) {
+    handle_op_done(p, *d, out);
+  } else {
+    kick(id, wire::KickReason::kProtocolError,
+         fmt::format("unexpected message type {} from a peer",
+                     static_cast<int>(wire::type_of(msg))),
+         now, out);
+  }
+}
+
+void Membership::on_disconnect(PeerId id, const std::string& why, TimePoint now, Outbox& out) {
+  auto it = peers_.find(id);
+  if (it == peers_.end()) return;
+  out.log.push_back(fmt::format("peer {} expelled (group {}): connection lost: {}", id,
+                                it->second.group, why));
+  remove_peer(id, now, out);
+}
+
+void Membership::on_tick(TimePoint now, Outbox& out) {
+  std::vector<PeerId> silent;
+  for (const auto& [id, p] : peers_) {
+    if (now - p.last_seen >= config_.peer_timeout) silent.push_back(id);
+  }
+  for (PeerId id : silent) {
+    kick(id, wire::KickReason::kTimeout,
+         fmt::format("no message for {} ms (peer timeout)", config_.peer_timeout.count()), now,
+         out);
+  }
+  // Votes past their deadline: expel the accepted peers that have not joined.
+  for (auto kind : {wire::VoteKind::kUpdateTopology, wire::VoteKind::kPeersPending}) {
+    auto v = votes_.find(kind);
+    if (v == votes_.end() || now - v->second.started < config_.vote_timeout) continue;
+    for (PeerId id : accepted_ids()) {
+      auto pit = peers_.find(id);
+      if (pit != peers_.end() && pit->second.vote != kind) {
+        kick(id, wire::KickReason::kStraggler,
+             fmt::format("did not join the {} vote within {} ms", vote_name(kind),
+                         config_.vote_timeout.count()),
+             now, out);
+      }
+    }
+  }
+  // Collectives past their deadline: expel group members that have not started them.
+  std::vector<std::pair<PeerId, std::string>> stragglers;
+  for (const auto& [gid, g] : groups_) {
+    for (const auto& [key, op] : g.ops) {
+      if (now - op.first_start < config_.vote_timeout) continue;
+      for (PeerId id : g.ring) {
+        if (!op.started.count(id)) {
+          stragglers.emplace_back(
+              id, fmt::format("did not start collective tag {} seq {} within {} ms", key.tag,
+                              key.seq, config_.vote_timeout.count()));
+        }
+      }
+    }
+  }
+  for (const auto& [id, why] : stragglers) {
+    if (peers_.count(id)) kick(id, wire::KickReason::kStraggler, why, now, out);
+  }
+  try_complete_votes(now, out);
+}
+
+std::optional<TimePoint> Membership::next_deadline() const {
+  std::optional<TimePoint> best;
+  auto consider = [&](TimePoint t) {
+    if (!best || t < *best) best = t;
+  };
+  for (const auto& [id, p] : peers_) consider(p.last_seen + config_.peer_timeout);
+  for (const auto& [kind, v] : votes_) consider(v.started + config_.vote_timeout);
+  for (const auto& [gid, g] : groups_) {
+    for (const auto& [key, op] : g.ops) {
+      if (op.started.size() < g.ring.size()) consider(op.first_start + config_.vote_timeout);
+    }
+  }
+  return best;
+}
+
+void Membership::handle_vote(Peer& p, wire::VoteKind kind, TimePoint now, Outbox& out) {
+  if (p.vote) {
+    kick(p.id, wire::KickReason::kProtocolError, "voted twice in one round", now, out);
+    return;
+  }
+  p.vote = kind;
+  votes_.try_emplace(kind, VoteRound{now});
+  try_complete_votes(now, out);
+}
+
+void Membership::try_complete_votes(TimePoint now, Outbox& out) {
+  for (auto kind : {wire::VoteKind::kUpdateTopology, wire::VoteKind::kPeersPending}) {
+    if (!votes_.count(kind)) continue;
+    auto ids = accepted_ids();
+    bool all = std::all_of(ids.begin(), ids.end(),
+                           [&](PeerId id) { return peers_.at(id).vote == kind; });
+    if (!all) continue;
+    votes_.erase(kind);
+    bool pending = num_registered() > 0;
+    if (kind == wire::VoteKind::kUpdateTopology && pending) admit_registered(now, out);
+    // Voters hear the result after any membership change it caused.
+    for (PeerId id : ids) {
+      auto it = peers_.find(id);
+      if (it == peers_.end()) continue;
+      it->second.vote.reset();
+      out.sends.push_back({id, wire::M2CVoteResult{kind, pending}, global_epoch_});
+    }
+  }
+}
+
+void Membership::admit_registered(TimePoint now, Outbox& out) {
+  std::vector<PeerId> admitted;
+  for (auto& [id, p] : peers_) {
+    if (p.phase != Phase::kRegistered) continue;
+    p.phase = Phase::kAccepted;
+    Group& g = groups_[p.group];
+    g.ring.push_back(id);
+    admitted.push_back(id);
+  }
+  if (admitted.empty()) return;
+  ++global_epoch_;
+  std::set<GroupId> changed;
+  for (PeerId id : admitted) changed.insert(peers_.at(id).group);
+  for (GroupId gid : changed) {
+    Group& g = groups_.at(gid);
+    g.epoch = global_epoch_;
+    // A membership change aborts the group's collectives (there are none in a well-behaved
+    // run: control calls are refused while ops are in flight).
+    for (const auto& [key, op] : g.ops) reply_op(g.ring, gid, key, StatusCode::kPeerLost,
+                                                 "membership changed", out);
+    g.ops.clear();
+    out.log.push_back(fmt::format("ring change: group {} epoch {} ring [{}]", gid, g.epoch,
+                                  fmt::join(g.ring, ", ")));
+  }
+  out.log.push_back(fmt::format("admitted peers [{}]; {} accepted in {} groups, epoch {}",
+                                fmt::join(admitted, ", "), num_accepted(), groups_.size(),
+                                global_epoch_));
+  (void)now;
+  send_membership_to_all(out);
+}
+
+void Membership::handle_op_start(Peer& p, const wire::C2MOpStart& m, TimePoint now, Outbox& out) {
+  Group& g = groups_.at(p.group);
+  OpKey key{m.tag, m.seq};
+  if (m.op_epoch != g.epoch) {
+    reply_op({p.id}, p.group, key, StatusCode::kPeerLost,
+             fmt::format("the group changed (epoch {} is now {})", m.op_epoch, g.epoch), out);
+    return;
+  }
+  auto [it, inserted] = g.ops.try_emplace(key);
+  OpState& op = it->second;
+  if (inserted) {
+    op.desc_hash = m.desc_hash;
+    op.first_start = now;
+  } else if (op.desc_hash != m.desc_hash) {
+    abort_group(p.group, key, StatusCode::kMismatch,
+                fmt::format("peers passed different count, dtype, op or quantization for tag "
+                            "{} (peer {} differs)",
+                            m.tag, p.id),
+                out);
+    return;
+  }
+  op.started.insert(p.id);
+}
+
+void Membership::handle_op_done(Peer& p, const wire::C2MOpDone& m, Outbox& out) {
+  Group& g = groups_.at(p.group);
+  OpKey key{m.tag, m.seq};
+  if (m.op_epoch != g.epoch) {
+    reply_op({p.id}, p.group, key, StatusCode::kPeerLost,
+             fmt::format("the group changed (epoch {} is now {})", m.op_epoch, g.epoch), out);
+    return;
+  }
+  if (m.status != StatusCode::kOk) {
+    abort_group(p.group, key, m.status,
+                fmt::format("peer {} failed: {}", p.id, m.message), out);
+    return;
+  }
+  auto it = g.ops.find(key);
+  if (it == g.ops.end() || !it->second.started.count(p.id)) {
+    // Done without start: the op was already aborted and forgotten, or the peer misbehaves.
+    reply_op({p.id}, p.group, key, StatusCode::kPeerLost, "operation was aborted", out);
+    return;
+  }
+  it->second.done.insert(p.id);
+  if (it->second.done.size() == g.ring.size()) {
+    reply_op(g.ring, p.group, key, StatusCode::kOk, "", out);
+    g.ops.erase(it);
+  }
+}
+
+void Membership::reply_op(const std::vector<PeerId>& to, GroupId g, const OpKey& key,
+                          StatusCode status, const std::string& why, Outbox& out) {
+  auto it = groups_.find(g);
+  uint32_t world = it == groups_.end() ? 0 : static_cast<uint32_t>(it->second.ring.size());
+  Epoch epoch = it == groups_.end() ? 0 : it->second.epoch;
+  for (PeerId id : to) {
+    out.sends.push_back(
+        {id, wire::M2COpResult{key.tag, key.seq, epoch, status, world, why}, global_epoch_});
+  }
+}
+
+void Membership::abort_group(GroupId gid, std::optional<OpKey> culprit, StatusCode status,
+                             const std::string& why, Outbox& out) {
+  Group& g = groups_.at(gid);
+  if (culprit && !g.ops.count(*culprit)) g.ops[*culprit];  // answer it even if unseen
+  for (const auto& [key, op] : g.ops) {
+    bool is_culprit = culprit && key == *culprit;
+    bool plain = is_culprit || !culprit;
+    reply_op(g.ring, gid, key, is_culprit ? status : StatusCode::kPeerLost,
+             plain ? why : fmt::format("aborted with the group's other operations: {}", why), out);
+    out.log.push_back(fmt::format("aborted operation tag {} seq {} of group {}: {}", key.tag,
+                                  key.seq, gid, why));
+  }
+  g.ops.clear();
+  bump_group(g);
+  send_membership_to_all(out);
+}
+
+void Membership::bump_group(Group& g) {
+  ++global_epoch_;
+  g.epoch = global_epoch_;
+}
+
+void Membership::kick(PeerId id, wire::KickReason reason, const std::string& why, TimePoint now,
+                      Outbox& out) {
+  auto it = peers_.find(id);
+  if (it == peers_.end()) return;
+  out.log.push_back(fmt::format("peer {} expelled (group {}): {}", id, it->second.group, why));
+  out.sends.push_back({id, wire::M2CKicked{reason, why}, global_epoch_});
+  out.disconnects.push_back(id);
+  remove_peer(id, now, out);
+}
+
+void Membership::remove_peer(PeerId id, TimePoint now, Outbox& out) {
+  auto it = peers_.find(id);
+  if (it == peers_.end()) return;
+  Peer p = it->second;
+  peers_.erase(it);
+  if (p.phase == Phase::kAccepted) {
+    Group& g = groups_.at(p.group);
+    g.ring.erase(std::remove(g.ring.begin(), g.ring.end(), id), g.ring.end());
+    if (g.ring.empty()) {
+      groups_.erase(p.group);
+      ++global_epoch_;
+      out.log.push_back(fmt::format("ring change: group {} is empty", p.group));
+      send_membership_to_all(out);
+    } else {
+      out.log.push_back(fmt::format("ring change: group {} ring [{}]", p.group,
+                                    fmt::join(g.ring, ", ")));
+      abort_group(p.group, std::nullopt, StatusCode::kPeerLost,
+                  fmt::format("peer {} left or failed", id), out);
+    }
+    if (num_accepted() == 0) admit_registered(now, out);
+    try_complete_votes(now, out);
+  }
+  if (votes_.size() && num_accepted() == 0) votes_.clear();
+}
+
+wire::M2CMembership Membership::membership_view(GroupId gid) const {
+  wire::M2CMembership m;
+  const Group& g = groups_.at(gid);
+  m.group_epoch = g.epoch;
+  m.global_world_size = static_cast<uint32_t>(num_accepted());
+  m.group_world_size = static_cast<uint32_t>(g.ring.size());
+  m.num_groups = static_cast<uint32_t>(groups_.size());
+  for (const auto& [id2, g2] : groups_) {
+    m.largest_group_size = std::max<uint32_t>(m.largest_group_size,
+                                              static_cast<uint32_t>(g2.ring.size()));
+  }
+  for (PeerId id : g.ring) {
+    const Peer& p = peers_.at(id);
+    m.ring.push_back({id, p.host, p.port});
+  }
+  return m;
+}
+
+void Membership::send_membership_to_all(Outbox& out) {
+  for (const auto& [gid, g] : groups_) {
+    wire::M2CMembership view = membership_view(gid);
+    for (PeerId id : g.ring) out.sends.push_back({id, view, global_epoch_});
+  }
+}
+
+}  // namespace qccl::master

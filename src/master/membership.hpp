@@ -1,0 +1,148 @@
+// Membership: the master's brain, a pure and deterministic state machine.
+//
+// Events go in (a peer registered, a message arrived, a connection closed, time passed);
+// what to do comes out (messages to send, connections to close, log lines). No sockets, no
+// timers, no clock reads: the caller passes `now`, and asks next_deadline() when to call
+// tick() again. MasterServer (master_server.hpp) is the I/O shell around it; the unit tests
+// drive it directly.
+//
+// Peers and their states:
+//   Registered  connected and known, waiting to be admitted; sends heartbeats; may do nothing
+//               else. Admitted when every accepted peer (all groups) votes kUpdateTopology,
+//               or at once when no peer is accepted (the first peer of a run).
+//   Accepted    member of its group's ring; may vote and run collectives.
+//   (gone)      left, disconnected or expelled; its id is never reused.
+//
+// Epochs: `global_epoch` grows at every change anywhere; a group's `epoch` is set to the new
+// global epoch whenever that group changes (a member added or removed, or a collective of the
+// group aborted, which invalidates its data connections). Collectives carry their group epoch;
+// anything about an older epoch is answered as failed, never believed.
+//
+// Votes (kUpdateTopology, kPeersPending) are global over all accepted peers. A vote that
+// some accepted peer has not joined vote_timeout after the first vote expels that peer as a
+// straggler and then completes. Collectives are per (group, tag, seq): committed (M2COpResult
+// ok) once every group member reported success; aborted for the whole group as soon as one
+// member reports failure, a member is lost, descriptors differ, or a member has not started
+// it vote_timeout after the first one did.
+//
+// Thread-safety: none; owned by the master's single I/O thread.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <map>
+#include <optional>
+#include <set>
+#include <string>
+#include <vector>
+
+#include "common/ids.hpp"
+#include "wire/messages.hpp"
+
+namespace qccl::master {
+
+using Clock = std::chrono::steady_clock;
+using TimePoint = Clock::time_point;
+
+struct MembershipConfig {
+  std::chrono::milliseconds peer_timeout{10000};
+  std::chrono::milliseconds vote_timeout{60000};
+  uint32_t heartbeat_interval_ms = 1000;  // told to peers in M2CWelcome
+};
+
+// What an event asks the shell to do, in order.
+struct Outbox {
+  struct Send {
+    PeerId to;
+    wire::ControlMessage message;
+    Epoch epoch;  // for the frame header
+  };
+  std::vector<Send> sends;
+  std::vector<PeerId> disconnects;  // close after flushing what was queued before
+  std::vector<std::string> log;     // one line per join, leave, expulsion, ring change...
+};
+
+class Membership {
+ public:
+  explicit Membership(MembershipConfig config);
+
+  // A new control connection sent C2MRegister. Returns the new peer's id (the shell maps its
+  // connection to it); the Outbox holds the M2CWelcome and, if admitted at once, membership.
+  PeerId on_register(const wire::C2MRegister& msg, const std::string& observed_host, TimePoint now,
+                     Outbox& out);
+  // Any later message from a registered or accepted peer.
+  void on_message(PeerId peer, const wire::ControlMessage& msg, TimePoint now, Outbox& out);
+  // The connection closed or was found broken (`why` goes to the log). Unknown ids are ignored.
+  void on_disconnect(PeerId peer, const std::string& why, TimePoint now, Outbox& out);
+  // Expels peers that timed out and votes or collectives past their deadline.
+  void on_tick(TimePoint now, Outbox& out);
+  // When on_tick should run next (earliest heartbeat or vote deadline), if any.
+  std::optional<TimePoint> next_deadline() const;
+
+  // Introspection (tests, logs).
+  Epoch global_epoch() const { return global_epoch_; }
+  size_t num_accepted() const;
+  size_t num_registered() const;
+  std::optional<Epoch> group_epoch(GroupId g) const;
+  std::vector<PeerId> ring(GroupId g) const;
+  bool is_known(PeerId p) const { return peers_.count(p) != 0; }
+
+ private:
+  enum class Phase { kRegistered, kAccepted };
+  struct Peer {
+    PeerId id = kNoPeer;
+    GroupId group = 0;
+    std::string host;
+    uint16_t port = 0;
+    Phase phase = Phase::kRegistered;
+    TimePoint last_seen;
+    std::optional<wire::VoteKind> vote;
+  };
+  struct OpKey {
+    OpTag tag;
+    uint64_t seq;
+    auto operator<=>(const OpKey&) const = default;
+  };
+  struct OpState {
+    uint64_t desc_hash = 0;
+    std::set<PeerId> started;
+    std::set<PeerId> done;
+    TimePoint first_start;
+  };
+  struct Group {
+    Epoch epoch = 0;
+    std::vector<PeerId> ring;  // accepted members in ring order
+    std::map<OpKey, OpState> ops;
+  };
+  struct VoteRound {
+    TimePoint started;
+  };
+
+  void handle_vote(Peer& p, wire::VoteKind kind, TimePoint now, Outbox& out);
+  void handle_op_start(Peer& p, const wire::C2MOpStart& m, TimePoint now, Outbox& out);
+  void handle_op_done(Peer& p, const wire::C2MOpDone& m, Outbox& out);
+  void kick(PeerId id, wire::KickReason reason, const std::string& why, TimePoint now, Outbox& out);
+  // Removes a peer from every table, aborts its group's collectives and re-checks votes.
+  void remove_peer(PeerId id, TimePoint now, Outbox& out);
+  void admit_registered(TimePoint now, Outbox& out);
+  // Fails every collective of the group, bumps its epoch and sends the new membership.
+  // `culprit` (may be empty) gets `status`/`why`; the others get kPeerLost.
+  void abort_group(GroupId g, std::optional<OpKey> culprit, StatusCode status,
+                   const std::string& why, Outbox& out);
+  void try_complete_votes(TimePoint now, Outbox& out);
+  void bump_group(Group& g);
+  void send_membership_to_all(Outbox& out);
+  wire::M2CMembership membership_view(GroupId g) const;
+  void reply_op(const std::vector<PeerId>& to, GroupId g, const OpKey& key, StatusCode status,
+                const std::string& why, Outbox& out);
+  std::vector<PeerId> accepted_ids() const;
+
+  MembershipConfig config_;
+  PeerId next_id_ = 1;
+  Epoch global_epoch_ = 0;
+  std::map<PeerId, Peer> peers_;
+  std::map<GroupId, Group> groups_;
+  std::map<wire::VoteKind, VoteRound> votes_;
+};
+
+}  // namespace qccl::master

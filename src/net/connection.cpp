@@ -1,0 +1,174 @@
+#include "net/connection.hpp"
+
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+
+#include <array>
+
+#include <asio/experimental/awaitable_operators.hpp>
+
+#include "common/logging.hpp"
+
+namespace qccl::net {
+
+Connection::Connection(tcp::socket socket)
+    : socket_(std::move(socket)), wake_writer_(socket_.get_executor()) {
+  asio::error_code ec;
+  socket_.set_option(tcp::no_delay(true), ec);
+  auto ep = socket_.remote_endpoint(ec);
+  if (!ec) {
+    remote_ip_ = ep.address().to_string();
+    remote_ = ep.address().is_v6() ? fmt::format("[{}]:{}", remote_ip_, ep.port())
+                                   : fmt::format("{}:{}", remote_ip_, ep.port());
+  } else {
+    remote_ = "(unknown)";
+  }
+}
+
+Connection::~Connection() { close(); }
+
+void Connection::set_liveness(std::chrono::milliseconds interval,
+                              std::chrono::milliseconds timeout) {
+  asio::error_code ec;
+  socket_.set_option(asio::socket_base::keep_alive(true), ec);
+  int fd = socket_.native_handle();
+  int idle = std::max<int>(1, static_cast<int>(interval.count() / 1000));
+  int count = std::max<int>(1, static_cast<int>(timeout.count() / std::max<int64_t>(1000, interval.count())));
+  unsigned user_timeout = static_cast<unsigned>(timeout.count());
+  // Best effort: a failure leaves the link with TCP's defaults, which are only slower.
+  ::setsockopt(fd, IPPROTO_TCP, TCP_KEEPIDLE, &idle, sizeof(idle));
+  ::setsockopt(fd, IPPROTO_TCP, TCP_KEEPINTVL, &idle, sizeof(idle));
+  ::setsockopt(fd, IPPROTO_TCP, TCP_KEEPCNT, &count, sizeof(count));
+  ::setsockopt(fd, IPPROTO_TCP, TCP_USER_TIMEOUT, &user_timeout, sizeof(user_timeout));
+}
+
+awaitable<Status> Connection::read_exact(std::span<uint8_t> dst) {
+  auto [ec, n] = co_await asio::async_read(socket_, asio::buffer(dst.data(), dst.size()),
+                                           use_nothrow);
+  bytes_read_ += n;
+  if (ec) co_return io_status(StatusCode::kPeerLost, fmt::format("read from {}", remote_), ec);
+  co_return Status::ok();
+}
+
+awaitable<Status> Connection::skip(size_t n) {
+  std::array<uint8_t, 64 * 1024> sink;
+  while (n > 0) {
+    size_t chunk = std::min(n, sink.size());
+    QCCL_CO_RETURN_IF_ERROR(co_await read_exact(std::span<uint8_t>(sink.data(), chunk)));
+    n -= chunk;
+  }
+  co_return Status::ok();
+}
+
+awaitable<Result<wire::FrameHeader>> Connection::read_header(uint32_t max_payload) {
+  std::array<uint8_t, wire::kFrameHeaderSize> bytes;
+  Status st = co_await read_exact(bytes);
+  if (!st.is_ok()) co_return st;
+  co_return wire::decode_frame_header(bytes, max_payload);
+}
+
+awaitable<Result<std::pair<wire::FrameHeader, std::vector<uint8_t>>>> Connection::read_frame(
+    uint32_t max_payload) {
+  auto header = co_await read_header(max_payload);
+  if (!header.is_ok()) co_return header.status();
+  std::vector<uint8_t> payload(header->payload_len);
+  Status st = co_await read_exact(payload);
+  if (!st.is_ok()) co_return st;
+  co_return std::make_pair(*header, std::move(payload));
+}
+
+awaitable<Status> Connection::write_gather(std::span<const asio::const_buffer> buffers) {
+  auto [ec, n] = co_await asio::async_write(socket_, buffers, use_nothrow);
+  bytes_written_ += n;
+  if (ec) co_return io_status(StatusCode::kPeerLost, fmt::format("write to {}", remote_), ec);
+  co_return Status::ok();
+}
+
+bool Connection::enqueue(std::vector<uint8_t> frame) {
+  if (!open_ || closing_) return false;
+  if (queued_bytes_ + frame.size() > kMaxQueuedBytes) {
+    log::get("net")->warn("{}: more than {} bytes queued, closing the connection", remote_,
+                          kMaxQueuedBytes);
+    close();
+    return false;
+  }
+  queued_bytes_ += frame.size();
+  queue_.push_back(std::move(frame));
+  if (!writer_running_) {
+    writer_running_ = true;
+    asio::co_spawn(socket_.get_executor(), [self = shared_from_this()] { return self->writer_loop(); },
+                   asio::detached);
+  } else {
+    wake_writer_.notify();
+  }
+  return true;
+}
+
+awaitable<void> Connection::writer_loop() {
+  while (open_) {
+    if (queue_.empty()) {
+      if (closing_) break;
+      co_await wake_writer_.wait();
+      continue;
+    }
+    std::vector<uint8_t> frame = std::move(queue_.front());
+    queue_.pop_front();
+    queued_bytes_ -= frame.size();
+    auto [ec, n] = co_await asio::async_write(socket_, asio::buffer(frame), use_nothrow);
+    bytes_written_ += n;
+    if (ec) {
+      if (open_) log::get("net")->debug("write to {} failed: {}", remote_, ec.message());
+      close();
+      break;
+    }
+  }
+  if (closing_) close();
+  writer_running_ = false;
+}
+
+void Connection::close_after_flush() {
+  if (!open_ || closing_) return;
+  closing_ = true;
+  if (!writer_running_) {
+    close();
+    return;
+  }
+  wake_writer_.notify();
+  // A peer that does not read must not keep the socket open forever.
+  auto timer = std::make_shared<asio::steady_timer>(socket_.get_executor(), std::chrono::seconds(2));
+  timer->async_wait([self = shared_from_this(), timer](const asio::error_code&) { self->close(); });
+}
+
+void Connection::close() {
+  if (!open_) return;
+  open_ = false;
+  asio::error_code ec;
+  socket_.shutdown(tcp::socket::shutdown_both, ec);
+  socket_.close(ec);
+  wake_writer_.notify();
+}
+
+awaitable<Result<tcp::socket>> connect_tcp(const asio::any_io_executor& ex, const std::string& host,
+                                           uint16_t port, std::chrono::milliseconds timeout) {
+  using namespace asio::experimental::awaitable_operators;
+  tcp::resolver resolver(ex);
+  tcp::socket socket(ex);
+  asio::steady_timer deadline(ex, timeout);
+  auto attempt = [&]() -> awaitable<asio::error_code> {
+    auto [rec, results] = co_await resolver.async_resolve(host, std::to_string(port), use_nothrow);
+    if (rec) co_return rec;
+    auto [cec, ep] = co_await asio::async_connect(socket, results, use_nothrow);
+    co_return cec;
+  };
+  auto outcome = co_await (attempt() || deadline.async_wait(use_nothrow));
+  if (outcome.index() == 1) {
+    co_return make_status(StatusCode::kTimeout, "connect to {}:{}: no answer within {} ms", host,
+                          port, timeout.count());
+  }
+  asio::error_code ec = std::get<0>(outcome);
+  if (ec) co_return io_status(StatusCode::kMasterUnreachable, fmt::format("connect to {}:{}", host, port), ec);
+  socket.set_option(tcp::no_delay(true), ec);
+  co_return std::move(socket);
+}
+
+}  // namespace qccl::net

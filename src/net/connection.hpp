@@ -1,0 +1,86 @@
+// Connection: one TCP stream speaking the qccl framing (wire/frame.hpp).
+//
+// Reads are awaited by exactly one reader coroutine at a time (the owner's). Writes come in
+// two flavours: enqueue() hands a whole frame to an internal writer coroutine that writes
+// queued frames in order (control links), while write_gather() is awaited directly by a
+// caller that serialises its own writes (data lanes, which send straight from user memory).
+// close() cancels every pending read and write; they complete with an error.
+//
+// TCP_NODELAY is set on construction. set_liveness() adds keep-alive probes and
+// TCP_USER_TIMEOUT so that a silently cut link fails pending I/O within the given time.
+//
+// Thread-safety: loop thread only. Owned through shared_ptr (coroutines keep it alive).
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <deque>
+#include <memory>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "net/asio_common.hpp"
+#include "net/signal.hpp"
+#include "wire/frame.hpp"
+
+namespace qccl::net {
+
+class Connection : public std::enable_shared_from_this<Connection> {
+ public:
+  explicit Connection(tcp::socket socket);
+  ~Connection();
+
+  // Keep-alive every `interval`, and fail I/O when sent data stays unacknowledged (or the
+  // peer stops answering probes) for `timeout`.
+  void set_liveness(std::chrono::milliseconds interval, std::chrono::milliseconds timeout);
+
+  awaitable<Status> read_exact(std::span<uint8_t> dst);
+  awaitable<Status> skip(size_t n);
+  // Reads and validates one frame header (payload_len <= max_payload).
+  awaitable<Result<wire::FrameHeader>> read_header(uint32_t max_payload);
+  // Reads a whole control frame: header plus payload.
+  awaitable<Result<std::pair<wire::FrameHeader, std::vector<uint8_t>>>> read_frame(
+      uint32_t max_payload);
+
+  // Writes all buffers; the caller guarantees that no other write is in progress.
+  awaitable<Status> write_gather(std::span<const asio::const_buffer> buffers);
+
+  // Queues a complete frame for the internal writer. Returns false (and drops the frame) if
+  // the connection is closed or more than `kMaxQueuedBytes` are waiting (a stuck reader).
+  bool enqueue(std::vector<uint8_t> frame);
+  // Closes once everything queued so far has been written (or after a short grace period).
+  void close_after_flush();
+  void close();
+  bool is_open() const { return open_; }
+
+  // "ip:port" of the remote end, captured at construction.
+  const std::string& remote() const { return remote_; }
+  std::string remote_ip() const { return remote_ip_; }
+
+  uint64_t bytes_read() const { return bytes_read_; }
+  uint64_t bytes_written() const { return bytes_written_; }
+
+  static constexpr size_t kMaxQueuedBytes = 64u << 20;
+
+ private:
+  awaitable<void> writer_loop();
+
+  tcp::socket socket_;
+  std::string remote_;
+  std::string remote_ip_;
+  bool open_ = true;
+  bool closing_ = false;
+  bool writer_running_ = false;
+  std::deque<std::vector<uint8_t>> queue_;
+  size_t queued_bytes_ = 0;
+  Signal wake_writer_;
+  uint64_t bytes_read_ = 0;
+  uint64_t bytes_written_ = 0;
+};
+
+// Connects to host:port within `timeout` (resolution included), with TCP_NODELAY set.
+awaitable<Result<tcp::socket>> connect_tcp(const asio::any_io_executor& ex, const std::string& host,
+                                           uint16_t port, std::chrono::milliseconds timeout);
+
+}  // namespace qccl::net
