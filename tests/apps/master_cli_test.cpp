@@ -1,0 +1,339 @@
+// The qccl-master command-line contract (API.md §3), tested on the built binary:
+// --help exits 0 with usage, a bad flag exits 2, a port in use exits 1 with a clear message,
+// and a started master prints its bound port, then exits 0 on SIGTERM and on SIGINT.
+//
+// The binary runs as a child (fork/exec) with stdout and stderr on pipes. Every wait is a
+// poll() with a deadline on the pipes and on a pidfd of the child, never a sleep; every child
+// is SIGKILLed and reaped by its pid when its MasterProcess goes out of scope.
+#include <arpa/inet.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <sys/socket.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cctype>
+#include <cerrno>
+#include <chrono>
+#include <csignal>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <functional>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include <gtest/gtest.h>
+
+#include "support/watchdog.hpp"
+
+QCCL_TEST_WATCHDOG(100);
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+// Generous: sanitizer builds on a loaded 2-core machine start slowly.
+constexpr auto kTimeout = std::chrono::seconds(20);
+
+bool contains_ci(std::string_view haystack, std::string_view needle) {
+  auto it = std::search(haystack.begin(), haystack.end(), needle.begin(), needle.end(),
+                        [](char a, char b) { return std::tolower(a) == std::tolower(b); });
+  return it != haystack.end();
+}
+
+// One run of the qccl-master binary.
+class MasterProcess {
+ public:
+  explicit MasterProcess(const std::vector<std::string>& args) {
+    std::vector<std::string> argv_storage;
+    argv_storage.emplace_back(QCCL_MASTER_BIN);
+    argv_storage.insert(argv_storage.end(), args.begin(), args.end());
+    std::vector<char*> argv;
+    for (auto& a : argv_storage) argv.push_back(a.data());
+    argv.push_back(nullptr);
+
+    int out[2], err[2];
+    if (pipe2(out, O_CLOEXEC) != 0 || pipe2(err, O_CLOEXEC) != 0) {
+      ADD_FAILURE() << "pipe2: " << std::strerror(errno);
+      return;
+    }
+    const int devnull = open("/dev/null", O_RDONLY | O_CLOEXEC);
+    pid_ = fork();
+    if (pid_ == 0) {
+      // Child: only async-signal-safe calls until exec.
+      std::signal(SIGINT, SIG_DFL);
+      std::signal(SIGTERM, SIG_DFL);
+      if (devnull >= 0) dup2(devnull, STDIN_FILENO);
+      dup2(out[1], STDOUT_FILENO);
+      dup2(err[1], STDERR_FILENO);
+      execv(argv[0], argv.data());
+      static const char kMsg[] = "master_cli_test: execv failed\n";
+      (void)!write(STDERR_FILENO, kMsg, sizeof kMsg - 1);
+      _exit(127);
+    }
+    if (devnull >= 0) close(devnull);
+    close(out[1]);
+    close(err[1]);
+    out_fd_ = out[0];
+    err_fd_ = err[0];
+    if (pid_ < 0) {
+      ADD_FAILURE() << "fork: " << std::strerror(errno);
+      return;
+    }
+#ifdef SYS_pidfd_open
+    pidfd_ = static_cast<int>(syscall(SYS_pidfd_open, pid_, 0));
+#endif
+  }
+
+  ~MasterProcess() {
+    if (pid_ > 0 && !exited_) {
+      kill(pid_, SIGKILL);
+      int status = 0;
+      waitpid(pid_, &status, 0);  // bounded: SIGKILL cannot be ignored
+    }
+    for (int fd : {out_fd_, err_fd_, pidfd_}) {
+      if (fd >= 0) close(fd);
+    }
+  }
+
+  MasterProcess(const MasterProcess&) = delete;
+  MasterProcess& operator=(const MasterProcess&) = delete;
+
+  pid_t pid() const { return pid_; }
+  const std::string& out() const { return out_; }
+  const std::string& err() const { return err_; }
+
+  // Waits for a complete stdout line that starts with `prefix`; returns it without the
+  // newline, or nullopt if the process ended or the deadline passed first.
+  std::optional<std::string> wait_for_line(std::string_view prefix) {
+    std::optional<std::string> found;
+    auto find = [&] {
+      size_t start = 0;
+      for (size_t nl; (nl = out_.find('\n', start)) != std::string::npos; start = nl + 1) {
+        std::string_view line(out_.data() + start, nl - start);
+        if (line.substr(0, prefix.size()) == prefix) {
+          found = std::string(line);
+          return true;
+        }
+      }
+      return exited_ && out_fd_ < 0;
+    };
+    pump_until(Clock::now() + kTimeout, find);
+    return found;
+  }
+
+  // Waits for the process to exit and for both pipes to reach EOF; returns its exit code, or
+  // -1 if it was killed by a signal, or nullopt if the deadline passed first.
+  std::optional<int> wait_exit() {
+    bool done =
+        pump_until(Clock::now() + kTimeout, [&] { return exited_ && out_fd_ < 0 && err_fd_ < 0; });
+    if (!done) return std::nullopt;
+    return WIFEXITED(status_) ? WEXITSTATUS(status_) : -1;
+  }
+
+  std::string describe() const { return "stdout:\n" + out_ + "\nstderr:\n" + err_; }
+
+ private:
+  // Moves output from the pipes into out_/err_ and notices the exit until `done()` holds or
+  // the deadline passes (then returns false).
+  bool pump_until(Clock::time_point deadline, const std::function<bool()>& done) {
+    for (;;) {
+      if (done()) return true;
+      auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now());
+      if (left.count() <= 0) return false;
+      if (pid_ <= 0) return false;
+
+      std::vector<pollfd> fds;
+      if (out_fd_ >= 0) fds.push_back({out_fd_, POLLIN, 0});
+      if (err_fd_ >= 0) fds.push_back({err_fd_, POLLIN, 0});
+      if (!exited_ && pidfd_ >= 0) fds.push_back({pidfd_, POLLIN, 0});
+      if (fds.empty()) {
+        // No pidfd (kernel < 5.3) and both pipes closed: the child is exiting, so this
+        // blocking wait is short; the watchdog bounds it in any case.
+        reap(0);
+        continue;
+      }
+      int n = poll(fds.data(), fds.size(), static_cast<int>(left.count()));
+      if (n < 0 && errno != EINTR) {
+        ADD_FAILURE() << "poll: " << std::strerror(errno);
+        return false;
+      }
+      for (const pollfd& p : fds) {
+        if (p.revents == 0) continue;
+        if (p.fd == pidfd_) {
+          reap(WNOHANG);
+        } else {
+          drain(p.fd == out_fd_ ? out_fd_ : err_fd_, p.fd == out_fd_ ? out_ : err_);
+        }
+      }
+    }
+  }
+
+  void drain(int& fd, std::string& sink) {
+    char buf[4096];
+    ssize_t n = read(fd, buf, sizeof buf);
+    if (n > 0) {
+      sink.append(buf, static_cast<size_t>(n));
+    } else if (n == 0 || (errno != EINTR && errno != EAGAIN)) {
+      close(fd);
+      fd = -1;
+    }
+  }
+
+  void reap(int flags) {
+    int status = 0;
+    pid_t r = waitpid(pid_, &status, flags);
+    if (r == pid_) {
+      exited_ = true;
+      status_ = status;
+    }
+  }
+
+  pid_t pid_ = -1;
+  int out_fd_ = -1;
+  int err_fd_ = -1;
+  int pidfd_ = -1;
+  std::string out_;
+  std::string err_;
+  bool exited_ = false;
+  int status_ = 0;
+};
+
+// A TCP socket bound to 127.0.0.1 on a port the kernel picked, listening; closed on scope exit.
+class BusyPort {
+ public:
+  BusyPort() {
+    fd_ = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    sockaddr_in addr{};
+    addr.sin_family = AF_INET;
+    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    addr.sin_port = 0;
+    socklen_t len = sizeof addr;
+    if (fd_ < 0 || bind(fd_, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0 ||
+        listen(fd_, 4) != 0 || getsockname(fd_, reinterpret_cast<sockaddr*>(&addr), &len) != 0) {
+      ADD_FAILURE() << "cannot bind a loopback socket: " << std::strerror(errno);
+      return;
+    }
+    port_ = ntohs(addr.sin_port);
+  }
+  ~BusyPort() {
+    if (fd_ >= 0) close(fd_);
+  }
+  BusyPort(const BusyPort&) = delete;
+  BusyPort& operator=(const BusyPort&) = delete;
+  uint16_t port() const { return port_; }
+
+ private:
+  int fd_ = -1;
+  uint16_t port_ = 0;
+};
+
+// True if a TCP connection to 127.0.0.1:port is accepted by the kernel.
+bool can_connect(uint16_t port) {
+  int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) return false;
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  addr.sin_port = htons(port);
+  bool ok = connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0;
+  close(fd);
+  return ok;
+}
+
+TEST(MasterCli, HelpPrintsUsageAndExitsZero) {
+  MasterProcess p({"--help"});
+  EXPECT_EQ(p.wait_exit(), 0) << p.describe();
+  for (const char* flag : {"Usage", "--listen", "--log-level", "--heartbeat-ms",
+                           "--peer-timeout-ms", "--vote-timeout-ms", "--auth-token-file"}) {
+    EXPECT_NE(p.out().find(flag), std::string::npos) << flag << " missing in\n" << p.describe();
+  }
+}
+
+TEST(MasterCli, VersionExitsZero) {
+  MasterProcess p({"--version"});
+  EXPECT_EQ(p.wait_exit(), 0) << p.describe();
+  EXPECT_NE(p.out().find("qccl-master"), std::string::npos) << p.describe();
+}
+
+TEST(MasterCli, UnknownFlagExitsTwo) {
+  MasterProcess p({"--bogus"});
+  EXPECT_EQ(p.wait_exit(), 2) << p.describe();
+  EXPECT_NE(p.err().find("--bogus"), std::string::npos) << p.describe();
+}
+
+TEST(MasterCli, BadValuesExitTwo) {
+  const std::vector<std::vector<std::string>> cases = {
+      {"--listen", "no-port-here"},  {"--listen", "127.0.0.1:99999"},
+      {"--log-level", "loud"},       {"--heartbeat-ms", "0"},
+      {"--peer-timeout-ms", "soon"}, {"--auth-token-file", "/nonexistent-qccl-dir/token"},
+      {"unexpected-positional"},
+  };
+  for (const auto& args : cases) {
+    MasterProcess p(args);
+    EXPECT_EQ(p.wait_exit(), 2) << args[0] << "\n" << p.describe();
+    EXPECT_FALSE(p.err().empty()) << args[0];
+  }
+}
+
+TEST(MasterCli, PortInUseExitsOneWithClearMessage) {
+  BusyPort busy;
+  ASSERT_NE(busy.port(), 0);
+  const std::string address = "127.0.0.1:" + std::to_string(busy.port());
+  MasterProcess p({"--listen", address});
+  EXPECT_EQ(p.wait_exit(), 1) << p.describe();
+  EXPECT_TRUE(contains_ci(p.err(), "in use")) << p.describe();
+  EXPECT_NE(p.err().find(address), std::string::npos) << p.describe();
+  EXPECT_EQ(p.out().find("listening on"), std::string::npos) << p.describe();
+}
+
+// Starts a master on an ephemeral port, checks the printed port accepts connections, sends
+// `sig` and expects exit code 0.
+void run_until_signal(int sig, std::vector<std::string> extra_args = {}) {
+  std::vector<std::string> args = {"--listen", "127.0.0.1:0", "--log-level", "warn"};
+  args.insert(args.end(), extra_args.begin(), extra_args.end());
+  MasterProcess p(args);
+  const std::string prefix = "qccl-master listening on 127.0.0.1:";
+  std::optional<std::string> line = p.wait_for_line(prefix);
+  ASSERT_TRUE(line.has_value()) << p.describe();
+  const int port = std::atoi(line->c_str() + prefix.size());
+  ASSERT_GT(port, 0) << *line;
+  ASSERT_LT(port, 65536) << *line;
+  EXPECT_TRUE(can_connect(static_cast<uint16_t>(port))) << *line;
+
+  ASSERT_EQ(kill(p.pid(), sig), 0);
+  EXPECT_EQ(p.wait_exit(), 0) << p.describe();
+}
+
+TEST(MasterCli, StopsCleanlyOnSigterm) { run_until_signal(SIGTERM); }
+
+TEST(MasterCli, StopsCleanlyOnSigint) { run_until_signal(SIGINT); }
+
+TEST(MasterCli, ReadsAuthTokenFile) {
+  char path[] = "/tmp/qccl_master_cli_token_XXXXXX";
+  const int fd = mkstemp(path);
+  ASSERT_GE(fd, 0) << std::strerror(errno);
+  static const char kToken[] = "s3cret\n";
+  ASSERT_EQ(write(fd, kToken, sizeof kToken - 1), static_cast<ssize_t>(sizeof kToken - 1));
+  close(fd);
+  run_until_signal(SIGTERM, {"--auth-token-file", path});
+  unlink(path);
+}
+
+TEST(MasterCli, EmptyAuthTokenFileExitsTwo) {
+  char path[] = "/tmp/qccl_master_cli_token_XXXXXX";
+  const int fd = mkstemp(path);
+  ASSERT_GE(fd, 0) << std::strerror(errno);
+  close(fd);
+  MasterProcess p({"--auth-token-file", path});
+  EXPECT_EQ(p.wait_exit(), 2) << p.describe();
+  unlink(path);
+}
+
+}  // namespace
