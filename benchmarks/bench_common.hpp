@@ -1,0 +1,228 @@
+// Helpers shared by the qccl benchmarks: clocks, child processes started and ended by pid, a
+// line pipe from children to the parent with a deadline, and the peer side's group join,
+// barrier and slowest-rank timing over the public C API only (the benchmarks measure what a
+// user gets, so they must not reach into the library's internals).
+#pragma once
+
+#include <qccl/qccl.h>
+
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <sys/prctl.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cerrno>
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <sstream>
+#include <stdexcept>
+#include <string>
+#include <thread>
+#include <vector>
+
+namespace qccl_bench {
+
+// CLOCK_MONOTONIC is system-wide, so times taken in different processes compare directly
+// (the recovery benchmark relies on that).
+inline int64_t now_ns() {
+  timespec ts{};
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return int64_t(ts.tv_sec) * 1000000000 + ts.tv_nsec;
+}
+inline double ns_to_ms(int64_t ns) { return double(ns) / 1e6; }
+
+struct QcclError : std::runtime_error {
+  qcclResult_t code;
+  QcclError(qcclResult_t c, const std::string& what) : std::runtime_error(what), code(c) {}
+};
+
+inline void check(qcclResult_t r, const char* what) {
+  if (r != qcclSuccess) {
+    throw QcclError(r, std::string(what) + ": " + qcclGetErrorString(r) + " (" +
+                           qcclGetLastError() + ")");
+  }
+}
+
+inline std::vector<int64_t> parse_int_list(const std::string& s) {
+  std::vector<int64_t> out;
+  std::stringstream ss(s);
+  std::string item;
+  while (std::getline(ss, item, ',')) {
+    if (!item.empty()) out.push_back(std::stoll(item));
+  }
+  if (out.empty()) throw std::invalid_argument("empty list: '" + s + "'");
+  return out;
+}
+
+inline double median(std::vector<double> v) {
+  if (v.empty()) return 0.0;
+  std::sort(v.begin(), v.end());
+  size_t n = v.size();
+  return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
+}
+
+// ---- parent side -------------------------------------------------------------------------
+
+// Starts `argv` (argv[0] = program path) as a child. The child gets SIGKILL if the parent
+// dies, so an interrupted benchmark leaves no peers behind. Everything is prepared before
+// fork(): the parent runs the master's threads, so the child may only make async-signal-safe
+// calls until exec. Descriptors the child must not keep should be O_CLOEXEC.
+inline pid_t spawn_child(const std::vector<std::string>& argv) {
+  std::vector<char*> args;
+  for (const auto& a : argv) args.push_back(const_cast<char*>(a.c_str()));
+  args.push_back(nullptr);
+  pid_t parent = getpid();
+  pid_t pid = fork();
+  if (pid < 0) throw std::runtime_error(std::string("fork: ") + std::strerror(errno));
+  if (pid == 0) {
+    prctl(PR_SET_PDEATHSIG, SIGKILL);
+    if (getppid() != parent) _exit(127);  // the parent died before prctl took effect
+    execv(args[0], args.data());
+    _exit(127);
+  }
+  return pid;
+}
+
+// Ends every child that is still running (by pid) and reaps all of them.
+inline void kill_and_reap(std::vector<pid_t>& pids) {
+  for (pid_t p : pids) {
+    if (p > 0) kill(p, SIGKILL);
+  }
+  for (pid_t& p : pids) {
+    if (p > 0) waitpid(p, nullptr, 0);
+    p = -1;
+  }
+}
+
+// Reads newline-terminated lines written by children into one pipe. Each line is written
+// with a single write() shorter than PIPE_BUF, so lines of different children never mix.
+class LineReader {
+ public:
+  explicit LineReader(int fd) : fd_(fd) {}
+  // Next line, or false when the deadline passed or every writer closed the pipe.
+  bool next(std::string& line, int64_t deadline_ns) {
+    for (;;) {
+      size_t nl = buf_.find('\n');
+      if (nl != std::string::npos) {
+        line = buf_.substr(0, nl);
+        buf_.erase(0, nl + 1);
+        return true;
+      }
+      int64_t left_ms = (deadline_ns - now_ns()) / 1000000;
+      if (left_ms <= 0) return false;
+      pollfd pfd{fd_, POLLIN, 0};
+      int r = poll(&pfd, 1, int(std::min<int64_t>(left_ms, 1000)));
+      if (r < 0 && errno != EINTR) return false;
+      if (r <= 0) continue;
+      char tmp[4096];
+      ssize_t n = read(fd_, tmp, sizeof tmp);
+      if (n == 0) return false;
+      if (n < 0) {
+        if (errno == EINTR) continue;
+        return false;
+      }
+      buf_.append(tmp, size_t(n));
+    }
+  }
+
+ private:
+  int fd_;
+  std::string buf_;
+};
+
+inline std::string self_exe() {
+  char path[4096];
+  ssize_t n = readlink("/proc/self/exe", path, sizeof path - 1);
+  if (n <= 0) throw std::runtime_error("readlink /proc/self/exe failed");
+  return std::string(path, size_t(n));
+}
+
+// ---- peer side -----------------------------------------------------------------------------
+
+// One line to the parent, in one write() so that it stays atomic.
+inline void send_line(int fd, const std::string& line) {
+  std::string l = line + "\n";
+  if (write(fd, l.data(), l.size()) != ssize_t(l.size())) {
+    std::fprintf(stderr, "peer: write to parent failed: %s\n", std::strerror(errno));
+  }
+}
+
+// Tags only have to be equal on every peer and distinct among concurrent ops; every peer
+// issues the same sequence of ops, so a per-process counter is equal everywhere.
+struct PeerCtx {
+  qcclComm_t* comm = nullptr;
+  uint64_t next_tag = 1;
+};
+
+// Connects and waits until the group has `n` peers. Later peers are admitted inside
+// qcclUpdateTopology of the accepted ones, so the accepted peers keep calling it until the
+// size is reached. They decide together when to stop (a max-reduce of "not there yet"):
+// a peer that stopped alone would leave the others blocked in a collective update. A newly
+// admitted peer enters the loop at the reduce, which is exactly where the accepted peers are
+// once the update that admitted it returns.
+inline void join_group(PeerCtx& ctx, const std::string& master, int n, uint32_t connections,
+                       int64_t deadline_ns) {
+  constexpr uint64_t kJoinTag = 0x6a6f696eULL;  // fixed: new peers have no tag history yet
+  qcclCommConfig_t cc = QCCL_COMM_CONFIG_INIT;
+  cc.master_address = master.c_str();
+  cc.connections_per_peer = connections;
+  int64_t left_ms = (deadline_ns - now_ns()) / 1000000;
+  cc.connect_timeout_ms = uint32_t(std::max<int64_t>(left_ms, 1));
+  check(qcclCommCreate(&cc, &ctx.comm), "qcclCommCreate");
+  check(qcclConnect(ctx.comm), "qcclConnect");
+  for (;;) {
+    int64_t ws = 0;
+    check(qcclGetAttribute(ctx.comm, QCCL_ATTR_GROUP_WORLD_SIZE, &ws), "qcclGetAttribute");
+    if (ws > n) throw std::runtime_error("group grew past " + std::to_string(n) + " peers");
+    if (ws >= 2) {  // an all-reduce needs two peers; a lone first peer just updates
+      double missing = ws == n ? 0.0 : 1.0;
+      qcclReduceDesc_t d = {1, qcclFloat64, qcclMax, kJoinTag, {qcclQuantNone, qcclFloat64}};
+      check(qcclAllReduce(&missing, &missing, &d, ctx.comm, nullptr), "qcclAllReduce(join)");
+      if (missing == 0.0) break;
+    }
+    if (ws < 2) std::this_thread::sleep_for(std::chrono::milliseconds(1));  // don't spin
+    if (now_ns() > deadline_ns) {
+      throw std::runtime_error("timed out waiting for " + std::to_string(n) + " peers (have " +
+                               std::to_string(ws) + ")");
+    }
+    qcclResult_t r = qcclUpdateTopology(ctx.comm);
+    if (r != qcclSuccess && r != qcclPeerLost) check(r, "qcclUpdateTopology");
+  }
+  ctx.next_tag = 1;  // every peer's tag history starts here, so counters agree
+}
+
+// Element-wise max all-reduce of a few doubles: a barrier that also gives every peer the
+// slowest peer's time and any peer's failure flag.
+inline void allreduce_max(PeerCtx& ctx, double* v, size_t n) {
+  qcclReduceDesc_t d = {n, qcclFloat64, qcclMax, ctx.next_tag++, {qcclQuantNone, qcclFloat64}};
+  check(qcclAllReduce(v, v, &d, ctx.comm, nullptr), "qcclAllReduce(max of doubles)");
+}
+inline double allreduce_max(PeerCtx& ctx, double v) {
+  allreduce_max(ctx, &v, 1);
+  return v;
+}
+
+// Contribution of peer `index` at element j: (index+1) * ((j % 1024) + 1). Sums over up to
+// ~180 peers stay integers below 2^24, so every summation order gives the exact result.
+inline float contribution(int index, size_t j) { return float(index + 1) * float(j % 1024 + 1); }
+
+inline void fill_contribution(std::vector<float>& v, size_t count, int index) {
+  for (size_t j = 0; j < count; ++j) v[j] = contribution(index, j);
+}
+
+// Checks recv[j] == weight * ((j % 1024) + 1); returns the first bad index or -1.
+inline int64_t first_mismatch(const float* recv, size_t count, int weight) {
+  for (size_t j = 0; j < count; ++j) {
+    if (recv[j] != float(weight) * float(j % 1024 + 1)) return int64_t(j);
+  }
+  return -1;
+}
+
+}  // namespace qccl_bench

@@ -1,0 +1,146 @@
+#!/usr/bin/env python3
+"""Gloo baseline for benchmarks/compare.py: torch.distributed's `gloo` backend on loopback.
+
+Measured like qccl_allreduce_bench: for each N, N processes; per iteration an untimed barrier,
+each rank times its own all_reduce (float32 sum), the iteration's time is the slowest rank's
+(max-reduce), and every result is checked. Gloo reduces in place, so the input is restored
+before each op (untimed). Writes JSON with the same fields as the qccl benchmark.
+"""
+import argparse
+import json
+import multiprocessing as mp
+import os
+import socket
+import statistics
+import sys
+import time
+
+
+def free_port():
+    # Bind port 0 so the OS picks a free port; gloo's TCP store binds it again right after.
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def worker(rank, n, port, sizes_mib, iters, warmup, queue):
+    os.environ["GLOO_SOCKET_IFNAME"] = "lo"
+    import torch
+    import torch.distributed as dist
+
+    torch.set_num_threads(1)  # like the baselines: processes outnumber cores already
+    try:
+        dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}",
+                                rank=rank, world_size=n)
+        weight = n * (n + 1) / 2
+        for mib in sizes_mib:
+            count = mib << 18
+            # Same values as qccl's benchmark: (rank+1) * ((j % 1024) + 1), exact in float.
+            pattern = (torch.arange(count, dtype=torch.int64) % 1024 + 1).to(torch.float32)
+            src = pattern * (rank + 1)
+            expected = pattern * weight
+            buf = torch.empty_like(src)
+            times = []
+            for it in range(warmup + iters):
+                buf.copy_(src)
+                dist.barrier()
+                t0 = time.perf_counter()
+                dist.all_reduce(buf, op=dist.ReduceOp.SUM)
+                dt = (time.perf_counter() - t0) * 1e3
+                bad = 0.0 if torch.equal(buf, expected) else 1.0
+                v = torch.tensor([dt, bad], dtype=torch.float64)
+                dist.all_reduce(v, op=dist.ReduceOp.MAX)
+                if v[1].item() != 0.0:
+                    raise RuntimeError(f"wrong gloo all_reduce result at {mib} MiB")
+                if it >= warmup:
+                    times.append(v[0].item())
+            if rank == 0:
+                queue.put(("result", n, count * 4, times))
+        dist.barrier()
+        dist.destroy_process_group()
+        queue.put(("done", rank))
+    except Exception as e:  # reported to the parent, which ends the other ranks
+        queue.put(("error", rank, repr(e)))
+
+
+def row(n, size_bytes, times):
+    med = statistics.median(times)
+    algbw = size_bytes / (med / 1e3) / 1e9
+    return {"n": n, "size_bytes": size_bytes, "times_ms": times, "median_ms": med,
+            "min_ms": min(times), "max_ms": max(times), "algbw_gbs": algbw,
+            "busbw_gbs": algbw * 2 * (n - 1) / n}
+
+
+def run_group(ctx, n, args, deadline):
+    queue = ctx.Queue()
+    port = free_port()
+    procs = [ctx.Process(target=worker, args=(r, n, port, args.sizes_mib, args.iters,
+                                               args.warmup, queue)) for r in range(n)]
+    for p in procs:
+        p.start()
+    rows, done, ok = [], 0, False
+    try:
+        while done < n:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                print(f"gloo N={n}: deadline passed", file=sys.stderr)
+                break
+            try:
+                msg = queue.get(timeout=min(left, 5.0))
+            except Exception:  # queue.Empty: check that the ranks are still alive
+                if any(p.exitcode not in (None, 0) for p in procs):
+                    print(f"gloo N={n}: a rank died", file=sys.stderr)
+                    break
+                continue
+            if msg[0] == "result":
+                rows.append(row(*msg[1:]))
+                r = rows[-1]
+                print(f"{n:3d} {r['size_bytes'] / 2**20:10.0f} {len(r['times_ms']):6d} "
+                      f"{r['median_ms']:11.3f} {r['min_ms']:9.3f} {r['max_ms']:9.3f} "
+                      f"{r['algbw_gbs']:12.3f} {r['busbw_gbs']:12.3f}", flush=True)
+            elif msg[0] == "done":
+                done += 1
+            else:
+                print(f"gloo N={n}: rank {msg[1]}: {msg[2]}", file=sys.stderr)
+                break
+        ok = done == n
+    finally:
+        for p in procs:  # each rank started here is ended here, by pid
+            p.join(timeout=2.0 if ok else 0.1)
+            if p.is_alive():
+                p.kill()
+                p.join()
+    return rows, ok
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--peers", default="2,3,4")
+    ap.add_argument("--sizes-mib", default="1,16,64,256")
+    ap.add_argument("--iters", type=int, default=10)
+    ap.add_argument("--warmup", type=int, default=3)
+    ap.add_argument("--timeout-s", type=float, default=1800)
+    ap.add_argument("--json")
+    args = ap.parse_args()
+    args.sizes_mib = [int(x) for x in args.sizes_mib.split(",") if x]
+    peers = [int(x) for x in args.peers.split(",") if x]
+    deadline = time.monotonic() + args.timeout_s
+    import torch
+    print(f"gloo (torch {torch.__version__}) all-reduce, float32 sum, loopback, in place")
+    print(f"{'N':>3} {'size(MiB)':>10} {'iters':>6} {'median(ms)':>11} {'min(ms)':>9} "
+          f"{'max(ms)':>9} {'algbw(GB/s)':>12} {'busbw(GB/s)':>12}", flush=True)
+    ctx = mp.get_context("spawn")  # no fork of a process that already imported torch
+    rows, all_ok = [], True
+    for n in peers:
+        r, ok = run_group(ctx, n, args, deadline)
+        rows += r
+        all_ok = all_ok and ok
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"system": "gloo", "torch": torch.__version__, "iters": args.iters,
+                       "warmup": args.warmup, "results": rows}, f, indent=1)
+    return 0 if all_ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
