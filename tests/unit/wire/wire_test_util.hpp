@@ -1,0 +1,138 @@
+// Shared helpers for the wire codec tests: one sample of every control message with
+// non-default values, field-wise equality (the message structs have no operator==), whole-frame
+// decoding, and an assertion that a decode failed with kInvalidArgument and a given reason.
+#pragma once
+
+#include <gtest/gtest.h>
+
+#include <cstdint>
+#include <span>
+#include <string>
+#include <string_view>
+#include <tuple>
+#include <type_traits>
+#include <utility>
+#include <variant>
+#include <vector>
+
+#include "wire/codec.hpp"
+
+namespace qccl::wire::test {
+
+inline auto fields(const C2MRegister& m) {
+  return std::tie(m.peer_group, m.p2p_port, m.advertised_host);
+}
+inline auto fields(const C2MHeartbeat&) { return std::tuple<>(); }
+inline auto fields(const C2MVote& m) { return std::tie(m.kind); }
+inline auto fields(const C2MOpStart& m) { return std::tie(m.tag, m.seq, m.op_epoch, m.desc_hash); }
+inline auto fields(const C2MOpDone& m) {
+  return std::tie(m.tag, m.seq, m.op_epoch, m.status, m.message);
+}
+inline auto fields(const C2MLeave&) { return std::tuple<>(); }
+inline auto fields(const M2CWelcome& m) {
+  return std::tie(m.peer_id, m.heartbeat_interval_ms, m.peer_timeout_ms);
+}
+inline auto fields(const M2CMembership& m) {
+  std::vector<std::tuple<PeerId, std::string, uint16_t>> ring;
+  for (const RingMember& r : m.ring) ring.emplace_back(r.id, r.host, r.port);
+  return std::make_tuple(m.group_epoch, m.global_world_size, m.group_world_size, m.num_groups,
+                         m.largest_group_size, std::move(ring));
+}
+inline auto fields(const M2CVoteResult& m) { return std::tie(m.kind, m.peers_pending); }
+inline auto fields(const M2COpResult& m) {
+  return std::tie(m.tag, m.seq, m.op_epoch, m.status, m.world_size, m.message);
+}
+inline auto fields(const M2CKicked& m) { return std::tie(m.reason, m.message); }
+inline auto fields(const M2CHeartbeat&) { return std::tuple<>(); }
+
+inline bool same_message(const ControlMessage& a, const ControlMessage& b) {
+  if (a.index() != b.index()) return false;
+  return std::visit(
+      [&b](const auto& x) {
+        using T = std::decay_t<decltype(x)>;
+        return fields(x) == fields(std::get<T>(b));
+      },
+      a);
+}
+
+inline RingMember member(PeerId id, std::string host, uint16_t port) {
+  RingMember m;
+  m.id = id;
+  m.host = std::move(host);
+  m.port = port;
+  return m;
+}
+
+// At least one of every control message, every field away from its default.
+inline std::vector<ControlMessage> sample_messages() {
+  std::vector<ControlMessage> v;
+  v.push_back(C2MRegister{0xA1B2C3D4u, 29500, "node-7.cluster.example"});
+  v.push_back(C2MRegister{1, 1, ""});
+  v.push_back(C2MRegister{7, 65535, std::string(kMaxStringBytes, 'h')});
+  v.push_back(C2MHeartbeat{});
+  v.push_back(C2MVote{VoteKind::kUpdateTopology});
+  v.push_back(C2MVote{VoteKind::kPeersPending});
+  v.push_back(C2MOpStart{0x1122334455667788ull, 42, 9, 0xDEADBEEFCAFEF00Dull});
+  v.push_back(C2MOpDone{5, 6, 7, StatusCode::kPeerLost, "neighbour 3 closed the connection"});
+  v.push_back(C2MOpDone{~0ull, ~0ull, ~0ull, StatusCode::kInternal, ""});
+  v.push_back(C2MLeave{});
+  v.push_back(M2CWelcome{123456789012345ull, 250, 5000});
+  M2CMembership empty_ring{3, 10, 4, 3, 5, {}};
+  v.push_back(empty_ring);
+  M2CMembership ring{17, 8, 3, 2, 5, {}};
+  ring.ring.push_back(member(11, "10.0.0.1", 40001));
+  ring.ring.push_back(member(12, "", 40002));
+  ring.ring.push_back(member(~0ull, std::string(kMaxStringBytes, 'x'), 65535));
+  v.push_back(ring);
+  v.push_back(M2CVoteResult{VoteKind::kPeersPending, true});
+  v.push_back(M2CVoteResult{VoteKind::kUpdateTopology, false});
+  v.push_back(M2COpResult{99, 3, 12, StatusCode::kMismatch, 6, "descriptor hash differs"});
+  v.push_back(M2COpResult{1, 0, 1, StatusCode::kOk, 64, ""});
+  v.push_back(M2CKicked{KickReason::kStraggler, "missed vote 4"});
+  v.push_back(M2CKicked{KickReason::kDuplicate, ""});
+  v.push_back(M2CHeartbeat{});
+  return v;
+}
+
+inline std::span<const uint8_t> payload_of(const std::vector<uint8_t>& frame) {
+  return std::span<const uint8_t>(frame).subspan(kFrameHeaderSize);
+}
+
+struct DecodedFrame {
+  FrameHeader header;
+  ControlMessage message;
+};
+
+// Decodes one complete control frame: header (under kMaxControlPayload), a payload of exactly
+// payload_len bytes, then the message.
+inline Result<DecodedFrame> decode_whole_frame(std::span<const uint8_t> frame) {
+  if (frame.size() < kFrameHeaderSize) {
+    return make_status(StatusCode::kInvalidArgument, "frame shorter than a header");
+  }
+  QCCL_ASSIGN_OR_RETURN(FrameHeader h, decode_frame_header(frame.first<kFrameHeaderSize>(),
+                                                           kMaxControlPayload));
+  if (h.payload_len != frame.size() - kFrameHeaderSize) {
+    return make_status(StatusCode::kInvalidArgument, "payload_len does not match the frame");
+  }
+  QCCL_ASSIGN_OR_RETURN(ControlMessage m, decode_control(h.type, frame.subspan(kFrameHeaderSize)));
+  return DecodedFrame{h, std::move(m)};
+}
+
+// Passes when `r` failed with kInvalidArgument and a message containing every needle.
+template <typename T>
+::testing::AssertionResult fails_with(const Result<T>& r,
+                                      std::initializer_list<std::string_view> needles) {
+  if (r.is_ok()) return ::testing::AssertionFailure() << "decoded successfully";
+  const Status& s = r.status();
+  if (s.code() != StatusCode::kInvalidArgument) {
+    return ::testing::AssertionFailure() << "wrong code: " << s.to_string();
+  }
+  for (std::string_view n : needles) {
+    if (s.message().find(n) == std::string::npos) {
+      return ::testing::AssertionFailure() << "'" << s.message() << "' lacks '" << n << "'";
+    }
+  }
+  return ::testing::AssertionSuccess() << s.message();
+}
+
+}  // namespace qccl::wire::test
