@@ -158,10 +158,6 @@ int main(int argc, char** argv) {
   std::signal(SIGPIPE, SIG_IGN);
 
   const std::string listen = options.listen_address;
-  const uint32_t heartbeat_ms = options.heartbeat_interval_ms;
-  const uint32_t peer_timeout_ms = options.peer_timeout_ms;
-  const uint32_t vote_timeout_ms = options.vote_timeout_ms;
-  const bool auth = options.auth_token.has_value();
   qccl::master::MasterServer server(std::move(options));
   if (qccl::Status started = server.start(); !started.is_ok()) {
     std::cerr << "qccl-master: cannot listen on " << listen << ": " << started.message()
@@ -172,10 +168,8 @@ int main(int argc, char** argv) {
   qccl::HostPort bound = qccl::parse_host_port(listen).value();  // validated by the parser
   bound.port = server.port();
   std::cout << "qccl-master listening on " << qccl::format_host_port(bound) << std::endl;
+  // MasterServer logs its own "listening on" line with its settings.
   auto logger = qccl::log::get("master");
-  logger->info("listening on {} (heartbeat {} ms, peer timeout {} ms, vote timeout {} ms, {})",
-               qccl::format_host_port(bound), heartbeat_ms, peer_timeout_ms, vote_timeout_ms,
-               auth ? "authentication on" : "no authentication");
 
   std::atomic<bool> server_ended{false};
   const pthread_t main_thread = pthread_self();
