@@ -1,17 +1,96 @@
 // Every exported function of include/qccl/qccl.h: validate -> call the core -> map Status to
 // qcclResult_t, storing the message for qcclGetLastError(). The only extern "C" code; no
-// exception crosses it.
+// exception crosses it (QCCL_CAPI_GUARD turns one into qcclInternalError).
 #include "qccl/qccl.h"
 
+#include <cstring>
+#include <exception>
+#include <string>
+#include <vector>
+
+#include "capi/handles.hpp"
 #include "capi/last_error.hpp"
+#include "common/address.hpp"
+#include "core/multi_reduce.hpp"
+
+namespace {
+
+using qccl::Status;
+using qccl::StatusCode;
+
+static_assert(static_cast<int>(StatusCode::kInternal) == qcclInternalError);
+static_assert(static_cast<int>(StatusCode::kNumCodes) == qcclNumResults);
+static_assert(static_cast<int>(qccl::DataType::kNumTypes) == qcclNumDataTypes);
+static_assert(static_cast<int>(qccl::DataType::kBFloat16) == qcclBFloat16);
+static_assert(static_cast<int>(qccl::ReduceOp::kNumOps) == qcclNumRedOps);
+static_assert(static_cast<int>(qccl::QuantAlgorithm::kZeroPointScale) == qcclQuantZeroPointScale);
+
+qcclResult_t fail(qcclResult_t code, std::string message) {
+  qccl::capi::set_last_error(std::move(message));
+  return code;
+}
+
+qcclResult_t to_result(const Status& st, const char* fn) {
+  if (st.is_ok()) return qcclSuccess;
+  return fail(static_cast<qcclResult_t>(st.code()), std::string(fn) + ": " + st.message());
+}
+
+template <typename F>
+qcclResult_t guarded(const char* fn, F&& body) {
+  try {
+    return body();
+  } catch (const std::exception& e) {
+    return fail(qcclInternalError, std::string(fn) + ": unexpected exception: " + e.what());
+  } catch (...) {
+    return fail(qcclInternalError, std::string(fn) + ": unexpected exception");
+  }
+}
+
+#define QCCL_REQUIRE(cond, fn, what)                                  \
+  do {                                                                \
+    if (!(cond)) return fail(qcclInvalidArgument, std::string(fn) + ": " + (what)); \
+  } while (0)
+
+bool valid(const qcclMaster* m) { return m != nullptr && m->magic == qcclMaster::kMagic; }
+bool valid(const qcclComm* c) { return c != nullptr && c->magic == qcclComm::kMagic && c->rep; }
+bool valid(const qcclOp* o) { return o != nullptr && o->magic == qcclOp::kMagic && o->rep; }
+
+// Converts and checks a public descriptor.
+qcclResult_t to_desc(const qcclReduceDesc_t* d, qccl::collectives::ReduceDesc* out, const char* fn) {
+  out->count = d->count;
+  out->dtype = static_cast<qccl::DataType>(d->dtype);
+  out->op = static_cast<qccl::ReduceOp>(d->op);
+  out->tag = d->tag;
+  out->quant_algorithm = static_cast<qccl::QuantAlgorithm>(d->quantization.algorithm);
+  out->quant_dtype = static_cast<qccl::DataType>(d->quantization.quantized_dtype);
+  if (static_cast<unsigned>(d->dtype) >= qcclNumDataTypes ||
+      static_cast<unsigned>(d->op) >= qcclNumRedOps ||
+      static_cast<unsigned>(d->quantization.algorithm) > qcclQuantZeroPointScale) {
+    return fail(qcclInvalidArgument, std::string(fn) + ": desc has an unknown dtype, op or "
+                                                       "quantization algorithm");
+  }
+  return to_result(qccl::collectives::validate(*out), fn);
+}
+
+qcclResult_t check_buffers(const void* sendbuf, const void* recvbuf, const qcclReduceDesc_t* d,
+                           const char* fn) {
+  if (d->count == 0) return qcclSuccess;
+  QCCL_REQUIRE(sendbuf != nullptr && recvbuf != nullptr, fn, "sendbuf or recvbuf is NULL");
+  size_t bytes = d->count * qccl::dtype_size(static_cast<qccl::DataType>(d->dtype));
+  auto s = static_cast<const char*>(sendbuf);
+  auto r = static_cast<const char*>(recvbuf);
+  bool overlap = s != r && s < r + bytes && r < s + bytes;
+  QCCL_REQUIRE(!overlap, fn, "sendbuf and recvbuf overlap partially (use the same pointer for "
+                             "in place)");
+  return qcclSuccess;
+}
+
+}  // namespace
 
 extern "C" {
 
 qcclResult_t qcclGetVersion(int* version_code) {
-  if (version_code == nullptr) {
-    qccl::capi::set_last_error("qcclGetVersion: version_code is NULL");
-    return qcclInvalidArgument;
-  }
+  QCCL_REQUIRE(version_code != nullptr, "qcclGetVersion", "version_code is NULL");
   *version_code = QCCL_VERSION_CODE;
   return qcclSuccess;
 }
@@ -36,5 +115,242 @@ const char* qcclGetErrorString(qcclResult_t result) {
 }
 
 const char* qcclGetLastError(void) { return qccl::capi::last_error(); }
+
+// ---- master ----
+
+qcclResult_t qcclMasterCreate(const qcclMasterConfig_t* config, qcclMaster_t** master_out) {
+  const char* fn = "qcclMasterCreate";
+  return guarded(fn, [&] {
+    QCCL_REQUIRE(config != nullptr && master_out != nullptr, fn, "config or master_out is NULL");
+    QCCL_REQUIRE(config->struct_size >= offsetof(qcclMasterConfig_t, vote_timeout_ms) &&
+                     config->struct_size <= sizeof(qcclMasterConfig_t),
+                 fn, "config->struct_size is wrong (initialise with QCCL_MASTER_CONFIG_INIT)");
+    QCCL_REQUIRE(config->listen_address != nullptr, fn, "config->listen_address is NULL");
+    qccl::master::MasterOptions o;
+    o.listen_address = config->listen_address;
+    if (config->heartbeat_interval_ms) o.heartbeat_interval_ms = config->heartbeat_interval_ms;
+    if (config->peer_timeout_ms) o.peer_timeout_ms = config->peer_timeout_ms;
+    if (config->struct_size >= sizeof(qcclMasterConfig_t) && config->vote_timeout_ms) {
+      o.vote_timeout_ms = config->vote_timeout_ms;
+    }
+    if (config->auth_token) o.auth_token = config->auth_token;
+    QCCL_REQUIRE(o.heartbeat_interval_ms < o.peer_timeout_ms, fn,
+                 "heartbeat_interval_ms must be shorter than peer_timeout_ms");
+    auto addr = qccl::parse_host_port(o.listen_address);
+    if (!addr.is_ok()) return to_result(addr.status(), fn);
+    auto m = std::make_unique<qcclMaster>();
+    m->rep = std::make_unique<qccl::master::MasterServer>(std::move(o));
+    *master_out = m.release();
+    return qcclSuccess;
+  });
+}
+
+qcclResult_t qcclMasterStart(qcclMaster_t* master) {
+  const char* fn = "qcclMasterStart";
+  return guarded(fn, [&] {
+    QCCL_REQUIRE(valid(master), fn, "master is NULL or not a master");
+    qcclResult_t r = to_result(master->rep->start(), fn);
+    if (r == qcclSuccess) master->started = true;
+    return r;
+  });
+}
+
+qcclResult_t qcclMasterGetPort(const qcclMaster_t* master, uint16_t* port_out) {
+  const char* fn = "qcclMasterGetPort";
+  QCCL_REQUIRE(valid(master) && port_out != nullptr, fn, "master or port_out is NULL");
+  if (!master->started) return fail(qcclInvalidUsage, "qcclMasterGetPort: the master is not started");
+  *port_out = master->rep->port();
+  return qcclSuccess;
+}
+
+qcclResult_t qcclMasterStop(qcclMaster_t* master) {
+  const char* fn = "qcclMasterStop";
+  return guarded(fn, [&] {
+    QCCL_REQUIRE(valid(master), fn, "master is NULL or not a master");
+    master->rep->stop();
+    return qcclSuccess;
+  });
+}
+
+qcclResult_t qcclMasterWait(qcclMaster_t* master) {
+  const char* fn = "qcclMasterWait";
+  return guarded(fn, [&] {
+    QCCL_REQUIRE(valid(master), fn, "master is NULL or not a master");
+    master->rep->wait();
+    return qcclSuccess;
+  });
+}
+
+qcclResult_t qcclMasterDestroy(qcclMaster_t* master) {
+  const char* fn = "qcclMasterDestroy";
+  return guarded(fn, [&] {
+    QCCL_REQUIRE(valid(master), fn, "master is NULL or not a master");
+    master->rep->stop();
+    master->rep->wait();
+    master->magic = 0;
+    delete master;
+    return qcclSuccess;
+  });
+}
+
+// ---- communicator ----
+
+qcclResult_t qcclCommCreate(const qcclCommConfig_t* config, qcclComm_t** comm_out) {
+  const char* fn = "qcclCommCreate";
+  return guarded(fn, [&] {
+    QCCL_REQUIRE(config != nullptr && comm_out != nullptr, fn, "config or comm_out is NULL");
+    QCCL_REQUIRE(config->struct_size == sizeof(qcclCommConfig_t), fn,
+                 "config->struct_size is wrong (initialise with QCCL_COMM_CONFIG_INIT)");
+    QCCL_REQUIRE(config->master_address != nullptr, fn, "config->master_address is NULL");
+    qccl::core::CommOptions o;
+    o.master_address = config->master_address;
+    o.peer_group = config->peer_group;
+    o.connections_per_peer = config->connections_per_peer;
+    o.connect_timeout_ms = config->connect_timeout_ms;
+    if (config->auth_token) o.auth_token = config->auth_token;
+    auto comm = qccl::core::Communicator::create(std::move(o));
+    if (!comm.is_ok()) return to_result(comm.status(), fn);
+    auto c = std::make_unique<qcclComm>();
+    c->rep = std::move(comm).value();
+    *comm_out = c.release();
+    return qcclSuccess;
+  });
+}
+
+qcclResult_t qcclConnect(qcclComm_t* comm) {
+  const char* fn = "qcclConnect";
+  return guarded(fn, [&] {
+    QCCL_REQUIRE(valid(comm), fn, "comm is NULL or not a communicator");
+    return to_result(comm->rep->connect(), fn);
+  });
+}
+
+qcclResult_t qcclCommDestroy(qcclComm_t* comm) {
+  const char* fn = "qcclCommDestroy";
+  return guarded(fn, [&] {
+    QCCL_REQUIRE(valid(comm), fn, "comm is NULL or not a communicator");
+    comm->rep.reset();
+    comm->magic = 0;
+    delete comm;
+    return qcclSuccess;
+  });
+}
+
+qcclResult_t qcclUpdateTopology(qcclComm_t* comm) {
+  const char* fn = "qcclUpdateTopology";
+  return guarded(fn, [&] {
+    QCCL_REQUIRE(valid(comm), fn, "comm is NULL or not a communicator");
+    return to_result(comm->rep->update_topology(), fn);
+  });
+}
+
+qcclResult_t qcclArePeersPending(qcclComm_t* comm, int* pending_out) {
+  const char* fn = "qcclArePeersPending";
+  return guarded(fn, [&] {
+    QCCL_REQUIRE(valid(comm) && pending_out != nullptr, fn, "comm or pending_out is NULL");
+    auto r = comm->rep->are_peers_pending();
+    if (!r.is_ok()) return to_result(r.status(), fn);
+    *pending_out = *r ? 1 : 0;
+    return qcclSuccess;
+  });
+}
+
+qcclResult_t qcclGetAttribute(const qcclComm_t* comm, qcclAttribute_t attr, int64_t* value_out) {
+  const char* fn = "qcclGetAttribute";
+  return guarded(fn, [&] {
+    QCCL_REQUIRE(valid(comm) && value_out != nullptr, fn, "comm or value_out is NULL");
+    QCCL_REQUIRE(attr >= QCCL_ATTR_GLOBAL_WORLD_SIZE && attr <= QCCL_ATTR_EPOCH, fn,
+                 "unknown attribute " + std::to_string(static_cast<int>(attr)));
+    auto r = comm->rep->attribute(static_cast<qccl::core::Attribute>(attr));
+    if (!r.is_ok()) return to_result(r.status(), fn);
+    *value_out = *r;
+    return qcclSuccess;
+  });
+}
+
+// ---- all-reduce ----
+
+qcclResult_t qcclAllReduceAsync(const void* sendbuf, void* recvbuf, const qcclReduceDesc_t* desc,
+                                qcclComm_t* comm, qcclOp_t** op_out) {
+  const char* fn = "qcclAllReduceAsync";
+  return guarded(fn, [&] {
+    QCCL_REQUIRE(valid(comm) && desc != nullptr && op_out != nullptr, fn,
+                 "comm, desc or op_out is NULL");
+    qccl::collectives::ReduceDesc d;
+    if (qcclResult_t r = to_desc(desc, &d, fn); r != qcclSuccess) return r;
+    if (qcclResult_t r = check_buffers(sendbuf, recvbuf, desc, fn); r != qcclSuccess) return r;
+    auto h = comm->rep->all_reduce_async(sendbuf, recvbuf, d);
+    if (!h.is_ok()) return to_result(h.status(), fn);
+    auto op = std::make_unique<qcclOp>();
+    op->rep = std::move(h).value();
+    *op_out = op.release();
+    return qcclSuccess;
+  });
+}
+
+qcclResult_t qcclTest(qcclOp_t* op, int* done_out) {
+  const char* fn = "qcclTest";
+  QCCL_REQUIRE(valid(op) && done_out != nullptr, fn, "op or done_out is NULL");
+  *done_out = op->rep->test() ? 1 : 0;
+  return qcclSuccess;
+}
+
+qcclResult_t qcclWait(qcclOp_t* op, qcclReduceInfo_t* info_out) {
+  const char* fn = "qcclWait";
+  return guarded(fn, [&] {
+    QCCL_REQUIRE(valid(op), fn, "op is NULL or not an operation handle");
+    qccl::core::ReduceInfo info;
+    Status st = op->rep->wait(&info);
+    if (info_out) *info_out = {info.world_size, info.tx_bytes, info.rx_bytes};
+    op->magic = 0;
+    delete op;
+    return to_result(st, fn);
+  });
+}
+
+qcclResult_t qcclAllReduce(const void* sendbuf, void* recvbuf, const qcclReduceDesc_t* desc,
+                           qcclComm_t* comm, qcclReduceInfo_t* info_out) {
+  qcclOp_t* op = nullptr;
+  qcclResult_t r = qcclAllReduceAsync(sendbuf, recvbuf, desc, comm, &op);
+  if (r != qcclSuccess) return r;
+  r = qcclWait(op, info_out);
+  if (r != qcclSuccess) {
+    // Say which call failed.
+    std::string msg = qccl::capi::last_error();
+    if (msg.rfind("qcclWait: ", 0) == 0) qccl::capi::set_last_error("qcclAllReduce: " + msg.substr(10));
+  }
+  return r;
+}
+
+qcclResult_t qcclAllReduceMultipleWithRetry(const qcclReduceOp_t* ops, size_t num_ops,
+                                            qcclComm_t* comm, int max_in_flight,
+                                            qcclReduceInfo_t* info_out) {
+  const char* fn = "qcclAllReduceMultipleWithRetry";
+  return guarded(fn, [&] {
+    QCCL_REQUIRE(valid(comm), fn, "comm is NULL or not a communicator");
+    QCCL_REQUIRE(num_ops == 0 || ops != nullptr, fn, "ops is NULL");
+    QCCL_REQUIRE(max_in_flight >= 1, fn, "max_in_flight must be at least 1");
+    std::vector<qccl::core::MultiOp> multi(num_ops);
+    for (size_t i = 0; i < num_ops; ++i) {
+      if (qcclResult_t r = to_desc(&ops[i].desc, &multi[i].desc, fn); r != qcclSuccess) return r;
+      if (qcclResult_t r = check_buffers(ops[i].sendbuf, ops[i].recvbuf, &ops[i].desc, fn);
+          r != qcclSuccess) {
+        return r;
+      }
+      for (size_t j = 0; j < i; ++j) {
+        QCCL_REQUIRE(ops[j].desc.tag != ops[i].desc.tag, fn,
+                     "ops " + std::to_string(j) + " and " + std::to_string(i) + " share tag " +
+                         std::to_string(ops[i].desc.tag));
+      }
+      multi[i].sendbuf = ops[i].sendbuf;
+      multi[i].recvbuf = ops[i].recvbuf;
+    }
+    qccl::core::ReduceInfo info;
+    Status st = qccl::core::all_reduce_multiple_with_retry(*comm->rep, multi,
+                                                          static_cast<size_t>(max_in_flight), &info);
+    if (info_out) *info_out = {info.world_size, info.tx_bytes, info.rx_bytes};
+    return to_result(st, fn);
+  });
+}
 
 }  // extern "C"

@@ -122,14 +122,16 @@ void Membership::on_tick(TimePoint now, Outbox& out) {
   for (auto kind : {wire::VoteKind::kUpdateTopology, wire::VoteKind::kPeersPending}) {
     auto v = votes_.find(kind);
     if (v == votes_.end() || now - v->second.started < config_.vote_timeout) continue;
+    // Collect first: the first kick may complete the vote and clear everyone's ballot.
+    std::vector<PeerId> late;
     for (PeerId id : accepted_ids()) {
-      auto pit = peers_.find(id);
-      if (pit != peers_.end() && pit->second.vote != kind) {
-        kick(id, wire::KickReason::kStraggler,
-             fmt::format("did not join the {} vote within {} ms", vote_name(kind),
-                         config_.vote_timeout.count()),
-             now, out);
-      }
+      if (peers_.at(id).vote != kind) late.push_back(id);
+    }
+    for (PeerId id : late) {
+      kick(id, wire::KickReason::kStraggler,
+           fmt::format("did not join the {} vote within {} ms", vote_name(kind),
+                       config_.vote_timeout.count()),
+           now, out);
     }
   }
   // Collectives past their deadline: expel group members that have not started them.
@@ -198,26 +200,34 @@ void Membership::try_complete_votes(TimePoint now, Outbox& out) {
 }
 
 void Membership::admit_registered(TimePoint now, Outbox& out) {
+  std::set<GroupId> changed;
+  for (const auto& [id, p] : peers_) {
+    if (p.phase == Phase::kRegistered) changed.insert(p.group);
+  }
+  if (changed.empty()) return;
+  // A membership change aborts the group's collectives (there are none in a well-behaved
+  // run: control calls are refused while ops are in flight). Told to the old members, with
+  // the old epoch, before the ring grows.
+  for (GroupId gid : changed) {
+    auto git = groups_.find(gid);
+    if (git == groups_.end()) continue;
+    for (const auto& [key, op] : git->second.ops) {
+      reply_op(git->second.ring, gid, key, git->second.epoch, StatusCode::kPeerLost,
+               "membership changed", out);
+    }
+    git->second.ops.clear();
+  }
   std::vector<PeerId> admitted;
   for (auto& [id, p] : peers_) {
     if (p.phase != Phase::kRegistered) continue;
     p.phase = Phase::kAccepted;
-    Group& g = groups_[p.group];
-    g.ring.push_back(id);
+    groups_[p.group].ring.push_back(id);
     admitted.push_back(id);
   }
-  if (admitted.empty()) return;
   ++global_epoch_;
-  std::set<GroupId> changed;
-  for (PeerId id : admitted) changed.insert(peers_.at(id).group);
   for (GroupId gid : changed) {
     Group& g = groups_.at(gid);
     g.epoch = global_epoch_;
-    // A membership change aborts the group's collectives (there are none in a well-behaved
-    // run: control calls are refused while ops are in flight).
-    for (const auto& [key, op] : g.ops) reply_op(g.ring, gid, key, StatusCode::kPeerLost,
-                                                 "membership changed", out);
-    g.ops.clear();
     out.log.push_back(fmt::format("ring change: group {} epoch {} ring [{}]", gid, g.epoch,
                                   fmt::join(g.ring, ", ")));
   }
@@ -232,7 +242,7 @@ void Membership::handle_op_start(Peer& p, const wire::C2MOpStart& m, TimePoint n
   Group& g = groups_.at(p.group);
   OpKey key{m.tag, m.seq};
   if (m.op_epoch != g.epoch) {
-    reply_op({p.id}, p.group, key, StatusCode::kPeerLost,
+    reply_op({p.id}, p.group, key, m.op_epoch, StatusCode::kPeerLost,
              fmt::format("the group changed (epoch {} is now {})", m.op_epoch, g.epoch), out);
     return;
   }
@@ -256,7 +266,7 @@ void Membership::handle_op_done(Peer& p, const wire::C2MOpDone& m, Outbox& out) 
   Group& g = groups_.at(p.group);
   OpKey key{m.tag, m.seq};
   if (m.op_epoch != g.epoch) {
-    reply_op({p.id}, p.group, key, StatusCode::kPeerLost,
+    reply_op({p.id}, p.group, key, m.op_epoch, StatusCode::kPeerLost,
              fmt::format("the group changed (epoch {} is now {})", m.op_epoch, g.epoch), out);
     return;
   }
@@ -268,21 +278,21 @@ void Membership::handle_op_done(Peer& p, const wire::C2MOpDone& m, Outbox& out) 
   auto it = g.ops.find(key);
   if (it == g.ops.end() || !it->second.started.count(p.id)) {
     // Done without start: the op was already aborted and forgotten, or the peer misbehaves.
-    reply_op({p.id}, p.group, key, StatusCode::kPeerLost, "operation was aborted", out);
+    reply_op({p.id}, p.group, key, m.op_epoch, StatusCode::kPeerLost, "operation was aborted",
+             out);
     return;
   }
   it->second.done.insert(p.id);
   if (it->second.done.size() == g.ring.size()) {
-    reply_op(g.ring, p.group, key, StatusCode::kOk, "", out);
+    reply_op(g.ring, p.group, key, g.epoch, StatusCode::kOk, "", out);
     g.ops.erase(it);
   }
 }
 
 void Membership::reply_op(const std::vector<PeerId>& to, GroupId g, const OpKey& key,
-                          StatusCode status, const std::string& why, Outbox& out) {
+                          Epoch epoch, StatusCode status, const std::string& why, Outbox& out) {
   auto it = groups_.find(g);
   uint32_t world = it == groups_.end() ? 0 : static_cast<uint32_t>(it->second.ring.size());
-  Epoch epoch = it == groups_.end() ? 0 : it->second.epoch;
   for (PeerId id : to) {
     out.sends.push_back(
         {id, wire::M2COpResult{key.tag, key.seq, epoch, status, world, why}, global_epoch_});
@@ -296,7 +306,7 @@ void Membership::abort_group(GroupId gid, std::optional<OpKey> culprit, StatusCo
   for (const auto& [key, op] : g.ops) {
     bool is_culprit = culprit && key == *culprit;
     bool plain = is_culprit || !culprit;
-    reply_op(g.ring, gid, key, is_culprit ? status : StatusCode::kPeerLost,
+    reply_op(g.ring, gid, key, g.epoch, is_culprit ? status : StatusCode::kPeerLost,
              plain ? why : fmt::format("aborted with the group's other operations: {}", why), out);
     out.log.push_back(fmt::format("aborted operation tag {} seq {} of group {}: {}", key.tag,
                                   key.seq, gid, why));
@@ -340,10 +350,12 @@ void Membership::remove_peer(PeerId id, TimePoint now, Outbox& out) {
       abort_group(p.group, std::nullopt, StatusCode::kPeerLost,
                   fmt::format("peer {} left or failed", id), out);
     }
-    if (num_accepted() == 0) admit_registered(now, out);
+    if (num_accepted() == 0) {
+      votes_.clear();  // a round of a run that has ended must not bind the next one
+      admit_registered(now, out);
+    }
     try_complete_votes(now, out);
   }
-  if (votes_.size() && num_accepted() == 0) votes_.clear();
 }
 
 wire::M2CMembership Membership::membership_view(GroupId gid) const {

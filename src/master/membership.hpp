@@ -133,8 +133,8 @@ class Membership {
   void bump_group(Group& g);
   void send_membership_to_all(Outbox& out);
   wire::M2CMembership membership_view(GroupId g) const;
-  void reply_op(const std::vector<PeerId>& to, GroupId g, const OpKey& key, StatusCode status,
-                const std::string& why, Outbox& out);
+  void reply_op(const std::vector<PeerId>& to, GroupId g, const OpKey& key, Epoch epoch,
+                StatusCode status, const std::string& why, Outbox& out);
   std::vector<PeerId> accepted_ids() const;
 
   MembershipConfig config_;

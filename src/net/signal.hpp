@@ -22,10 +22,9 @@ class Signal {
     timer_.cancel();
   }
   awaitable<void> wait() {
-    if (!pending_) {
-      timer_.expires_at(asio::steady_timer::time_point::max());
-      co_await timer_.async_wait(use_nothrow);
-    }
+    // The expiry stays at max(): cancel() wakes the waiters without re-arming, so several
+    // waiters do not cancel each other.
+    if (!pending_) co_await timer_.async_wait(use_nothrow);
     pending_ = false;
   }
 

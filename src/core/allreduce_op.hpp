@@ -1,0 +1,90 @@
+// AllReduceOp: one all-reduce as seen by the communicator's loop: the ring dataflow plus the
+// bookkeeping that makes it all-or-nothing.
+//
+// Phases (forward only):
+//   kWaitLinks   started; waiting for the data connections of its epoch
+//   kRunning     frames flowing
+//   kWaitCommit  local part done, C2MOpDone(ok) sent; waiting for the master's M2COpResult
+//   kFailing     failed; waiting until no frame still touches the user's buffers and the
+//                group has moved past the op's epoch, so that a retry runs on the new ring
+//   kDone        the handle was completed
+//
+// Thread-safety: loop thread only.
+#pragma once
+
+#include <functional>
+#include <memory>
+#include <optional>
+#include <vector>
+
+#include "collectives/reduce_desc.hpp"
+#include "collectives/ring_allreduce.hpp"
+#include "core/op_handle.hpp"
+#include "peer/data_links.hpp"
+
+namespace qccl::core {
+
+class AllReduceOp : public peer::FrameOwner {
+ public:
+  enum class Phase { kWaitLinks, kRunning, kWaitCommit, kFailing, kDone };
+
+  AllReduceOp(const collectives::ReduceDesc& desc, const void* sendbuf, void* recvbuf,
+              uint64_t seq, Epoch epoch, std::shared_ptr<OpHandle> handle);
+
+  const collectives::ReduceDesc& desc() const { return desc_; }
+  OpTag tag() const { return desc_.tag; }
+  uint64_t seq() const { return seq_; }
+  Epoch epoch() const { return epoch_; }
+  uint64_t desc_hash() const { return desc_hash_; }
+  Phase phase() const { return phase_; }
+  bool accepts_frames() const { return phase_ == Phase::kRunning; }
+
+  // kWaitLinks -> kRunning: builds the ring and queues the first frames.
+  void begin(uint32_t world, uint32_t rank, peer::DataLinks& links);
+  collectives::RingAllReduce& ring() { return *ring_; }
+
+  // Payload reads into the user's memory in progress (they must end before completion).
+  void read_started() { ++reads_; }
+  void read_finished(size_t bytes) { --reads_, rx_ += bytes; }
+  // A forwarded frame to queue (from the reader, after on_received).
+  void send(const collectives::RingAllReduce::Send& s, peer::DataLinks& links);
+
+  // True once every frame was received and every send was written: time to report done.
+  bool locally_complete() const;
+  void mark_reported() { phase_ = Phase::kWaitCommit; }
+
+  // Records the first failure and takes back queued frames. Returns false if the op had
+  // already failed or was committed/done (nothing changes then).
+  bool fail(Status why, peer::DataLinks* links);
+  const Status& failure() const { return failure_; }
+  // Completes the handle with success. REQUIRES: phase kWaitCommit.
+  void commit(uint32_t world);
+  // Completes a failing op if nothing touches the buffers any more and `epoch_moved`
+  // (the group is past this op's epoch, or the communicator is shutting down). Restores an
+  // in-place input. Returns true when done.
+  bool try_finish(bool epoch_moved);
+
+  void on_sent(const Status& status, size_t bytes) override;
+  // Called after every send completion, so the owner can check for completion.
+  void set_progress_callback(std::function<void(AllReduceOp&)> cb) { progress_ = std::move(cb); }
+
+ private:
+  collectives::ReduceDesc desc_;
+  const void* sendbuf_;
+  void* recvbuf_;
+  uint64_t seq_;
+  Epoch epoch_;
+  uint64_t desc_hash_;
+  std::shared_ptr<OpHandle> handle_;
+  Phase phase_ = Phase::kWaitLinks;
+  std::unique_ptr<collectives::RingAllReduce> ring_;
+  std::vector<uint8_t> backup_;  // in-place input, restored on failure
+  size_t sends_in_flight_ = 0;
+  size_t reads_ = 0;
+  uint64_t tx_ = 0;
+  uint64_t rx_ = 0;
+  Status failure_;
+  std::function<void(AllReduceOp&)> progress_;
+};
+
+}  // namespace qccl::core

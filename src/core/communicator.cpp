@@ -1,0 +1,581 @@
+#include "core/communicator.hpp"
+
+#include <future>
+#include <map>
+
+#include "common/address.hpp"
+#include "common/logging.hpp"
+#include "core/allreduce_op.hpp"
+#include "net/io_thread.hpp"
+#include "net/signal.hpp"
+#include "peer/data_links.hpp"
+#include "peer/master_link.hpp"
+#include "wire/codec.hpp"
+
+namespace qccl::core {
+
+using Clock = std::chrono::steady_clock;
+using net::use_nothrow;
+
+// A pseudo operation tag: C2MOpDone with this tag and a failure tells the master that the
+// ring itself is broken (no operation needed it yet), so that it moves the group on.
+inline constexpr OpTag kRingFailureTag = ~OpTag{0};
+
+class Communicator::Impl : public std::enable_shared_from_this<Impl> {
+ public:
+  Impl(CommOptions options, HostPort master)
+      : options_(std::move(options)), master_addr_(std::move(master)), io_("qccl-comm"),
+        log_(log::get("peer")), ops_changed_(io_.context().get_executor()) {}
+
+  net::IoThread& io() { return io_; }
+
+  Status init() {
+    return io_.run_sync([&] {
+      links_ = std::make_unique<peer::DataLinks>(
+          io_.context().get_executor(),
+          [this](std::shared_ptr<net::Connection> c, Epoch e) { start_reader(std::move(c), e); },
+          [this](Epoch e, const Status&) { on_links_ready(e); },
+          [this](Epoch e, const Status& why) { on_links_failed(e, why); });
+      return links_->listen(options_.listen_host, 0);
+    });
+  }
+
+  // ---- control calls (user threads) ----
+
+  Status connect() {
+    auto promise = std::make_shared<std::promise<Status>>();
+    auto fut = promise->get_future();
+    io_.post([self = shared_from_this(), promise] { self->start_connect(promise); });
+    return fut.get();
+  }
+
+  Result<bool> vote(wire::VoteKind kind) {
+    auto promise = std::make_shared<std::promise<Result<bool>>>();
+    auto fut = promise->get_future();
+    io_.post([self = shared_from_this(), promise, kind] { self->start_vote(kind, promise); });
+    return fut.get();
+  }
+
+  Result<int64_t> attribute(Attribute attr) {
+    return io_.run_sync([&]() -> Result<int64_t> {
+      if (state_ != State::kConnected) return not_connected("qcclGetAttribute");
+      switch (attr) {
+        case Attribute::kGlobalWorldSize: return int64_t{view_.global_world_size};
+        case Attribute::kGroupWorldSize: return int64_t{view_.group_world_size};
+        case Attribute::kNumGroups: return int64_t{view_.num_groups};
+        case Attribute::kLargestGroupSize: return int64_t{view_.largest_group_size};
+        case Attribute::kRingRank: return int64_t{rank_};
+        case Attribute::kEpoch: return static_cast<int64_t>(global_epoch_);
+      }
+      return make_status(StatusCode::kInvalidArgument, "unknown attribute {}", static_cast<int>(attr));
+    });
+  }
+
+  Result<std::shared_ptr<OpHandle>> all_reduce_async(const void* sendbuf, void* recvbuf,
+                                                     const collectives::ReduceDesc& desc) {
+    auto handle = std::make_shared<OpHandle>();
+    Status st = io_.run_sync([&] { return start_op(sendbuf, recvbuf, desc, handle); });
+    if (!st.is_ok()) return st;
+    return handle;
+  }
+
+  void shutdown() {
+    auto drained = std::make_shared<std::promise<void>>();
+    auto fut = drained->get_future();
+    io_.post([self = shared_from_this(), drained] { self->begin_shutdown(drained); });
+    // Bounded: every lane was closed, so pending I/O completes at once.
+    fut.wait_for(std::chrono::seconds(5));
+    io_.stop();
+    io_.join();
+  }
+
+ private:
+  enum class State { kIdle, kConnecting, kConnected, kClosed };
+
+  Status not_connected(std::string_view call) const {
+    if (fatal_) return *fatal_;
+    return make_status(StatusCode::kInvalidUsage, "{}: the communicator is not connected "
+                       "(call qcclConnect first)", call);
+  }
+
+  // ---- connect ----
+
+  void start_connect(std::shared_ptr<std::promise<Status>> promise) {
+    if (fatal_) return promise->set_value(*fatal_);
+    if (state_ != State::kIdle) {
+      return promise->set_value(make_status(StatusCode::kInvalidUsage,
+                                            "qcclConnect: already connected or connecting"));
+    }
+    state_ = State::kConnecting;
+    connect_promise_ = promise;
+    auto deadline = options_.connect_timeout_ms == 0
+                        ? Clock::time_point::max()
+                        : Clock::now() + std::chrono::milliseconds(options_.connect_timeout_ms);
+    if (options_.connect_timeout_ms != 0) {
+      connect_timer_.emplace(io_.context(), deadline);
+      connect_timer_->async_wait([self = shared_from_this()](const asio::error_code& ec) {
+        if (!ec) self->connect_timed_out();
+      });
+    }
+    master_ = std::make_shared<peer::MasterLink>(
+        io_.context().get_executor(), master_addr_,
+        [this](const wire::ControlMessage& m, Epoch e) { on_master_message(m, e); },
+        [this](const Status& why) { on_fatal(why); });
+    asio::co_spawn(io_.context(), connect_flow(deadline), asio::detached);
+  }
+
+  net::awaitable<void> connect_flow(Clock::time_point deadline) {
+    auto self = shared_from_this();
+    auto link = master_;
+    wire::C2MRegister reg{options_.peer_group, links_->port(), options_.advertised_host};
+    auto welcome = co_await link->connect(reg, deadline);
+    if (link != master_ || state_ != State::kConnecting) co_return;  // timed out meanwhile
+    if (!welcome.is_ok()) {
+      finish_connect(welcome.status());
+      co_return;
+    }
+    self_ = welcome->peer_id;
+    settings_.heartbeat = std::chrono::milliseconds(welcome->heartbeat_interval_ms);
+    settings_.timeout = std::chrono::milliseconds(welcome->peer_timeout_ms);
+    links_->set_identity(self_, settings_);
+    link->start();
+    log_->info("registered with the master at {} as peer {}", format_host_port(master_addr_), self_);
+    // Admission arrives as M2CMembership; the call returns once the ring links are up.
+  }
+
+  void connect_timed_out() {
+    if (state_ != State::kConnecting) return;
+    finish_connect(make_status(StatusCode::kTimeout,
+                               "qcclConnect: not admitted within connect_timeout_ms = {} ms",
+                               options_.connect_timeout_ms));
+  }
+
+  void finish_connect(Status st) {
+    if (connect_timer_) connect_timer_->cancel();
+    if (st.is_ok()) {
+      state_ = State::kConnected;
+    } else {
+      // Back to the start: the caller may try again.
+      if (master_) master_->close();
+      master_.reset();
+      state_ = fatal_ ? State::kClosed : State::kIdle;
+    }
+    if (connect_promise_) connect_promise_->set_value(st);
+    connect_promise_.reset();
+  }
+
+  // ---- votes ----
+
+  void start_vote(wire::VoteKind kind, std::shared_ptr<std::promise<Result<bool>>> promise) {
+    std::string_view call = kind == wire::VoteKind::kUpdateTopology ? "qcclUpdateTopology"
+                                                                     : "qcclArePeersPending";
+    if (state_ != State::kConnected) return promise->set_value(not_connected(call));
+    if (!ops_.empty()) {
+      return promise->set_value(make_status(StatusCode::kInvalidUsage,
+                                            "{}: {} operation(s) in flight; wait for them first",
+                                            call, ops_.size()));
+    }
+    if (vote_) {
+      return promise->set_value(make_status(StatusCode::kInvalidUsage,
+                                            "{}: another control call is in progress", call));
+    }
+    vote_ = VoteWait{kind, promise};
+    master_->send(wire::C2MVote{kind}, global_epoch_);
+  }
+
+  void on_vote_result(const wire::M2CVoteResult& r) {
+    if (!vote_ || vote_->kind != r.kind) return;
+    if (r.kind == wire::VoteKind::kPeersPending) return finish_vote(r.peers_pending);
+    vote_->pending = r.peers_pending;
+    vote_->result_in = true;
+    vote_deadline_.emplace(io_.context(), 2 * settings_.timeout);
+    vote_deadline_->async_wait([self = shared_from_this()](const asio::error_code& ec) {
+      if (!ec && self->vote_) {
+        self->finish_vote(make_status(StatusCode::kPeerLost,
+                                      "the connections to the ring neighbours did not come up "
+                                      "in time; call qcclUpdateTopology again"));
+      }
+    });
+    maybe_finish_vote();
+  }
+
+  void maybe_finish_vote() {
+    if (vote_ && vote_->result_in && links_->ready() && links_->epoch() == group_epoch_) {
+      finish_vote(vote_->pending);
+    }
+  }
+
+  void finish_vote(Result<bool> result) {
+    if (vote_deadline_) vote_deadline_->cancel();
+    auto v = std::move(*vote_);
+    vote_.reset();
+    v.promise->set_value(std::move(result));
+  }
+
+  // ---- membership ----
+
+  void on_master_message(const wire::ControlMessage& m, Epoch epoch) {
+    if (const auto* mem = std::get_if<wire::M2CMembership>(&m)) return on_membership(*mem, epoch);
+    if (const auto* res = std::get_if<wire::M2COpResult>(&m)) return on_op_result(*res);
+    if (const auto* vr = std::get_if<wire::M2CVoteResult>(&m)) return on_vote_result(*vr);
+    if (const auto* k = std::get_if<wire::M2CKicked>(&m)) {
+      return on_fatal(make_status(StatusCode::kKicked, "expelled by the master: {}", k->message));
+    }
+    log_->warn("unexpected message type {} from the master; ignored",
+               static_cast<int>(wire::type_of(m)));
+  }
+
+  void on_membership(const wire::M2CMembership& m, Epoch epoch) {
+    std::optional<uint32_t> rank;
+    for (uint32_t i = 0; i < m.ring.size(); ++i) {
+      if (m.ring[i].id == self_) rank = i;
+    }
+    if (!rank) {
+      log_->warn("membership update without this peer (epoch {}); ignored", epoch);
+      return;
+    }
+    global_epoch_ = epoch;
+    bool group_changed = !admitted_ || m.group_epoch != group_epoch_;
+    view_ = m;
+    rank_ = *rank;
+    admitted_ = true;
+    if (!group_changed) return;
+    group_epoch_ = m.group_epoch;
+    next_seq_.clear();
+    ring_failure_reported_ = false;
+    uint32_t n = static_cast<uint32_t>(m.ring.size());
+    std::optional<peer::DataLinks::Neighbour> next;
+    PeerId prev = kNoPeer;
+    if (n >= 2) {
+      const auto& nx = m.ring[(*rank + 1) % n];
+      next = peer::DataLinks::Neighbour{nx.id, nx.host, nx.port};
+      prev = m.ring[(*rank + n - 1) % n].id;
+    }
+    log_->debug("peer {}: group epoch {}, rank {} of {}", self_, group_epoch_, rank_, n);
+    // Operations of the old epoch fail; they finish once their I/O has drained.
+    for (auto& [tag, op] : snapshot_ops()) {
+      if (op->epoch() < group_epoch_) {
+        fail_op(op, make_status(StatusCode::kPeerLost, "the group changed while the operation "
+                                "ran (a peer left, failed or joined); retry"), false);
+      }
+    }
+    links_->set_ring(group_epoch_, next, prev, connections());
+    ops_changed_.notify();
+  }
+
+  uint32_t connections() const {
+    return options_.connections_per_peer == 0 ? kDefaultConnections : options_.connections_per_peer;
+  }
+
+  void on_links_ready(Epoch e) {
+    if (e != group_epoch_) return;
+    if (state_ == State::kConnecting && admitted_) finish_connect(Status::ok());
+    maybe_finish_vote();
+    for (auto& [tag, op] : snapshot_ops()) {
+      if (op->epoch() == e && op->phase() == AllReduceOp::Phase::kWaitLinks) begin_op(op);
+    }
+  }
+
+  void on_links_failed(Epoch e, const Status& why) {
+    if (e != group_epoch_) return;
+    bool reported = false;
+    for (auto& [tag, op] : snapshot_ops()) {
+      if (op->epoch() == e) reported |= fail_op(op, why, true);
+    }
+    if (!reported && (state_ == State::kConnecting || vote_)) report_ring_failure(why);
+  }
+
+  void report_ring_failure(const Status& why) {
+    if (ring_failure_reported_ || !master_) return;
+    ring_failure_reported_ = true;
+    master_->send(wire::C2MOpDone{kRingFailureTag, 0, group_epoch_, StatusCode::kPeerLost,
+                                  why.message()},
+                  global_epoch_);
+  }
+
+  void on_fatal(const Status& why) {
+    if (fatal_) return;
+    fatal_ = why;
+    log_->warn("peer {}: {}", self_, why.message());
+    state_ = State::kClosed;
+    if (connect_promise_) finish_connect(why);
+    if (vote_) finish_vote(why);
+    for (auto& [tag, op] : snapshot_ops()) fail_op(op, why, false);
+    links_->close_all();
+    if (master_) master_->close();
+    ops_changed_.notify();
+  }
+
+  void begin_shutdown(std::shared_ptr<std::promise<void>> drained) {
+    drained_ = drained;
+    if (master_ && !fatal_) master_->leave(global_epoch_);
+    on_fatal(make_status(StatusCode::kAborted, "the communicator was destroyed"));
+    check_drained();
+  }
+
+  void check_drained() {
+    if (drained_ && ops_.empty()) {
+      drained_->set_value();
+      drained_.reset();
+    }
+  }
+
+  // ---- operations ----
+
+  Status start_op(const void* sendbuf, void* recvbuf, const collectives::ReduceDesc& desc,
+                  std::shared_ptr<OpHandle> handle) {
+    if (state_ != State::kConnected) return not_connected("qcclAllReduce");
+    if (vote_) return make_status(StatusCode::kInvalidUsage, "qcclAllReduce: a control call is in progress");
+    if (ops_.count(desc.tag)) {
+      return make_status(StatusCode::kInvalidUsage,
+                         "qcclAllReduce: an operation with tag {} is already in flight", desc.tag);
+    }
+    if (view_.group_world_size < 2) {
+      return make_status(StatusCode::kTooFewPeers,
+                         "qcclAllReduce: the peer group has {} accepted peer(s); at least 2 are needed",
+                         view_.group_world_size);
+    }
+    uint64_t seq = next_seq_[desc.tag]++;
+    auto op = std::make_shared<AllReduceOp>(desc, sendbuf, recvbuf, seq, group_epoch_, std::move(handle));
+    op->set_progress_callback([this, raw = op.get()](AllReduceOp&) { after_io(raw); });
+    ops_[desc.tag] = op;
+    master_->send(wire::C2MOpStart{desc.tag, seq, group_epoch_, op->desc_hash()}, global_epoch_);
+    if (links_->failed() && links_->epoch() == group_epoch_) {
+      fail_op(op, links_->failure(), true);
+    } else if (links_->ready() && links_->epoch() == group_epoch_) {
+      begin_op(op);
+    }
+    ops_changed_.notify();
+    return Status::ok();
+  }
+
+  void begin_op(const std::shared_ptr<AllReduceOp>& op) {
+    op->begin(view_.group_world_size, rank_, *links_);
+    check_local_done(op);
+  }
+
+  void check_local_done(const std::shared_ptr<AllReduceOp>& op) {
+    if (!op->locally_complete()) return;
+    op->mark_reported();
+    master_->send(wire::C2MOpDone{op->tag(), op->seq(), op->epoch(), StatusCode::kOk, ""},
+                  global_epoch_);
+  }
+
+  // Returns true if this call failed the op and reported it to the master.
+  bool fail_op(const std::shared_ptr<AllReduceOp>& op, const Status& why, bool report) {
+    bool changed = op->fail(why, links_.get());
+    if (changed && report && master_ && !fatal_) {
+      master_->send(wire::C2MOpDone{op->tag(), op->seq(), op->epoch(), why.code(), why.message()},
+                    global_epoch_);
+    }
+    try_finish(op);
+    return changed && report;
+  }
+
+  void try_finish(const std::shared_ptr<AllReduceOp>& op) {
+    bool moved = fatal_.has_value() || group_epoch_ > op->epoch();
+    if (!op->try_finish(moved)) return;
+    auto it = ops_.find(op->tag());
+    if (it != ops_.end() && it->second == op) ops_.erase(it);
+    ops_changed_.notify();
+    check_drained();
+  }
+
+  // After a send completed: deferred, because we are inside the op's own callback.
+  void after_io(AllReduceOp* raw) {
+    auto it = ops_.find(raw->tag());
+    if (it == ops_.end() || it->second.get() != raw) return;
+    asio::post(io_.context(), [self = shared_from_this(), op = it->second] {
+      if (op->phase() == AllReduceOp::Phase::kFailing) {
+        self->try_finish(op);
+      } else {
+        self->check_local_done(op);
+      }
+    });
+  }
+
+  void on_op_result(const wire::M2COpResult& r) {
+    auto it = ops_.find(r.tag);
+    if (it == ops_.end()) return;
+    auto op = it->second;
+    if (op->seq() != r.seq || op->epoch() != r.op_epoch) return;
+    if (r.status == StatusCode::kOk) {
+      if (op->phase() != AllReduceOp::Phase::kWaitCommit) {
+        log_->error("commit for tag {} seq {} before this peer finished; ignored", r.tag, r.seq);
+        return;
+      }
+      op->commit(r.world_size);
+      ops_.erase(it);
+      ops_changed_.notify();
+      check_drained();
+      return;
+    }
+    fail_op(op, Status(r.status, r.message), false);
+  }
+
+  std::vector<std::pair<OpTag, std::shared_ptr<AllReduceOp>>> snapshot_ops() const {
+    return {ops_.begin(), ops_.end()};
+  }
+
+  // ---- inbound data ----
+
+  void start_reader(std::shared_ptr<net::Connection> conn, Epoch epoch) {
+    asio::co_spawn(io_.context(), read_lane(std::move(conn), epoch), asio::detached);
+  }
+
+  net::awaitable<void> read_lane(std::shared_ptr<net::Connection> conn, Epoch epoch) {
+    auto self = shared_from_this();
+    std::vector<uint8_t> staging;
+    while (conn->is_open() && epoch == group_epoch_ && !fatal_) {
+      Status st = co_await read_frame(*conn, epoch, staging);
+      if (!st.is_ok()) {
+        if (epoch == group_epoch_ && conn->is_open() && !fatal_) links_->fail(st);
+        else if (epoch == group_epoch_ && !fatal_ && !links_->failed()) links_->fail(st);
+        co_return;
+      }
+    }
+  }
+
+  net::awaitable<Status> read_frame(net::Connection& conn, Epoch epoch, std::vector<uint8_t>& staging) {
+    auto header = co_await conn.read_header(wire::kMaxDataPayload);
+    if (!header.is_ok()) co_return header.status();
+    if (header->type != static_cast<uint16_t>(wire::MsgType::kP2PData) ||
+        header->payload_len < wire::kP2PDataHeaderSize || header->epoch != epoch) {
+      log_->warn("malformed data frame from {} (type {}, {} bytes, epoch {}); dropping the "
+                 "connection", conn.remote(), header->type, header->payload_len, header->epoch);
+      co_return make_status(StatusCode::kPeerLost, "malformed data frame from {}", conn.remote());
+    }
+    std::array<uint8_t, wire::kP2PDataHeaderSize> dh_bytes;
+    QCCL_CO_RETURN_IF_ERROR(co_await conn.read_exact(dh_bytes));
+    auto dh = wire::decode_data_header(dh_bytes);
+    if (!dh.is_ok()) co_return dh.status();
+    size_t body = header->payload_len - wire::kP2PDataHeaderSize;
+    // Find the local operation; wait (bounded: see below) if this peer has not started it.
+    std::shared_ptr<AllReduceOp> op;
+    for (;;) {
+      if (epoch != group_epoch_ || fatal_ || !conn.is_open()) {
+        co_return make_status(StatusCode::kPeerLost, "epoch {} ended", epoch);
+      }
+      auto it = ops_.find(dh->tag);
+      // Frames of an older attempt of this tag are stale; a later one waits for the local
+      // call. The wait ends when the call comes, or when the master expels whoever lags
+      // (vote timeout) and the epoch ends.
+      if (it != ops_.end() && it->second->epoch() == epoch && it->second->seq() >= dh->seq) {
+        if (it->second->seq() == dh->seq) op = it->second;
+        break;
+      }
+      if (it == ops_.end() && next_seq_.count(dh->tag) && next_seq_[dh->tag] > dh->seq) break;
+      co_await ops_changed_.wait();
+    }
+    if (!op || !op->accepts_frames()) {
+      QCCL_CO_RETURN_IF_ERROR(co_await conn.skip(body));
+      co_return Status::ok();
+    }
+    if (dh->desc_hash != op->desc_hash()) {
+      fail_op(op, make_status(StatusCode::kMismatch,
+                              "peers passed different count, dtype, op or quantization for tag {}",
+                              dh->tag),
+              true);
+      QCCL_CO_RETURN_IF_ERROR(co_await conn.skip(body));
+      co_return Status::ok();
+    }
+    auto target = op->ring().claim(dh->step, dh->segment, body);
+    if (!target.is_ok()) {
+      log_->warn("bad data frame from {}: {}", conn.remote(), target.status().message());
+      co_return target.status();
+    }
+    uint8_t* dst = target->dst;
+    if (target->staged) {
+      if (staging.size() < target->bytes) staging.resize(op->ring().max_segment_bytes());
+      dst = staging.data();
+    }
+    op->read_started();
+    Status st = co_await conn.read_exact(std::span<uint8_t>(dst, target->bytes));
+    op->read_finished(body + wire::kFrameHeaderSize + wire::kP2PDataHeaderSize);
+    if (!st.is_ok() || !op->accepts_frames()) {
+      try_finish(op);
+      co_return st;
+    }
+    auto fwd = op->ring().on_received(dh->step, dh->segment, staging.data());
+    if (fwd) op->send(*fwd, *links_);
+    check_local_done(op);
+    co_return Status::ok();
+  }
+
+  CommOptions options_;
+  HostPort master_addr_;
+  net::IoThread io_;
+  std::shared_ptr<spdlog::logger> log_;
+  std::unique_ptr<peer::DataLinks> links_;
+  std::shared_ptr<peer::MasterLink> master_;
+  peer::LinkSettings settings_;
+  State state_ = State::kIdle;
+  std::optional<Status> fatal_;
+  PeerId self_ = kNoPeer;
+  Epoch global_epoch_ = 0;
+  Epoch group_epoch_ = 0;
+  bool admitted_ = false;
+  wire::M2CMembership view_;
+  uint32_t rank_ = 0;
+  bool ring_failure_reported_ = false;
+  std::map<OpTag, std::shared_ptr<AllReduceOp>> ops_;
+  std::map<OpTag, uint64_t> next_seq_;
+  net::Signal ops_changed_;
+  std::shared_ptr<std::promise<Status>> connect_promise_;
+  std::optional<asio::steady_timer> connect_timer_;
+  struct VoteWait {
+    wire::VoteKind kind;
+    std::shared_ptr<std::promise<Result<bool>>> promise;
+    bool result_in = false;
+    bool pending = false;
+  };
+  std::optional<VoteWait> vote_;
+  std::optional<asio::steady_timer> vote_deadline_;
+  std::shared_ptr<std::promise<void>> drained_;
+};
+
+// ---- facade ----
+
+Result<std::unique_ptr<Communicator>> Communicator::create(CommOptions options) {
+  QCCL_ASSIGN_OR_RETURN(HostPort master, parse_host_port(options.master_address));
+  if (options.auth_token) {
+    return make_status(StatusCode::kInvalidArgument,
+                       "authentication (auth_token) is not supported by this version yet");
+  }
+  if (options.connections_per_peer > 64) {
+    return make_status(StatusCode::kInvalidArgument,
+                       "connections_per_peer = {} is over the limit of 64", options.connections_per_peer);
+  }
+  auto impl = std::make_shared<Impl>(std::move(options), std::move(master));
+  QCCL_RETURN_IF_ERROR(impl->init());
+  return std::unique_ptr<Communicator>(new Communicator(std::move(impl)));
+}
+
+Communicator::Communicator(std::shared_ptr<Impl> impl) : impl_(std::move(impl)) {}
+
+Communicator::~Communicator() { impl_->shutdown(); }
+
+Status Communicator::connect() { return impl_->connect(); }
+
+Status Communicator::update_topology() {
+  auto r = impl_->vote(wire::VoteKind::kUpdateTopology);
+  return r.is_ok() ? Status::ok() : r.status();
+}
+
+Result<bool> Communicator::are_peers_pending() { return impl_->vote(wire::VoteKind::kPeersPending); }
+
+Result<int64_t> Communicator::attribute(Attribute attr) const { return impl_->attribute(attr); }
+
+Result<std::shared_ptr<OpHandle>> Communicator::all_reduce_async(
+    const void* sendbuf, void* recvbuf, const collectives::ReduceDesc& desc) {
+  return impl_->all_reduce_async(sendbuf, recvbuf, desc);
+}
+
+Status Communicator::all_reduce(const void* sendbuf, void* recvbuf,
+                                const collectives::ReduceDesc& desc, ReduceInfo* info) {
+  auto handle = all_reduce_async(sendbuf, recvbuf, desc);
+  if (!handle.is_ok()) return handle.status();
+  return (*handle)->wait(info);
+}
+
+}  // namespace qccl::core

@@ -1,0 +1,74 @@
+// Communicator: one peer of a qccl run, the C++ facade that the C API wraps.
+//
+// Owns an IoThread on which everything happens: the master link, the data links, the
+// membership view and the operations in flight. Public methods are called from user threads;
+// they post work to the loop and block on its answer. Every wait ends: connect() at its
+// deadline, votes when the master decides (it expels stragglers at the vote deadline), and
+// operations by commit, abort, epoch change or loss of the master.
+//
+// After qcclPeerLost the ring has already been rebuilt by the time the call returns, so the
+// caller may retry at once (see docs/errors.md).
+//
+// Thread-safety: every public method may be called from any user thread (never from the
+// loop). Control calls are refused with kInvalidUsage while operations are in flight.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <string>
+
+#include "collectives/reduce_desc.hpp"
+#include "common/ids.hpp"
+#include "common/status.hpp"
+#include "core/op_handle.hpp"
+
+namespace qccl::core {
+
+struct CommOptions {
+  std::string master_address;       // "host:port"
+  GroupId peer_group = 0;
+  uint32_t connections_per_peer = 0;  // 0 = kDefaultConnections
+  uint32_t connect_timeout_ms = 0;    // 0 = no deadline
+  std::optional<std::string> auth_token;
+  std::string listen_host = "0.0.0.0";  // where the data listener binds
+  std::string advertised_host;          // "" = the address the master sees
+};
+
+inline constexpr uint32_t kDefaultConnections = 4;
+
+enum class Attribute {
+  kGlobalWorldSize = 1,
+  kGroupWorldSize,
+  kNumGroups,
+  kLargestGroupSize,
+  kRingRank,
+  kEpoch,
+};
+
+class Communicator {
+ public:
+  // Validates the options and starts the loop and the data listener (not yet connected).
+  static Result<std::unique_ptr<Communicator>> create(CommOptions options);
+  // Leaves gracefully, ends in-flight operations with kAborted, and stops the loop.
+  ~Communicator();
+
+  Status connect();
+  Status update_topology();
+  Result<bool> are_peers_pending();
+  Result<int64_t> attribute(Attribute attr) const;
+
+  // REQUIRES: validate(desc) ok; buffers valid until the handle completes.
+  Result<std::shared_ptr<OpHandle>> all_reduce_async(const void* sendbuf, void* recvbuf,
+                                                     const collectives::ReduceDesc& desc);
+  Status all_reduce(const void* sendbuf, void* recvbuf, const collectives::ReduceDesc& desc,
+                    ReduceInfo* info);
+
+  class Impl;
+
+ private:
+  explicit Communicator(std::shared_ptr<Impl> impl);
+  std::shared_ptr<Impl> impl_;
+};
+
+}  // namespace qccl::core

@@ -1,0 +1,68 @@
+#include "core/multi_reduce.hpp"
+
+#include <deque>
+#include <vector>
+
+namespace qccl::core {
+
+Status all_reduce_multiple_with_retry(Communicator& comm, std::span<const MultiOp> ops,
+                                      size_t max_in_flight, ReduceInfo* info) {
+  ReduceInfo total;
+  std::deque<size_t> todo;
+  for (size_t i = 0; i < ops.size(); ++i) todo.push_back(i);
+  max_in_flight = std::max<size_t>(1, max_in_flight);
+  while (!todo.empty()) {
+    std::vector<std::pair<size_t, std::shared_ptr<OpHandle>>> batch;
+    Status first_error;
+    while (!todo.empty() && batch.size() < max_in_flight) {
+      size_t i = todo.front();
+      auto h = comm.all_reduce_async(ops[i].sendbuf, ops[i].recvbuf, ops[i].desc);
+      if (!h.is_ok()) {
+        first_error = h.status();
+        break;
+      }
+      todo.pop_front();
+      batch.emplace_back(i, *h);
+    }
+    bool lost = false;
+    for (auto& [i, h] : batch) {
+      ReduceInfo one;
+      Status st = h->wait(&one);
+      total.tx_bytes += one.tx_bytes;
+      total.rx_bytes += one.rx_bytes;
+      if (st.is_ok()) {
+        total.world_size = one.world_size;
+      } else if (st.code() == StatusCode::kPeerLost) {
+        lost = true;
+        todo.push_back(i);
+      } else if (first_error.is_ok()) {
+        first_error = st;
+      }
+    }
+    if (!first_error.is_ok()) {
+      if (first_error.code() == StatusCode::kPeerLost) {
+        lost = true;  // could not even start: retry below
+      } else {
+        if (info) *info = total;
+        return first_error;
+      }
+    }
+    if (lost) {
+      auto ws = comm.attribute(Attribute::kGroupWorldSize);
+      if (!ws.is_ok()) {
+        if (info) *info = total;
+        return ws.status();
+      }
+      if (*ws < 2) {
+        if (info) *info = total;
+        return make_status(StatusCode::kTooFewPeers,
+                           "the peer group shrank to {} peer(s) while retrying; {} operation(s) "
+                           "did not complete", *ws, todo.size());
+      }
+    }
+  }
+  if (info) *info = total;
+  return Status::ok();
+}
+
+}  // namespace qccl::core

@@ -1,0 +1,27 @@
+// all_reduce_multiple_with_retry: the recovery policy of qcclAllReduceMultipleWithRetry.
+//
+// Runs the operations up to `max_in_flight` at a time; those that fail with kPeerLost are
+// retried (the ring has been rebuilt when the failure is reported) until all succeeded, or
+// the group shrank below two peers (kTooFewPeers). Any other failure ends the call with that
+// status once the operations in flight have finished. Operations that committed before a
+// failure keep their results (computed with the world size of their time).
+#pragma once
+
+#include <cstddef>
+#include <span>
+
+#include "core/communicator.hpp"
+
+namespace qccl::core {
+
+struct MultiOp {
+  const void* sendbuf = nullptr;
+  void* recvbuf = nullptr;
+  collectives::ReduceDesc desc;
+};
+
+// info (nullable): world size of the last successful op, summed byte counts.
+Status all_reduce_multiple_with_retry(Communicator& comm, std::span<const MultiOp> ops,
+                                      size_t max_in_flight, ReduceInfo* info);
+
+}  // namespace qccl::core

@@ -1,0 +1,259 @@
+#include "peer/data_links.hpp"
+
+#include <algorithm>
+
+#include "common/logging.hpp"
+
+namespace qccl::peer {
+
+using net::use_nothrow;
+
+DataLinks::DataLinks(asio::any_io_executor ex, InboundHandler on_inbound, EpochHandler on_ready,
+                     EpochHandler on_failed)
+    : ex_(std::move(ex)),
+      on_inbound_(std::move(on_inbound)),
+      on_ready_(std::move(on_ready)),
+      on_failed_(std::move(on_failed)),
+      work_(std::make_unique<net::Signal>(ex_)) {}
+
+DataLinks::~DataLinks() { close_all(); }
+
+Status DataLinks::listen(const std::string& host, uint16_t port) {
+  asio::error_code ec;
+  auto addr = asio::ip::make_address(host, ec);
+  if (ec) return make_status(StatusCode::kInvalidArgument, "bad listen host '{}'", host);
+  acceptor_.emplace(ex_);
+  net::tcp::endpoint ep(addr, port);
+  acceptor_->open(ep.protocol(), ec);
+  if (!ec) acceptor_->bind(ep, ec);
+  if (!ec) acceptor_->listen(asio::socket_base::max_listen_connections, ec);
+  if (ec) {
+    acceptor_.reset();
+    return make_status(StatusCode::kInvalidArgument, "cannot listen for peers on {}:{}: {}", host,
+                       port, ec.message());
+  }
+  port_ = acceptor_->local_endpoint().port();
+  asio::co_spawn(ex_, accept_loop(), asio::detached);
+  return Status::ok();
+}
+
+net::awaitable<void> DataLinks::accept_loop() {
+  while (acceptor_ && acceptor_->is_open()) {
+    auto [ec, socket] = co_await acceptor_->async_accept(use_nothrow);
+    if (ec) {
+      if (ec == asio::error::operation_aborted || !acceptor_ || !acceptor_->is_open()) co_return;
+      continue;
+    }
+    auto conn = std::make_shared<net::Connection>(std::move(socket));
+    conn->set_liveness(settings_.heartbeat, settings_.timeout);
+    asio::co_spawn(ex_, accept_one(conn), asio::detached);
+  }
+}
+
+net::awaitable<void> DataLinks::accept_one(std::shared_ptr<net::Connection> conn) {
+  std::array<uint8_t, wire::kPreambleSize> bytes;
+  // Bounded: a silent dialer is cut by the park deadline below or by TCP liveness.
+  asio::steady_timer deadline(ex_, settings_.timeout);
+  deadline.async_wait([conn](const asio::error_code& ec) {
+    if (!ec) conn->close();
+  });
+  Status st = co_await conn->read_exact(bytes);
+  log::get("peer")->debug("peer {}: inbound data connection from {}: {}", self_, conn->remote(),
+                          st.to_string());
+  auto pre = st.is_ok() ? wire::decode_preamble(bytes) : Result<wire::Preamble>(st);
+  if (!pre.is_ok() || pre->kind != wire::ConnKind::kData) {
+    log::get("peer")->warn("data connection from {} refused: {}", conn->remote(),
+                           pre.is_ok() ? "not a data connection" : pre.status().message());
+    deadline.cancel();
+    conn->close();
+    co_return;
+  }
+  if (pre->epoch < epoch_ || (pre->epoch == epoch_ && pre->peer_id != prev_)) {
+    auto nack = wire::encode_preamble_ack({StatusCode::kPeerLost});
+    std::array<asio::const_buffer, 1> b{asio::buffer(nack)};
+    co_await conn->write_gather(b);
+    deadline.cancel();
+    conn->close_after_flush();
+    co_return;
+  }
+  deadline.cancel();
+  if (pre->epoch > epoch_) {
+    // We have not heard of this epoch yet: park the lane until set_ring() reaches it.
+    auto timer = std::make_shared<asio::steady_timer>(ex_, settings_.timeout);
+    parked_.push_back({conn, *pre, timer});
+    timer->async_wait([this, conn](const asio::error_code& ec) {
+      if (ec) return;  // adopted or dropped
+      std::erase_if(parked_, [&](const Parked& p) { return p.conn == conn; });
+      conn->close();
+    });
+    co_return;
+  }
+  adopt(conn, *pre);
+}
+
+void DataLinks::adopt(std::shared_ptr<net::Connection> conn, const wire::Preamble& p) {
+  auto ack = wire::encode_preamble_ack({StatusCode::kOk});
+  conn->enqueue(std::vector<uint8_t>(ack.begin(), ack.end()));
+  in_lanes_wanted_ = std::max<uint32_t>(1, p.lane_count);
+  in_lanes_.push_back(conn);
+  on_inbound_(conn, epoch_);
+  check_ready();
+}
+
+void DataLinks::set_ring(Epoch epoch, std::optional<Neighbour> next, PeerId prev, uint32_t lanes) {
+  Status why = make_status(StatusCode::kPeerLost, "the group moved to epoch {}", epoch);
+  abandon_queue(why);
+  for (auto& c : out_lanes_) c->close();
+  for (auto& c : in_lanes_) c->close();
+  out_lanes_.clear();
+  in_lanes_.clear();
+  work_->notify();  // old writers notice the epoch change and end
+  epoch_ = epoch;
+  prev_ = prev;
+  expect_inbound_ = prev != kNoPeer;
+  out_lanes_wanted_ = next ? lanes : 0;
+  out_acked_ = 0;
+  in_lanes_wanted_ = 0;
+  ready_ = false;
+  failure_.reset();
+  if (next) {
+    for (uint16_t i = 0; i < lanes; ++i) {
+      asio::co_spawn(ex_, dial(epoch, *next, i, static_cast<uint16_t>(lanes)), asio::detached);
+    }
+  }
+  // Parked lanes that announced this epoch are adopted; older ones are dropped.
+  auto parked = std::move(parked_);
+  parked_.clear();
+  for (auto& p : parked) {
+    if (p.preamble.epoch > epoch) {
+      parked_.push_back(p);
+      continue;
+    }
+    p.timer->cancel();
+    if (p.preamble.epoch == epoch && p.preamble.peer_id == prev) {
+      adopt(p.conn, p.preamble);
+    } else {
+      p.conn->close();
+    }
+  }
+  check_ready();
+}
+
+net::awaitable<void> DataLinks::dial(Epoch epoch, Neighbour next, uint16_t lane, uint16_t lanes) {
+  using namespace asio::experimental::awaitable_operators;
+  auto sock = co_await net::connect_tcp(ex_, next.host, next.port, settings_.timeout);
+  log::get("peer")->debug("peer {}: lane {} to peer {} ({}:{}) epoch {}: {}", self_, lane, next.id,
+                          next.host, next.port, epoch, sock.is_ok() ? "connected" : sock.status().message());
+  if (epoch != epoch_) co_return;
+  if (!sock.is_ok()) {
+    fail(make_status(StatusCode::kPeerLost, "cannot connect to peer {} at {}:{}: {}", next.id,
+                     next.host, next.port, sock.status().message()));
+    co_return;
+  }
+  auto conn = std::make_shared<net::Connection>(std::move(sock).value());
+  conn->set_liveness(settings_.heartbeat, settings_.timeout);
+  out_lanes_.push_back(conn);
+  wire::Preamble pre{wire::ConnKind::kData, self_, epoch, lane, lanes};
+  auto bytes = wire::encode_preamble(pre);
+  std::array<asio::const_buffer, 1> out{asio::buffer(bytes)};
+  asio::steady_timer deadline(ex_, settings_.timeout);
+  auto handshake = [&]() -> net::awaitable<Status> {
+    QCCL_CO_RETURN_IF_ERROR(co_await conn->write_gather(out));
+    std::array<uint8_t, wire::kPreambleAckSize> ack_bytes;
+    QCCL_CO_RETURN_IF_ERROR(co_await conn->read_exact(ack_bytes));
+    auto ack = wire::decode_preamble_ack(ack_bytes);
+    if (!ack.is_ok()) co_return ack.status();
+    if (ack->status != StatusCode::kOk) {
+      co_return make_status(StatusCode::kPeerLost, "peer {} refused the connection (epoch {})",
+                            next.id, epoch);
+    }
+    co_return Status::ok();
+  };
+  auto outcome = co_await (handshake() || deadline.async_wait(use_nothrow));
+  if (epoch != epoch_) co_return;
+  Status st = outcome.index() == 0
+                  ? std::get<0>(outcome)
+                  : make_status(StatusCode::kPeerLost, "peer {} did not accept epoch {} in {} ms",
+                                next.id, epoch, settings_.timeout.count());
+  if (!st.is_ok()) {
+    fail(st);
+    co_return;
+  }
+  ++out_acked_;
+  check_ready();
+  co_await writer(epoch, conn);
+}
+
+net::awaitable<void> DataLinks::writer(Epoch epoch, std::shared_ptr<net::Connection> conn) {
+  while (epoch == epoch_ && conn->is_open() && !failure_) {
+    if (queue_.empty()) {
+      co_await work_->wait();
+      continue;
+    }
+    OutFrame f = queue_.front();
+    queue_.pop_front();
+    if (!queue_.empty()) work_->notify();  // let another idle lane take the next one
+    std::array<asio::const_buffer, 2> bufs{asio::buffer(f.header), asio::buffer(f.data, f.bytes)};
+    Status st = co_await conn->write_gather(bufs);
+    f.owner->on_sent(st, f.bytes);
+    if (!st.is_ok()) {
+      if (epoch == epoch_) fail(st);
+      co_return;
+    }
+  }
+}
+
+void DataLinks::check_ready() {
+  if (ready_ || failure_) return;
+  bool out_ok = out_acked_ == out_lanes_wanted_;
+  bool in_ok = !expect_inbound_ || (in_lanes_wanted_ > 0 && in_lanes_.size() >= in_lanes_wanted_);
+  log::get("peer")->debug("peer {}: epoch {} links: out {}/{} in {}/{}", self_, epoch_, out_acked_,
+                          out_lanes_wanted_, in_lanes_.size(), in_lanes_wanted_);
+  if (out_ok && in_ok) {
+    ready_ = true;
+    on_ready_(epoch_, Status::ok());
+  }
+}
+
+void DataLinks::enqueue(OutFrame frame) {
+  queue_.push_back(frame);
+  work_->notify();
+}
+
+size_t DataLinks::cancel(const FrameOwner* owner) {
+  return static_cast<size_t>(std::erase_if(queue_, [&](const OutFrame& f) { return f.owner == owner; }));
+}
+
+void DataLinks::abandon_queue(const Status& why) {
+  auto queue = std::move(queue_);
+  queue_.clear();
+  for (auto& f : queue) f.owner->on_sent(why, 0);
+}
+
+void DataLinks::fail(const Status& why) {
+  if (failure_) return;
+  failure_ = why;
+  log::get("peer")->info("data links of epoch {} failed: {}", epoch_, why.message());
+  for (auto& c : out_lanes_) c->close();
+  for (auto& c : in_lanes_) c->close();
+  work_->notify();
+  abandon_queue(why);
+  on_failed_(epoch_, why);
+}
+
+void DataLinks::close_all() {
+  asio::error_code ec;
+  if (acceptor_) acceptor_->close(ec);
+  for (auto& c : out_lanes_) c->close();
+  for (auto& c : in_lanes_) c->close();
+  for (auto& p : parked_) {
+    p.timer->cancel();
+    p.conn->close();
+  }
+  parked_.clear();
+  failure_ = make_status(StatusCode::kAborted, "the communicator is closing");
+  work_->notify();
+  abandon_queue(*failure_);
+}
+
+}  // namespace qccl::peer

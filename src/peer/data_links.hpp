@@ -1,0 +1,136 @@
+// DataLinks: a peer's data connections to its ring neighbours, per group epoch.
+//
+// For the current group epoch the peer dials `lanes` TCP connections (a pool) to its next
+// neighbour and accepts the pool of its previous neighbour. Every connection starts with a
+// Preamble (kind kData, sender id, group epoch, lane index, pool size) answered by a
+// PreambleAck. A connection announcing an epoch this peer has not heard of yet is parked
+// until set_ring() reaches that epoch (or the park deadline passes); an older one is refused.
+//
+// Sending: frames are queued in one FIFO per epoch and written by whichever lane of the pool is
+// free (so one operation's segments use every connection, and a slow lane takes fewer). Each
+// frame points into caller memory, which must stay valid until its on_sent() callback, called
+// exactly once per frame (success, failure or abandoned at an epoch change), unless the frame
+// was taken back with cancel().
+//
+// Receiving: inbound lanes are handed to the owner (on_inbound), which runs their reader.
+//
+// Any lane failing makes the whole epoch fail (on_failed, once): the ring is broken and the
+// master will move the group to a new epoch.
+//
+// Thread-safety: loop thread only.
+#pragma once
+
+#include <array>
+#include <chrono>
+#include <deque>
+#include <functional>
+#include <map>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "net/asio_common.hpp"
+#include "net/connection.hpp"
+#include "net/signal.hpp"
+#include "wire/frame.hpp"
+#include "wire/messages.hpp"
+
+namespace qccl::peer {
+
+// Receives the completion of a queued frame.
+class FrameOwner {
+ public:
+  virtual ~FrameOwner() = default;
+  virtual void on_sent(const Status& status, size_t bytes) = 0;
+};
+
+struct OutFrame {
+  std::array<uint8_t, wire::kFrameHeaderSize + wire::kP2PDataHeaderSize> header{};
+  const uint8_t* data = nullptr;
+  size_t bytes = 0;
+  FrameOwner* owner = nullptr;
+};
+
+struct LinkSettings {
+  std::chrono::milliseconds heartbeat{1000};
+  std::chrono::milliseconds timeout{10000};  // connect/handshake bound and TCP user timeout
+};
+
+class DataLinks {
+ public:
+  struct Neighbour {
+    PeerId id = kNoPeer;
+    std::string host;
+    uint16_t port = 0;
+  };
+  using InboundHandler = std::function<void(std::shared_ptr<net::Connection>, Epoch)>;
+  using EpochHandler = std::function<void(Epoch, const Status&)>;
+
+  DataLinks(asio::any_io_executor ex, InboundHandler on_inbound, EpochHandler on_ready,
+            EpochHandler on_failed);
+  ~DataLinks();
+
+  // Binds the data listener (port 0 = ephemeral) and starts accepting.
+  Status listen(const std::string& host, uint16_t port);
+  uint16_t port() const { return port_; }
+  void set_identity(PeerId self, LinkSettings settings) { self_ = self; settings_ = settings; }
+
+  // Moves to a new group epoch: drops every lane of older epochs (their queued frames are
+  // abandoned), dials `lanes` connections to `next` and expects the pool of `prev`.
+  // With no neighbours (a group of one) the epoch is ready at once.
+  void set_ring(Epoch epoch, std::optional<Neighbour> next, PeerId prev, uint32_t lanes);
+
+  Epoch epoch() const { return epoch_; }
+  bool ready() const { return ready_; }
+  bool failed() const { return failure_.has_value(); }
+  const Status& failure() const { return *failure_; }  // REQUIRES: failed()
+
+  // Queues a frame on the current epoch's pool. REQUIRES: ready(), !failed().
+  void enqueue(OutFrame frame);
+  // Takes back the frames of `owner` that have not started; returns how many.
+  size_t cancel(const FrameOwner* owner);
+  // Marks the current epoch failed (e.g. a reader hit an error) and closes its lanes.
+  void fail(const Status& why);
+  void close_all();
+
+ private:
+  net::awaitable<void> accept_loop();
+  net::awaitable<void> accept_one(std::shared_ptr<net::Connection> conn);
+  net::awaitable<void> dial(Epoch epoch, Neighbour next, uint16_t lane, uint16_t lanes);
+  net::awaitable<void> writer(Epoch epoch, std::shared_ptr<net::Connection> conn);
+  void adopt(std::shared_ptr<net::Connection> conn, const wire::Preamble& p);
+  void check_ready();
+  void abandon_queue(const Status& why);
+
+  asio::any_io_executor ex_;
+  InboundHandler on_inbound_;
+  EpochHandler on_ready_;
+  EpochHandler on_failed_;
+  PeerId self_ = kNoPeer;
+  LinkSettings settings_;
+  std::optional<net::tcp::acceptor> acceptor_;
+  uint16_t port_ = 0;
+
+  Epoch epoch_ = 0;
+  PeerId prev_ = kNoPeer;
+  bool expect_inbound_ = false;
+  uint32_t out_lanes_wanted_ = 0;
+  std::vector<std::shared_ptr<net::Connection>> out_lanes_;
+  size_t out_acked_ = 0;
+  std::vector<std::shared_ptr<net::Connection>> in_lanes_;
+  uint32_t in_lanes_wanted_ = 0;  // announced by prev's preambles
+  bool ready_ = false;
+  std::optional<Status> failure_;
+  std::deque<OutFrame> queue_;
+  std::unique_ptr<net::Signal> work_;
+  // Inbound connections announcing a future epoch, with their preambles.
+  struct Parked {
+    std::shared_ptr<net::Connection> conn;
+    wire::Preamble preamble;
+    std::shared_ptr<asio::steady_timer> timer;
+  };
+  std::vector<Parked> parked_;
+};
+
+}  // namespace qccl::peer

@@ -1,0 +1,157 @@
+#include "peer/master_link.hpp"
+
+#include "common/logging.hpp"
+#include "wire/codec.hpp"
+
+namespace qccl::peer {
+
+using net::use_nothrow;
+using Clock = std::chrono::steady_clock;
+
+MasterLink::MasterLink(asio::any_io_executor ex, HostPort master, MessageHandler on_message,
+                       LostHandler on_lost)
+    : ex_(std::move(ex)),
+      master_(std::move(master)),
+      on_message_(std::move(on_message)),
+      on_lost_(std::move(on_lost)) {}
+
+net::awaitable<Result<wire::M2CWelcome>> MasterLink::connect(const wire::C2MRegister& reg,
+                                                             Clock::time_point deadline) {
+  using namespace asio::experimental::awaitable_operators;
+  std::string where = format_host_port(master_);
+  // Dial until accepted: a master that is not up yet refuses, and we try again.
+  asio::steady_timer backoff(ex_);
+  Status last = make_status(StatusCode::kMasterUnreachable, "cannot reach the master at {}", where);
+  for (;;) {
+    auto now = Clock::now();
+    if (now >= deadline) {
+      co_return make_status(StatusCode::kTimeout, "no answer from the master at {} in time ({})",
+                            where, last.message());
+    }
+    auto budget = std::min<Clock::duration>(deadline - now, std::chrono::seconds(10));
+    auto sock = co_await net::connect_tcp(ex_, master_.host, master_.port,
+                                          std::chrono::duration_cast<std::chrono::milliseconds>(budget));
+    if (sock.is_ok()) {
+      conn_ = std::make_shared<net::Connection>(std::move(sock).value());
+      break;
+    }
+    last = sock.status();
+    backoff.expires_after(std::chrono::milliseconds(100));
+    co_await backoff.async_wait(use_nothrow);
+  }
+  asio::steady_timer timer(ex_, deadline);
+  auto exchange = [&]() -> net::awaitable<Result<wire::M2CWelcome>> {
+    wire::Preamble pre;
+    pre.kind = wire::ConnKind::kControl;
+    auto pre_bytes = wire::encode_preamble(pre);
+    auto reg_frame = wire::encode_frame(reg, 0);
+    std::array<asio::const_buffer, 2> out{asio::buffer(pre_bytes), asio::buffer(reg_frame)};
+    QCCL_CO_RETURN_IF_ERROR(co_await conn_->write_gather(out));
+    std::array<uint8_t, wire::kPreambleAckSize> ack_bytes;
+    QCCL_CO_RETURN_IF_ERROR(co_await conn_->read_exact(ack_bytes));
+    auto ack = wire::decode_preamble_ack(ack_bytes);
+    if (!ack.is_ok()) co_return ack.status();
+    if (ack->status != StatusCode::kOk) {
+      co_return make_status(ack->status, "the master refused the connection");
+    }
+    auto frame = co_await conn_->read_frame(wire::kMaxControlPayload);
+    if (!frame.is_ok()) co_return frame.status();
+    auto msg = wire::decode_control(frame->first.type, frame->second);
+    if (!msg.is_ok()) co_return msg.status();
+    if (auto* kicked = std::get_if<wire::M2CKicked>(&*msg)) {
+      co_return make_status(StatusCode::kKicked, "the master refused this peer: {}", kicked->message);
+    }
+    if (!std::holds_alternative<wire::M2CWelcome>(*msg)) {
+      co_return make_status(StatusCode::kMasterUnreachable, "unexpected first message from the master");
+    }
+    co_return std::get<wire::M2CWelcome>(*msg);
+  };
+  auto outcome = co_await (exchange() || timer.async_wait(use_nothrow));
+  if (outcome.index() == 1) {
+    conn_->close();
+    co_return make_status(StatusCode::kTimeout, "the master at {} did not answer the registration in time", where);
+  }
+  auto welcome = std::get<0>(std::move(outcome));
+  if (!welcome.is_ok()) {
+    conn_->close();
+    Status st = welcome.status();
+    if (st.code() == StatusCode::kPeerLost) st = Status(StatusCode::kMasterUnreachable, st.message());
+    co_return st;
+  }
+  heartbeat_ = std::chrono::milliseconds(std::max<uint32_t>(10, welcome->heartbeat_interval_ms));
+  timeout_ = std::chrono::milliseconds(std::max<uint32_t>(100, welcome->peer_timeout_ms));
+  co_return welcome;
+}
+
+void MasterLink::start() {
+  last_heard_ = Clock::now();
+  auto self = shared_from_this();
+  asio::co_spawn(ex_, [self] { return self->read_loop(); }, asio::detached);
+  asio::co_spawn(ex_, [self] { return self->heartbeat_loop(); }, asio::detached);
+}
+
+net::awaitable<void> MasterLink::read_loop() {
+  auto self = shared_from_this();
+  for (;;) {
+    auto frame = co_await conn_->read_frame(wire::kMaxControlPayload);
+    if (!frame.is_ok()) {
+      lost(make_status(StatusCode::kMasterUnreachable, "lost the connection to the master: {}",
+                       frame.status().message()));
+      co_return;
+    }
+    last_heard_ = Clock::now();
+    auto msg = wire::decode_control(frame->first.type, frame->second);
+    if (!msg.is_ok()) {
+      log::get("peer")->error("malformed message from the master: {}; closing",
+                              msg.status().message());
+      lost(make_status(StatusCode::kMasterUnreachable, "malformed message from the master: {}",
+                       msg.status().message()));
+      co_return;
+    }
+    if (std::holds_alternative<wire::M2CHeartbeat>(*msg)) continue;
+    on_message_(*msg, frame->first.epoch);
+    if (closed_) co_return;
+  }
+}
+
+net::awaitable<void> MasterLink::heartbeat_loop() {
+  auto self = shared_from_this();
+  asio::steady_timer timer(ex_);
+  auto beat = wire::encode_frame(wire::C2MHeartbeat{}, 0);
+  while (!closed_ && conn_->is_open()) {
+    timer.expires_after(heartbeat_);
+    co_await timer.async_wait(use_nothrow);
+    if (closed_) co_return;
+    if (Clock::now() - last_heard_ > timeout_) {
+      lost(make_status(StatusCode::kMasterUnreachable, "the master was silent for {} ms",
+                       timeout_.count()));
+      co_return;
+    }
+    conn_->enqueue(beat);
+  }
+}
+
+void MasterLink::send(const wire::ControlMessage& m, Epoch epoch) {
+  if (conn_) conn_->enqueue(wire::encode_frame(m, epoch));
+}
+
+void MasterLink::leave(Epoch epoch) {
+  if (!conn_ || closed_) return;
+  send(wire::C2MLeave{}, epoch);
+  closed_ = true;
+  conn_->close_after_flush();
+}
+
+void MasterLink::close() {
+  closed_ = true;
+  if (conn_) conn_->close();
+}
+
+void MasterLink::lost(const Status& why) {
+  if (closed_ || lost_reported_) return;
+  lost_reported_ = true;
+  conn_->close();
+  on_lost_(why);
+}
+
+}  // namespace qccl::peer

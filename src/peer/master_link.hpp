@@ -1,0 +1,64 @@
+// MasterLink: a peer's control connection to the master.
+//
+// connect() dials the master (retrying refused connections until the deadline, so peers may
+// start before the master), exchanges preambles, registers and waits for M2CWelcome. Then a
+// reader coroutine hands every message to the owner's handler, a heartbeat coroutine sends
+// C2MHeartbeat every heartbeat interval, and a watchdog declares the master lost when nothing
+// (not even its heartbeats) arrived for the peer timeout. Losing the master is reported once
+// through on_lost.
+//
+// Thread-safety: loop thread only.
+#pragma once
+
+#include <chrono>
+#include <functional>
+#include <memory>
+#include <string>
+
+#include "common/address.hpp"
+#include "net/asio_common.hpp"
+#include "net/connection.hpp"
+#include "wire/messages.hpp"
+
+namespace qccl::peer {
+
+class MasterLink : public std::enable_shared_from_this<MasterLink> {
+ public:
+  using MessageHandler = std::function<void(const wire::ControlMessage&, Epoch)>;
+  using LostHandler = std::function<void(const Status&)>;
+
+  MasterLink(asio::any_io_executor ex, HostPort master, MessageHandler on_message,
+             LostHandler on_lost);
+
+  // Connects, registers and returns the welcome. `deadline` bounds the whole exchange
+  // (time_point::max() = no bound). kMasterUnreachable / kTimeout on failure.
+  net::awaitable<Result<wire::M2CWelcome>> connect(const wire::C2MRegister& reg,
+                                                   std::chrono::steady_clock::time_point deadline);
+
+  // After a successful connect(): starts delivering messages and sending heartbeats.
+  void start();
+  // Queues a message (frame epoch = the caller's current global epoch).
+  void send(const wire::ControlMessage& m, Epoch epoch);
+  // Sends C2MLeave and closes after flushing.
+  void leave(Epoch epoch);
+  void close();
+  bool is_open() const { return conn_ && conn_->is_open(); }
+
+ private:
+  net::awaitable<void> read_loop();
+  net::awaitable<void> heartbeat_loop();
+  void lost(const Status& why);
+
+  asio::any_io_executor ex_;
+  HostPort master_;
+  MessageHandler on_message_;
+  LostHandler on_lost_;
+  std::shared_ptr<net::Connection> conn_;
+  std::chrono::milliseconds heartbeat_{1000};
+  std::chrono::milliseconds timeout_{10000};
+  std::chrono::steady_clock::time_point last_heard_;
+  bool lost_reported_ = false;
+  bool closed_ = false;
+};
+
+}  // namespace qccl::peer
