@@ -54,8 +54,9 @@ void AllReduceOp::on_sent(const Status& status, size_t bytes) {
   if (progress_) progress_(*this);
 }
 
-bool AllReduceOp::fail(Status why, peer::DataLinks* links) {
+bool AllReduceOp::fail(Status why, peer::DataLinks* links, bool from_master) {
   if (phase_ == Phase::kFailing || phase_ == Phase::kDone) return false;
+  if (phase_ == Phase::kWaitCommit && !from_master) return false;
   phase_ = Phase::kFailing;
   failure_ = std::move(why);
   if (links) sends_in_flight_ -= links->cancel(this);

@@ -54,8 +54,9 @@ class AllReduceOp : public peer::FrameOwner {
   void mark_reported() { phase_ = Phase::kWaitCommit; }
 
   // Records the first failure and takes back queued frames. Returns false if the op had
-  // already failed or was committed/done (nothing changes then).
-  bool fail(Status why, peer::DataLinks* links);
+  // already failed or was done (nothing changes then). A local failure (`from_master` false)
+  // after the local part completed is ignored: only the master decides that op's fate now.
+  bool fail(Status why, peer::DataLinks* links, bool from_master);
   const Status& failure() const { return failure_; }
   // Completes the handle with success. REQUIRES: phase kWaitCommit.
   void commit(uint32_t world);

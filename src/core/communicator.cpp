@@ -296,7 +296,11 @@ class Communicator::Impl : public std::enable_shared_from_this<Impl> {
   void on_fatal(const Status& why) {
     if (fatal_) return;
     fatal_ = why;
-    log_->warn("peer {}: {}", self_, why.message());
+    if (why.code() == StatusCode::kAborted) {
+      log_->debug("peer {}: {}", self_, why.message());
+    } else {
+      log_->warn("peer {}: {}", self_, why.message());
+    }
     state_ = State::kClosed;
     if (connect_promise_) finish_connect(why);
     if (vote_) finish_vote(why);
@@ -308,13 +312,21 @@ class Communicator::Impl : public std::enable_shared_from_this<Impl> {
 
   void begin_shutdown(std::shared_ptr<std::promise<void>> drained) {
     drained_ = drained;
-    if (master_ && !fatal_) master_->leave(global_epoch_);
+    if (master_ && !fatal_) {
+      leaving_ = true;
+      auto link = master_;
+      master_.reset();  // on_fatal must not close it before the leave is flushed
+      link->leave(global_epoch_, [self = shared_from_this()] {
+        self->leaving_ = false;
+        self->check_drained();
+      });
+    }
     on_fatal(make_status(StatusCode::kAborted, "the communicator was destroyed"));
     check_drained();
   }
 
   void check_drained() {
-    if (drained_ && ops_.empty()) {
+    if (drained_ && ops_.empty() && !leaving_) {
       drained_->set_value();
       drained_.reset();
     }
@@ -355,15 +367,17 @@ class Communicator::Impl : public std::enable_shared_from_this<Impl> {
   }
 
   void check_local_done(const std::shared_ptr<AllReduceOp>& op) {
-    if (!op->locally_complete()) return;
+    if (!op->locally_complete() || !master_) return;
     op->mark_reported();
     master_->send(wire::C2MOpDone{op->tag(), op->seq(), op->epoch(), StatusCode::kOk, ""},
                   global_epoch_);
   }
 
   // Returns true if this call failed the op and reported it to the master.
+  // `report` = a local failure, told to the master; otherwise the verdict came from the
+  // master (an abort, or the epoch moved on) or the communicator is shutting down.
   bool fail_op(const std::shared_ptr<AllReduceOp>& op, const Status& why, bool report) {
-    bool changed = op->fail(why, links_.get());
+    bool changed = op->fail(why, links_.get(), !report);
     if (changed && report && master_ && !fatal_) {
       master_->send(wire::C2MOpDone{op->tag(), op->seq(), op->epoch(), why.code(), why.message()},
                     global_epoch_);
@@ -532,6 +546,7 @@ class Communicator::Impl : public std::enable_shared_from_this<Impl> {
   std::optional<VoteWait> vote_;
   std::optional<asio::steady_timer> vote_deadline_;
   std::shared_ptr<std::promise<void>> drained_;
+  bool leaving_ = false;
 };
 
 // ---- facade ----

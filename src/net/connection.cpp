@@ -146,6 +146,17 @@ void Connection::close() {
   socket_.shutdown(tcp::socket::shutdown_both, ec);
   socket_.close(ec);
   wake_writer_.notify();
+  auto callbacks = std::move(closed_callbacks_);
+  closed_callbacks_.clear();
+  for (auto& cb : callbacks) cb();
+}
+
+void Connection::on_closed(std::function<void()> cb) {
+  if (!open_) {
+    cb();
+    return;
+  }
+  closed_callbacks_.push_back(std::move(cb));
 }
 
 awaitable<Result<tcp::socket>> connect_tcp(const asio::any_io_executor& ex, const std::string& host,

@@ -15,6 +15,7 @@
 #include <chrono>
 #include <cstdint>
 #include <deque>
+#include <functional>
 #include <memory>
 #include <span>
 #include <string>
@@ -53,6 +54,8 @@ class Connection : public std::enable_shared_from_this<Connection> {
   void close_after_flush();
   void close();
   bool is_open() const { return open_; }
+  // Runs `cb` (on the loop) when the connection closes, or at once if it is closed already.
+  void on_closed(std::function<void()> cb);
 
   // "ip:port" of the remote end, captured at construction.
   const std::string& remote() const { return remote_; }
@@ -75,6 +78,7 @@ class Connection : public std::enable_shared_from_this<Connection> {
   std::deque<std::vector<uint8_t>> queue_;
   size_t queued_bytes_ = 0;
   Signal wake_writer_;
+  std::vector<std::function<void()>> closed_callbacks_;
   uint64_t bytes_read_ = 0;
   uint64_t bytes_written_ = 0;
 };

@@ -135,10 +135,14 @@ void MasterLink::send(const wire::ControlMessage& m, Epoch epoch) {
   if (conn_) conn_->enqueue(wire::encode_frame(m, epoch));
 }
 
-void MasterLink::leave(Epoch epoch) {
-  if (!conn_ || closed_) return;
+void MasterLink::leave(Epoch epoch, std::function<void()> done) {
+  if (!conn_ || closed_) {
+    done();
+    return;
+  }
   send(wire::C2MLeave{}, epoch);
   closed_ = true;
+  conn_->on_closed(std::move(done));
   conn_->close_after_flush();
 }
 

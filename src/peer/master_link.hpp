@@ -39,8 +39,8 @@ class MasterLink : public std::enable_shared_from_this<MasterLink> {
   void start();
   // Queues a message (frame epoch = the caller's current global epoch).
   void send(const wire::ControlMessage& m, Epoch epoch);
-  // Sends C2MLeave and closes after flushing.
-  void leave(Epoch epoch);
+  // Sends C2MLeave and closes after flushing; `done` runs once the connection is closed.
+  void leave(Epoch epoch, std::function<void()> done);
   void close();
   bool is_open() const { return conn_ && conn_->is_open(); }
 
