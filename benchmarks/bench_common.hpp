@@ -25,6 +25,7 @@
 #include <stdexcept>
 #include <string>
 #include <thread>
+#include <utility>
 #include <vector>
 
 namespace qccl_bench {
@@ -90,14 +91,32 @@ inline pid_t spawn_child(const std::vector<std::string>& argv) {
   return pid;
 }
 
-// Ends every child that is still running (by pid) and reaps all of them.
-inline void kill_and_reap(std::vector<pid_t>& pids) {
-  for (pid_t p : pids) {
-    if (p > 0) kill(p, SIGKILL);
-  }
-  for (pid_t& p : pids) {
-    if (p > 0) waitpid(p, nullptr, 0);
-    p = -1;
+// Waits up to `grace_ns` for the children to exit on their own, then ends the rest (by pid)
+// and reaps them all. Abnormal ends are printed: "peer 1 died of signal 11" is the first
+// thing one wants to know about a failed run. Entries already -1 (reaped) are skipped.
+inline void end_children(std::vector<pid_t>& pids, int64_t grace_ns) {
+  int64_t until = now_ns() + grace_ns;
+  auto report = [](size_t i, int st) {
+    if (WIFSIGNALED(st)) std::fprintf(stderr, "peer %zu died of signal %d\n", i, WTERMSIG(st));
+    else if (WIFEXITED(st) && WEXITSTATUS(st) != 0)
+      std::fprintf(stderr, "peer %zu exited with status %d\n", i, WEXITSTATUS(st));
+  };
+  for (size_t i = 0; i < pids.size(); ++i) {
+    int st = 0;
+    while (pids[i] > 0 && now_ns() < until) {
+      if (waitpid(pids[i], &st, WNOHANG) == pids[i]) {
+        report(i, st);
+        pids[i] = -1;
+      } else {
+        std::this_thread::sleep_for(std::chrono::milliseconds(10));
+      }
+    }
+    if (pids[i] > 0) {
+      std::fprintf(stderr, "peer %zu still running: ended with SIGKILL\n", i);
+      kill(pids[i], SIGKILL);
+      waitpid(pids[i], &st, 0);
+      pids[i] = -1;
+    }
   }
 }
 
@@ -116,25 +135,32 @@ class LineReader {
         return true;
       }
       int64_t left_ms = (deadline_ns - now_ns()) / 1000000;
-      if (left_ms <= 0) return false;
+      if (left_ms <= 0) return fail("deadline passed");
       pollfd pfd{fd_, POLLIN, 0};
       int r = poll(&pfd, 1, int(std::min<int64_t>(left_ms, 1000)));
-      if (r < 0 && errno != EINTR) return false;
+      if (r < 0 && errno != EINTR) return fail(std::string("poll: ") + std::strerror(errno));
       if (r <= 0) continue;
       char tmp[4096];
       ssize_t n = read(fd_, tmp, sizeof tmp);
-      if (n == 0) return false;
+      if (n == 0) return fail("every child closed its end of the pipe");
       if (n < 0) {
         if (errno == EINTR) continue;
-        return false;
+        return fail(std::string("read: ") + std::strerror(errno));
       }
       buf_.append(tmp, size_t(n));
     }
   }
+  // Why the last next() returned false.
+  const std::string& error() const { return error_; }
 
  private:
+  bool fail(std::string why) {
+    error_ = std::move(why);
+    return false;
+  }
   int fd_;
   std::string buf_;
+  std::string error_;
 };
 
 inline std::string self_exe() {

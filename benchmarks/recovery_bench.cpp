@@ -190,7 +190,13 @@ bool run_trial(const Options& o, std::mt19937_64& rng, Trial& t) {
     std::map<int, std::vector<std::string>> done;  // survivor index -> DONE fields
     int64_t t_kill = 0;
     while (int(done.size()) < o.peers - 1) {
-      if (!reader.next(line, deadline)) throw std::runtime_error("deadline passed or peers gone");
+      if (!reader.next(line, deadline)) {
+        throw std::runtime_error(
+            reader.error() + " with " +
+            std::to_string(warm.size()) + "/" + std::to_string(o.peers) + " peers warm, " +
+            (t_kill ? "victim killed, " : "no kill yet, ") + std::to_string(done.size()) + "/" +
+            std::to_string(o.peers - 1) + " survivors done");
+      }
       std::istringstream in(line);
       std::string kind;
       in >> kind;
@@ -233,14 +239,7 @@ bool run_trial(const Options& o, std::mt19937_64& rng, Trial& t) {
   } catch (const std::exception& e) {
     std::fprintf(stderr, "trial failed: %s\n", e.what());
   }
-  int64_t grace = now_ns() + 2000000000LL;
-  for (pid_t& p : pids) {
-    while (p > 0 && now_ns() < grace) {
-      if (waitpid(p, nullptr, WNOHANG) == p) p = -1;
-      else std::this_thread::sleep_for(std::chrono::milliseconds(10));
-    }
-  }
-  kill_and_reap(pids);
+  end_children(pids, ok ? 5000000000LL : 200000000LL);
   if (fds[0] >= 0) close(fds[0]);
   if (fds[1] >= 0) close(fds[1]);
   if (master) qcclMasterDestroy(master);
