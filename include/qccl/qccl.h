@@ -130,12 +130,14 @@ QCCL_API qcclResult_t qcclConnect(qcclComm_t *comm);
  * qcclAborted, and frees the communicator. */
 QCCL_API qcclResult_t qcclCommDestroy(qcclComm_t *comm);
 /* Collective over all accepted peers of all groups: admits pending peers, then (re)builds the
- * connections to this peer's ring neighbours. Returns once they are up.
- * qcclInvalidUsage (not connected, ops in flight), qcclKicked, qcclMasterUnreachable,
- * qcclPeerLost (membership changed during the vote: call again). */
+ * connections to this peer's ring neighbours. Returns once they are up. A newly admitted peer
+ * returns from qcclConnect at the same point, so it must not vote in its first iteration.
+ * qcclInvalidUsage (not connected, ops in flight, another control call running), qcclKicked,
+ * qcclMasterUnreachable, qcclPeerLost (the ring connections did not come up within twice the
+ * peer timeout: call again). */
 QCCL_API qcclResult_t qcclUpdateTopology(qcclComm_t *comm);
 /* Collective vote of all accepted peers: *pending_out = 1 if peers wait to be admitted. Every
- * peer gets the same answer. Errors as qcclUpdateTopology. */
+ * peer gets the same answer. qcclInvalidUsage, qcclKicked, qcclMasterUnreachable. */
 QCCL_API qcclResult_t qcclArePeersPending(qcclComm_t *comm, int *pending_out);
 
 typedef enum {

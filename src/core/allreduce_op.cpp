@@ -26,6 +26,7 @@ AllReduceOp::AllReduceOp(const collectives::ReduceDesc& desc, const void* sendbu
 void AllReduceOp::begin(uint32_t world, uint32_t rank, peer::DataLinks& links) {
   ring_ = std::make_unique<collectives::RingAllReduce>(desc_, sendbuf_, recvbuf_, world, rank);
   phase_ = Phase::kRunning;
+  last_progress_ = std::chrono::steady_clock::now();
   for (const auto& s : ring_->start()) send(s, links);
 }
 
@@ -50,7 +51,10 @@ bool AllReduceOp::locally_complete() const {
 
 void AllReduceOp::on_sent(const Status& status, size_t bytes) {
   --sends_in_flight_;
-  if (status.is_ok()) tx_ += bytes + wire::kFrameHeaderSize + wire::kP2PDataHeaderSize;
+  if (status.is_ok()) {
+    tx_ += bytes + wire::kFrameHeaderSize + wire::kP2PDataHeaderSize;
+    last_progress_ = std::chrono::steady_clock::now();
+  }
   if (progress_) progress_(*this);
 }
 

@@ -12,6 +12,7 @@
 // Thread-safety: loop thread only.
 #pragma once
 
+#include <chrono>
 #include <functional>
 #include <memory>
 #include <optional>
@@ -45,7 +46,12 @@ class AllReduceOp : public peer::FrameOwner {
 
   // Payload reads into the user's memory in progress (they must end before completion).
   void read_started() { ++reads_; }
-  void read_finished(size_t bytes) { --reads_, rx_ += bytes; }
+  void read_finished(size_t bytes) {
+    --reads_, rx_ += bytes;
+    last_progress_ = std::chrono::steady_clock::now();
+  }
+  // When data last moved for this op (begin, a frame received, a frame sent).
+  std::chrono::steady_clock::time_point last_progress() const { return last_progress_; }
   // A forwarded frame to queue (from the reader, after on_received).
   void send(const collectives::RingAllReduce::Send& s, peer::DataLinks& links);
 
@@ -85,6 +91,7 @@ class AllReduceOp : public peer::FrameOwner {
   uint64_t tx_ = 0;
   uint64_t rx_ = 0;
   Status failure_;
+  std::chrono::steady_clock::time_point last_progress_;
   std::function<void(AllReduceOp&)> progress_;
 };
 

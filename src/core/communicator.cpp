@@ -79,6 +79,10 @@ class Communicator::Impl : public std::enable_shared_from_this<Impl> {
     return handle;
   }
 
+  void inject_fault(peer::FaultInjection f) {
+    io_.run_sync([&] { links_->set_fault_injection(f); });
+  }
+
   void shutdown() {
     auto drained = std::make_shared<std::promise<void>>();
     auto fut = drained->get_future();
@@ -137,8 +141,11 @@ class Communicator::Impl : public std::enable_shared_from_this<Impl> {
     self_ = welcome->peer_id;
     settings_.heartbeat = std::chrono::milliseconds(welcome->heartbeat_interval_ms);
     settings_.timeout = std::chrono::milliseconds(welcome->peer_timeout_ms);
+    stall_timeout_ = std::chrono::milliseconds(
+        std::max(welcome->vote_timeout_ms, welcome->peer_timeout_ms));
     links_->set_identity(self_, settings_);
     link->start();
+    asio::co_spawn(io_.context(), stall_watchdog(), asio::detached);
     log_->info("registered with the master at {} as peer {}", format_host_port(master_addr_), self_);
     // Admission arrives as M2CMembership; the call returns once the ring links are up.
   }
@@ -431,6 +438,29 @@ class Communicator::Impl : public std::enable_shared_from_this<Impl> {
     return {ops_.begin(), ops_.end()};
   }
 
+  // An operation whose data stopped moving (a neighbour alive but not reading or sending, so
+  // neither heartbeats nor TCP notice) fails after the stall timeout. It equals the master's
+  // straggler deadline (vote timeout), so a peer merely late to start an op is not punished
+  // sooner here than there.
+  net::awaitable<void> stall_watchdog() {
+    auto self = shared_from_this();
+    asio::steady_timer timer(io_.context());
+    while (!fatal_) {
+      timer.expires_after(settings_.heartbeat);
+      co_await timer.async_wait(use_nothrow);
+      auto now = Clock::now();
+      for (auto& [tag, op] : snapshot_ops()) {
+        if (op->phase() == AllReduceOp::Phase::kRunning &&
+            now - op->last_progress() > stall_timeout_) {
+          fail_op(op, make_status(StatusCode::kPeerLost,
+                                  "no data moved for {} ms (a neighbour is hung or its link is "
+                                  "cut)", stall_timeout_.count()),
+                  true);
+        }
+      }
+    }
+  }
+
   // ---- inbound data ----
 
   void start_reader(std::shared_ptr<net::Connection> conn, Epoch epoch) {
@@ -441,6 +471,11 @@ class Communicator::Impl : public std::enable_shared_from_this<Impl> {
     auto self = shared_from_this();
     std::vector<uint8_t> staging;
     while (conn->is_open() && epoch == group_epoch_ && !fatal_) {
+      if (links_->should_stall_reads(inbound_bytes_)) {
+        // Injected hang: stop reading until the epoch ends (as a stopped process would).
+        while (conn->is_open() && epoch == group_epoch_ && !fatal_) co_await ops_changed_.wait();
+        co_return;
+      }
       Status st = co_await read_frame(*conn, epoch, staging);
       if (!st.is_ok()) {
         if (epoch == group_epoch_ && conn->is_open() && !fatal_) links_->fail(st);
@@ -506,6 +541,7 @@ class Communicator::Impl : public std::enable_shared_from_this<Impl> {
     op->read_started();
     Status st = co_await conn.read_exact(std::span<uint8_t>(dst, target->bytes));
     op->read_finished(body + wire::kFrameHeaderSize + wire::kP2PDataHeaderSize);
+    inbound_bytes_ += body;
     if (!st.is_ok() || !op->accepts_frames()) {
       try_finish(op);
       co_return st;
@@ -523,6 +559,7 @@ class Communicator::Impl : public std::enable_shared_from_this<Impl> {
   std::unique_ptr<peer::DataLinks> links_;
   std::shared_ptr<peer::MasterLink> master_;
   peer::LinkSettings settings_;
+  std::chrono::milliseconds stall_timeout_{60000};
   State state_ = State::kIdle;
   std::optional<Status> fatal_;
   PeerId self_ = kNoPeer;
@@ -547,6 +584,7 @@ class Communicator::Impl : public std::enable_shared_from_this<Impl> {
   std::optional<asio::steady_timer> vote_deadline_;
   std::shared_ptr<std::promise<void>> drained_;
   bool leaving_ = false;
+  uint64_t inbound_bytes_ = 0;
 };
 
 // ---- facade ----
@@ -571,6 +609,11 @@ Communicator::Communicator(std::shared_ptr<Impl> impl) : impl_(std::move(impl)) 
 Communicator::~Communicator() { impl_->shutdown(); }
 
 Status Communicator::connect() { return impl_->connect(); }
+
+void Communicator::inject_fault_for_testing(uint64_t close_after_bytes,
+                                            uint64_t stall_reads_after_bytes) {
+  impl_->inject_fault({close_after_bytes, stall_reads_after_bytes});
+}
 
 Status Communicator::update_topology() {
   auto r = impl_->vote(wire::VoteKind::kUpdateTopology);

@@ -64,6 +64,9 @@ class Communicator {
   Status all_reduce(const void* sendbuf, void* recvbuf, const collectives::ReduceDesc& desc,
                     ReduceInfo* info);
 
+  // Tests only: inject a fault in this peer's data links (see peer::FaultInjection).
+  void inject_fault_for_testing(uint64_t close_after_bytes, uint64_t stall_reads_after_bytes);
+
   class Impl;
 
  private:

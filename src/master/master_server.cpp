@@ -113,6 +113,9 @@ class MasterServer::Impl {
         continue;
       }
       auto conn = std::make_shared<net::Connection>(std::move(socket));
+      // Heartbeats detect a silent peer; keep-alive also reaps half-open sockets.
+      conn->set_liveness(std::chrono::milliseconds(options_.heartbeat_interval_ms),
+                         std::chrono::milliseconds(options_.peer_timeout_ms));
       asio::co_spawn(io_->context(), session(conn), asio::detached);
     }
   }
@@ -220,8 +223,13 @@ class MasterServer::Impl {
     tick_timer_->expires_at(*next + std::chrono::milliseconds(1));
     tick_timer_->async_wait([this](const asio::error_code& ec) {
       if (ec || stopping_) return;
+      auto now = Clock::now();
+      // A loop that ran late may not have read heartbeats that did arrive in time.
+      for (auto& [id, conn] : sessions_) {
+        if (conn->bytes_available() > 0) membership_.on_alive(id, now);
+      }
       Outbox out;
-      membership_.on_tick(Clock::now(), out);
+      membership_.on_tick(now, out);
       apply(out);
     });
   }

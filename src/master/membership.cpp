@@ -54,7 +54,8 @@ PeerId Membership::on_register(const wire::C2MRegister& msg, const std::string& 
   peers_.emplace(p.id, p);
   out.sends.push_back({p.id,
                        wire::M2CWelcome{p.id, config_.heartbeat_interval_ms,
-                                        static_cast<uint32_t>(config_.peer_timeout.count())},
+                                        static_cast<uint32_t>(config_.peer_timeout.count()),
+                                        static_cast<uint32_t>(config_.vote_timeout.count())},
                        global_epoch_});
   out.log.push_back(fmt::format("peer {} registered (group {}, p2p {}:{}), waiting for admission",
                                 p.id, p.group, p.host, p.port));
@@ -106,6 +107,11 @@ void Membership::on_disconnect(PeerId id, const std::string& why, TimePoint now,
   out.log.push_back(fmt::format("peer {} expelled (group {}): connection lost: {}", id,
                                 it->second.group, why));
   remove_peer(id, now, out);
+}
+
+void Membership::on_alive(PeerId peer, TimePoint now) {
+  auto it = peers_.find(peer);
+  if (it != peers_.end()) it->second.last_seen = now;
 }
 
 void Membership::on_tick(TimePoint now, Outbox& out) {
@@ -353,6 +359,12 @@ void Membership::remove_peer(PeerId id, TimePoint now, Outbox& out) {
     if (num_accepted() == 0) {
       votes_.clear();  // a round of a run that has ended must not bind the next one
       admit_registered(now, out);
+    }
+    // A round whose voters have all gone is void: it must not expel the peers that remain.
+    for (auto round = votes_.begin(); round != votes_.end();) {
+      bool any = std::any_of(peers_.begin(), peers_.end(),
+                             [&](const auto& kv) { return kv.second.vote == round->first; });
+      round = any ? std::next(round) : votes_.erase(round);
     }
     try_complete_votes(now, out);
   }

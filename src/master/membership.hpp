@@ -74,6 +74,8 @@ class Membership {
   void on_message(PeerId peer, const wire::ControlMessage& msg, TimePoint now, Outbox& out);
   // The connection closed or was found broken (`why` goes to the log). Unknown ids are ignored.
   void on_disconnect(PeerId peer, const std::string& why, TimePoint now, Outbox& out);
+  // The peer is known to be alive (e.g. unread bytes from it are waiting): as a heartbeat.
+  void on_alive(PeerId peer, TimePoint now);
   // Expels peers that timed out and votes or collectives past their deadline.
   void on_tick(TimePoint now, Outbox& out);
   // When on_tick should run next (earliest heartbeat or vote deadline), if any.

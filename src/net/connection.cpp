@@ -151,6 +151,12 @@ void Connection::close() {
   for (auto& cb : callbacks) cb();
 }
 
+size_t Connection::bytes_available() const {
+  asio::error_code ec;
+  size_t n = open_ ? socket_.available(ec) : 0;
+  return ec ? 0 : n;
+}
+
 void Connection::on_closed(std::function<void()> cb) {
   if (!open_) {
     cb();

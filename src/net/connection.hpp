@@ -54,6 +54,9 @@ class Connection : public std::enable_shared_from_this<Connection> {
   void close_after_flush();
   void close();
   bool is_open() const { return open_; }
+  // Bytes received by the kernel but not yet read: a busy loop may not have read a heartbeat
+  // that did arrive, and liveness checks must not call such a peer silent.
+  size_t bytes_available() const;
   // Runs `cb` (on the loop) when the connection closes, or at once if it is closed already.
   void on_closed(std::function<void()> cb);
 

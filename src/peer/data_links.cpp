@@ -195,12 +195,29 @@ net::awaitable<void> DataLinks::writer(Epoch epoch, std::shared_ptr<net::Connect
     if (!queue_.empty()) work_->notify();  // let another idle lane take the next one
     std::array<asio::const_buffer, 2> bufs{asio::buffer(f.header), asio::buffer(f.data, f.bytes)};
     Status st = co_await conn->write_gather(bufs);
+    bytes_sent_ += f.bytes;
+    if (faults_.close_after_bytes != 0 && bytes_sent_ >= faults_.close_after_bytes) {
+      faults_.close_after_bytes = 0;
+      log::get("peer")->warn("peer {}: fault injection: closing a data lane after {} bytes", self_,
+                             bytes_sent_);
+      conn->close();
+    }
     f.owner->on_sent(st, f.bytes);
     if (!st.is_ok()) {
       if (epoch == epoch_) fail(st);
       co_return;
     }
   }
+}
+
+bool DataLinks::should_stall_reads(uint64_t bytes_read_total) {
+  if (faults_.stall_reads_after_bytes == 0 || bytes_read_total < faults_.stall_reads_after_bytes) {
+    return false;
+  }
+  faults_.stall_reads_after_bytes = 0;
+  log::get("peer")->warn("peer {}: fault injection: inbound lanes stop reading after {} bytes",
+                         self_, bytes_read_total);
+  return true;
 }
 
 void DataLinks::check_ready() {
@@ -230,8 +247,11 @@ void DataLinks::abandon_queue(const Status& why) {
   for (auto& f : queue) f.owner->on_sent(why, 0);
 }
 
-void DataLinks::fail(const Status& why) {
+void DataLinks::fail(const Status& cause) {
   if (failure_) return;
+  // Whatever broke a lane (reset, timeout, garbage from the neighbour), the ring is broken:
+  // for the group's operations that is a lost peer, which callers retry.
+  Status why(StatusCode::kPeerLost, cause.message());
   failure_ = why;
   log::get("peer")->info("data links of epoch {} failed: {}", epoch_, why.message());
   for (auto& c : out_lanes_) c->close();

@@ -52,6 +52,12 @@ struct OutFrame {
   FrameOwner* owner = nullptr;
 };
 
+// Faults injected on purpose, for tests only (never set by the public API). Each fires once.
+struct FaultInjection {
+  uint64_t close_after_bytes = 0;        // close an outbound lane once this many bytes were sent
+  uint64_t stall_reads_after_bytes = 0;  // stop reading inbound lanes after this many bytes
+};
+
 struct LinkSettings {
   std::chrono::milliseconds heartbeat{1000};
   std::chrono::milliseconds timeout{10000};  // connect/handshake bound and TCP user timeout
@@ -75,6 +81,9 @@ class DataLinks {
   Status listen(const std::string& host, uint16_t port);
   uint16_t port() const { return port_; }
   void set_identity(PeerId self, LinkSettings settings) { self_ = self; settings_ = settings; }
+  void set_fault_injection(FaultInjection f) { faults_ = f; }
+  // Inbound side of the injection: true once reads should stall (checked by the reader).
+  bool should_stall_reads(uint64_t bytes_read_total);
 
   // Moves to a new group epoch: drops every lane of older epochs (their queued frames are
   // abandoned), dials `lanes` connections to `next` and expects the pool of `prev`.
@@ -131,6 +140,8 @@ class DataLinks {
     std::shared_ptr<asio::steady_timer> timer;
   };
   std::vector<Parked> parked_;
+  FaultInjection faults_;
+  uint64_t bytes_sent_ = 0;
 };
 
 }  // namespace qccl::peer

@@ -80,6 +80,7 @@ net::awaitable<Result<wire::M2CWelcome>> MasterLink::connect(const wire::C2MRegi
   }
   heartbeat_ = std::chrono::milliseconds(std::max<uint32_t>(10, welcome->heartbeat_interval_ms));
   timeout_ = std::chrono::milliseconds(std::max<uint32_t>(100, welcome->peer_timeout_ms));
+  conn_->set_liveness(heartbeat_, timeout_);
   co_return welcome;
 }
 
@@ -122,6 +123,7 @@ net::awaitable<void> MasterLink::heartbeat_loop() {
     timer.expires_after(heartbeat_);
     co_await timer.async_wait(use_nothrow);
     if (closed_) co_return;
+    if (conn_->bytes_available() > 0) last_heard_ = Clock::now();  // arrived, not yet read
     if (Clock::now() - last_heard_ > timeout_) {
       lost(make_status(StatusCode::kMasterUnreachable, "the master was silent for {} ms",
                        timeout_.count()));

@@ -7,7 +7,8 @@
 //   C2MOpStart     u64 tag | u64 seq | u64 op_epoch | u64 desc_hash
 //   C2MOpDone      u64 tag | u64 seq | u64 op_epoch | u8 status | str message
 //   C2MLeave       (empty)
-//   M2CWelcome     u64 peer_id | u32 heartbeat_interval_ms | u32 peer_timeout_ms
+//   M2CWelcome     u64 peer_id | u32 heartbeat_interval_ms | u32 peer_timeout_ms |
+//                  u32 vote_timeout_ms
 //   M2CMembership  u64 group_epoch | u32 global_world_size | u32 group_world_size |
 //                  u32 num_groups | u32 largest_group_size | u32 n | n x (u64 id | str host |
 //                  u16 port)
@@ -122,6 +123,7 @@ void put(ByteWriter& w, const M2CWelcome& m) {
   w.u64(m.peer_id);
   w.u32(m.heartbeat_interval_ms);
   w.u32(m.peer_timeout_ms);
+  w.u32(m.vote_timeout_ms);
 }
 void put(ByteWriter& w, const M2CMembership& m) {
   w.u64(m.group_epoch);
@@ -179,7 +181,8 @@ Status get(ByteReader&, C2MLeave*) { return Status::ok(); }
 Status get(ByteReader& r, M2CWelcome* m) {
   QCCL_RETURN_IF_ERROR(r.u64(&m->peer_id, "peer_id"));
   QCCL_RETURN_IF_ERROR(r.u32(&m->heartbeat_interval_ms, "heartbeat_interval_ms"));
-  return r.u32(&m->peer_timeout_ms, "peer_timeout_ms");
+  QCCL_RETURN_IF_ERROR(r.u32(&m->peer_timeout_ms, "peer_timeout_ms"));
+  return r.u32(&m->vote_timeout_ms, "vote_timeout_ms");
 }
 Status get(ByteReader& r, M2CMembership* m) {
   QCCL_RETURN_IF_ERROR(r.u64(&m->group_epoch, "group_epoch"));

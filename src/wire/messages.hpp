@@ -87,6 +87,7 @@ struct M2CWelcome {
   PeerId peer_id = kNoPeer;
   uint32_t heartbeat_interval_ms = 0;
   uint32_t peer_timeout_ms = 0;
+  uint32_t vote_timeout_ms = 0;  // also bounds a collective that stops making progress
 };
 struct RingMember {
   PeerId id = kNoPeer;

@@ -30,7 +30,7 @@ inline auto fields(const C2MOpDone& m) {
 }
 inline auto fields(const C2MLeave&) { return std::tuple<>(); }
 inline auto fields(const M2CWelcome& m) {
-  return std::tie(m.peer_id, m.heartbeat_interval_ms, m.peer_timeout_ms);
+  return std::tie(m.peer_id, m.heartbeat_interval_ms, m.peer_timeout_ms, m.vote_timeout_ms);
 }
 inline auto fields(const M2CMembership& m) {
   std::vector<std::tuple<PeerId, std::string, uint16_t>> ring;
@@ -76,7 +76,7 @@ inline std::vector<ControlMessage> sample_messages() {
   v.push_back(C2MOpDone{5, 6, 7, StatusCode::kPeerLost, "neighbour 3 closed the connection"});
   v.push_back(C2MOpDone{~0ull, ~0ull, ~0ull, StatusCode::kInternal, ""});
   v.push_back(C2MLeave{});
-  v.push_back(M2CWelcome{123456789012345ull, 250, 5000});
+  v.push_back(M2CWelcome{123456789012345ull, 250, 5000, 30000});
   M2CMembership empty_ring{3, 10, 4, 3, 5, {}};
   v.push_back(empty_ring);
   M2CMembership ring{17, 8, 3, 2, 5, {}};
