@@ -1,0 +1,90 @@
+// Fault tests: a peer joins while the others loop all-reduces.
+//
+// The loopers follow the admission protocol of a training loop: after every op, all of them
+// vote qcclArePeersPending and, if it says 1, all call qcclUpdateTopology (test_peer --admit).
+// The newcomer blocks in qcclConnect until that happens, then joins the same sequence. No op
+// may fail on the way (control calls only run between ops), the loopers' results switch
+// from the old group's sum to the new one's exactly once and at the same op everywhere, and
+// the newcomer's results include it from its first op.
+#include <gtest/gtest.h>
+
+#include <cstdio>
+
+#include "support/proc_cluster.hpp"
+#include "support/watchdog.hpp"
+
+QCCL_TEST_WATCHDOG(80);
+
+namespace qccl::test {
+namespace {
+
+using namespace std::chrono_literals;
+
+TEST(JoinTest, NewcomerIsAdmittedBetweenOpsAndContributesFromItsFirstOp) {
+  TestMaster master;
+  ASSERT_TRUE(master.ok()) << master.error();
+  ProcCluster pc;
+  constexpr int n = 3;
+  const std::vector<std::string> loop_args{"--mode", "loop", "--admit", "--count", "4096"};
+  auto peers = start_group(pc, master.address(), n, loop_args, deadline_in(20s));
+  ASSERT_EQ(peers.size(), static_cast<size_t>(n));
+  const uint64_t before = sum_of({0, 1, 2});
+  const uint64_t after = sum_of({0, 1, 2, 3});
+  for (auto h : peers) {
+    auto e = pc.wait_for(h, [](const Event& ev) { return ev.is("op") && ev.pos(1) >= 2; },
+                         deadline_in(10s));
+    ASSERT_TRUE(e) << pc.label(h) << " did not complete three ops";
+    ASSERT_EQ(e->unum("sum"), before) << e->raw;
+  }
+
+  const int64_t t_spawn = monotonic_us();
+  std::vector<std::string> args{"--master", master.address(), "--index", "3"};
+  args.insert(args.end(), loop_args.begin(), loop_args.end());
+  auto newcomer = pc.spawn("peer 3 (newcomer)", args);
+  ASSERT_TRUE(newcomer) << pc.error();
+
+  auto ready = pc.wait_for(*newcomer, [](const Event& ev) {
+    return ev.is("ready") || ev.is("error");
+  }, deadline_in(15s));
+  ASSERT_TRUE(ready && ready->is("ready")) << (ready ? ready->raw : "the newcomer never got in");
+  EXPECT_EQ(ready->num("world"), 4) << ready->raw;
+  // Its first results already hold everyone's contributions.
+  std::vector<Event> mine;
+  ASSERT_TRUE(collect_until(pc, *newcomer, [](const Event& ev) {
+    return ev.is("op") && ev.pos(1) >= 2;
+  }, deadline_in(10s), mine)) << "the newcomer did not complete three ops";
+  std::optional<int64_t> first_op_us;
+  for (const auto& ev : mine) {
+    if (ev.is("op")) {
+      EXPECT_EQ(ev.unum("sum"), after) << "newcomer: " << ev.raw;
+      EXPECT_EQ(ev.num("world"), 4) << "newcomer: " << ev.raw;
+      if (!first_op_us) first_op_us = ev.at_us();
+    } else if (!ev.is("world")) {
+      ADD_FAILURE() << "newcomer: " << ev.raw;
+    }
+  }
+  // The loopers: no failure at all (codes {}), one switch from `before` to `after`.
+  std::vector<Recovery> rs;
+  for (auto h : peers) {
+    rs.push_back(follow_recovery(pc, h, t_spawn, before, after, 3, deadline_in(10s), {}));
+    SCOPED_TRACE(pc.label(h));
+    EXPECT_EQ(rs.back().failures, 0);
+    bool updated = false;
+    for (const auto& ev : rs.back().events) {
+      if (ev.is("updated")) {
+        updated = true;
+        EXPECT_EQ(ev.num("world"), 4) << ev.raw;
+      }
+      if (ev.is("vote-fail")) ADD_FAILURE() << ev.raw;
+    }
+    EXPECT_TRUE(updated) << "no qcclUpdateTopology admitted the newcomer";
+  }
+  expect_same_sums(rs, "join");
+  ASSERT_TRUE(first_op_us);
+  std::printf("[ measure  ] join: spawn -> admitted (ready) %.1f ms, spawn -> first op with 4 "
+              "peers %.1f ms\n",
+              (ready->at_us() - t_spawn) / 1000.0, (*first_op_us - t_spawn) / 1000.0);
+}
+
+}  // namespace
+}  // namespace qccl::test

@@ -1,0 +1,136 @@
+// Fault tests: SIGSTOP of one peer, while idle and in the middle of all-reduces.
+//
+// A stopped process keeps its sockets open, so nothing closes: the master must expel it
+// because its heartbeats stop, peer_timeout_ms (1000 here) after the last one it sent, i.e.
+// between timeout - heartbeat and timeout after the SIGSTOP. Measured from the SIGSTOP to
+// the moment a survivor's view shrinks (the peer's watcher polls it every 5 ms), printed, and
+// bounded by timeout + one heartbeat (+ scheduling slack). The survivors then succeed with
+// exactly their own contributions. After SIGCONT the expelled peer's next call must return
+// qcclKicked.
+#include <gtest/gtest.h>
+
+#include <cstdio>
+#include <random>
+#include <thread>
+
+#include "support/proc_cluster.hpp"
+#include "support/watchdog.hpp"
+
+QCCL_TEST_WATCHDOG(80);
+
+namespace qccl::test {
+namespace {
+
+using namespace std::chrono_literals;
+
+constexpr MasterTimes kTimes{100, 1000, 5000};
+// Wake-up latency of the master's timer, the watcher's 5 ms polling and a loaded machine.
+constexpr double kSlackMs = 200;
+constexpr double kUpperMs = kTimes.peer_timeout_ms + kTimes.heartbeat_ms + kSlackMs;
+// Not before the timeout could have run out: the last heartbeat left at most one interval
+// (plus a late one) before the SIGSTOP.
+constexpr double kLowerMs = kTimes.peer_timeout_ms - 2.0 * kTimes.heartbeat_ms;
+
+TEST(StopTest, SigstopWhileIdleIsExpelledAfterThePeerTimeoutAndKickedOnResume) {
+  TestMaster master(kTimes);
+  ASSERT_TRUE(master.ok()) << master.error();
+  ProcCluster pc;
+  constexpr int n = 3;
+  constexpr int victim = 1;
+  auto peers = start_group(pc, master.address(), n, {"--mode", "idle"}, deadline_in(20s));
+  ASSERT_EQ(peers.size(), static_cast<size_t>(n));
+  for (auto h : peers) ASSERT_TRUE(pc.send_line(h, "allreduce"));
+  for (auto h : peers) {
+    auto e = pc.wait_for(h, [](const Event& ev) { return ev.is("op") || ev.is("fail"); },
+                         deadline_in(10s));
+    ASSERT_TRUE(e && e->is("op")) << pc.label(h) << ": " << (e ? e->raw : "no result");
+    EXPECT_EQ(e->unum("sum"), sum_of({0, 1, 2}));
+  }
+
+  const int64_t t_stop = pc.signal(peers[victim], SIGSTOP);
+  const std::vector<int> alive{0, 2};
+  for (int i : alive) {
+    auto e = pc.wait_for(peers[i], [](const Event& ev) {
+      return ev.is("world") && ev.num("world") == 2;
+    }, deadline_in(5s));
+    ASSERT_TRUE(e) << pc.label(peers[i]) << " never saw the stopped peer expelled";
+    double ms = (e->at_us() - t_stop) / 1000.0;
+    std::printf("[ measure  ] SIGSTOP while idle: %s saw world 2 after %.1f ms (timeout %u ms, "
+                "heartbeat %u ms)\n",
+                pc.label(peers[i]).c_str(), ms, kTimes.peer_timeout_ms, kTimes.heartbeat_ms);
+    EXPECT_LE(ms, kUpperMs) << "expelled later than peer timeout + heartbeat";
+    EXPECT_GE(ms, kLowerMs) << "expelled before the peer timeout could have run out";
+  }
+  // The survivors work on at once with their own contributions only.
+  for (int i : alive) ASSERT_TRUE(pc.send_line(peers[i], "allreduce"));
+  for (int i : alive) {
+    auto e = pc.wait_for(peers[i], [](const Event& ev) { return ev.is("op"); }, deadline_in(10s),
+                         [&](const Event& ev) {
+                           if (!ev.is("world")) ADD_FAILURE() << pc.label(peers[i]) << ": " << ev.raw;
+                         });
+    ASSERT_TRUE(e) << pc.label(peers[i]) << " did not complete the all-reduce";
+    EXPECT_EQ(e->unum("sum"), sum_of(alive)) << e->raw;
+  }
+  // Resumed, the expelled peer learns it at its next call.
+  pc.signal(peers[victim], SIGCONT);
+  ASSERT_TRUE(pc.send_line(peers[victim], "try"));
+  auto e = pc.wait_for(peers[victim], [](const Event& ev) { return ev.is("op") || ev.is("fail"); },
+                       deadline_in(5s));
+  ASSERT_TRUE(e) << "the resumed peer's all-reduce did not return";
+  EXPECT_TRUE(e->is("fail") && e->pos(2) == qcclKicked)
+      << "expected qcclKicked from the expelled peer's next call, got: " << e->raw;
+}
+
+TEST(StopTest, SigstopMidOpSurvivorsFailWithinThePeerTimeoutThenSucceed) {
+  TestMaster master(kTimes);
+  ASSERT_TRUE(master.ok()) << master.error();
+  ProcCluster pc;
+  constexpr int n = 3;
+  std::mt19937_64 rng(7);
+  auto peers = start_group(pc, master.address(), n, {"--mode", "loop", "--count", "65536"},
+                           deadline_in(20s));
+  ASSERT_EQ(peers.size(), static_cast<size_t>(n));
+  for (auto h : peers) {
+    auto e = pc.wait_for(h, [](const Event& ev) { return ev.is("op") && ev.pos(1) >= 1; },
+                         deadline_in(10s));
+    ASSERT_TRUE(e) << pc.label(h) << " did not complete two ops";
+  }
+  std::this_thread::sleep_for(std::chrono::microseconds(rng() % 20000));  // a random moment
+  constexpr int victim = 2;
+  const int64_t t_stop = pc.signal(peers[victim], SIGSTOP);
+  const std::vector<int> alive{0, 1};
+  std::vector<Recovery> rs;
+  for (int i : alive) {
+    rs.push_back(follow_recovery(pc, peers[i], t_stop, sum_of({0, 1, 2}), sum_of(alive), 3,
+                                 deadline_in(10s), {qcclPeerLost}));
+    const Recovery& r = rs.back();
+    SCOPED_TRACE(pc.label(peers[i]));
+    ASSERT_TRUE(r.first_success_us) << "no success without the stopped peer";
+    ASSERT_TRUE(r.world_drop_us) << "the view never shrank";
+    double drop = (*r.world_drop_us - t_stop) / 1000.0;
+    double success = (*r.first_success_us - t_stop) / 1000.0;
+    EXPECT_LE(drop, kUpperMs) << "expelled later than peer timeout + heartbeat";
+    EXPECT_GE(drop, kLowerMs) << "expelled before the peer timeout could have run out";
+    EXPECT_GE(r.failures, 1) << "the op in flight at the SIGSTOP must fail";
+    if (r.first_failure_us) {
+      EXPECT_LE((*r.first_failure_us - t_stop) / 1000.0, kUpperMs)
+          << "the op in flight waited past peer timeout + heartbeat";
+    }
+    std::printf("[ measure  ] SIGSTOP mid-op: %s failed after %.1f ms, saw world 2 after %.1f ms, "
+                "first success after %.1f ms (%d failures)\n",
+                pc.label(peers[i]).c_str(),
+                r.first_failure_us ? (*r.first_failure_us - t_stop) / 1000.0 : -1.0, drop, success,
+                r.failures);
+  }
+  expect_same_sums(rs, "SIGSTOP mid-op");
+  // Resumed, the stopped peer's all-reduce (in flight since the SIGSTOP) ends with qcclKicked.
+  pc.signal(peers[victim], SIGCONT);
+  auto e = pc.wait_for(peers[victim], [&](const Event& ev) {
+    return ev.is("fail") && ev.at_us() > t_stop;
+  }, deadline_in(5s));
+  ASSERT_TRUE(e) << "the resumed peer's all-reduce did not return";
+  EXPECT_EQ(e->pos(2), qcclKicked) << "expected qcclKicked, got: " << e->raw;
+}
+
+}  // namespace
+}  // namespace qccl::test

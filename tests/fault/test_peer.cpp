@@ -1,0 +1,460 @@
+// qccl_test_peer: a scriptable peer process for the multi-process fault tests
+// (tests/support/proc_cluster.hpp starts it; DESIGN.md §8 says what the tests check).
+//
+//   qccl_test_peer --master HOST:PORT --index I --mode loop|idle|multi [options]
+//
+// Every peer contributes 2^I to every element (uint64, so sums are exact): a result equal to
+// S proves that exactly the peers whose bits are set in S took part, and popcount(S) must be
+// the world size the library reports.
+//
+// Common steps: qcclCommCreate + qcclConnect, then (with --world W) gather: every accepted
+// peer runs the same lock-step sequence "qcclArePeersPending; if 1, qcclUpdateTopology" until
+// the group has W peers. The sequence stays aligned on every peer because each vote gives
+// all voters the same answer, a newcomer joins it right after qcclConnect returns (the
+// update-topology vote that admitted it is the one its elders just finished), and the group
+// size is read only between votes, where it is the same for everyone. So the driver may start
+// all peers at once.
+//
+// Modes:
+//   loop   all-reduce after all-reduce (--iters k, 0 = until killed), retrying at once on
+//          qcclPeerLost; other failures end the loop (exit code 4). With --admit every op
+//          is followed by qcclArePeersPending on all peers and, if 1, qcclUpdateTopology, so
+//          newcomers are admitted between ops. --inplace reduces in place.
+//   idle   reads commands from stdin, one per line (EOF or "quit" ends the process):
+//            allreduce [count]  one all-reduce, retried on qcclPeerLost
+//            try [count]        one attempt, no retry
+//            pending            qcclArePeersPending       update   qcclUpdateTopology
+//            attr               prints the view            quit
+//   multi  qcclAllReduceMultipleWithRetry of --tensors m tensors (tags tag..tag+m-1; tensor t
+//          holds (t+1)*2^I; odd tensors in place), --iters k times (0 = until killed).
+//
+// Output (stdout, one line per event, flushed at once; "at" is CLOCK_MONOTONIC in µs, the
+// clock of std::chrono::steady_clock, so the driver can compare it with its own times; text
+// after "msg" is qcclGetLastError()):
+//   connected index I world W rank R epoch E at T
+//   ready index I world W rank R epoch E at T          (after the gather)
+//   op K world W sum S ms D at T                       (K counts successful ops from 0)
+//   fail K CODE D NAME at T msg ...                    (op K failed after D ms)
+//   multi K world W sums S0,S1,... ms D at T           (S_t = tensor t's element / (t+1))
+//   world W epoch E at T                               (the watcher saw the view change)
+//   watch CODE NAME at T msg ...                       (qcclGetAttribute failed; watcher stops)
+//   pending P at T | updated world W epoch E at T | view world W epoch E rank R at T
+//   vote-fail CODE NAME at T msg ...                   (a control call failed)
+//   bad K what at T                                   (the result is wrong: a test failure)
+//   corrupt K what at T                                (a failed op changed its input)
+//   error WHAT CODE NAME at T msg ...                  (setup failed; exit code 3)
+//   done at T
+// Exit codes: 0 done, 2 bad usage, 3 setup failed, 4 an operation failed for good.
+#include <atomic>
+#include <chrono>
+#include <cstdarg>
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <iostream>
+#include <mutex>
+#include <sstream>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "qccl/qccl.h"
+
+namespace {
+
+// ---------------------------------------------------------------- output
+
+int64_t now_us() {
+  return std::chrono::duration_cast<std::chrono::microseconds>(
+             std::chrono::steady_clock::now().time_since_epoch())
+      .count();
+}
+
+std::mutex g_out_mu;
+
+// Prints one event line with " at <now>" appended (and " msg <detail>" if given).
+void emit(const std::string& line, const char* detail = nullptr) {
+  std::string s = line + " at " + std::to_string(now_us());
+  if (detail != nullptr) s += std::string(" msg ") + detail;
+  s += '\n';
+  std::lock_guard<std::mutex> lock(g_out_mu);
+  std::fputs(s.c_str(), stdout);
+  std::fflush(stdout);
+}
+
+std::string strf(const char* fmt, ...) __attribute__((format(printf, 1, 2)));
+std::string strf(const char* fmt, ...) {
+  char buf[512];
+  va_list ap;
+  va_start(ap, fmt);
+  std::vsnprintf(buf, sizeof buf, fmt, ap);
+  va_end(ap);
+  return buf;
+}
+
+const char* result_name(qcclResult_t r) {
+  switch (r) {
+    case qcclSuccess: return "qcclSuccess";
+    case qcclInvalidArgument: return "qcclInvalidArgument";
+    case qcclInvalidUsage: return "qcclInvalidUsage";
+    case qcclMasterUnreachable: return "qcclMasterUnreachable";
+    case qcclPeerLost: return "qcclPeerLost";
+    case qcclTooFewPeers: return "qcclTooFewPeers";
+    case qcclTimeout: return "qcclTimeout";
+    case qcclKicked: return "qcclKicked";
+    case qcclMismatch: return "qcclMismatch";
+    case qcclAuthFailed: return "qcclAuthFailed";
+    case qcclAborted: return "qcclAborted";
+    case qcclInternalError: return "qcclInternalError";
+    default: return "unknown";
+  }
+}
+
+// ---------------------------------------------------------------- options
+
+struct Options {
+  std::string master;
+  std::string mode;
+  int index = -1;
+  size_t count = 4096;
+  int64_t iters = 0;
+  uint64_t tag = 0;
+  int world = 0;  // gather until the group has this many peers
+  bool admit = false;
+  bool inplace = false;
+  int tensors = 4;
+  int inflight = 2;
+  uint32_t connections = 0;
+  uint32_t connect_timeout_ms = 30000;
+  int watch_ms = 5;  // 0 = no watcher
+  int pace_ms = 0;   // pause after each successful op in loop mode
+};
+
+[[noreturn]] void usage(const std::string& why) {
+  std::fprintf(stderr,
+               "qccl_test_peer: %s\n"
+               "usage: qccl_test_peer --master HOST:PORT --index I --mode loop|idle|multi\n"
+               "  [--world W] [--count N] [--iters K] [--tag T] [--admit] [--inplace]\n"
+               "  [--tensors M] [--inflight F] [--connections C] [--connect-timeout-ms MS]\n"
+               "  [--watch-ms MS] [--pace-ms MS]\n",
+               why.c_str());
+  std::exit(2);
+}
+
+Options parse(int argc, char** argv) {
+  Options o;
+  for (int i = 1; i < argc; ++i) {
+    std::string a = argv[i];
+    auto val = [&]() -> std::string {
+      if (i + 1 >= argc) usage("missing value for " + a);
+      return argv[++i];
+    };
+    try {
+      if (a == "--master") o.master = val();
+      else if (a == "--mode") o.mode = val();
+      else if (a == "--index") o.index = std::stoi(val());
+      else if (a == "--count") o.count = std::stoull(val());
+      else if (a == "--iters") o.iters = std::stoll(val());
+      else if (a == "--tag") o.tag = std::stoull(val());
+      else if (a == "--world") o.world = std::stoi(val());
+      else if (a == "--admit") o.admit = true;
+      else if (a == "--inplace") o.inplace = true;
+      else if (a == "--tensors") o.tensors = std::stoi(val());
+      else if (a == "--inflight") o.inflight = std::stoi(val());
+      else if (a == "--connections") o.connections = static_cast<uint32_t>(std::stoul(val()));
+      else if (a == "--connect-timeout-ms") o.connect_timeout_ms = static_cast<uint32_t>(std::stoul(val()));
+      else if (a == "--watch-ms") o.watch_ms = std::stoi(val());
+      else if (a == "--pace-ms") o.pace_ms = std::stoi(val());
+      else usage("unknown argument " + a);
+    } catch (const std::exception&) {
+      usage("bad value for " + a);
+    }
+  }
+  if (o.master.empty()) usage("--master is required");
+  if (o.index < 0 || o.index > 62) usage("--index must be in [0, 62]");
+  if (o.mode != "loop" && o.mode != "idle" && o.mode != "multi") usage("unknown --mode " + o.mode);
+  if (o.count == 0) usage("--count must be positive");
+  if (o.tensors < 1 || o.tensors > 64) usage("--tensors must be in [1, 64]");
+  return o;
+}
+
+// ---------------------------------------------------------------- the peer
+
+class Peer {
+ public:
+  explicit Peer(Options o) : opt_(std::move(o)), mine_(uint64_t{1} << opt_.index) {}
+
+  ~Peer() {
+    stop_watcher();
+    if (comm_ != nullptr) qcclCommDestroy(comm_);
+  }
+
+  int run() {
+    if (int rc = setup(); rc != 0) return rc;
+    int rc = 0;
+    if (opt_.mode == "loop") rc = loop();
+    else if (opt_.mode == "multi") rc = multi();
+    else rc = idle();
+    emit("done");
+    return rc;
+  }
+
+ private:
+  int64_t attr(qcclAttribute_t a) const {
+    int64_t v = -1;
+    if (qcclGetAttribute(comm_, a, &v) != qcclSuccess) return -1;
+    return v;
+  }
+  int64_t world() const { return attr(QCCL_ATTR_GROUP_WORLD_SIZE); }
+
+  std::string view() const {
+    return strf("index %d world %lld rank %lld epoch %lld", opt_.index,
+                static_cast<long long>(world()), static_cast<long long>(attr(QCCL_ATTR_RING_RANK)),
+                static_cast<long long>(attr(QCCL_ATTR_EPOCH)));
+  }
+
+  int error(const char* what, qcclResult_t r) {
+    emit(strf("error %s %d %s", what, static_cast<int>(r), result_name(r)), qcclGetLastError());
+    return 3;
+  }
+
+  int setup() {
+    qcclCommConfig_t cc = QCCL_COMM_CONFIG_INIT;
+    cc.master_address = opt_.master.c_str();
+    cc.connections_per_peer = opt_.connections;
+    cc.connect_timeout_ms = opt_.connect_timeout_ms;
+    if (qcclResult_t r = qcclCommCreate(&cc, &comm_); r != qcclSuccess) {
+      comm_ = nullptr;
+      return error("create", r);
+    }
+    if (qcclResult_t r = qcclConnect(comm_); r != qcclSuccess) return error("connect", r);
+    emit("connected " + view());
+    if (opt_.watch_ms > 0) watcher_ = std::thread([this] { watch(); });
+    // Gather: see the file comment for why this lock-step sequence stays aligned.
+    while (world() < opt_.world) {
+      int pending = 0;
+      if (qcclResult_t r = qcclArePeersPending(comm_, &pending); r != qcclSuccess) {
+        return error("gather-pending", r);
+      }
+      if (pending != 0) {
+        if (qcclResult_t r = qcclUpdateTopology(comm_); r != qcclSuccess) {
+          return error("gather-update", r);
+        }
+      } else {
+        std::this_thread::sleep_for(std::chrono::milliseconds(2));  // pacing, not sync
+      }
+    }
+    emit("ready " + view());
+    return 0;
+  }
+
+  // Prints every change of the group's view, so the driver learns when the master's
+  // membership update reached this peer.
+  void watch() {
+    int64_t last_world = world();
+    int64_t last_epoch = attr(QCCL_ATTR_EPOCH);
+    while (!stop_.load()) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(opt_.watch_ms));
+      // Epoch, world, epoch again: a pair read across a membership update is read again.
+      int64_t w = -1;
+      int64_t e = -1;
+      int64_t e2 = -2;
+      qcclResult_t r = qcclSuccess;
+      while (r == qcclSuccess && e != e2) {
+        r = qcclGetAttribute(comm_, QCCL_ATTR_EPOCH, &e);
+        if (r == qcclSuccess) r = qcclGetAttribute(comm_, QCCL_ATTR_GROUP_WORLD_SIZE, &w);
+        if (r == qcclSuccess) r = qcclGetAttribute(comm_, QCCL_ATTR_EPOCH, &e2);
+      }
+      if (r != qcclSuccess) {
+        emit(strf("watch %d %s", static_cast<int>(r), result_name(r)), qcclGetLastError());
+        return;
+      }
+      if (w != last_world || e != last_epoch) {
+        emit(strf("world %lld epoch %lld", static_cast<long long>(w), static_cast<long long>(e)));
+        last_world = w;
+        last_epoch = e;
+      }
+    }
+  }
+
+  void stop_watcher() {
+    stop_.store(true);
+    if (watcher_.joinable()) watcher_.join();
+  }
+
+  static bool all_equal(const std::vector<uint64_t>& v, uint64_t x) {
+    for (uint64_t e : v) {
+      if (e != x) return false;
+    }
+    return true;
+  }
+
+  // One all-reduce of `count` elements of 2^index; retried on qcclPeerLost if `retry`.
+  // Prints op/fail (and bad/corrupt) lines. Returns the last result.
+  qcclResult_t one_op(size_t count, bool retry) {
+    std::vector<uint64_t> send(count, mine_);
+    std::vector<uint64_t> recv(count, 0);
+    uint64_t* in = opt_.inplace ? recv.data() : send.data();
+    if (opt_.inplace) std::fill(recv.begin(), recv.end(), mine_);
+    qcclReduceDesc_t desc{};
+    desc.count = count;
+    desc.dtype = qcclUint64;
+    desc.op = qcclSum;
+    desc.tag = opt_.tag;
+    desc.quantization.algorithm = qcclQuantNone;
+    for (;;) {
+      qcclReduceInfo_t info{};
+      auto t0 = std::chrono::steady_clock::now();
+      qcclResult_t r = qcclAllReduce(in, recv.data(), &desc, comm_, &info);
+      double ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0)
+                      .count();
+      if (r == qcclSuccess) {
+        uint64_t s = recv[0];
+        emit(strf("op %lld world %u sum %llu ms %.3f", static_cast<long long>(ops_done_),
+                  info.world_size, static_cast<unsigned long long>(s), ms));
+        if (!all_equal(recv, s)) {
+          emit(strf("bad %lld elements differ", static_cast<long long>(ops_done_)));
+        }
+        if (static_cast<uint32_t>(__builtin_popcountll(s)) != info.world_size || (s & mine_) == 0) {
+          emit(strf("bad %lld sum %llu does not match world %u or lacks this peer",
+                    static_cast<long long>(ops_done_), static_cast<unsigned long long>(s),
+                    info.world_size));
+        }
+        ++ops_done_;
+        return r;
+      }
+      emit(strf("fail %lld %d %.3f %s", static_cast<long long>(ops_done_), static_cast<int>(r), ms,
+                result_name(r)),
+           qcclGetLastError());
+      // All or nothing: a failed op leaves its input as it was (API.md §2).
+      if (!all_equal(opt_.inplace ? recv : send, mine_)) {
+        emit(strf("corrupt %lld the %s input changed", static_cast<long long>(ops_done_),
+                  opt_.inplace ? "in-place" : "send"));
+        if (opt_.inplace) std::fill(recv.begin(), recv.end(), mine_);
+      }
+      if (!retry || r != qcclPeerLost) return r;
+    }
+  }
+
+  bool admit_round() {
+    int pending = 0;
+    qcclResult_t r = qcclArePeersPending(comm_, &pending);
+    if (r != qcclSuccess) {
+      emit(strf("vote-fail %d %s", static_cast<int>(r), result_name(r)), qcclGetLastError());
+      return r == qcclPeerLost;  // the others saw the same change; carry on
+    }
+    if (pending == 0) return true;
+    r = qcclUpdateTopology(comm_);
+    if (r != qcclSuccess) {
+      emit(strf("vote-fail %d %s", static_cast<int>(r), result_name(r)), qcclGetLastError());
+      return r == qcclPeerLost;
+    }
+    emit(strf("updated world %lld epoch %lld", static_cast<long long>(world()),
+              static_cast<long long>(attr(QCCL_ATTR_EPOCH))));
+    return true;
+  }
+
+  int loop() {
+    while (opt_.iters == 0 || ops_done_ < opt_.iters) {
+      if (one_op(opt_.count, true) != qcclSuccess) return 4;
+      if (opt_.admit && !admit_round()) return 4;
+      if (opt_.pace_ms > 0) std::this_thread::sleep_for(std::chrono::milliseconds(opt_.pace_ms));
+    }
+    return 0;
+  }
+
+  int multi() {
+    size_t m = static_cast<size_t>(opt_.tensors);
+    std::vector<std::vector<uint64_t>> send(m), recv(m);
+    std::vector<qcclReduceOp_t> ops(m);
+    for (int64_t k = 0; opt_.iters == 0 || k < opt_.iters; ++k) {
+      for (size_t t = 0; t < m; ++t) {
+        uint64_t v = (t + 1) * mine_;
+        bool inplace = t % 2 == 1;
+        send[t].assign(opt_.count, v);
+        recv[t].assign(opt_.count, inplace ? v : 0);
+        ops[t] = qcclReduceOp_t{};
+        ops[t].sendbuf = inplace ? recv[t].data() : send[t].data();
+        ops[t].recvbuf = recv[t].data();
+        ops[t].desc.count = opt_.count;
+        ops[t].desc.dtype = qcclUint64;
+        ops[t].desc.op = qcclSum;
+        ops[t].desc.tag = opt_.tag + t;
+        ops[t].desc.quantization.algorithm = qcclQuantNone;
+      }
+      qcclReduceInfo_t info{};
+      auto t0 = std::chrono::steady_clock::now();
+      qcclResult_t r = qcclAllReduceMultipleWithRetry(ops.data(), m, comm_, opt_.inflight, &info);
+      double ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0)
+                      .count();
+      if (r != qcclSuccess) {
+        emit(strf("fail %lld %d %.3f %s", static_cast<long long>(k), static_cast<int>(r), ms,
+                  result_name(r)),
+             qcclGetLastError());
+        return 4;
+      }
+      std::string sums;
+      for (size_t t = 0; t < m; ++t) {
+        uint64_t x = recv[t][0];
+        if (!all_equal(recv[t], x) || x % (t + 1) != 0) {
+          emit(strf("bad %lld tensor %zu is not uniform or not a multiple of %zu",
+                    static_cast<long long>(k), t, t + 1));
+        }
+        sums += (t ? "," : "") + std::to_string(x / (t + 1));
+      }
+      emit(strf("multi %lld world %u sums %s ms %.3f", static_cast<long long>(k), info.world_size,
+                sums.c_str(), ms));
+    }
+    return 0;
+  }
+
+  int idle() {
+    std::string line;
+    while (std::getline(std::cin, line)) {
+      std::istringstream in(line);
+      std::string cmd;
+      in >> cmd;
+      size_t count = opt_.count;
+      if (size_t n = 0; in >> n && n > 0) count = n;
+      if (cmd == "quit") break;
+      if (cmd == "allreduce" || cmd == "try") {
+        one_op(count, cmd == "allreduce");
+      } else if (cmd == "pending") {
+        int pending = 0;
+        qcclResult_t r = qcclArePeersPending(comm_, &pending);
+        if (r == qcclSuccess) emit(strf("pending %d", pending));
+        else emit(strf("vote-fail %d %s", static_cast<int>(r), result_name(r)), qcclGetLastError());
+      } else if (cmd == "update") {
+        qcclResult_t r = qcclUpdateTopology(comm_);
+        if (r == qcclSuccess) {
+          emit(strf("updated world %lld epoch %lld", static_cast<long long>(world()),
+                    static_cast<long long>(attr(QCCL_ATTR_EPOCH))));
+        } else {
+          emit(strf("vote-fail %d %s", static_cast<int>(r), result_name(r)), qcclGetLastError());
+        }
+      } else if (cmd == "attr") {
+        emit("view " + view());
+      } else if (!cmd.empty()) {
+        emit("unknown-command " + cmd);
+      }
+    }
+    return 0;
+  }
+
+  Options opt_;
+  uint64_t mine_;
+  qcclComm_t* comm_ = nullptr;
+  int64_t ops_done_ = 0;
+  std::thread watcher_;
+  std::atomic<bool> stop_{false};
+};
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  std::setvbuf(stdout, nullptr, _IOLBF, 0);
+  Options opt = parse(argc, argv);
+  Peer peer(std::move(opt));
+  return peer.run();
+}
