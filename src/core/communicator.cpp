@@ -281,6 +281,7 @@ class Communicator::Impl : public std::enable_shared_from_this<Impl> {
     for (auto& [tag, op] : snapshot_ops()) {
       if (op->epoch() == e && op->phase() == AllReduceOp::Phase::kWaitLinks) begin_op(op);
     }
+    ops_changed_.notify();  // readers may be waiting for an op to begin
   }
 
   void on_links_failed(Epoch e, const Status& why) {
@@ -509,8 +510,11 @@ class Communicator::Impl : public std::enable_shared_from_this<Impl> {
       // Frames of an older attempt of this tag are stale; a later one waits for the local
       // call. The wait ends when the call comes, or when the master expels whoever lags
       // (vote timeout) and the epoch ends.
-      if (it != ops_.end() && it->second->epoch() == epoch && it->second->seq() >= dh->seq) {
-        if (it->second->seq() == dh->seq) op = it->second;
+      if (it != ops_.end() && it->second->epoch() == epoch && it->second->seq() > dh->seq) break;
+      // The op must also have begun: our outbound lanes may come up after the neighbour's.
+      if (it != ops_.end() && it->second->epoch() == epoch && it->second->seq() == dh->seq &&
+          it->second->phase() != AllReduceOp::Phase::kWaitLinks) {
+        op = it->second;
         break;
       }
       if (it == ops_.end() && next_seq_.count(dh->tag) && next_seq_[dh->tag] > dh->seq) break;
