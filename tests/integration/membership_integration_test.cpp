@@ -40,8 +40,8 @@ int64_t expect_consistent(const Cluster& c, const GroupSizes& sizes) {
     EXPECT_EQ(v.largest_group_size, largest);
     EXPECT_GE(v.ring_rank, 0);
     EXPECT_LT(v.ring_rank, sizes.at(c.group_of(i)));
-    EXPECT_TRUE(ranks[c.group_of(i)].insert(v.ring_rank).second) << "duplicate ring rank "
-                                                                   << v.ring_rank;
+    EXPECT_TRUE(ranks[c.group_of(i)].insert(v.ring_rank).second)
+        << "duplicate ring rank " << v.ring_rank;
     epochs.insert(v.epoch);
   }
   EXPECT_EQ(static_cast<int64_t>(c.peers().size()), total);

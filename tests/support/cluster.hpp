@@ -104,8 +104,8 @@ struct ClusterOptions {
   uint32_t vote_timeout_ms = 4000;
   uint32_t connections_per_peer = 2;  // fewer sockets than the default: 2 shared cores
   uint32_t connect_timeout_ms = 15000;
-  milliseconds step_timeout{20000};   // deadline of each join step and of run()
-  milliseconds grace{10000};          // after a missed deadline, for the master stop to work
+  milliseconds step_timeout{20000};  // deadline of each join step and of run()
+  milliseconds grace{10000};         // after a missed deadline, for the master stop to work
 };
 
 // The attributes of one peer, as read by qcclGetAttribute.
@@ -410,8 +410,7 @@ class Cluster {
       tasks.clear();
       return ::testing::AssertionSuccess();
     }
-    ADD_FAILURE() << "peers [ " << late_ids << "] still running after " << timeout.count()
-                  << " ms";
+    ADD_FAILURE() << "peers [ " << late_ids << "] still running after " << timeout.count() << " ms";
     rescue(late);
     tasks.clear();
     return ::testing::AssertionFailure() << "peers [ " << late_ids << "] missed the deadline";
@@ -426,8 +425,9 @@ class Cluster {
     auto deadline = Clock::now() + options_.grace;
     for (Task* t : late) {
       if (!t->wait_until(deadline)) {
-        std::fprintf(stderr, "cluster: peer threads still blocked %lld ms after the master "
-                             "stopped; aborting\n",
+        std::fprintf(stderr,
+                     "cluster: peer threads still blocked %lld ms after the master "
+                     "stopped; aborting\n",
                      static_cast<long long>(options_.grace.count()));
         std::fflush(stderr);
         std::abort();
