@@ -9,6 +9,8 @@
 #include <gtest/gtest.h>
 
 #include <cstdio>
+#include <random>
+#include <thread>
 
 #include "support/proc_cluster.hpp"
 #include "support/watchdog.hpp"
@@ -81,9 +83,57 @@ TEST(JoinTest, NewcomerIsAdmittedBetweenOpsAndContributesFromItsFirstOp) {
   }
   expect_same_sums(rs, "join");
   ASSERT_TRUE(first_op_us);
+  // Admission waits for the loopers' next op and vote only: well under a second here.
+  EXPECT_LT((ready->at_us() - t_spawn) / 1000.0, 3000) << "admission took too long";
   std::printf("[ measure  ] join: spawn -> admitted (ready) %.1f ms, spawn -> first op with 4 "
               "peers %.1f ms\n",
               (ready->at_us() - t_spawn) / 1000.0, (*first_op_us - t_spawn) / 1000.0);
+}
+
+// The newcomer must take full part in recovery too: after it joined, an elder is killed in
+// the middle of the loop (op or vote); the survivors, newcomer included, fail at most the op
+// in flight and go on with exactly their own contributions.
+TEST(JoinTest, AfterAJoinAKilledElderLeavesTheSurvivorsIncludingTheNewcomerWorking) {
+  TestMaster master;
+  ASSERT_TRUE(master.ok()) << master.error();
+  ProcCluster pc;
+  const std::vector<std::string> loop_args{"--mode", "loop", "--admit", "--count", "65536"};
+  auto peers = start_group(pc, master.address(), 3, loop_args, deadline_in(20s));
+  ASSERT_EQ(peers.size(), 3u);
+  std::vector<std::string> args{"--master", master.address(), "--index", "3"};
+  args.insert(args.end(), loop_args.begin(), loop_args.end());
+  auto newcomer = pc.spawn("peer 3 (newcomer)", args);
+  ASSERT_TRUE(newcomer) << pc.error();
+  peers.push_back(*newcomer);
+  const uint64_t four = sum_of({0, 1, 2, 3});
+  for (auto h : peers) {
+    auto e = pc.wait_for(h, [&](const Event& ev) {
+      return (ev.is("op") && ev.unum("sum") == four) || ev.is("error") || ev.is("fail");
+    }, deadline_in(10s));
+    ASSERT_TRUE(e && e->is("op")) << pc.label(h) << ": " << (e ? e->raw : "no op with 4 peers");
+  }
+  std::mt19937_64 rng(3);
+  std::this_thread::sleep_for(std::chrono::microseconds(rng() % 30000));  // op or vote
+  constexpr int victim = 1;
+  const int64_t t_kill = pc.signal(peers[victim], SIGKILL);
+  const std::vector<int> alive{0, 2, 3};
+  std::vector<Recovery> rs;
+  const Deadline deadline = deadline_in(8s);
+  for (int i : alive) {
+    rs.push_back(follow_recovery(pc, peers[i], t_kill, four, sum_of(alive), 3, deadline,
+                                 {qcclPeerLost}));
+    SCOPED_TRACE(pc.label(peers[i]));
+    ASSERT_TRUE(rs.back().first_success_us) << "no success without the victim";
+    double ms = (*rs.back().first_success_us - t_kill) / 1000.0;
+    EXPECT_LT(ms, 2000) << "the retry after the kill did not succeed at once";
+    for (const auto& ev : rs.back().events) {
+      if (ev.is("vote-fail")) ADD_FAILURE() << ev.raw;
+    }
+    std::printf("[ measure  ] join then kill: %s first success without the victim after %.1f ms\n",
+                pc.label(peers[i]).c_str(), ms);
+  }
+  // The elders' op numbers are aligned with each other (the newcomer's start later).
+  expect_same_sums({rs[0], rs[1]}, "join then kill");
 }
 
 }  // namespace

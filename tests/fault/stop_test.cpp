@@ -9,6 +9,7 @@
 // qcclKicked.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cstdio>
 #include <random>
 #include <thread>
@@ -100,24 +101,29 @@ TEST(StopTest, SigstopMidOpSurvivorsFailWithinThePeerTimeoutThenSucceed) {
   const int64_t t_stop = pc.signal(peers[victim], SIGSTOP);
   const std::vector<int> alive{0, 1};
   std::vector<Recovery> rs;
+  const Deadline deadline = deadline_in(8s);
   for (int i : alive) {
     rs.push_back(follow_recovery(pc, peers[i], t_stop, sum_of({0, 1, 2}), sum_of(alive), 3,
-                                 deadline_in(10s), {qcclPeerLost}));
+                                 deadline, {qcclPeerLost}));
     const Recovery& r = rs.back();
     SCOPED_TRACE(pc.label(peers[i]));
     ASSERT_TRUE(r.first_success_us) << "no success without the stopped peer";
-    ASSERT_TRUE(r.world_drop_us) << "the view never shrank";
-    double drop = (*r.world_drop_us - t_stop) / 1000.0;
+    // When the survivor learnt of the expulsion: its watcher saw the view shrink (polled every
+    // 5 ms, so it may come after a few fast ops), or at the latest its first op without it.
+    int64_t seen = *r.first_success_us;
+    if (r.world_drop_us) seen = std::min(seen, *r.world_drop_us);
+    double drop = (seen - t_stop) / 1000.0;
     double success = (*r.first_success_us - t_stop) / 1000.0;
     EXPECT_LE(drop, kUpperMs) << "expelled later than peer timeout + heartbeat";
     EXPECT_GE(drop, kLowerMs) << "expelled before the peer timeout could have run out";
     EXPECT_GE(r.failures, 1) << "the op in flight at the SIGSTOP must fail";
+    EXPECT_LE(success, kUpperMs + kSlackMs) << "the retry after the expulsion was not immediate";
     if (r.first_failure_us) {
       EXPECT_LE((*r.first_failure_us - t_stop) / 1000.0, kUpperMs)
           << "the op in flight waited past peer timeout + heartbeat";
     }
-    std::printf("[ measure  ] SIGSTOP mid-op: %s failed after %.1f ms, saw world 2 after %.1f ms, "
-                "first success after %.1f ms (%d failures)\n",
+    std::printf("[ measure  ] SIGSTOP mid-op: %s failed after %.1f ms, saw the expulsion after "
+                "%.1f ms, first success after %.1f ms (%d failures)\n",
                 pc.label(peers[i]).c_str(),
                 r.first_failure_us ? (*r.first_failure_us - t_stop) / 1000.0 : -1.0, drop, success,
                 r.failures);

@@ -546,6 +546,10 @@ inline std::vector<ProcCluster::Handle> start_group(ProcCluster& pc, const std::
   return hs;
 }
 
+inline double max_of(const std::vector<double>& v) {
+  return v.empty() ? 0 : *std::max_element(v.begin(), v.end());
+}
+
 inline double median(std::vector<double> v) {
   if (v.empty()) return 0;
   std::sort(v.begin(), v.end());
