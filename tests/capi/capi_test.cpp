@@ -8,15 +8,17 @@
 
 #include <cctype>
 #include <cstring>
+#include <latch>
 #include <memory>
 #include <set>
 #include <string>
 #include <thread>
 #include <vector>
 
+#include "support/cluster.hpp"
 #include "support/watchdog.hpp"
 
-QCCL_TEST_WATCHDOG(60);
+QCCL_TEST_WATCHDOG(50);
 
 namespace {
 
@@ -213,6 +215,28 @@ TEST(CApi, NullPointersWithValidHandles) {
   EXPECT_RESULT(qcclAllReduceMultipleWithRetry(&rop, 1, comm.c, 1, nullptr), qcclInvalidArgument,
                 "qcclAllReduceMultipleWithRetry");
   EXPECT_EQ(buf[0], 1.0f);
+}
+
+// qcclTest needs a live operation handle: two peers, the second joins once checked.
+TEST(CApi, NullDoneOutWithALiveOperation) {
+  qccl::test::Cluster c;
+  ASSERT_TRUE(c.ok());
+  ASSERT_TRUE(c.grow(2));
+  const size_t a = c.peers()[0];
+  std::latch checked(1);
+  ASSERT_TRUE(c.run([&](size_t i, qcclComm_t* comm) {
+    float x = 1.0f;
+    qcclReduceDesc_t d = desc(1, qcclFloat32, qcclSum, 9);
+    if (i != a) checked.wait();
+    qcclOp_t* op = nullptr;
+    ASSERT_EQ(qcclAllReduceAsync(&x, &x, &d, comm, &op), qcclSuccess) << qcclGetLastError();
+    if (i == a) {
+      EXPECT_RESULT(qcclTest(op, nullptr), qcclInvalidArgument, "qcclTest");
+      checked.count_down();
+    }
+    EXPECT_EQ(qcclWait(op, nullptr), qcclSuccess) << qcclGetLastError();
+    EXPECT_EQ(x, 2.0f);
+  }));
 }
 
 // ---- foreign handles ----------------------------------------------------------------------
