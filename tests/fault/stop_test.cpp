@@ -138,5 +138,72 @@ TEST(StopTest, SigstopMidOpSurvivorsFailWithinThePeerTimeoutThenSucceed) {
   EXPECT_EQ(e->pos(2), qcclKicked) << "expected qcclKicked, got: " << e->raw;
 }
 
+// Bounded votes: a stopped peer cannot hold a vote up for longer than the peer timeout.
+TEST(StopTest, SigstopBeforeAVoteTheVoteCompletesOnceThePeerIsExpelled) {
+  TestMaster master(kTimes);
+  ASSERT_TRUE(master.ok()) << master.error();
+  ProcCluster pc;
+  auto peers = start_group(pc, master.address(), 3, {"--mode", "idle"}, deadline_in(20s));
+  ASSERT_EQ(peers.size(), 3u);
+  const int64_t t_stop = pc.signal(peers[2], SIGSTOP);
+  for (int i : {0, 1}) ASSERT_TRUE(pc.send_line(peers[i], "pending"));
+  for (int i : {0, 1}) {
+    auto e = pc.wait_for(peers[i], [](const Event& ev) {
+      return ev.is("pending") || ev.is("vote-fail");
+    }, deadline_in(5s));
+    ASSERT_TRUE(e) << pc.label(peers[i]) << ": the vote never completed";
+    EXPECT_TRUE(e->is("pending")) << e->raw;
+    double ms = (e->at_us() - t_stop) / 1000.0;
+    std::printf("[ measure  ] vote with a stopped peer: %s's qcclArePeersPending returned after "
+                "%.1f ms\n", pc.label(peers[i]).c_str(), ms);
+    EXPECT_LE(ms, kUpperMs) << "the vote waited past peer timeout + heartbeat";
+  }
+  for (int i : {0, 1}) ASSERT_TRUE(pc.send_line(peers[i], "allreduce"));
+  for (int i : {0, 1}) {
+    auto e = pc.wait_for(peers[i], [](const Event& ev) { return ev.is("op") || ev.is("fail"); },
+                         deadline_in(10s));
+    ASSERT_TRUE(e && e->is("op")) << pc.label(peers[i]) << ": " << (e ? e->raw : "no result");
+    EXPECT_EQ(e->unum("sum"), sum_of({0, 1})) << e->raw;
+  }
+}
+
+// Bounded votes, the other way: a live peer (heartbeats flowing) that does not join a vote is
+// expelled as a straggler at the vote timeout, and learns it at its next call.
+TEST(StopTest, APeerThatSkipsAVoteIsExpelledAsAStragglerAtTheVoteTimeout) {
+  constexpr MasterTimes times{100, 1000, 1000};
+  TestMaster master(times);
+  ASSERT_TRUE(master.ok()) << master.error();
+  ProcCluster pc;
+  auto peers = start_group(pc, master.address(), 3, {"--mode", "idle"}, deadline_in(20s));
+  ASSERT_EQ(peers.size(), 3u);
+  const int64_t t0 = monotonic_us();
+  for (int i : {0, 1}) ASSERT_TRUE(pc.send_line(peers[i], "pending"));
+  for (int i : {0, 1}) {
+    auto e = pc.wait_for(peers[i], [](const Event& ev) {
+      return ev.is("pending") || ev.is("vote-fail");
+    }, deadline_in(5s));
+    ASSERT_TRUE(e) << pc.label(peers[i]) << ": the vote never completed";
+    EXPECT_TRUE(e->is("pending")) << e->raw;
+    double ms = (e->at_us() - t0) / 1000.0;
+    std::printf("[ measure  ] vote with a straggler: %s's qcclArePeersPending returned after "
+                "%.1f ms (vote timeout %u ms)\n", pc.label(peers[i]).c_str(), ms,
+                times.vote_timeout_ms);
+    EXPECT_GE(ms, times.vote_timeout_ms - 50.0) << "the straggler was expelled too early";
+    EXPECT_LE(ms, times.vote_timeout_ms + times.heartbeat_ms + kSlackMs);
+  }
+  ASSERT_TRUE(pc.send_line(peers[2], "try"));
+  auto e = pc.wait_for(peers[2], [](const Event& ev) { return ev.is("op") || ev.is("fail"); },
+                       deadline_in(5s));
+  ASSERT_TRUE(e) << "the straggler's call did not return";
+  EXPECT_TRUE(e->is("fail") && e->pos(2) == qcclKicked) << "expected qcclKicked, got: " << e->raw;
+  for (int i : {0, 1}) ASSERT_TRUE(pc.send_line(peers[i], "allreduce"));
+  for (int i : {0, 1}) {
+    auto r = pc.wait_for(peers[i], [](const Event& ev) { return ev.is("op") || ev.is("fail"); },
+                         deadline_in(10s));
+    ASSERT_TRUE(r && r->is("op")) << pc.label(peers[i]) << ": " << (r ? r->raw : "no result");
+    EXPECT_EQ(r->unum("sum"), sum_of({0, 1})) << r->raw;
+  }
+}
+
 }  // namespace
 }  // namespace qccl::test

@@ -293,8 +293,12 @@ class Peer {
   // One all-reduce of `count` elements of 2^index; retried on qcclPeerLost if `retry`.
   // Prints op/fail (and bad/corrupt) lines. Returns the last result.
   qcclResult_t one_op(size_t count, bool retry) {
-    std::vector<uint64_t> send(count, mine_);
-    std::vector<uint64_t> recv(count, 0);
+    // The buffers live across calls: a loop spends as little time as possible between ops,
+    // so that a fault nearly always lands inside one.
+    std::vector<uint64_t>& send = send_;
+    std::vector<uint64_t>& recv = recv_;
+    if (send.size() != count) send.assign(count, mine_);
+    recv.resize(count);
     uint64_t* in = opt_.inplace ? recv.data() : send.data();
     if (opt_.inplace) std::fill(recv.begin(), recv.end(), mine_);
     qcclReduceDesc_t desc{};
@@ -446,6 +450,7 @@ class Peer {
   uint64_t mine_;
   qcclComm_t* comm_ = nullptr;
   int64_t ops_done_ = 0;
+  std::vector<uint64_t> send_, recv_;
   std::thread watcher_;
   std::atomic<bool> stop_{false};
 };
