@@ -159,13 +159,18 @@ def main():
           + ("  (busy machine: numbers will be low and noisy)" if load > 1.0 else ""), flush=True)
     out = tempfile.mkdtemp(prefix="qccl-compare-")
     raw = {s: [] for s in a.systems}  # system -> per round list of rows
+    loads = []
     for r in range(a.rounds):
         order = a.systems[r % len(a.systems):] + a.systems[:r % len(a.systems)]
         for s in order:  # rotated so that no system always runs on a cold or a warm machine
-            print(f"\n== round {r + 1}/{a.rounds}: {s} ==", flush=True)
+            # Other jobs on this small machine skew everything: keep the load beside each run.
+            load_before = os.getloadavg()[0]
+            print(f"\n== round {r + 1}/{a.rounds}: {s} (load {load_before:.2f}) ==", flush=True)
             rdir = os.path.join(out, f"r{r}")
             os.makedirs(rdir, exist_ok=True)
             raw[s].append(RUNNERS[s](a, rdir))
+            loads.append({"round": r + 1, "system": s, "before": load_before,
+                          "after": os.getloadavg()[0]})
 
     def cell(system, n, size_bytes):
         meds = [row["median_ms"] for rows in raw.get(system, []) for row in rows
@@ -214,7 +219,7 @@ def main():
     if a.json:
         with open(a.json, "w") as f:
             json.dump({"config": {k: v for k, v in vars(a).items() if k != "json"},
-                       "load_average": load, "table": table,
+                       "load_average": load, "loads": loads, "table": table,
                        "aims": [{"aim": w, "met": ok, "value": g} for w, ok, g in aims],
                        "raw": raw}, f, indent=1)
         print(f"\nwrote {a.json}")
