@@ -268,21 +268,42 @@ qcclResult_t qcclGetAttribute(const qcclComm_t* comm, qcclAttribute_t attr, int6
   });
 }
 
+}  // extern "C"
+
 // ---- all-reduce ----
+
+namespace {
+
+// Starts an all-reduce for qcclAllReduce and qcclAllReduceAsync; `fn` names the caller in
+// error messages.
+qcclResult_t start_all_reduce(const char* fn, const void* sendbuf, void* recvbuf,
+                              const qcclReduceDesc_t* desc, qcclComm_t* comm,
+                              std::shared_ptr<qccl::core::OpHandle>* handle) {
+  QCCL_REQUIRE(valid(comm), fn, "comm is NULL or not a communicator");
+  QCCL_REQUIRE(desc != nullptr, fn, "desc is NULL");
+  qccl::collectives::ReduceDesc d;
+  if (qcclResult_t r = to_desc(desc, &d, fn); r != qcclSuccess) return r;
+  if (qcclResult_t r = check_buffers(sendbuf, recvbuf, desc, fn); r != qcclSuccess) return r;
+  auto h = comm->rep->all_reduce_async(sendbuf, recvbuf, d);
+  if (!h.is_ok()) return to_result(h.status(), fn);
+  *handle = std::move(h).value();
+  return qcclSuccess;
+}
+
+}  // namespace
+
+extern "C" {
 
 qcclResult_t qcclAllReduceAsync(const void* sendbuf, void* recvbuf, const qcclReduceDesc_t* desc,
                                 qcclComm_t* comm, qcclOp_t** op_out) {
   const char* fn = "qcclAllReduceAsync";
   return guarded(fn, [&] {
-    QCCL_REQUIRE(valid(comm) && desc != nullptr && op_out != nullptr, fn,
-                 "comm, desc or op_out is NULL");
-    qccl::collectives::ReduceDesc d;
-    if (qcclResult_t r = to_desc(desc, &d, fn); r != qcclSuccess) return r;
-    if (qcclResult_t r = check_buffers(sendbuf, recvbuf, desc, fn); r != qcclSuccess) return r;
-    auto h = comm->rep->all_reduce_async(sendbuf, recvbuf, d);
-    if (!h.is_ok()) return to_result(h.status(), fn);
+    QCCL_REQUIRE(op_out != nullptr, fn, "op_out is NULL");
+    std::shared_ptr<qccl::core::OpHandle> handle;
+    qcclResult_t r = start_all_reduce(fn, sendbuf, recvbuf, desc, comm, &handle);
+    if (r != qcclSuccess) return r;
     auto op = std::make_unique<qcclOp>();
-    op->rep = std::move(h).value();
+    op->rep = std::move(handle);
     *op_out = op.release();
     return qcclSuccess;
   });
@@ -310,16 +331,16 @@ qcclResult_t qcclWait(qcclOp_t* op, qcclReduceInfo_t* info_out) {
 
 qcclResult_t qcclAllReduce(const void* sendbuf, void* recvbuf, const qcclReduceDesc_t* desc,
                            qcclComm_t* comm, qcclReduceInfo_t* info_out) {
-  qcclOp_t* op = nullptr;
-  qcclResult_t r = qcclAllReduceAsync(sendbuf, recvbuf, desc, comm, &op);
-  if (r != qcclSuccess) return r;
-  r = qcclWait(op, info_out);
-  if (r != qcclSuccess) {
-    // Say which call failed.
-    std::string msg = qccl::capi::last_error();
-    if (msg.rfind("qcclWait: ", 0) == 0) qccl::capi::set_last_error("qcclAllReduce: " + msg.substr(10));
-  }
-  return r;
+  const char* fn = "qcclAllReduce";
+  return guarded(fn, [&] {
+    std::shared_ptr<qccl::core::OpHandle> handle;
+    qcclResult_t r = start_all_reduce(fn, sendbuf, recvbuf, desc, comm, &handle);
+    if (r != qcclSuccess) return r;
+    qccl::core::ReduceInfo info;
+    qccl::Status st = handle->wait(&info);
+    if (info_out) *info_out = {info.world_size, info.tx_bytes, info.rx_bytes};
+    return to_result(st, fn);
+  });
 }
 
 qcclResult_t qcclAllReduceMultipleWithRetry(const qcclReduceOp_t* ops, size_t num_ops,

@@ -58,11 +58,19 @@ void AllReduceOp::on_sent(const Status& status, size_t bytes) {
   if (progress_) progress_(*this);
 }
 
-bool AllReduceOp::fail(Status why, peer::DataLinks* links, bool from_master) {
-  if (phase_ == Phase::kFailing || phase_ == Phase::kDone) return false;
-  if (phase_ == Phase::kWaitCommit && !from_master) return false;
+bool AllReduceOp::fail(Status why, peer::DataLinks* links, FailSource source) {
+  if (phase_ == Phase::kDone) return false;
+  if (phase_ == Phase::kFailing) {
+    if (source > failure_source_) {
+      failure_ = std::move(why);
+      failure_source_ = source;
+    }
+    return false;
+  }
+  if (phase_ == Phase::kWaitCommit && source == FailSource::kLocal) return false;
   phase_ = Phase::kFailing;
   failure_ = std::move(why);
+  failure_source_ = source;
   if (links) sends_in_flight_ -= links->cancel(this);
   return true;
 }

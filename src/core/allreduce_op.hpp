@@ -59,10 +59,13 @@ class AllReduceOp : public peer::FrameOwner {
   bool locally_complete() const;
   void mark_reported() { phase_ = Phase::kWaitCommit; }
 
-  // Records the first failure and takes back queued frames. Returns false if the op had
-  // already failed or was done (nothing changes then). A local failure (`from_master` false)
-  // after the local part completed is ignored: only the master decides that op's fate now.
-  bool fail(Status why, peer::DataLinks* links, bool from_master);
+  // Who says the op failed, weakest first. A stronger source overrides the status that a
+  // weaker one recorded (e.g. the master's kMismatch beats a neighbour's closed connection).
+  enum class FailSource { kLocal, kEpochChange, kMaster };
+  // Records a failure and takes back queued frames. Returns true if the op was not failing
+  // before. A local failure after the local part completed is ignored: only the master
+  // decides that op's fate now.
+  bool fail(Status why, peer::DataLinks* links, FailSource source);
   const Status& failure() const { return failure_; }
   // Completes the handle with success. REQUIRES: phase kWaitCommit.
   void commit(uint32_t world);
@@ -91,6 +94,7 @@ class AllReduceOp : public peer::FrameOwner {
   uint64_t tx_ = 0;
   uint64_t rx_ = 0;
   Status failure_;
+  FailSource failure_source_ = FailSource::kLocal;
   std::chrono::steady_clock::time_point last_progress_;
   std::function<void(AllReduceOp&)> progress_;
 };

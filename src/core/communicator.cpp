@@ -263,7 +263,8 @@ class Communicator::Impl : public std::enable_shared_from_this<Impl> {
     for (auto& [tag, op] : snapshot_ops()) {
       if (op->epoch() < group_epoch_) {
         fail_op(op, make_status(StatusCode::kPeerLost, "the group changed while the operation "
-                                "ran (a peer left, failed or joined); retry"), false);
+                                "ran (a peer left, failed or joined); retry"),
+                FailSource::kEpochChange);
       }
     }
     links_->set_ring(group_epoch_, next, prev, connections());
@@ -288,7 +289,7 @@ class Communicator::Impl : public std::enable_shared_from_this<Impl> {
     if (e != group_epoch_) return;
     bool reported = false;
     for (auto& [tag, op] : snapshot_ops()) {
-      if (op->epoch() == e) reported |= fail_op(op, why, true);
+      if (op->epoch() == e) reported |= fail_op(op, why, FailSource::kLocal);
     }
     if (!reported && (state_ == State::kConnecting || vote_)) report_ring_failure(why);
   }
@@ -312,7 +313,7 @@ class Communicator::Impl : public std::enable_shared_from_this<Impl> {
     state_ = State::kClosed;
     if (connect_promise_) finish_connect(why);
     if (vote_) finish_vote(why);
-    for (auto& [tag, op] : snapshot_ops()) fail_op(op, why, false);
+    for (auto& [tag, op] : snapshot_ops()) fail_op(op, why, FailSource::kMaster);
     links_->close_all();
     if (master_) master_->close();
     ops_changed_.notify();
@@ -361,7 +362,7 @@ class Communicator::Impl : public std::enable_shared_from_this<Impl> {
     ops_[desc.tag] = op;
     master_->send(wire::C2MOpStart{desc.tag, seq, group_epoch_, op->desc_hash()}, global_epoch_);
     if (links_->failed() && links_->epoch() == group_epoch_) {
-      fail_op(op, links_->failure(), true);
+      fail_op(op, links_->failure(), FailSource::kLocal);
     } else if (links_->ready() && links_->epoch() == group_epoch_) {
       begin_op(op);
     }
@@ -382,10 +383,12 @@ class Communicator::Impl : public std::enable_shared_from_this<Impl> {
   }
 
   // Returns true if this call failed the op and reported it to the master.
-  // `report` = a local failure, told to the master; otherwise the verdict came from the
-  // master (an abort, or the epoch moved on) or the communicator is shutting down.
-  bool fail_op(const std::shared_ptr<AllReduceOp>& op, const Status& why, bool report) {
-    bool changed = op->fail(why, links_.get(), !report);
+  // kLocal failures are told to the master; the others came from it (an abort, or the
+  // group's epoch moved on) or from the communicator shutting down.
+  using FailSource = AllReduceOp::FailSource;
+  bool fail_op(const std::shared_ptr<AllReduceOp>& op, const Status& why, FailSource source) {
+    bool report = source == FailSource::kLocal;
+    bool changed = op->fail(why, links_.get(), source);
     if (changed && report && master_ && !fatal_) {
       master_->send(wire::C2MOpDone{op->tag(), op->seq(), op->epoch(), why.code(), why.message()},
                     global_epoch_);
@@ -432,7 +435,7 @@ class Communicator::Impl : public std::enable_shared_from_this<Impl> {
       check_drained();
       return;
     }
-    fail_op(op, Status(r.status, r.message), false);
+    fail_op(op, Status(r.status, r.message), FailSource::kMaster);
   }
 
   std::vector<std::pair<OpTag, std::shared_ptr<AllReduceOp>>> snapshot_ops() const {
@@ -456,7 +459,7 @@ class Communicator::Impl : public std::enable_shared_from_this<Impl> {
           fail_op(op, make_status(StatusCode::kPeerLost,
                                   "no data moved for {} ms (a neighbour is hung or its link is "
                                   "cut)", stall_timeout_.count()),
-                  true);
+                  FailSource::kLocal);
         }
       }
     }
@@ -528,7 +531,7 @@ class Communicator::Impl : public std::enable_shared_from_this<Impl> {
       fail_op(op, make_status(StatusCode::kMismatch,
                               "peers passed different count, dtype, op or quantization for tag {}",
                               dh->tag),
-              true);
+              FailSource::kLocal);
       QCCL_CO_RETURN_IF_ERROR(co_await conn.skip(body));
       co_return Status::ok();
     }

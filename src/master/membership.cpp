@@ -257,15 +257,22 @@ void Membership::handle_op_start(Peer& p, const wire::C2MOpStart& m, TimePoint n
   if (inserted) {
     op.desc_hash = m.desc_hash;
     op.first_start = now;
-  } else if (op.desc_hash != m.desc_hash) {
-    abort_group(p.group, key, StatusCode::kMismatch,
-                fmt::format("peers passed different count, dtype, op or quantization for tag "
-                            "{} (peer {} differs)",
-                            m.tag, p.id),
-                out);
-    return;
+  } else if (op.desc_hash != m.desc_hash && !op.mismatch) {
+    op.mismatch = fmt::format("peers passed different count, dtype, op or quantization for tag "
+                              "{} (peer {} differs)",
+                              m.tag, p.id);
   }
   op.started.insert(p.id);
+  maybe_declare_mismatch(p.group, key, out);
+}
+
+void Membership::maybe_declare_mismatch(GroupId gid, const OpKey& key, Outbox& out) {
+  Group& g = groups_.at(gid);
+  auto it = g.ops.find(key);
+  if (it == g.ops.end() || !it->second.mismatch) return;
+  if (it->second.started.size() < g.ring.size()) return;
+  std::string why = *it->second.mismatch;
+  abort_group(gid, key, StatusCode::kMismatch, why, out);
 }
 
 void Membership::handle_op_done(Peer& p, const wire::C2MOpDone& m, Outbox& out) {
@@ -275,6 +282,14 @@ void Membership::handle_op_done(Peer& p, const wire::C2MOpDone& m, Outbox& out) 
     reply_op({p.id}, p.group, key, m.op_epoch, StatusCode::kPeerLost,
              fmt::format("the group changed (epoch {} is now {})", m.op_epoch, g.epoch), out);
     return;
+  }
+  if (m.status == StatusCode::kMismatch) {
+    auto it = g.ops.find(key);
+    if (it != g.ops.end()) {
+      if (!it->second.mismatch) it->second.mismatch = fmt::format("peer {}: {}", p.id, m.message);
+      maybe_declare_mismatch(p.group, key, out);
+      return;
+    }
   }
   if (m.status != StatusCode::kOk) {
     abort_group(p.group, key, m.status,

@@ -22,8 +22,10 @@
 // some accepted peer has not joined vote_timeout after the first vote expels that peer as a
 // straggler and then completes. Collectives are per (group, tag, seq): committed (M2COpResult
 // ok) once every group member reported success; aborted for the whole group as soon as one
-// member reports failure, a member is lost, descriptors differ, or a member has not started
-// it vote_timeout after the first one did.
+// member reports failure, a member is lost, or a member has not started it vote_timeout after
+// the first one did. Differing descriptors abort it with kMismatch once every member has
+// started it (a member that only starts after an abort would run its call as the others'
+// retry instead of failing it).
 //
 // Thread-safety: none; owned by the master's single I/O thread.
 #pragma once
@@ -110,6 +112,9 @@ class Membership {
     std::set<PeerId> started;
     std::set<PeerId> done;
     TimePoint first_start;
+    // A mismatch is only declared once every member has started the op, so that each of them
+    // (not just the early ones) gets kMismatch for this very call.
+    std::optional<std::string> mismatch;
   };
   struct Group {
     Epoch epoch = 0;
@@ -123,6 +128,8 @@ class Membership {
   void handle_vote(Peer& p, wire::VoteKind kind, TimePoint now, Outbox& out);
   void handle_op_start(Peer& p, const wire::C2MOpStart& m, TimePoint now, Outbox& out);
   void handle_op_done(Peer& p, const wire::C2MOpDone& m, Outbox& out);
+  // Aborts the op with kMismatch if one was found and every member has started it.
+  void maybe_declare_mismatch(GroupId gid, const OpKey& key, Outbox& out);
   void kick(PeerId id, wire::KickReason reason, const std::string& why, TimePoint now, Outbox& out);
   // Removes a peer from every table, aborts its group's collectives and re-checks votes.
   void remove_peer(PeerId id, TimePoint now, Outbox& out);

@@ -71,6 +71,9 @@ TEST(MembershipOps, DifferentDescriptorsAbortWithMismatchForEveryMember) {
   h.start_run({0, 0, 0});
   h.op_start(1, 7, 0, 2, kHashA);
   h.op_start(2, 7, 0, 2, kHashB);
+  // Declared only once every member has started the op, so that peer 3 fails this call too.
+  EXPECT_EQ(h.lines(), Lines{});
+  h.op_start(3, 7, 0, 2, kHashA);
   EXPECT_EQ(h.lines(),
             (Lines{
                 "1 <- OpResult{tag=7 seq=0 e=2 Mismatch} @2",
