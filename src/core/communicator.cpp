@@ -490,7 +490,12 @@ class Communicator::Impl : public std::enable_shared_from_this<Impl> {
   }
 
   net::awaitable<Status> read_frame(net::Connection& conn, Epoch epoch, std::vector<uint8_t>& staging) {
-    auto header = co_await conn.read_header(wire::kMaxDataPayload);
+    // Frame header and data header are contiguous: one read for both.
+    std::array<uint8_t, wire::kFrameHeaderSize + wire::kP2PDataHeaderSize> head;
+    QCCL_CO_RETURN_IF_ERROR(co_await conn.read_exact(head));
+    auto header = wire::decode_frame_header(
+        std::span<const uint8_t, wire::kFrameHeaderSize>(head.data(), wire::kFrameHeaderSize),
+        wire::kMaxDataPayload);
     if (!header.is_ok()) co_return header.status();
     if (header->type != static_cast<uint16_t>(wire::MsgType::kP2PData) ||
         header->payload_len < wire::kP2PDataHeaderSize || header->epoch != epoch) {
@@ -498,9 +503,8 @@ class Communicator::Impl : public std::enable_shared_from_this<Impl> {
                  "connection", conn.remote(), header->type, header->payload_len, header->epoch);
       co_return make_status(StatusCode::kPeerLost, "malformed data frame from {}", conn.remote());
     }
-    std::array<uint8_t, wire::kP2PDataHeaderSize> dh_bytes;
-    QCCL_CO_RETURN_IF_ERROR(co_await conn.read_exact(dh_bytes));
-    auto dh = wire::decode_data_header(dh_bytes);
+    auto dh = wire::decode_data_header(std::span<const uint8_t, wire::kP2PDataHeaderSize>(
+        head.data() + wire::kFrameHeaderSize, wire::kP2PDataHeaderSize));
     if (!dh.is_ok()) co_return dh.status();
     size_t body = header->payload_len - wire::kP2PDataHeaderSize;
     // Find the local operation; wait (bounded: see below) if this peer has not started it.
