@@ -82,7 +82,7 @@ step "dependencies"
 "$repo/scripts/install_deps.sh"
 
 release_start=$SECONDS
-configure_build_test "$build_dir" "release" -DQCCL_WERROR=ON
+configure_build_test "$build_dir" "release" -DQCCL_WERROR=ON -DQCCL_SANITIZE=
 release_time=$((SECONDS - release_start))
 
 if [[ "$QCCL_TEST_SANITIZE" == auto ]]; then
