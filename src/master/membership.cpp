@@ -244,14 +244,18 @@ void Membership::admit_registered(TimePoint now, Outbox& out) {
   send_membership_to_all(out);
 }
 
+bool Membership::reject_stale(const Peer& p, const OpKey& key, Epoch op_epoch, Outbox& out) {
+  Epoch current = groups_.at(p.group).epoch;
+  if (op_epoch == current) return false;
+  reply_op({p.id}, p.group, key, op_epoch, StatusCode::kPeerLost,
+           fmt::format("the group changed (epoch {} is now {})", op_epoch, current), out);
+  return true;
+}
+
 void Membership::handle_op_start(Peer& p, const wire::C2MOpStart& m, TimePoint now, Outbox& out) {
   Group& g = groups_.at(p.group);
   OpKey key{m.tag, m.seq};
-  if (m.op_epoch != g.epoch) {
-    reply_op({p.id}, p.group, key, m.op_epoch, StatusCode::kPeerLost,
-             fmt::format("the group changed (epoch {} is now {})", m.op_epoch, g.epoch), out);
-    return;
-  }
+  if (reject_stale(p, key, m.op_epoch, out)) return;
   auto [it, inserted] = g.ops.try_emplace(key);
   OpState& op = it->second;
   if (inserted) {
@@ -278,11 +282,7 @@ void Membership::maybe_declare_mismatch(GroupId gid, const OpKey& key, Outbox& o
 void Membership::handle_op_done(Peer& p, const wire::C2MOpDone& m, Outbox& out) {
   Group& g = groups_.at(p.group);
   OpKey key{m.tag, m.seq};
-  if (m.op_epoch != g.epoch) {
-    reply_op({p.id}, p.group, key, m.op_epoch, StatusCode::kPeerLost,
-             fmt::format("the group changed (epoch {} is now {})", m.op_epoch, g.epoch), out);
-    return;
-  }
+  if (reject_stale(p, key, m.op_epoch, out)) return;
   if (m.status == StatusCode::kMismatch) {
     auto it = g.ops.find(key);
     if (it != g.ops.end()) {

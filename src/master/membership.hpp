@@ -128,6 +128,8 @@ class Membership {
   void handle_vote(Peer& p, wire::VoteKind kind, TimePoint now, Outbox& out);
   void handle_op_start(Peer& p, const wire::C2MOpStart& m, TimePoint now, Outbox& out);
   void handle_op_done(Peer& p, const wire::C2MOpDone& m, Outbox& out);
+  // Answers kPeerLost to a message about an op of an older group epoch; true if it was one.
+  bool reject_stale(const Peer& p, const OpKey& key, Epoch op_epoch, Outbox& out);
   // Aborts the op with kMismatch if one was found and every member has started it.
   void maybe_declare_mismatch(GroupId gid, const OpKey& key, Outbox& out);
   void kick(PeerId id, wire::KickReason reason, const std::string& why, TimePoint now, Outbox& out);
