@@ -85,7 +85,7 @@ awaitable<Status> Connection::write_gather(std::span<const asio::const_buffer> b
 }
 
 bool Connection::enqueue(std::vector<uint8_t> frame) {
-  if (!open_ || closing_) return false;
+  if (!open_ || closing_ || write_failed_) return false;
   if (queued_bytes_ + frame.size() > kMaxQueuedBytes) {
     log::get("net")->warn("{}: more than {} bytes queued, closing the connection", remote_,
                           kMaxQueuedBytes);
@@ -117,8 +117,15 @@ awaitable<void> Connection::writer_loop() {
     auto [ec, n] = co_await asio::async_write(socket_, asio::buffer(frame), use_nothrow);
     bytes_written_ += n;
     if (ec) {
+      // Keep the read side: the other end may have said its last word (e.g. the master's
+      // M2CKicked) before closing, and the reader must still get it. It sees EOF after.
       if (open_) log::get("net")->debug("write to {} failed: {}", remote_, ec.message());
-      close();
+      write_failed_ = true;
+      queue_.clear();
+      queued_bytes_ = 0;
+      asio::error_code ignored;
+      socket_.shutdown(tcp::socket::shutdown_send, ignored);
+      if (closing_) close();
       break;
     }
   }

@@ -78,6 +78,7 @@ class Connection : public std::enable_shared_from_this<Connection> {
   bool open_ = true;
   bool closing_ = false;
   bool writer_running_ = false;
+  bool write_failed_ = false;
   std::deque<std::vector<uint8_t>> queue_;
   size_t queued_bytes_ = 0;
   Signal wake_writer_;
