@@ -133,6 +133,11 @@ class TestMaster {
     mc.heartbeat_interval_ms = c.heartbeat_ms;
     mc.peer_timeout_ms = c.peer_timeout_ms;
     mc.vote_timeout_ms = c.vote_timeout_ms;
+    // QCCL_FAULT_VOTE_TIMEOUT_MS=<n> overrides it, e.g. to keep a hung op from ending in
+    // straggler expulsions before QCCL_FAULT_HOLD_S stops the peers for gdb.
+    if (const char* v = std::getenv("QCCL_FAULT_VOTE_TIMEOUT_MS")) {
+      mc.vote_timeout_ms = static_cast<uint32_t>(std::strtoul(v, nullptr, 10));
+    }
     ok_ = qcclMasterCreate(&mc, &master_) == qcclSuccess && qcclMasterStart(master_) == qcclSuccess &&
           qcclMasterGetPort(master_, &port_) == qcclSuccess;
     if (!ok_) error_ = qcclGetLastError();
@@ -215,6 +220,9 @@ class ProcCluster {
       return fail_spawn("pipe");
     }
     pid_t parent = ::getpid();
+    struct sigaction dfl {};
+    dfl.sa_handler = SIG_DFL;
+    ::sigemptyset(&dfl.sa_mask);
     rlimit lim{};
     int max_fd = ::getrlimit(RLIMIT_NOFILE, &lim) == 0 && lim.rlim_cur != RLIM_INFINITY
                      ? static_cast<int>(std::min<rlim_t>(lim.rlim_cur, 65536))
@@ -240,7 +248,7 @@ class ProcCluster {
       sigset_t none;
       ::sigemptyset(&none);
       ::sigprocmask(SIG_SETMASK, &none, nullptr);
-      ::signal(SIGPIPE, SIG_DFL);
+      ::sigaction(SIGPIPE, &dfl, nullptr);  // as in any program the user starts
       ::execve(argv[0], argv.data(), envp.data());
       ::_exit(127);
     }
