@@ -1,5 +1,6 @@
 #include "core/communicator.hpp"
 
+#include <cstring>
 #include <future>
 #include <map>
 
@@ -95,6 +96,17 @@ class Communicator::Impl : public std::enable_shared_from_this<Impl> {
 
  private:
   enum class State { kIdle, kConnecting, kConnected, kClosed };
+  // A data frame that arrived before its op began here, and where it belongs.
+  struct EarlyFrame {
+    wire::P2PDataHeader header;
+    std::vector<uint8_t> payload;
+  };
+  struct EarlyKey {
+    Epoch epoch;
+    OpTag tag;
+    uint64_t seq;
+    auto operator<=>(const EarlyKey&) const = default;
+  };
 
   Status not_connected(std::string_view call) const {
     if (fatal_) return *fatal_;
@@ -249,6 +261,11 @@ class Communicator::Impl : public std::enable_shared_from_this<Impl> {
     if (!group_changed) return;
     group_epoch_ = m.group_epoch;
     next_seq_.clear();
+    for (auto it = early_.begin(); it != early_.end();) {
+      if (it->first.epoch >= group_epoch_) break;  // ordered by epoch first
+      for (const auto& f : it->second) early_bytes_ -= f.payload.size();
+      it = early_.erase(it);
+    }
     ring_failure_reported_ = false;
     uint32_t n = static_cast<uint32_t>(m.ring.size());
     std::optional<peer::DataLinks::Neighbour> next;
@@ -372,7 +389,38 @@ class Communicator::Impl : public std::enable_shared_from_this<Impl> {
 
   void begin_op(const std::shared_ptr<AllReduceOp>& op) {
     op->begin(view_.group_world_size, rank_, *links_);
+    auto early = early_.extract(EarlyKey{op->epoch(), op->tag(), op->seq()});
+    if (early) {
+      for (auto& f : early.mapped()) {
+        early_bytes_ -= f.payload.size();
+        if (!op->accepts_frames()) continue;
+        Status st = deliver_early(op, f);
+        if (!st.is_ok()) {
+          links_->fail(st);
+          break;
+        }
+      }
+    }
     check_local_done(op);
+  }
+
+  // A frame kept aside before its op began, now taken in like one just read.
+  Status deliver_early(const std::shared_ptr<AllReduceOp>& op, const EarlyFrame& f) {
+    if (f.header.desc_hash != op->desc_hash()) {
+      fail_op(op, make_status(StatusCode::kMismatch,
+                              "peers passed different count, dtype, op or quantization for tag {}",
+                              f.header.tag),
+              FailSource::kLocal);
+      return Status::ok();
+    }
+    auto target = op->ring().claim(f.header.step, f.header.segment, f.payload.size());
+    if (!target.is_ok()) return target.status();
+    if (!target->staged) std::memcpy(target->dst, f.payload.data(), f.payload.size());
+    op->read_started();
+    op->read_finished(f.payload.size() + wire::kFrameHeaderSize + wire::kP2PDataHeaderSize);
+    auto fwd = op->ring().on_received(f.header.step, f.header.segment, f.payload.data());
+    if (fwd) op->send(*fwd, *links_);
+    return Status::ok();
   }
 
   void check_local_done(const std::shared_ptr<AllReduceOp>& op) {
@@ -525,6 +573,29 @@ class Communicator::Impl : public std::enable_shared_from_this<Impl> {
         break;
       }
       if (it == ops_.end() && next_seq_.count(dh->tag) && next_seq_[dh->tag] > dh->seq) break;
+      // Not begun here yet. Peers may start concurrent ops in different orders, so keep the
+      // frame aside rather than block this lane (frames of other ops queue behind it); past
+      // the budget, wait: that is backpressure, bounded like any straggler.
+      if (early_bytes_ + body <= kMaxEarlyBytes) {
+        EarlyFrame f{*dh, std::vector<uint8_t>(body)};
+        QCCL_CO_RETURN_IF_ERROR(co_await conn.read_exact(f.payload));
+        inbound_bytes_ += body;
+        if (epoch != group_epoch_) co_return Status::ok();
+        // The op may have begun while the payload was read: then take the frame in now.
+        auto now = ops_.find(dh->tag);
+        if (now != ops_.end() && now->second->epoch() == epoch && now->second->seq() == dh->seq &&
+            now->second->phase() != AllReduceOp::Phase::kWaitLinks) {
+          auto begun = now->second;
+          if (begun->accepts_frames()) {
+            QCCL_CO_RETURN_IF_ERROR(deliver_early(begun, f));
+            check_local_done(begun);
+          }
+          co_return Status::ok();
+        }
+        early_bytes_ += body;
+        early_[EarlyKey{epoch, dh->tag, dh->seq}].push_back(std::move(f));
+        co_return Status::ok();
+      }
       co_await ops_changed_.wait();
     }
     if (!op || !op->accepts_frames()) {
@@ -583,6 +654,9 @@ class Communicator::Impl : public std::enable_shared_from_this<Impl> {
   std::map<OpTag, std::shared_ptr<AllReduceOp>> ops_;
   std::map<OpTag, uint64_t> next_seq_;
   net::Signal ops_changed_;
+  static constexpr size_t kMaxEarlyBytes = size_t{64} << 20;
+  std::map<EarlyKey, std::vector<EarlyFrame>> early_;
+  size_t early_bytes_ = 0;
   std::shared_ptr<std::promise<Status>> connect_promise_;
   std::optional<asio::steady_timer> connect_timer_;
   struct VoteWait {

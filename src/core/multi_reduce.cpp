@@ -25,6 +25,7 @@ Status all_reduce_multiple_with_retry(Communicator& comm, std::span<const MultiO
       batch.emplace_back(i, *h);
     }
     bool lost = false;
+    std::vector<size_t> retry;
     for (auto& [i, h] : batch) {
       ReduceInfo one;
       Status st = h->wait(&one);
@@ -34,11 +35,15 @@ Status all_reduce_multiple_with_retry(Communicator& comm, std::span<const MultiO
         total.world_size = one.world_size;
       } else if (st.code() == StatusCode::kPeerLost) {
         lost = true;
-        todo.push_back(i);
+        retry.push_back(i);
       } else if (first_error.is_ok()) {
         first_error = st;
       }
     }
+    // Retried ops go first, in their original order: every peer then starts the ops in the
+    // same sequence, even one that had not started the failed ones yet when they failed (its
+    // first attempt runs together with the others' retry).
+    todo.insert(todo.begin(), retry.begin(), retry.end());
     if (!first_error.is_ok()) {
       if (first_error.code() == StatusCode::kPeerLost) {
         lost = true;  // could not even start: retry below

@@ -1,7 +1,7 @@
 // all_reduce_multiple_with_retry: the recovery policy of qcclAllReduceMultipleWithRetry.
 //
-// Runs the operations up to `max_in_flight` at a time; those that fail with kPeerLost are
-// retried (the ring has been rebuilt when the failure is reported) until all succeeded, or
+// Runs the operations in order, up to `max_in_flight` at a time; those that fail with
+// kPeerLost are retried before any later one starts (the ring has been rebuilt when the failure is reported) until all succeeded, or
 // the group shrank below two peers (kTooFewPeers). Any other failure ends the call with that
 // status once the operations in flight have finished. Operations that committed before a
 // failure keep their results (computed with the world size of their time).
