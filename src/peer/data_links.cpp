@@ -62,8 +62,10 @@ net::awaitable<void> DataLinks::accept_one(std::shared_ptr<net::Connection> conn
                           st.to_string());
   auto pre = st.is_ok() ? wire::decode_preamble(bytes) : Result<wire::Preamble>(st);
   if (!pre.is_ok() || pre->kind != wire::ConnKind::kData) {
-    log::get("peer")->warn("data connection from {} refused: {}", conn->remote(),
-                           pre.is_ok() ? "not a data connection" : pre.status().message());
+    // A dialer that gave up (its epoch ended) is routine during churn; garbage is not.
+    auto level = st.is_ok() ? spdlog::level::warn : spdlog::level::debug;
+    log::get("peer")->log(level, "data connection from {} refused: {}", conn->remote(),
+                          pre.is_ok() ? "not a data connection" : pre.status().message());
     deadline.cancel();
     conn->close();
     co_return;
