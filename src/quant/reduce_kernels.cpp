@@ -22,6 +22,7 @@
 #include <cstring>
 #include <type_traits>
 
+#include "quant/fp16_f16c.hpp"
 #include "quant/half.hpp"
 
 // dst may alias a or b exactly. That creates no dependence between iterations (iteration i reads
@@ -330,6 +331,17 @@ void visit_format(DataType dtype, Visitor&& visit) {
 
 void reduce(DataType dtype, ReduceOp op, void* dst, const void* a, const void* b, size_t count) {
   if (count == 0) return;  // empty spans may carry null pointers
+  if (dtype == DataType::kFloat16) {
+    // Same bytes as the portable loop (fp16_f16c.hpp), about 10x faster where F16C exists.
+    size_t done = fp16_binary_f16c(op, static_cast<uint16_t*>(dst),
+                                   static_cast<const uint16_t*>(a),
+                                   static_cast<const uint16_t*>(b), count);
+    dst = static_cast<uint16_t*>(dst) + done;
+    a = static_cast<const uint16_t*>(a) + done;
+    b = static_cast<const uint16_t*>(b) + done;
+    count -= done;
+    if (count == 0) return;
+  }
   visit_format(dtype, [&]<typename Fmt>() { reduce_as<Fmt>(op, dst, a, b, count); });
 }
 
