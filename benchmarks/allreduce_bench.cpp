@@ -6,8 +6,6 @@
 // barrier and a max-reduce gathers the times. Every result is checked, on every peer.
 #include "bench_common.hpp"
 
-#include <cmath>
-#include <map>
 
 using namespace qccl_bench;
 
