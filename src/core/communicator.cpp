@@ -530,8 +530,7 @@ class Communicator::Impl : public std::enable_shared_from_this<Impl> {
       }
       Status st = co_await read_frame(*conn, epoch, staging);
       if (!st.is_ok()) {
-        if (epoch == group_epoch_ && conn->is_open() && !fatal_) links_->fail(st);
-        else if (epoch == group_epoch_ && !fatal_ && !links_->failed()) links_->fail(st);
+        if (epoch == group_epoch_ && !fatal_) links_->fail(st);  // idempotent
         co_return;
       }
     }
