@@ -3,6 +3,7 @@
 // exception crosses it (QCCL_CAPI_GUARD turns one into qcclInternalError).
 #include "qccl/qccl.h"
 
+#include <algorithm>
 #include <cstring>
 #include <exception>
 #include <string>
@@ -51,6 +52,16 @@ qcclResult_t guarded(const char* fn, F&& body) {
     if (!(cond)) return fail(qcclInvalidArgument, std::string(fn) + ": " + (what)); \
   } while (0)
 
+// The raw value of an enum a caller passed. Loading an out-of-range value as the enum type is
+// undefined behaviour in C++, and callers (from C) may pass anything: read the bits instead.
+template <typename E>
+unsigned raw_enum(const E& e) {
+  static_assert(sizeof(E) == sizeof(unsigned));
+  unsigned v;
+  std::memcpy(&v, &e, sizeof v);
+  return v;
+}
+
 bool valid(const qcclMaster* m) { return m != nullptr && m->magic == qcclMaster::kMagic; }
 bool valid(const qcclComm* c) { return c != nullptr && c->magic == qcclComm::kMagic && c->rep; }
 bool valid(const qcclOp* o) { return o != nullptr && o->magic == qcclOp::kMagic && o->rep; }
@@ -58,17 +69,18 @@ bool valid(const qcclOp* o) { return o != nullptr && o->magic == qcclOp::kMagic 
 // Converts and checks a public descriptor.
 qcclResult_t to_desc(const qcclReduceDesc_t* d, qccl::collectives::ReduceDesc* out, const char* fn) {
   out->count = d->count;
-  out->dtype = static_cast<qccl::DataType>(d->dtype);
-  out->op = static_cast<qccl::ReduceOp>(d->op);
-  out->tag = d->tag;
-  out->quant_algorithm = static_cast<qccl::QuantAlgorithm>(d->quantization.algorithm);
-  out->quant_dtype = static_cast<qccl::DataType>(d->quantization.quantized_dtype);
-  if (static_cast<unsigned>(d->dtype) >= qcclNumDataTypes ||
-      static_cast<unsigned>(d->op) >= qcclNumRedOps ||
-      static_cast<unsigned>(d->quantization.algorithm) > qcclQuantZeroPointScale) {
+  unsigned dtype = raw_enum(d->dtype), op = raw_enum(d->op);
+  unsigned algorithm = raw_enum(d->quantization.algorithm);
+  unsigned quant_dtype = raw_enum(d->quantization.quantized_dtype);
+  if (dtype >= qcclNumDataTypes || op >= qcclNumRedOps || algorithm > qcclQuantZeroPointScale) {
     return fail(qcclInvalidArgument, std::string(fn) + ": desc has an unknown dtype, op or "
                                                        "quantization algorithm");
   }
+  out->dtype = static_cast<qccl::DataType>(dtype);
+  out->op = static_cast<qccl::ReduceOp>(op);
+  out->tag = d->tag;
+  out->quant_algorithm = static_cast<qccl::QuantAlgorithm>(algorithm);
+  out->quant_dtype = static_cast<qccl::DataType>(quant_dtype < qcclNumDataTypes ? quant_dtype : 0);
   return to_result(qccl::collectives::validate(*out), fn);
 }
 
@@ -76,7 +88,7 @@ qcclResult_t check_buffers(const void* sendbuf, const void* recvbuf, const qcclR
                            const char* fn) {
   if (d->count == 0) return qcclSuccess;
   QCCL_REQUIRE(sendbuf != nullptr && recvbuf != nullptr, fn, "sendbuf or recvbuf is NULL");
-  size_t bytes = d->count * qccl::dtype_size(static_cast<qccl::DataType>(d->dtype));
+  size_t bytes = d->count * qccl::dtype_size(static_cast<qccl::DataType>(raw_enum(d->dtype)));
   auto s = static_cast<const char*>(sendbuf);
   auto r = static_cast<const char*>(recvbuf);
   bool overlap = s != r && s < r + bytes && r < s + bytes;
@@ -96,7 +108,7 @@ qcclResult_t qcclGetVersion(int* version_code) {
 }
 
 const char* qcclGetErrorString(qcclResult_t result) {
-  switch (result) {
+  switch (static_cast<qcclResult_t>(std::min(raw_enum(result), unsigned{qcclNumResults}))) {
     case qcclSuccess: return "success";
     case qcclInvalidArgument: return "invalid argument";
     case qcclInvalidUsage: return "invalid usage";
@@ -259,9 +271,10 @@ qcclResult_t qcclGetAttribute(const qcclComm_t* comm, qcclAttribute_t attr, int6
   const char* fn = "qcclGetAttribute";
   return guarded(fn, [&] {
     QCCL_REQUIRE(valid(comm) && value_out != nullptr, fn, "comm or value_out is NULL");
-    QCCL_REQUIRE(attr >= QCCL_ATTR_GLOBAL_WORLD_SIZE && attr <= QCCL_ATTR_EPOCH, fn,
-                 "unknown attribute " + std::to_string(static_cast<int>(attr)));
-    auto r = comm->rep->attribute(static_cast<qccl::core::Attribute>(attr));
+    unsigned raw = raw_enum(attr);
+    QCCL_REQUIRE(raw >= QCCL_ATTR_GLOBAL_WORLD_SIZE && raw <= QCCL_ATTR_EPOCH, fn,
+                 "unknown attribute " + std::to_string(static_cast<int>(raw)));
+    auto r = comm->rep->attribute(static_cast<qccl::core::Attribute>(raw));
     if (!r.is_ok()) return to_result(r.status(), fn);
     *value_out = *r;
     return qcclSuccess;

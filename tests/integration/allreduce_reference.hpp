@@ -284,7 +284,7 @@ inline std::string run_case(qcclComm_t* comm, int n, int me, qcclDataType_t dt, 
   size_t bytes = count * elem_size(dt);
   // Buffers never empty, so that count 0 passes real (unused) pointers.
   std::vector<uint8_t> send(bytes + 8, 0xa5), recv(bytes + 8, 0x5a);
-  std::memcpy(send.data(), c.input.data(), bytes);
+  if (bytes > 0) std::memcpy(send.data(), c.input.data(), bytes);
   qcclReduceDesc_t d = {count, dt, op, tag, {qcclQuantNone, dt}};
   qcclReduceInfo_t info{};
   qcclResult_t r = in_place ? qcclAllReduce(send.data(), send.data(), &d, comm, &info)
