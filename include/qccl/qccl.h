@@ -209,6 +209,47 @@ QCCL_API qcclResult_t qcclAllReduceMultipleWithRetry(const qcclReduceOp_t *ops, 
                                                      qcclComm_t *comm, int max_in_flight,
                                                      QCCL_NULLABLE qcclReduceInfo_t *info_out);
 
+/* ------------------------------------------------------------------------------------------ */
+/* Shared state                                                                               */
+/* ------------------------------------------------------------------------------------------ */
+
+typedef struct {
+  const char *name;               /* key; unique within the state                              */
+  void *data;                     /* caller-owned host memory (NULL only when count == 0)      */
+  size_t count;                   /* elements                                                  */
+  qcclDataType_t dtype;
+  int allow_content_inequality;   /* 1 = never compared nor transferred                         */
+} qcclTensorInfo_t;
+
+typedef struct {
+  uint64_t revision;              /* +1 per sync; set to the elected revision on success        */
+  size_t num_tensors;
+  qcclTensorInfo_t *tensors;
+} qcclSharedState_t;
+
+typedef enum {
+  qcclSyncEnforcePopular,         /* default: the most popular content wins                      */
+  qcclSyncReceiveOnly,            /* my state is stale: never a candidate, overwrite it          */
+  qcclSyncSendOnly                /* my state is the truth: kicked if another content wins       */
+} qcclSyncStrategy_t;
+
+typedef struct {
+  uint64_t tx_bytes, rx_bytes;    /* tensor bytes this peer sent to and received from peers     */
+} qcclSyncInfo_t;
+
+/* Collective over the accepted peers of this peer's group: makes every peer's shared state
+ * byte-identical to the content elected by the master (newest revision, then most peers; see
+ * docs/shared-state.md). Only tensors whose hash differs are downloaded, striped over every
+ * up-to-date peer, each piece verified by hash. On success state->revision holds the elected
+ * revision. qcclInvalidArgument (bad state or strategy, duplicate names), qcclInvalidUsage
+ * (not connected, operations in flight), qcclMismatch (peers disagree about names, dtypes or
+ * counts, or a revision skipped ahead; nothing was changed), qcclPeerLost (a peer holding the
+ * content left; retry at once), qcclKicked (a send-only peer whose content lost),
+ * qcclMasterUnreachable, qcclAborted. */
+QCCL_API qcclResult_t qcclSyncSharedState(qcclComm_t *comm, qcclSharedState_t *state,
+                                          qcclSyncStrategy_t strategy,
+                                          QCCL_NULLABLE qcclSyncInfo_t *info_out);
+
 #ifdef __cplusplus
 } /* extern "C" */
 #endif

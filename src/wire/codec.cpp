@@ -7,6 +7,9 @@
 //   C2MOpStart     u64 tag | u64 seq | u64 op_epoch | u64 desc_hash
 //   C2MOpDone      u64 tag | u64 seq | u64 op_epoch | u8 status | str message
 //   C2MLeave       (empty)
+//   C2MSyncState   u64 revision | u8 strategy | u32 n | n x (str name | u8 dtype | u64 count |
+//                  u64 hash | bool allow_inequality)
+//   C2MSyncDone    u64 round | u8 status | str message
 //   M2CWelcome     u64 peer_id | u32 heartbeat_interval_ms | u32 peer_timeout_ms |
 //                  u32 vote_timeout_ms
 //   M2CMembership  u64 group_epoch | u32 global_world_size | u32 group_world_size |
@@ -16,7 +19,12 @@
 //   M2COpResult    u64 tag | u64 seq | u64 op_epoch | u8 status | u32 world_size | str message
 //   M2CKicked      u8 reason | str message
 //   M2CHeartbeat   (empty)
+//   M2CSyncPlan    u64 round | u8 status | str message | u64 revision | u32 n | n x (u32 entry |
+//                  u64 hash) | u32 d | d x (u64 id | str host | u16 port)
+//   M2CSyncResult  u64 round | u8 status | str message | u64 revision
 //   P2PDataHeader  u64 tag | u64 seq | u64 desc_hash | u32 step | u32 segment  (32 bytes)
+//   P2PStateRequest      u32 entry | u32 piece | u64 entry_hash  (16 bytes)
+//   P2PStatePieceHeader  u32 entry | u32 piece | u64 piece_hash | u8 status | 7 x u8 0  (24)
 //
 // Decoding is strict, because the bytes come from the network: a payload must be consumed
 // exactly, enums must name a known value, strings and rings must respect kMaxStringBytes and
@@ -53,17 +61,23 @@ QCCL_WIRE_MSG_INFO_(C2MVote);
 QCCL_WIRE_MSG_INFO_(C2MOpStart);
 QCCL_WIRE_MSG_INFO_(C2MOpDone);
 QCCL_WIRE_MSG_INFO_(C2MLeave);
+QCCL_WIRE_MSG_INFO_(C2MSyncState);
+QCCL_WIRE_MSG_INFO_(C2MSyncDone);
 QCCL_WIRE_MSG_INFO_(M2CWelcome);
 QCCL_WIRE_MSG_INFO_(M2CMembership);
 QCCL_WIRE_MSG_INFO_(M2CVoteResult);
 QCCL_WIRE_MSG_INFO_(M2COpResult);
 QCCL_WIRE_MSG_INFO_(M2CKicked);
 QCCL_WIRE_MSG_INFO_(M2CHeartbeat);
+QCCL_WIRE_MSG_INFO_(M2CSyncPlan);
+QCCL_WIRE_MSG_INFO_(M2CSyncResult);
 #undef QCCL_WIRE_MSG_INFO_
 
 // Smallest encoding of one RingMember (u64 id, empty host, u16 port): bounds a claimed ring
 // length by the bytes actually present before anything is reserved.
 constexpr size_t kMinRingMemberBytes = 8 + 4 + 2;
+constexpr size_t kMinStateEntryBytes = 4 + 1 + 8 + 8 + 1;
+constexpr size_t kMinFetchEntryBytes = 4 + 8;
 
 // The longest prefix of `s` that fits kMaxStringBytes without splitting a UTF-8 sequence
 // (sequences are at most 4 bytes, so at most 3 bytes are given back; bytes that are not UTF-8
@@ -119,6 +133,23 @@ void put(ByteWriter& w, const C2MOpDone& m) {
   w.string(clamp_string(m.message));
 }
 void put(ByteWriter&, const C2MLeave&) {}
+void put(ByteWriter& w, const C2MSyncState& m) {
+  w.u64(m.revision);
+  w.u8(static_cast<uint8_t>(m.strategy));
+  w.u32(static_cast<uint32_t>(m.entries.size()));
+  for (const StateEntry& e : m.entries) {
+    w.string(e.name);  // never cut: a name is a key (over-long names are refused locally)
+    w.u8(e.dtype);
+    w.u64(e.count);
+    w.u64(e.hash);
+    w.boolean(e.allow_inequality);
+  }
+}
+void put(ByteWriter& w, const C2MSyncDone& m) {
+  w.u64(m.round);
+  w.u8(static_cast<uint8_t>(m.status));
+  w.string(clamp_string(m.message));
+}
 void put(ByteWriter& w, const M2CWelcome& m) {
   w.u64(m.peer_id);
   w.u32(m.heartbeat_interval_ms);
@@ -155,6 +186,29 @@ void put(ByteWriter& w, const M2CKicked& m) {
   w.string(clamp_string(m.message));
 }
 void put(ByteWriter&, const M2CHeartbeat&) {}
+void put(ByteWriter& w, const M2CSyncPlan& m) {
+  w.u64(m.round);
+  w.u8(static_cast<uint8_t>(m.status));
+  w.string(clamp_string(m.message));
+  w.u64(m.revision);
+  w.u32(static_cast<uint32_t>(m.fetch.size()));
+  for (const FetchEntry& f : m.fetch) {
+    w.u32(f.entry);
+    w.u64(f.hash);
+  }
+  w.u32(static_cast<uint32_t>(m.donors.size()));
+  for (const StateDonor& d : m.donors) {
+    w.u64(d.id);
+    w.string(clamp_string(d.host));
+    w.u16(d.port);
+  }
+}
+void put(ByteWriter& w, const M2CSyncResult& m) {
+  w.u64(m.round);
+  w.u8(static_cast<uint8_t>(m.status));
+  w.string(clamp_string(m.message));
+  w.u64(m.revision);
+}
 
 // ---- decoders: one overload per message; the caller checks for trailing bytes ----
 Status get(ByteReader& r, C2MRegister* m) {
@@ -178,6 +232,29 @@ Status get(ByteReader& r, C2MOpDone* m) {
   return r.string(&m->message, "message", kMaxStringBytes);
 }
 Status get(ByteReader&, C2MLeave*) { return Status::ok(); }
+Status get(ByteReader& r, C2MSyncState* m) {
+  QCCL_RETURN_IF_ERROR(r.u64(&m->revision, "revision"));
+  QCCL_RETURN_IF_ERROR(read_enum(r, &m->strategy, "strategy", 0,
+                                 static_cast<uint8_t>(SyncStrategy::kSendOnly)));
+  uint32_t n = 0;
+  QCCL_RETURN_IF_ERROR(r.count(&n, "entries", kMaxStateEntries, kMinStateEntryBytes));
+  m->entries.clear();
+  m->entries.reserve(n);
+  for (uint32_t i = 0; i < n; ++i) {
+    StateEntry& e = m->entries.emplace_back();
+    QCCL_RETURN_IF_ERROR(r.string(&e.name, "entry name", kMaxStringBytes));
+    QCCL_RETURN_IF_ERROR(read_enum(r, &e.dtype, "entry dtype", 0, kNumDataTypes - 1));
+    QCCL_RETURN_IF_ERROR(r.u64(&e.count, "entry count"));
+    QCCL_RETURN_IF_ERROR(r.u64(&e.hash, "entry hash"));
+    QCCL_RETURN_IF_ERROR(r.boolean(&e.allow_inequality, "entry allow_inequality"));
+  }
+  return Status::ok();
+}
+Status get(ByteReader& r, C2MSyncDone* m) {
+  QCCL_RETURN_IF_ERROR(r.u64(&m->round, "round"));
+  QCCL_RETURN_IF_ERROR(read_status_code(r, &m->status));
+  return r.string(&m->message, "message", kMaxStringBytes);
+}
 Status get(ByteReader& r, M2CWelcome* m) {
   QCCL_RETURN_IF_ERROR(r.u64(&m->peer_id, "peer_id"));
   QCCL_RETURN_IF_ERROR(r.u32(&m->heartbeat_interval_ms, "heartbeat_interval_ms"));
@@ -221,6 +298,38 @@ Status get(ByteReader& r, M2CKicked* m) {
   return r.string(&m->message, "message", kMaxStringBytes);
 }
 Status get(ByteReader&, M2CHeartbeat*) { return Status::ok(); }
+Status get(ByteReader& r, M2CSyncPlan* m) {
+  QCCL_RETURN_IF_ERROR(r.u64(&m->round, "round"));
+  QCCL_RETURN_IF_ERROR(read_status_code(r, &m->status));
+  QCCL_RETURN_IF_ERROR(r.string(&m->message, "message", kMaxStringBytes));
+  QCCL_RETURN_IF_ERROR(r.u64(&m->revision, "revision"));
+  uint32_t n = 0;
+  QCCL_RETURN_IF_ERROR(r.count(&n, "fetch", kMaxStateEntries, kMinFetchEntryBytes));
+  m->fetch.clear();
+  m->fetch.reserve(n);
+  for (uint32_t i = 0; i < n; ++i) {
+    FetchEntry& f = m->fetch.emplace_back();
+    QCCL_RETURN_IF_ERROR(r.u32(&f.entry, "fetch entry"));
+    QCCL_RETURN_IF_ERROR(r.u64(&f.hash, "fetch hash"));
+  }
+  uint32_t d = 0;
+  QCCL_RETURN_IF_ERROR(r.count(&d, "donors", kMaxRingMembers, kMinRingMemberBytes));
+  m->donors.clear();
+  m->donors.reserve(d);
+  for (uint32_t i = 0; i < d; ++i) {
+    StateDonor& donor = m->donors.emplace_back();
+    QCCL_RETURN_IF_ERROR(r.u64(&donor.id, "donor id"));
+    QCCL_RETURN_IF_ERROR(r.string(&donor.host, "donor host", kMaxStringBytes));
+    QCCL_RETURN_IF_ERROR(r.u16(&donor.port, "donor port"));
+  }
+  return Status::ok();
+}
+Status get(ByteReader& r, M2CSyncResult* m) {
+  QCCL_RETURN_IF_ERROR(r.u64(&m->round, "round"));
+  QCCL_RETURN_IF_ERROR(read_status_code(r, &m->status));
+  QCCL_RETURN_IF_ERROR(r.string(&m->message, "message", kMaxStringBytes));
+  return r.u64(&m->revision, "revision");
+}
 
 template <typename T>
 Result<ControlMessage> decode_as(std::span<const uint8_t> payload) {
@@ -261,15 +370,21 @@ Result<ControlMessage> decode_control(uint16_t type, std::span<const uint8_t> pa
     case MsgType::kC2MOpStart: return decode_as<C2MOpStart>(payload);
     case MsgType::kC2MOpDone: return decode_as<C2MOpDone>(payload);
     case MsgType::kC2MLeave: return decode_as<C2MLeave>(payload);
+    case MsgType::kC2MSyncState: return decode_as<C2MSyncState>(payload);
+    case MsgType::kC2MSyncDone: return decode_as<C2MSyncDone>(payload);
     case MsgType::kM2CWelcome: return decode_as<M2CWelcome>(payload);
     case MsgType::kM2CMembership: return decode_as<M2CMembership>(payload);
     case MsgType::kM2CVoteResult: return decode_as<M2CVoteResult>(payload);
     case MsgType::kM2COpResult: return decode_as<M2COpResult>(payload);
     case MsgType::kM2CKicked: return decode_as<M2CKicked>(payload);
     case MsgType::kM2CHeartbeat: return decode_as<M2CHeartbeat>(payload);
+    case MsgType::kM2CSyncPlan: return decode_as<M2CSyncPlan>(payload);
+    case MsgType::kM2CSyncResult: return decode_as<M2CSyncResult>(payload);
     case MsgType::kP2PData:
+    case MsgType::kP2PStateRequest:
+    case MsgType::kP2PStatePiece:
       return make_status(StatusCode::kInvalidArgument,
-                         "message type {} (P2PData) is not a control message", type);
+                         "message type {} is a peer-to-peer frame, not a control message", type);
   }
   return make_status(StatusCode::kInvalidArgument, "unknown message type {} ({} payload bytes)",
                      type, payload.size());
@@ -293,6 +408,44 @@ Result<P2PDataHeader> decode_data_header(std::span<const uint8_t, kP2PDataHeader
   h.desc_hash = load_le<uint64_t>(&b[16]);
   h.step = load_le<uint32_t>(&b[24]);
   h.segment = load_le<uint32_t>(&b[28]);
+  return h;
+}
+
+std::array<uint8_t, kP2PStateRequestSize> encode_state_request(const P2PStateRequest& q) {
+  std::array<uint8_t, kP2PStateRequestSize> b{};
+  store_le<uint32_t>(&b[0], q.entry);
+  store_le<uint32_t>(&b[4], q.piece);
+  store_le<uint64_t>(&b[8], q.entry_hash);
+  return b;
+}
+
+P2PStateRequest decode_state_request(std::span<const uint8_t, kP2PStateRequestSize> bytes) {
+  const uint8_t* b = bytes.data();
+  return {load_le<uint32_t>(&b[0]), load_le<uint32_t>(&b[4]), load_le<uint64_t>(&b[8])};
+}
+
+std::array<uint8_t, kP2PStatePieceHeaderSize> encode_state_piece_header(
+    const P2PStatePieceHeader& h) {
+  std::array<uint8_t, kP2PStatePieceHeaderSize> b{};
+  store_le<uint32_t>(&b[0], h.entry);
+  store_le<uint32_t>(&b[4], h.piece);
+  store_le<uint64_t>(&b[8], h.piece_hash);
+  b[16] = static_cast<uint8_t>(h.status);
+  return b;
+}
+
+Result<P2PStatePieceHeader> decode_state_piece_header(
+    std::span<const uint8_t, kP2PStatePieceHeaderSize> bytes) {
+  const uint8_t* b = bytes.data();
+  if (b[16] >= static_cast<uint8_t>(StatusCode::kNumCodes)) {
+    return make_status(StatusCode::kInvalidArgument,
+                       "P2PStatePieceHeader: status at byte 16 is {}, out of range", b[16]);
+  }
+  P2PStatePieceHeader h;
+  h.entry = load_le<uint32_t>(&b[0]);
+  h.piece = load_le<uint32_t>(&b[4]);
+  h.piece_hash = load_le<uint64_t>(&b[8]);
+  h.status = static_cast<StatusCode>(b[16]);
   return h;
 }
 

@@ -25,4 +25,13 @@ Result<ControlMessage> decode_control(uint16_t type, std::span<const uint8_t> pa
 std::array<uint8_t, kP2PDataHeaderSize> encode_data_header(const P2PDataHeader& h);
 Result<P2PDataHeader> decode_data_header(std::span<const uint8_t, kP2PDataHeaderSize> bytes);
 
+// Shared-state frames: the fixed request payload and the piece header (bytes follow it).
+std::array<uint8_t, kP2PStateRequestSize> encode_state_request(const P2PStateRequest& q);
+P2PStateRequest decode_state_request(std::span<const uint8_t, kP2PStateRequestSize> bytes);
+std::array<uint8_t, kP2PStatePieceHeaderSize> encode_state_piece_header(
+    const P2PStatePieceHeader& h);
+// Rejects an unknown status.
+Result<P2PStatePieceHeader> decode_state_piece_header(
+    std::span<const uint8_t, kP2PStatePieceHeaderSize> bytes);
+
 }  // namespace qccl::wire

@@ -13,7 +13,7 @@ namespace {
 
 bool valid_conn_kind(uint8_t k) {
   return k == static_cast<uint8_t>(ConnKind::kControl) ||
-         k == static_cast<uint8_t>(ConnKind::kData);
+         k == static_cast<uint8_t>(ConnKind::kData) || k == static_cast<uint8_t>(ConnKind::kState);
 }
 
 }  // namespace
@@ -48,7 +48,7 @@ Result<Preamble> decode_preamble(std::span<const uint8_t, kPreambleSize> bytes) 
   }
   if (!valid_conn_kind(b[6])) {
     return make_status(StatusCode::kInvalidArgument,
-                       "Preamble: unknown connection kind {} at byte 6 (expected 1..2)", b[6]);
+                       "Preamble: unknown connection kind {} at byte 6 (expected 1..3)", b[6]);
   }
   Preamble p;
   p.kind = static_cast<ConnKind>(b[6]);

@@ -29,13 +29,14 @@ inline constexpr size_t kPreambleAckSize = 8;
 inline constexpr size_t kFrameHeaderSize = 16;
 
 // Limits on payload_len, per connection kind.
-inline constexpr uint32_t kMaxControlPayload = 1u << 20;          // 1 MiB
+inline constexpr uint32_t kMaxControlPayload = 16u << 20;         // 16 MiB (large state votes)
 inline constexpr uint32_t kMaxSegmentBytes = 4u << 20;            // largest data segment
 inline constexpr uint32_t kMaxDataPayload = kMaxSegmentBytes + 64;
 
 enum class ConnKind : uint8_t {
   kControl = 1,  // peer -> master control link
   kData = 2,     // peer -> next ring neighbour, one lane of the pool
+  kState = 3,    // shared-state receiver -> donor
 };
 
 // What the connecting side says first.

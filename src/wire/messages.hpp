@@ -26,6 +26,8 @@ enum class MsgType : uint16_t {
   kC2MOpStart = 4,
   kC2MOpDone = 5,
   kC2MLeave = 6,
+  kC2MSyncState = 7,
+  kC2MSyncDone = 8,
   // M2C
   kM2CWelcome = 32,
   kM2CMembership = 33,
@@ -33,13 +35,20 @@ enum class MsgType : uint16_t {
   kM2COpResult = 35,
   kM2CKicked = 36,
   kM2CHeartbeat = 37,
+  kM2CSyncPlan = 38,
+  kM2CSyncResult = 39,
   // P2P
   kP2PData = 64,
+  kP2PStateRequest = 65,  // on a shared-state connection: fixed header, no message struct
+  kP2PStatePiece = 66,
 };
 
 // Decoding limits (a message over them is malformed).
 inline constexpr uint32_t kMaxStringBytes = 4096;
 inline constexpr uint32_t kMaxRingMembers = 65536;
+inline constexpr uint32_t kMaxStateEntries = 1u << 18;
+// Data types on the wire: qcclDataType_t values 0 .. kNumDataTypes-1 (checked in the C API).
+inline constexpr uint8_t kNumDataTypes = 12;
 
 enum class VoteKind : uint8_t {
   kUpdateTopology = 1,  // admit pending peers, rebuild rings
@@ -82,6 +91,30 @@ struct C2MOpDone {
 };
 struct C2MLeave {};
 
+// Shared state (docs/shared-state.md). Strategy values mirror qcclSyncStrategy_t.
+enum class SyncStrategy : uint8_t { kEnforcePopular = 0, kReceiveOnly = 1, kSendOnly = 2 };
+// One tensor of a peer's shared state as the master sees it: never its bytes.
+struct StateEntry {
+  std::string name;
+  uint8_t dtype = 0;             // qcclDataType_t
+  uint64_t count = 0;            // elements
+  uint64_t hash = 0;             // state/state_hash.hpp; 0 when allow_inequality
+  bool allow_inequality = false; // never compared nor transferred
+  auto operator<=>(const StateEntry&) const = default;
+};
+// A peer's vote in a shared-state sync of its group. Entries are sorted by name, names unique.
+struct C2MSyncState {
+  uint64_t revision = 0;
+  SyncStrategy strategy = SyncStrategy::kEnforcePopular;
+  std::vector<StateEntry> entries;
+};
+// A receiver finished downloading (ok) or gave up (e.g. every donor was lost).
+struct C2MSyncDone {
+  uint64_t round = 0;
+  StatusCode status = StatusCode::kOk;
+  std::string message;
+};
+
 // ---- M2C ----
 struct M2CWelcome {
   PeerId peer_id = kNoPeer;
@@ -121,6 +154,37 @@ struct M2CKicked {
   std::string message;
 };
 struct M2CHeartbeat {};
+// An entry a receiver must download: index into its (sorted) entries, and the elected hash.
+struct FetchEntry {
+  uint32_t entry = 0;
+  uint64_t hash = 0;
+  auto operator<=>(const FetchEntry&) const = default;
+};
+// A peer holding the elected content, which receivers download from.
+struct StateDonor {
+  PeerId id = kNoPeer;
+  std::string host;
+  uint16_t port = 0;
+  auto operator<=>(const StateDonor&) const = default;
+};
+// The master's decision for one peer once every group member voted. status != kOk ends the
+// sync for this peer (no M2CSyncResult follows); otherwise the peer downloads `fetch` from
+// `donors` (if any), reports C2MSyncDone, and waits for M2CSyncResult.
+struct M2CSyncPlan {
+  uint64_t round = 0;          // the group's sync round, echoed in C2MSyncDone
+  StatusCode status = StatusCode::kOk;
+  std::string message;
+  uint64_t revision = 0;       // the elected revision
+  std::vector<FetchEntry> fetch;
+  std::vector<StateDonor> donors;
+};
+// The end of a sync round: ok once every receiver reported success.
+struct M2CSyncResult {
+  uint64_t round = 0;
+  StatusCode status = StatusCode::kOk;
+  std::string message;
+  uint64_t revision = 0;
+};
 
 // ---- P2P ----
 // Header of a data frame; the segment bytes follow it in the same frame (not part of the
@@ -134,9 +198,27 @@ struct P2PDataHeader {
 };
 inline constexpr size_t kP2PDataHeaderSize = 32;
 
+// Shared-state connections (ConnKind::kState): the receiver sends requests, the donor answers
+// each with one piece frame, in order. Pieces are state/state_hash.hpp's hash pieces.
+struct P2PStateRequest {
+  uint32_t entry = 0;       // index into the sorted entries
+  uint32_t piece = 0;
+  uint64_t entry_hash = 0;  // the elected hash: the donor serves only content that has it
+};
+inline constexpr size_t kP2PStateRequestSize = 16;
+// Header of a piece frame; `status` != kOk means "not served" and no bytes follow.
+struct P2PStatePieceHeader {
+  uint32_t entry = 0;
+  uint32_t piece = 0;
+  uint64_t piece_hash = 0;  // hash of the bytes that follow
+  StatusCode status = StatusCode::kOk;
+};
+inline constexpr size_t kP2PStatePieceHeaderSize = 24;
+
 using ControlMessage =
     std::variant<C2MRegister, C2MHeartbeat, C2MVote, C2MOpStart, C2MOpDone, C2MLeave,
-                 M2CWelcome, M2CMembership, M2CVoteResult, M2COpResult, M2CKicked, M2CHeartbeat>;
+                 C2MSyncState, C2MSyncDone, M2CWelcome, M2CMembership, M2CVoteResult,
+                 M2COpResult, M2CKicked, M2CHeartbeat, M2CSyncPlan, M2CSyncResult>;
 
 MsgType type_of(const ControlMessage& m);
 
