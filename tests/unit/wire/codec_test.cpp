@@ -55,6 +55,10 @@ TEST(WireCodec, TypeOfMatchesEveryAlternative) {
   EXPECT_EQ(type_of(C2MOpStart{}), MsgType::kC2MOpStart);
   EXPECT_EQ(type_of(C2MOpDone{}), MsgType::kC2MOpDone);
   EXPECT_EQ(type_of(C2MLeave{}), MsgType::kC2MLeave);
+  EXPECT_EQ(type_of(C2MSyncState{}), MsgType::kC2MSyncState);
+  EXPECT_EQ(type_of(C2MSyncDone{}), MsgType::kC2MSyncDone);
+  EXPECT_EQ(type_of(M2CSyncPlan{}), MsgType::kM2CSyncPlan);
+  EXPECT_EQ(type_of(M2CSyncResult{}), MsgType::kM2CSyncResult);
   EXPECT_EQ(type_of(M2CWelcome{}), MsgType::kM2CWelcome);
   EXPECT_EQ(type_of(M2CMembership{}), MsgType::kM2CMembership);
   EXPECT_EQ(type_of(M2CVoteResult{}), MsgType::kM2CVoteResult);
@@ -65,7 +69,7 @@ TEST(WireCodec, TypeOfMatchesEveryAlternative) {
 
 TEST(WireCodec, EveryMessageRoundTrips) {
   const std::vector<ControlMessage> samples = sample_messages();
-  ASSERT_EQ(samples.size(), 20u);
+  ASSERT_EQ(samples.size(), 26u);
   for (const ControlMessage& m : samples) {
     const std::vector<uint8_t> frame = encode_frame(m, 0xFEDCBA9876543210ull);
     auto decoded = test::decode_whole_frame(frame);
@@ -169,12 +173,14 @@ TEST(WireCodec, RejectsTrailingBytes) {
 
 TEST(WireCodec, RejectsUnknownAndDataTypes) {
   const std::vector<uint8_t> empty;
-  for (uint16_t t : {0, 7, 31, 38, 63, 65, 1000, 0xFFFF}) {
+  for (uint16_t t : {0, 9, 31, 40, 63, 67, 1000, 0xFFFF}) {
     EXPECT_TRUE(fails_with(decode_control(t, empty), {"unknown message type"})) << t;
   }
   const std::vector<uint8_t> data(kP2PDataHeaderSize, 0);
-  EXPECT_TRUE(fails_with(decode_control(static_cast<uint16_t>(MsgType::kP2PData), data),
-                         {"not a control message"}));
+  for (MsgType t : {MsgType::kP2PData, MsgType::kP2PStateRequest, MsgType::kP2PStatePiece}) {
+    EXPECT_TRUE(fails_with(decode_control(static_cast<uint16_t>(t), data),
+                           {"not a control message"}));
+  }
 }
 
 TEST(WireCodec, RejectsOutOfRangeEnums) {
@@ -195,6 +201,16 @@ TEST(WireCodec, RejectsOutOfRangeEnums) {
   std::vector<uint8_t> result = payload_bytes(M2COpResult{1, 2, 3, StatusCode::kOk, 4, ""});
   result[24] = 0xFF;
   EXPECT_TRUE(fails_with(decode_control(type_num(M2COpResult{}), result), {"status"}));
+
+  // C2MSyncState: strategy at byte 8, the first entry's dtype after its name.
+  std::vector<uint8_t> sync = payload_bytes(
+      C2MSyncState{1, SyncStrategy::kSendOnly, {StateEntry{"w", 11, 2, 3, false}}});
+  sync[8] = 3;
+  EXPECT_TRUE(fails_with(decode_control(type_num(C2MSyncState{}), sync), {"strategy"}));
+  sync[8] = 0;
+  ASSERT_EQ(sync[18], 11);  // 8 revision + 1 strategy + 4 count + 4 length + 1 name byte
+  sync[18] = kNumDataTypes;
+  EXPECT_TRUE(fails_with(decode_control(type_num(C2MSyncState{}), sync), {"dtype", "12"}));
 
   for (uint8_t k : {0, 6, 200}) {
     std::vector<uint8_t> kicked = payload_bytes(M2CKicked{KickReason::kTimeout, "t"});
@@ -249,6 +265,42 @@ TEST(WireCodec, RejectsOverLimitRings) {
   // An encoder handed an over-limit ring does not cut it; the receiver rejects it.
   M2CMembership big{1, 0, 0, 1, 0, std::vector<RingMember>(kMaxRingMembers + 1)};
   EXPECT_TRUE(fails_with(decode_control(t, payload_of(encode_frame(big, 0))), {"limit 65536"}));
+}
+
+TEST(WireCodec, StateFramesGoldenBytesAndRoundTrip) {
+  const P2PStateRequest q{0x01020304u, 0x11121314u, 0x2122232425262728ull};
+  const auto qb = encode_state_request(q);
+  const std::array<uint8_t, kP2PStateRequestSize> qe = {0x04, 0x03, 0x02, 0x01, 0x14, 0x13,
+                                                        0x12, 0x11, 0x28, 0x27, 0x26, 0x25,
+                                                        0x24, 0x23, 0x22, 0x21};
+  EXPECT_EQ(qb, qe);
+  const P2PStateRequest qd = decode_state_request(qb);
+  EXPECT_EQ(qd.entry, q.entry);
+  EXPECT_EQ(qd.piece, q.piece);
+  EXPECT_EQ(qd.entry_hash, q.entry_hash);
+
+  const P2PStatePieceHeader h{7, 9, 0xAABBCCDDEEFF0011ull, StatusCode::kPeerLost};
+  auto hb = encode_state_piece_header(h);
+  EXPECT_EQ(hb[16], static_cast<uint8_t>(StatusCode::kPeerLost));
+  for (size_t i = 17; i < kP2PStatePieceHeaderSize; ++i) EXPECT_EQ(hb[i], 0) << i;
+  auto hd = decode_state_piece_header(hb);
+  ASSERT_TRUE(hd.is_ok()) << hd.status().to_string();
+  EXPECT_EQ(hd->entry, 7u);
+  EXPECT_EQ(hd->piece, 9u);
+  EXPECT_EQ(hd->piece_hash, h.piece_hash);
+  EXPECT_EQ(hd->status, StatusCode::kPeerLost);
+  hb[16] = static_cast<uint8_t>(StatusCode::kNumCodes);
+  EXPECT_TRUE(fails_with(decode_state_piece_header(hb), {"status", "byte 16"}));
+}
+
+TEST(WireCodec, RejectsOverLimitStateEntries) {
+  // A claimed entry count over kMaxStateEntries is refused before anything is reserved.
+  std::vector<uint8_t> p = payload_bytes(C2MSyncState{1, SyncStrategy::kEnforcePopular, {}});
+  put_u32(p, 9, kMaxStateEntries + 1);
+  EXPECT_TRUE(fails_with(decode_control(type_num(C2MSyncState{}), p), {"entries"}));
+  // A count the remaining bytes cannot hold is refused too.
+  put_u32(p, 9, 1000);
+  EXPECT_TRUE(fails_with(decode_control(type_num(C2MSyncState{}), p), {"entries"}));
 }
 
 }  // namespace

@@ -29,6 +29,8 @@ inline auto fields(const C2MOpDone& m) {
   return std::tie(m.tag, m.seq, m.op_epoch, m.status, m.message);
 }
 inline auto fields(const C2MLeave&) { return std::tuple<>(); }
+inline auto fields(const C2MSyncState& m) { return std::tie(m.revision, m.strategy, m.entries); }
+inline auto fields(const C2MSyncDone& m) { return std::tie(m.round, m.status, m.message); }
 inline auto fields(const M2CWelcome& m) {
   return std::tie(m.peer_id, m.heartbeat_interval_ms, m.peer_timeout_ms, m.vote_timeout_ms);
 }
@@ -44,6 +46,12 @@ inline auto fields(const M2COpResult& m) {
 }
 inline auto fields(const M2CKicked& m) { return std::tie(m.reason, m.message); }
 inline auto fields(const M2CHeartbeat&) { return std::tuple<>(); }
+inline auto fields(const M2CSyncPlan& m) {
+  return std::tie(m.round, m.status, m.message, m.revision, m.fetch, m.donors);
+}
+inline auto fields(const M2CSyncResult& m) {
+  return std::tie(m.round, m.status, m.message, m.revision);
+}
 
 inline bool same_message(const ControlMessage& a, const ControlMessage& b) {
   if (a.index() != b.index()) return false;
@@ -91,6 +99,15 @@ inline std::vector<ControlMessage> sample_messages() {
   v.push_back(M2CKicked{KickReason::kStraggler, "missed vote 4"});
   v.push_back(M2CKicked{KickReason::kDuplicate, ""});
   v.push_back(M2CHeartbeat{});
+  v.push_back(C2MSyncState{7, SyncStrategy::kSendOnly,
+                           {StateEntry{"layer0.weight", 10, 4096, 0x1234567890ABCDEFull, false},
+                            StateEntry{"step", 7, 1, 0, true}}});
+  v.push_back(C2MSyncState{0, SyncStrategy::kReceiveOnly, {}});
+  v.push_back(C2MSyncDone{3, StatusCode::kPeerLost, "every donor was lost"});
+  v.push_back(M2CSyncPlan{4, StatusCode::kOk, "", 12, {FetchEntry{0, 0xAAull}, FetchEntry{9, ~0ull}},
+                          {StateDonor{2, "10.0.0.2", 4000}, StateDonor{5, "", 1}}});
+  v.push_back(M2CSyncPlan{5, StatusCode::kMismatch, "key 'b' is missing on peer 2", 0, {}, {}});
+  v.push_back(M2CSyncResult{4, StatusCode::kOk, "", 12});
   return v;
 }
 
