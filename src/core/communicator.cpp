@@ -7,6 +7,7 @@
 #include "common/address.hpp"
 #include "common/logging.hpp"
 #include "core/allreduce_op.hpp"
+#include "core/state_sync.hpp"
 #include "net/io_thread.hpp"
 #include "net/signal.hpp"
 #include "peer/data_links.hpp"
@@ -37,8 +38,30 @@ class Communicator::Impl : public std::enable_shared_from_this<Impl> {
           [this](std::shared_ptr<net::Connection> c, Epoch e) { start_reader(std::move(c), e); },
           [this](Epoch e, const Status&) { on_links_ready(e); },
           [this](Epoch e, const Status& why) { on_links_failed(e, why); });
+      sync_ = std::make_shared<StateSync>(
+          io_.context().get_executor(),
+          [this](const wire::ControlMessage& m) {
+            if (master_ && !fatal_) master_->send(m, global_epoch_);
+          },
+          [this] { check_drained(); });
+      links_->set_state_handler([this](std::shared_ptr<net::Connection> c, const wire::Preamble& p) {
+        sync_->adopt(std::move(c), p);
+      });
       return links_->listen(options_.listen_host, 0);
     });
+  }
+
+  Result<SyncOutcome> sync_shared_state(SyncRequest request) {
+    auto promise = std::make_shared<StateSync::Promise>();
+    auto fut = promise->get_future();
+    io_.post([self = shared_from_this(), promise, req = std::move(request)]() mutable {
+      self->start_sync(std::move(req), promise);
+    });
+    return fut.get();
+  }
+
+  void set_state_piece_hook(std::function<void(uint64_t)> hook) {
+    io_.run_sync([&] { sync_->set_piece_hook(std::move(hook)); });
   }
 
   // ---- control calls (user threads) ----
@@ -156,6 +179,7 @@ class Communicator::Impl : public std::enable_shared_from_this<Impl> {
     stall_timeout_ = std::chrono::milliseconds(
         std::max(welcome->vote_timeout_ms, welcome->peer_timeout_ms));
     links_->set_identity(self_, settings_);
+    sync_->set_identity(self_, settings_, connections());
     link->start();
     asio::co_spawn(io_.context(), stall_watchdog(), asio::detached);
     log_->info("registered with the master at {} as peer {}", format_host_port(master_addr_), self_);
@@ -183,6 +207,23 @@ class Communicator::Impl : public std::enable_shared_from_this<Impl> {
     connect_promise_.reset();
   }
 
+  // ---- shared state ----
+
+  void start_sync(SyncRequest req, std::shared_ptr<StateSync::Promise> promise) {
+    constexpr std::string_view call = "qcclSyncSharedState";
+    if (state_ != State::kConnected) return promise->set_value(not_connected(call));
+    if (!ops_.empty()) {
+      return promise->set_value(make_status(StatusCode::kInvalidUsage,
+                                            "{}: {} operation(s) in flight; wait for them first",
+                                            call, ops_.size()));
+    }
+    if (vote_ || sync_->active()) {
+      return promise->set_value(make_status(StatusCode::kInvalidUsage,
+                                            "{}: another control call is in progress", call));
+    }
+    sync_->start(std::move(req), std::move(promise));
+  }
+
   // ---- votes ----
 
   void start_vote(wire::VoteKind kind, std::shared_ptr<std::promise<Result<bool>>> promise) {
@@ -194,7 +235,7 @@ class Communicator::Impl : public std::enable_shared_from_this<Impl> {
                                             "{}: {} operation(s) in flight; wait for them first",
                                             call, ops_.size()));
     }
-    if (vote_) {
+    if (vote_ || sync_->active()) {
       return promise->set_value(make_status(StatusCode::kInvalidUsage,
                                             "{}: another control call is in progress", call));
     }
@@ -237,6 +278,8 @@ class Communicator::Impl : public std::enable_shared_from_this<Impl> {
     if (const auto* mem = std::get_if<wire::M2CMembership>(&m)) return on_membership(*mem, epoch);
     if (const auto* res = std::get_if<wire::M2COpResult>(&m)) return on_op_result(*res);
     if (const auto* vr = std::get_if<wire::M2CVoteResult>(&m)) return on_vote_result(*vr);
+    if (const auto* sp = std::get_if<wire::M2CSyncPlan>(&m)) return sync_->on_plan(*sp);
+    if (const auto* sr = std::get_if<wire::M2CSyncResult>(&m)) return sync_->on_result(*sr);
     if (const auto* k = std::get_if<wire::M2CKicked>(&m)) {
       return on_fatal(make_status(StatusCode::kKicked, "expelled by the master: {}", k->message));
     }
@@ -258,6 +301,7 @@ class Communicator::Impl : public std::enable_shared_from_this<Impl> {
     view_ = m;
     rank_ = *rank;
     admitted_ = true;
+    sync_->on_ring(m.ring);
     if (!group_changed) return;
     group_epoch_ = m.group_epoch;
     next_seq_.clear();
@@ -330,6 +374,7 @@ class Communicator::Impl : public std::enable_shared_from_this<Impl> {
     state_ = State::kClosed;
     if (connect_promise_) finish_connect(why);
     if (vote_) finish_vote(why);
+    sync_->fail(why);
     for (auto& [tag, op] : snapshot_ops()) fail_op(op, why, FailSource::kMaster);
     links_->close_all();
     if (master_) master_->close();
@@ -352,7 +397,7 @@ class Communicator::Impl : public std::enable_shared_from_this<Impl> {
   }
 
   void check_drained() {
-    if (drained_ && ops_.empty() && !leaving_) {
+    if (drained_ && ops_.empty() && !leaving_ && !sync_->active()) {
       drained_->set_value();
       drained_.reset();
     }
@@ -363,7 +408,9 @@ class Communicator::Impl : public std::enable_shared_from_this<Impl> {
   Status start_op(const void* sendbuf, void* recvbuf, const collectives::ReduceDesc& desc,
                   std::shared_ptr<OpHandle> handle) {
     if (state_ != State::kConnected) return not_connected("qcclAllReduce");
-    if (vote_) return make_status(StatusCode::kInvalidUsage, "qcclAllReduce: a control call is in progress");
+    if (vote_ || sync_->active()) {
+      return make_status(StatusCode::kInvalidUsage, "qcclAllReduce: a control call is in progress");
+    }
     if (ops_.count(desc.tag)) {
       return make_status(StatusCode::kInvalidUsage,
                          "qcclAllReduce: an operation with tag {} is already in flight", desc.tag);
@@ -638,6 +685,7 @@ class Communicator::Impl : public std::enable_shared_from_this<Impl> {
   net::IoThread io_;
   std::shared_ptr<spdlog::logger> log_;
   std::unique_ptr<peer::DataLinks> links_;
+  std::shared_ptr<StateSync> sync_;
   std::shared_ptr<peer::MasterLink> master_;
   peer::LinkSettings settings_;
   std::chrono::milliseconds stall_timeout_{60000};
@@ -707,6 +755,20 @@ Status Communicator::update_topology() {
 Result<bool> Communicator::are_peers_pending() { return impl_->vote(wire::VoteKind::kPeersPending); }
 
 Result<int64_t> Communicator::attribute(Attribute attr) const { return impl_->attribute(attr); }
+
+Status Communicator::sync_shared_state(std::span<const StateTensor> tensors, uint64_t* revision,
+                                       wire::SyncStrategy strategy, SyncInfo* info) {
+  // Checked and hashed here, on the caller's thread (hashing uses a few helper threads).
+  QCCL_ASSIGN_OR_RETURN(SyncRequest req, prepare_sync(tensors, *revision, strategy));
+  QCCL_ASSIGN_OR_RETURN(SyncOutcome out, impl_->sync_shared_state(std::move(req)));
+  *revision = out.revision;
+  if (info != nullptr) *info = SyncInfo{out.tx_bytes, out.rx_bytes};
+  return Status::ok();
+}
+
+void Communicator::set_state_piece_hook_for_testing(std::function<void(uint64_t)> hook) {
+  impl_->set_state_piece_hook(std::move(hook));
+}
 
 Result<std::shared_ptr<OpHandle>> Communicator::all_reduce_async(
     const void* sendbuf, void* recvbuf, const collectives::ReduceDesc& desc) {

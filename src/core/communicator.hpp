@@ -14,6 +14,8 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
+#include <span>
 #include <memory>
 #include <optional>
 #include <string>
@@ -22,6 +24,7 @@
 #include "common/ids.hpp"
 #include "common/status.hpp"
 #include "core/op_handle.hpp"
+#include "core/state_sync.hpp"
 
 namespace qccl::core {
 
@@ -63,6 +66,19 @@ class Communicator {
                                                      const collectives::ReduceDesc& desc);
   Status all_reduce(const void* sendbuf, void* recvbuf, const collectives::ReduceDesc& desc,
                     ReduceInfo* info);
+
+  // Makes this peer's shared state identical to the content the master elects among the
+  // group (docs/shared-state.md). On success *revision is the elected revision.
+  // REQUIRES: revision != nullptr; tensors valid until the call returns.
+  struct SyncInfo {
+    uint64_t tx_bytes = 0;
+    uint64_t rx_bytes = 0;
+  };
+  Status sync_shared_state(std::span<const StateTensor> tensors, uint64_t* revision,
+                           wire::SyncStrategy strategy, SyncInfo* info);
+
+  // Tests only: called on the loop after every shared-state piece this peer served.
+  void set_state_piece_hook_for_testing(std::function<void(uint64_t)> hook);
 
   // Tests only: inject a fault in this peer's data links (see peer::FaultInjection).
   void inject_fault_for_testing(uint64_t close_after_bytes, uint64_t stall_reads_after_bytes);

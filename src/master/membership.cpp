@@ -93,6 +93,10 @@ void Membership::on_message(PeerId id, const wire::ControlMessage& msg, TimePoin
     handle_op_start(p, *s, now, out);
   } else if (const auto* d = std::get_if<wire::C2MOpDone>(&msg)) {
     handle_op_done(p, *d, out);
+  } else if (const auto* ss = std::get_if<wire::C2MSyncState>(&msg)) {
+    handle_sync_state(p, *ss, now, out);
+  } else if (const auto* sd = std::get_if<wire::C2MSyncDone>(&msg)) {
+    handle_sync_done(p, *sd, out);
   } else {
     kick(id, wire::KickReason::kProtocolError,
          fmt::format("unexpected message type {} from a peer",
@@ -157,6 +161,7 @@ void Membership::on_tick(TimePoint now, Outbox& out) {
   for (const auto& [id, why] : stragglers) {
     if (peers_.count(id)) kick(id, wire::KickReason::kStraggler, why, now, out);
   }
+  sync_stragglers(now, out);
   try_complete_votes(now, out);
 }
 
@@ -171,6 +176,7 @@ std::optional<TimePoint> Membership::next_deadline() const {
     for (const auto& [key, op] : g.ops) {
       if (op.started.size() < g.ring.size()) consider(op.first_start + config_.vote_timeout);
     }
+    if (g.sync && !g.sync->decided) consider(g.sync->first_vote + config_.vote_timeout);
   }
   return best;
 }
@@ -370,6 +376,7 @@ void Membership::remove_peer(PeerId id, TimePoint now, Outbox& out) {
                                     fmt::join(g.ring, ", ")));
       abort_group(p.group, std::nullopt, StatusCode::kPeerLost,
                   fmt::format("peer {} left or failed", id), out);
+      sync_peer_removed(p.group, id, now, out);
     }
     if (num_accepted() == 0) {
       votes_.clear();  // a round of a run that has ended must not bind the next one

@@ -27,6 +27,13 @@
 // started it (a member that only starts after an abort would run its call as the others'
 // retry instead of failing it).
 //
+// Shared-state syncs (membership_sync.cpp) are per group: a round collects every member's
+// C2MSyncState (stragglers expelled at the vote timeout), elects the content
+// (state_election.hpp), sends each member its M2CSyncPlan, waits for every receiver's
+// C2MSyncDone and ends with M2CSyncResult. A receiver that fails ends the round with its
+// status for everyone; a member lost during the transfer no longer counts. The group's
+// expected revision moves on only when a round succeeds, and is forgotten with the group.
+//
 // Thread-safety: none; owned by the master's single I/O thread.
 #pragma once
 
@@ -39,6 +46,7 @@
 #include <vector>
 
 #include "common/ids.hpp"
+#include "master/state_election.hpp"
 #include "wire/messages.hpp"
 
 namespace qccl::master {
@@ -116,10 +124,22 @@ class Membership {
     // (not just the early ones) gets kMismatch for this very call.
     std::optional<std::string> mismatch;
   };
+  struct SyncRound {
+    uint64_t id = 0;
+    TimePoint first_vote;
+    std::map<PeerId, SyncVote> votes;
+    bool decided = false;            // plans sent; transferring
+    uint64_t revision = 0;           // decided: the elected revision
+    std::set<PeerId> participants;   // decided: who gets the result
+    std::set<PeerId> pending;        // decided: receivers that have not reported yet
+  };
   struct Group {
     Epoch epoch = 0;
     std::vector<PeerId> ring;  // accepted members in ring order
     std::map<OpKey, OpState> ops;
+    std::optional<SyncRound> sync;
+    std::optional<uint64_t> next_revision;  // none until a sync of this group succeeded
+    uint64_t sync_rounds = 0;
   };
   struct VoteRound {
     TimePoint started;
@@ -128,6 +148,13 @@ class Membership {
   void handle_vote(Peer& p, wire::VoteKind kind, TimePoint now, Outbox& out);
   void handle_op_start(Peer& p, const wire::C2MOpStart& m, TimePoint now, Outbox& out);
   void handle_op_done(Peer& p, const wire::C2MOpDone& m, Outbox& out);
+  // Shared state (membership_sync.cpp).
+  void handle_sync_state(Peer& p, const wire::C2MSyncState& m, TimePoint now, Outbox& out);
+  void handle_sync_done(Peer& p, const wire::C2MSyncDone& m, Outbox& out);
+  void try_elect(GroupId gid, TimePoint now, Outbox& out);
+  void finish_sync(GroupId gid, StatusCode status, const std::string& why, Outbox& out);
+  void sync_peer_removed(GroupId gid, PeerId id, TimePoint now, Outbox& out);
+  void sync_stragglers(TimePoint now, Outbox& out);
   // Answers kPeerLost to a message about an op of an older group epoch; true if it was one.
   bool reject_stale(const Peer& p, const OpKey& key, Epoch op_epoch, Outbox& out);
   // Aborts the op with kMismatch if one was found and every member has started it.

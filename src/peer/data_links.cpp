@@ -61,6 +61,11 @@ net::awaitable<void> DataLinks::accept_one(std::shared_ptr<net::Connection> conn
   log::get("peer")->debug("peer {}: inbound data connection from {}: {}", self_, conn->remote(),
                           st.to_string());
   auto pre = st.is_ok() ? wire::decode_preamble(bytes) : Result<wire::Preamble>(st);
+  if (pre.is_ok() && pre->kind == wire::ConnKind::kState && on_state_) {
+    deadline.cancel();
+    on_state_(std::move(conn), *pre);
+    co_return;
+  }
   if (!pre.is_ok() || pre->kind != wire::ConnKind::kData) {
     // A dialer that gave up (its epoch ended) is routine during churn; garbage is not.
     auto level = st.is_ok() ? spdlog::level::warn : spdlog::level::debug;

@@ -13,6 +13,7 @@
 // was taken back with cancel().
 //
 // Receiving: inbound lanes are handed to the owner (on_inbound), which runs their reader.
+// The listener also accepts shared-state connections and hands them to the state handler.
 //
 // Any lane failing makes the whole epoch fail (on_failed, once): the ring is broken and the
 // master will move the group to a new epoch.
@@ -82,6 +83,9 @@ class DataLinks {
   uint16_t port() const { return port_; }
   void set_identity(PeerId self, LinkSettings settings) { self_ = self; settings_ = settings; }
   void set_fault_injection(FaultInjection f) { faults_ = f; }
+  // Where accepted shared-state connections (ConnKind::kState) go, after their preamble.
+  using StateHandler = std::function<void(std::shared_ptr<net::Connection>, const wire::Preamble&)>;
+  void set_state_handler(StateHandler h) { on_state_ = std::move(h); }
   // Inbound side of the injection: true once reads should stall (checked by the reader).
   bool should_stall_reads(uint64_t bytes_read_total);
 
@@ -116,6 +120,7 @@ class DataLinks {
   InboundHandler on_inbound_;
   EpochHandler on_ready_;
   EpochHandler on_failed_;
+  StateHandler on_state_;
   PeerId self_ = kNoPeer;
   LinkSettings settings_;
   std::optional<net::tcp::acceptor> acceptor_;

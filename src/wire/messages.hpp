@@ -62,6 +62,7 @@ enum class KickReason : uint8_t {
   kProtocolError = 3,   // malformed or illegal message
   kShutdown = 4,        // the master is stopping
   kDuplicate = 5,       // registered twice
+  kLostElection = 6,    // a send-only peer whose shared state lost the election
 };
 
 // ---- C2M ----

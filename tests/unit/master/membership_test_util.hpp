@@ -47,6 +47,8 @@ inline std::string kick_reason_name(wire::KickReason r) {
       return "Shutdown";
     case wire::KickReason::kDuplicate:
       return "Duplicate";
+    case wire::KickReason::kLostElection:
+      return "LostElection";
   }
   return fmt::format("KickReason({})", static_cast<int>(r));
 }
