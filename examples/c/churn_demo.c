@@ -10,7 +10,14 @@
  * took part: it must have exactly world_size bits set, all of launched peers, and every
  * element of the buffer must be equal. Each step the peers also agree on the step number
  * (a Max all-reduce), so a newcomer falls into step, and they admit pending peers when
- * qcclArePeersPending says so. Exit status 0 means every result every peer saw was right.
+ * qcclArePeersPending says so.
+ *
+ * Shared state: every peer keeps a 16 MiB "model" that it updates from each step's result, and
+ * syncs it with qcclSyncSharedState every step (revision = step). Peers that were there all
+ * along hold identical bytes, so their syncs move nothing (rx 0 is checked); the newcomer
+ * syncs with qcclSyncReceiveOnly and downloads the model from all the others at once, after
+ * which its syncs must move nothing either. Exit status 0 means every result every peer saw
+ * was right.
  */
 #define _POSIX_C_SOURCE 200809L
 
@@ -52,6 +59,16 @@ static int check(qcclResult_t r, const char *what, int index) {
   return 0;
 }
 
+/* Shared-state sync with retry on qcclPeerLost (a peer holding the state was lost). */
+static qcclResult_t sync_retry(qcclComm_t *c, qcclSharedState_t *st, qcclSyncStrategy_t strategy,
+                               qcclSyncInfo_t *info, int index) {
+  for (;;) {
+    qcclResult_t r = qcclSyncSharedState(c, st, strategy, info);
+    if (r != qcclPeerLost) return r;
+    printf("[peer %d] a peer was lost during the state sync; retrying\n", index);
+  }
+}
+
 /* All-reduce with retry on qcclPeerLost (the ring is already rebuilt when it returns). */
 static qcclResult_t reduce_retry(const void *send, void *recv, qcclReduceDesc_t *d, qcclComm_t *c,
                                  qcclReduceInfo_t *info, int index, int *retries) {
@@ -78,6 +95,14 @@ static int run_peer(const char *master, int index, int steps, size_t count) {
   float *send = malloc(count * sizeof(float));
   float *recv = malloc(count * sizeof(float));
   for (size_t i = 0; i < count; ++i) send[i] = (float)(1u << index);
+  /* The shared state: a model (zeros until the first sync) and the step it belongs to. */
+  size_t model_count = 4u << 20;
+  float *model = calloc(model_count, sizeof(float));
+  int64_t model_step = 0;
+  qcclTensorInfo_t tensors[2] = {{"model", model, model_count, qcclFloat32, 0},
+                                 {"model_step", &model_step, 1, qcclInt64, 0}};
+  qcclSharedState_t state = {0, 2, tensors};
+  int synced_once = 0;
   int64_t step = 0;
   int retries = 0, bad = 0, ok_steps = 0;
   /* A newcomer was admitted by the others' qcclUpdateTopology, after which they go on to
@@ -109,6 +134,28 @@ static int run_peer(const char *master, int index, int steps, size_t count) {
     if (r == qcclTooFewPeers) continue;
     if (!check(r, "qcclAllReduce(step)", index)) break;
     step = agreed;
+    /* Sync the shared state (revision = step): the newcomer receives it, the others agree. */
+    qcclSyncInfo_t sinfo;
+    state.revision = (uint64_t)step;
+    double s0 = now_ms();
+    /* A peer joining a run in progress knows its state is stale: receive-only. */
+    int joining = !synced_once && step > 0;
+    r = sync_retry(comm, &state, joining ? qcclSyncReceiveOnly : qcclSyncEnforcePopular, &sinfo,
+                   index);
+    if (!check(r, "qcclSyncSharedState", index)) break;
+    if (!synced_once && sinfo.rx_bytes > 0) {
+      printf("[peer %d] state: downloaded %.1f MiB of shared state (revision %llu) in %.1f ms\n",
+             index, sinfo.rx_bytes / 1048576.0, (unsigned long long)state.revision,
+             now_ms() - s0);
+    } else if (synced_once && sinfo.rx_bytes != 0) {
+      printf("[peer %d] state: WRONG: received %llu bytes although its state should be "
+             "identical\n", index, (unsigned long long)sinfo.rx_bytes);
+      ++bad;
+    }
+    if (sinfo.tx_bytes > 0) {
+      printf("[peer %d] state: served %.1f MiB to a newcomer\n", index, sinfo.tx_bytes / 1048576.0);
+    }
+    synced_once = 1;
     qcclReduceDesc_t d = {count, qcclFloat32, qcclSum, 0, {qcclQuantNone, qcclFloat32}};
     double t0 = now_ms();
     r = reduce_retry(send, recv, &d, comm, &info, index, &retries);
@@ -121,6 +168,9 @@ static int run_peer(const char *master, int index, int steps, size_t count) {
     int good = same && (double)sum == recv[0] && popcount64(sum) == (int)info.world_size;
     if (!good) ++bad;
     else ++ok_steps;
+    /* Advance the model deterministically from the (bit-identical) result. */
+    for (size_t i = 0; i < model_count; ++i) model[i] = model[i] * 0.5f + recv[0] * (float)(i % 7);
+    model_step = step + 1;
     printf("[peer %d] step %3lld: world %u, sum 0b", index, (long long)step, info.world_size);
     for (int b = MAX_PEERS - 1; b >= 0; --b) {
       if (sum >> b) putchar((sum >> b) & 1 ? '1' : '0');
@@ -132,6 +182,7 @@ static int run_peer(const char *master, int index, int steps, size_t count) {
          ok_steps, bad, retries);
   free(send);
   free(recv);
+  free(model);
   qcclCommDestroy(comm);
   return bad == 0 && step >= steps ? 0 : 1;
 }
