@@ -209,18 +209,24 @@ class Communicator::Impl : public std::enable_shared_from_this<Impl> {
 
   // ---- shared state ----
 
-  void start_sync(SyncRequest req, std::shared_ptr<StateSync::Promise> promise) {
-    constexpr std::string_view call = "qcclSyncSharedState";
-    if (state_ != State::kConnected) return promise->set_value(not_connected(call));
+  // Control calls need a connected communicator with no operation or other control call in
+  // progress.
+  Status control_call_allowed(std::string_view call) const {
+    if (state_ != State::kConnected) return not_connected(call);
     if (!ops_.empty()) {
-      return promise->set_value(make_status(StatusCode::kInvalidUsage,
-                                            "{}: {} operation(s) in flight; wait for them first",
-                                            call, ops_.size()));
+      return make_status(StatusCode::kInvalidUsage,
+                         "{}: {} operation(s) in flight; wait for them first", call, ops_.size());
     }
     if (vote_ || sync_->active()) {
-      return promise->set_value(make_status(StatusCode::kInvalidUsage,
-                                            "{}: another control call is in progress", call));
+      return make_status(StatusCode::kInvalidUsage, "{}: another control call is in progress",
+                         call);
     }
+    return Status::ok();
+  }
+
+  void start_sync(SyncRequest req, std::shared_ptr<StateSync::Promise> promise) {
+    Status allowed = control_call_allowed("qcclSyncSharedState");
+    if (!allowed.is_ok()) return promise->set_value(allowed);
     sync_->start(std::move(req), std::move(promise));
   }
 
@@ -229,16 +235,8 @@ class Communicator::Impl : public std::enable_shared_from_this<Impl> {
   void start_vote(wire::VoteKind kind, std::shared_ptr<std::promise<Result<bool>>> promise) {
     std::string_view call = kind == wire::VoteKind::kUpdateTopology ? "qcclUpdateTopology"
                                                                      : "qcclArePeersPending";
-    if (state_ != State::kConnected) return promise->set_value(not_connected(call));
-    if (!ops_.empty()) {
-      return promise->set_value(make_status(StatusCode::kInvalidUsage,
-                                            "{}: {} operation(s) in flight; wait for them first",
-                                            call, ops_.size()));
-    }
-    if (vote_ || sync_->active()) {
-      return promise->set_value(make_status(StatusCode::kInvalidUsage,
-                                            "{}: another control call is in progress", call));
-    }
+    Status allowed = control_call_allowed(call);
+    if (!allowed.is_ok()) return promise->set_value(allowed);
     vote_ = VoteWait{kind, promise};
     master_->send(wire::C2MVote{kind}, global_epoch_);
   }
