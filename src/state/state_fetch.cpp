@@ -111,7 +111,7 @@ net::awaitable<void> StateFetch::worker(PeerId donor_id, uint16_t lane) {
   if (!sock.is_ok()) {
     why = sock.status();
   } else if (donor.dropped || cancelled_ || remaining_ == 0) {
-    sock->close();
+    sock->close();  // nothing left for this lane: `conn` stays empty and the loop is skipped
   } else {
     conn = std::make_shared<net::Connection>(std::move(sock).value());
     conn->set_liveness(settings_.heartbeat, settings_.timeout);
@@ -121,7 +121,7 @@ net::awaitable<void> StateFetch::worker(PeerId donor_id, uint16_t lane) {
     why = outcome.index() == 0 ? std::get<0>(outcome)
                                : make_status(StatusCode::kPeerLost, "handshake timed out");
   }
-  while (why.is_ok() && conn->is_open() && !donor.dropped && !cancelled_) {
+  while (why.is_ok() && conn && conn->is_open() && !donor.dropped && !cancelled_) {
     while (outstanding.size() < kRequestsInFlight && !queue_.empty()) {
       size_t pid = queue_.front();
       queue_.pop_front();
