@@ -1,7 +1,7 @@
 // qccl_test_peer: a scriptable peer process for the multi-process fault tests
 // (tests/support/proc_cluster.hpp starts it; DESIGN.md §8 says what the tests check).
 //
-//   qccl_test_peer --master HOST:PORT --index I --mode loop|idle|multi [options]
+//   qccl_test_peer --master HOST:PORT --index I --mode loop|idle|multi|state [options]
 //
 // Every peer contributes 2^I to every element (uint64, so sums are exact): a result equal to
 // S proves that exactly the peers whose bits are set in S took part, and popcount(S) must be
@@ -27,6 +27,14 @@
 //            attr               prints the view            quit
 //   multi  qcclAllReduceMultipleWithRetry of --tensors m tensors (tags tag..tag+m-1; tensor t
 //          holds (t+1)*2^I; odd tensors in place), --iters k times (0 = until killed).
+//   state  shared state: --state-mib M MiB of tensors (several names and dtypes, one empty,
+//          one allow_inequality tensor whose content is this peer's own; see make_state)
+//          filled from --seed (a --stale peer uses seed+1: every comparable tensor differs),
+//          built before connecting. Then --syncs-before b qcclSyncSharedState calls, then
+//          (with --grow-to G) the gather again until the group has G peers (newcomers are
+//          admitted), then --syncs k calls. --strategy popular|receive|send; the first vote
+//          is at --revision R (default 7, 0 when --stale), each later one at the elected
+//          revision + 1. A failed sync prints sync-fail and ends the process (exit code 4).
 //
 // Output (stdout, one line per event, flushed at once; "at" is CLOCK_MONOTONIC in µs, the
 // clock of std::chrono::steady_clock, so the driver can compare it with its own times; text
@@ -43,6 +51,12 @@
 //   bad K what at T                                   (the result is wrong: a test failure)
 //   corrupt K what at T                                (a failed op changed its input)
 //   error WHAT CODE NAME at T msg ...                  (setup failed; exit code 3)
+//   state-ready bytes B tensors N hash H at T          (state mode, before connecting: B bytes
+//                                                      in comparable tensors, H = state_hash)
+//   synced K revision R tx T rx X hash H ms D at T     (sync K, counted from 0, succeeded;
+//                                                      T, X = qcclSyncInfo_t tx/rx bytes)
+//   sync-fail K CODE NAME at T msg ...
+//   grown world W epoch E at T                         (--grow-to reached)
 //   done at T
 // Exit codes: 0 done, 2 bad usage, 3 setup failed, 4 an operation failed for good.
 #include <atomic>
@@ -53,6 +67,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <iostream>
+#include <memory>
 #include <mutex>
 #include <sstream>
 #include <string>
@@ -129,15 +144,26 @@ struct Options {
   uint32_t connect_timeout_ms = 30000;
   int watch_ms = 5;  // 0 = no watcher
   int pace_ms = 0;   // pause after each successful op in loop mode
+  // state mode
+  size_t state_mib = 16;
+  bool stale = false;
+  std::string strategy = "popular";
+  int syncs = 1;
+  int syncs_before = 0;
+  int grow_to = 0;
+  int64_t revision = -1;  // -1: 7, or 0 when stale
+  uint64_t seed = 1;
 };
 
 [[noreturn]] void usage(const std::string& why) {
   std::fprintf(stderr,
                "qccl_test_peer: %s\n"
-               "usage: qccl_test_peer --master HOST:PORT --index I --mode loop|idle|multi\n"
+               "usage: qccl_test_peer --master HOST:PORT --index I --mode loop|idle|multi|state\n"
                "  [--world W] [--count N] [--iters K] [--tag T] [--admit] [--inplace]\n"
                "  [--tensors M] [--inflight F] [--connections C] [--connect-timeout-ms MS]\n"
-               "  [--watch-ms MS] [--pace-ms MS]\n",
+               "  [--watch-ms MS] [--pace-ms MS]\n"
+               "  [--state-mib M] [--stale] [--strategy popular|receive|send] [--syncs K]\n"
+               "  [--syncs-before B] [--grow-to G] [--revision R] [--seed S]\n",
                why.c_str());
   std::exit(2);
 }
@@ -166,6 +192,14 @@ Options parse(int argc, char** argv) {
       else if (a == "--connect-timeout-ms") o.connect_timeout_ms = static_cast<uint32_t>(std::stoul(val()));
       else if (a == "--watch-ms") o.watch_ms = std::stoi(val());
       else if (a == "--pace-ms") o.pace_ms = std::stoi(val());
+      else if (a == "--state-mib") o.state_mib = std::stoull(val());
+      else if (a == "--stale") o.stale = true;
+      else if (a == "--strategy") o.strategy = val();
+      else if (a == "--syncs") o.syncs = std::stoi(val());
+      else if (a == "--syncs-before") o.syncs_before = std::stoi(val());
+      else if (a == "--grow-to") o.grow_to = std::stoi(val());
+      else if (a == "--revision") o.revision = std::stoll(val());
+      else if (a == "--seed") o.seed = std::stoull(val());
       else usage("unknown argument " + a);
     } catch (const std::exception&) {
       usage("bad value for " + a);
@@ -173,7 +207,15 @@ Options parse(int argc, char** argv) {
   }
   if (o.master.empty()) usage("--master is required");
   if (o.index < 0 || o.index > 62) usage("--index must be in [0, 62]");
-  if (o.mode != "loop" && o.mode != "idle" && o.mode != "multi") usage("unknown --mode " + o.mode);
+  if (o.mode != "loop" && o.mode != "idle" && o.mode != "multi" && o.mode != "state") {
+    usage("unknown --mode " + o.mode);
+  }
+  if (o.strategy != "popular" && o.strategy != "receive" && o.strategy != "send") {
+    usage("unknown --strategy " + o.strategy);
+  }
+  if (o.state_mib < 1 || o.state_mib > 4096) usage("--state-mib must be in [1, 4096]");
+  if (o.syncs < 0 || o.syncs_before < 0) usage("--syncs and --syncs-before must be >= 0");
+  if (o.revision < -1) usage("--revision must be >= 0");
   if (o.count == 0) usage("--count must be positive");
   if (o.tensors < 1 || o.tensors > 64) usage("--tensors must be in [1, 64]");
   return o;
@@ -191,10 +233,12 @@ class Peer {
   }
 
   int run() {
+    if (opt_.mode == "state") make_state();  // before connecting: the gather is not delayed
     if (int rc = setup(); rc != 0) return rc;
     int rc = 0;
     if (opt_.mode == "loop") rc = loop();
     else if (opt_.mode == "multi") rc = multi();
+    else if (opt_.mode == "state") rc = state();
     else rc = idle();
     emit("done");
     return rc;
@@ -231,8 +275,14 @@ class Peer {
     if (qcclResult_t r = qcclConnect(comm_); r != qcclSuccess) return error("connect", r);
     emit("connected " + view());
     if (opt_.watch_ms > 0) watcher_ = std::thread([this] { watch(); });
-    // Gather: see the file comment for why this lock-step sequence stays aligned.
-    while (world() < opt_.world) {
+    if (int rc = gather(opt_.world); rc != 0) return rc;
+    emit("ready " + view());
+    return 0;
+  }
+
+  // Gather: see the file comment for why this lock-step sequence stays aligned.
+  int gather(int target) {
+    while (world() < target) {
       int pending = 0;
       if (qcclResult_t r = qcclArePeersPending(comm_, &pending); r != qcclSuccess) {
         return error("gather-pending", r);
@@ -245,7 +295,6 @@ class Peer {
         std::this_thread::sleep_for(std::chrono::milliseconds(2));  // pacing, not sync
       }
     }
-    emit("ready " + view());
     return 0;
   }
 
@@ -405,7 +454,9 @@ class Peer {
           emit(strf("bad %lld tensor %zu is not uniform or not a multiple of %zu",
                     static_cast<long long>(k), t, t + 1));
         }
-        sums += (t ? "," : "") + std::to_string(x / (t + 1));
+        // Two appends: "a" + std::to_string(...) trips GCC 12's -Wrestrict false positive.
+        if (t > 0) sums += ',';
+        sums += std::to_string(x / (t + 1));
       }
       emit(strf("multi %lld world %u sums %s ms %.3f", static_cast<long long>(k), info.world_size,
                 sums.c_str(), ms));
@@ -446,6 +497,137 @@ class Peer {
     return 0;
   }
 
+  // ---------------------------------------------------------------- state mode
+
+  static uint64_t splitmix64(uint64_t x) {
+    x += 0x9E3779B97F4A7C15ull;
+    x = (x ^ (x >> 30)) * 0xBF58476D1CE4E5B9ull;
+    x = (x ^ (x >> 27)) * 0x94D049BB133111EBull;
+    return x ^ (x >> 31);
+  }
+
+  // FNV-1a over 64-bit words (then the tail bytes) of every comparable tensor, in table
+  // order, each preceded by its length: equal hashes <=> equal shared content (for the test).
+  uint64_t state_hash() const {
+    constexpr uint64_t kPrime = 0x100000001B3ull;
+    uint64_t h = 0xCBF29CE484222325ull;
+    for (const auto& t : tensors_) {
+      if (t.allow_content_inequality != 0) continue;
+      size_t bytes = state_bytes_[&t - tensors_.data()];
+      h = (h ^ bytes) * kPrime;
+      const auto* p = static_cast<const uint8_t*>(t.data);
+      size_t words = bytes / 8;
+      for (size_t i = 0; i < words; ++i) {
+        uint64_t w;
+        std::memcpy(&w, p + 8 * i, 8);
+        h = (h ^ w) * kPrime;
+      }
+      for (size_t i = 8 * words; i < bytes; ++i) h = (h ^ p[i]) * kPrime;
+    }
+    return h;
+  }
+
+  static std::string hex(uint64_t x) { return strf("%016llx", static_cast<unsigned long long>(x)); }
+
+  // The tensors (listed out of name order; the library sorts them). With Mi = M MiB, the
+  // comparable ones hold Mi + 1 bytes: a bf16, a float32 and a uint8 tensor whose sizes are
+  // not multiples of the 1 MiB piece, one int64 scalar and one empty tensor (data NULL).
+  // "local.rng" (allow_inequality) holds this peer's own bytes and must never change.
+  void make_state() {
+    const size_t mi = opt_.state_mib << 20;
+    struct Spec {
+      const char* name;
+      qcclDataType_t dtype;
+      size_t elem;
+      size_t count;
+      int allow_inequality;
+    };
+    const Spec specs[] = {
+        {"layer1.weight", qcclBFloat16, 2, mi / 8 - 6, 0},
+        {"layer0.weight", qcclFloat32, 4, mi / 8 + 3, 0},
+        {"optimizer.step", qcclInt64, 8, 1, 0},
+        {"local.rng", qcclUint32, 4, 1024, 1},
+        {"embedding.table", qcclUint8, 1, mi / 4 - 7, 0},
+        {"empty", qcclUint8, 1, 0, 0},
+    };
+    const uint64_t seed = opt_.seed + (opt_.stale ? 1 : 0);
+    size_t comparable = 0;
+    for (const Spec& sp : specs) {
+      size_t bytes = sp.elem * sp.count;
+      size_t words = (bytes + 7) / 8;
+      storage_.emplace_back(words == 0 ? nullptr : new uint64_t[words]);
+      uint64_t* w = storage_.back().get();
+      // The allow_inequality tensor differs on every peer; the others depend on the seed only.
+      uint64_t base = splitmix64(sp.allow_inequality != 0 ? 0xA11CE000ull + mine_ : seed) ^
+                      splitmix64(tensors_.size() + 1000);
+      for (size_t i = 0; i < words; ++i) w[i] = splitmix64(base + i);
+      qcclTensorInfo_t t{};
+      t.name = sp.name;
+      t.data = sp.count == 0 ? nullptr : w;
+      t.count = sp.count;
+      t.dtype = sp.dtype;
+      t.allow_content_inequality = sp.allow_inequality;
+      tensors_.push_back(t);
+      state_bytes_.push_back(bytes);
+      if (sp.allow_inequality == 0) comparable += bytes;
+    }
+    const qcclTensorInfo_t& local = tensors_[3];
+    local_copy_.assign(static_cast<const uint8_t*>(local.data),
+                       static_cast<const uint8_t*>(local.data) + state_bytes_[3]);
+    revision_ = opt_.revision >= 0 ? static_cast<uint64_t>(opt_.revision) : (opt_.stale ? 0 : 7);
+    emit(strf("state-ready bytes %zu tensors %zu hash %s", comparable, tensors_.size(),
+              hex(state_hash()).c_str()));
+  }
+
+  qcclSyncStrategy_t strategy() const {
+    if (opt_.strategy == "receive") return qcclSyncReceiveOnly;
+    if (opt_.strategy == "send") return qcclSyncSendOnly;
+    return qcclSyncEnforcePopular;
+  }
+
+  // One qcclSyncSharedState; prints synced or sync-fail. True on success.
+  bool one_sync() {
+    qcclSharedState_t st{};
+    st.revision = revision_;
+    st.num_tensors = tensors_.size();
+    st.tensors = tensors_.data();
+    qcclSyncInfo_t info{};
+    auto t0 = std::chrono::steady_clock::now();
+    qcclResult_t r = qcclSyncSharedState(comm_, &st, strategy(), &info);
+    double ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0)
+                    .count();
+    const long long k = syncs_done_++;
+    if (r != qcclSuccess) {
+      emit(strf("sync-fail %lld %d %s ms %.3f", k, static_cast<int>(r), result_name(r), ms),
+           qcclGetLastError());
+      return false;
+    }
+    emit(strf("synced %lld revision %llu tx %llu rx %llu hash %s ms %.3f", k,
+              static_cast<unsigned long long>(st.revision),
+              static_cast<unsigned long long>(info.tx_bytes),
+              static_cast<unsigned long long>(info.rx_bytes), hex(state_hash()).c_str(), ms));
+    if (std::memcmp(local_copy_.data(), tensors_[3].data, local_copy_.size()) != 0) {
+      emit(strf("bad %lld the allow_inequality tensor changed", k));
+    }
+    revision_ = st.revision + 1;  // revisions advance by one per sync
+    return true;
+  }
+
+  int state() {
+    for (int i = 0; i < opt_.syncs_before; ++i) {
+      if (!one_sync()) return 4;
+    }
+    if (opt_.grow_to > 0) {
+      if (int rc = gather(opt_.grow_to); rc != 0) return rc;
+      emit(strf("grown world %lld epoch %lld", static_cast<long long>(world()),
+                static_cast<long long>(attr(QCCL_ATTR_EPOCH))));
+    }
+    for (int i = 0; i < opt_.syncs; ++i) {
+      if (!one_sync()) return 4;
+    }
+    return 0;
+  }
+
   Options opt_;
   uint64_t mine_;
   qcclComm_t* comm_ = nullptr;
@@ -453,6 +635,13 @@ class Peer {
   std::vector<uint64_t> send_, recv_;
   std::thread watcher_;
   std::atomic<bool> stop_{false};
+  // state mode
+  std::vector<std::unique_ptr<uint64_t[]>> storage_;
+  std::vector<qcclTensorInfo_t> tensors_;
+  std::vector<size_t> state_bytes_;
+  std::vector<uint8_t> local_copy_;
+  uint64_t revision_ = 0;
+  int64_t syncs_done_ = 0;
 };
 
 }  // namespace

@@ -7,7 +7,9 @@
 // All pipes of all children are drained on every wait, so a chatty child (QCCL_LOG_LEVEL=debug
 // on stderr) never blocks on a full pipe. Stdout lines are events (see test_peer.cpp);
 // stderr is kept (the last 256 KiB per child) and printed with each child's events when the
-// test failed (or always with QCCL_FAULT_VERBOSE=1 in the environment).
+// test failed (or always with QCCL_FAULT_VERBOSE=1 in the environment). A test that waits for
+// a log line (e.g. the library's debug logs) turns on capture_stderr_lines(h) right after
+// spawn(); that child's stderr lines are then also queued for next_stderr()/wait_stderr().
 //
 // Cleanup is unconditional: the destructor SIGKILLs and reaps every child it started, by pid,
 // whether the test passed, failed an assertion or threw. Children also get PR_SET_PDEATHSIG,
@@ -335,6 +337,34 @@ class ProcCluster {
     }
   }
 
+  // Queues the child's stderr lines from now on (call right after spawn(): nothing has been
+  // read yet, so no line is missed). At most kMaxErrLines unread lines are kept.
+  void capture_stderr_lines(Handle h) { children_.at(h).err_lines_on = true; }
+
+  // The next unread stderr line of a child with capture_stderr_lines(), or nullopt at the
+  // deadline or its EOF.
+  std::optional<std::string> next_stderr(Handle h, Deadline deadline) {
+    Child& c = children_.at(h);
+    for (;;) {
+      if (!c.err_unread.empty()) {
+        std::string line = std::move(c.err_unread.front());
+        c.err_unread.pop_front();
+        return line;
+      }
+      if (c.err_fd < 0 || !c.err_lines_on) return std::nullopt;
+      if (!pump(deadline)) return std::nullopt;
+    }
+  }
+
+  // Reads the child's stderr lines until one contains `needle`; nullopt at the deadline/EOF.
+  std::optional<std::string> wait_stderr(Handle h, const std::string& needle, Deadline deadline) {
+    for (;;) {
+      auto line = next_stderr(h, deadline);
+      if (!line) return std::nullopt;
+      if (line->find(needle) != std::string::npos) return line;
+    }
+  }
+
   // Reads the child's lines until one satisfies `pred`; the lines before it are passed to
   // `skipped` (if given) and dropped. nullopt at the deadline or EOF.
   std::optional<Event> wait_for(Handle h, const std::function<bool(const Event&)>& pred,
@@ -401,6 +431,9 @@ class ProcCluster {
     std::deque<std::string> unread;
     std::vector<std::string> log;  // every stdout line, signal and stdin line, in order
     std::string err;
+    bool err_lines_on = false;  // capture_stderr_lines()
+    std::string err_partial;
+    std::deque<std::string> err_unread;
     int64_t started_us = 0;
     bool reaped = false;
     int status = 0;
@@ -451,6 +484,15 @@ class ProcCluster {
         } else {
           c.err.append(buf, static_cast<size_t>(n));
           if (c.err.size() > 512 * 1024) c.err.erase(0, c.err.size() - 256 * 1024);
+          if (c.err_lines_on) {
+            c.err_partial.append(buf, static_cast<size_t>(n));
+            size_t nl;
+            while ((nl = c.err_partial.find('\n')) != std::string::npos) {
+              c.err_unread.push_back(c.err_partial.substr(0, nl));
+              c.err_partial.erase(0, nl + 1);
+              if (c.err_unread.size() > kMaxErrLines) c.err_unread.pop_front();
+            }
+          }
         }
         continue;
       }
@@ -462,6 +504,10 @@ class ProcCluster {
         c.log.push_back(c.out_partial);
         c.unread.push_back(std::move(c.out_partial));
         c.out_partial.clear();
+      }
+      if (!is_out && c.err_lines_on && !c.err_partial.empty()) {
+        c.err_unread.push_back(std::move(c.err_partial));
+        c.err_partial.clear();
       }
       return false;
     }
@@ -503,6 +549,8 @@ class ProcCluster {
       if (c.err_fd >= 0) read_some(c, false);
     }
   }
+
+  static constexpr size_t kMaxErrLines = 100000;
 
   std::string binary_;
   std::vector<Child> children_;
