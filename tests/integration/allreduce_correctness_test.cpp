@@ -252,7 +252,9 @@ TEST_P(AllReduceCorrectness, ConcurrentTagsFromSeveralThreads) {
 
 INSTANTIATE_TEST_SUITE_P(Peers, AllReduceCorrectness, ::testing::Values(2, 3, 4, 5),
                          [](const ::testing::TestParamInfo<int>& p) {
-                           return "N" + std::to_string(p.param);
+                           std::string name = "N";  // not "N" + ...: GCC 12 -O3 -Wrestrict
+                           name += std::to_string(p.param);
+                           return name;
                          });
 
 }  // namespace
