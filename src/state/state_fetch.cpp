@@ -12,7 +12,9 @@ using net::use_nothrow;
 using namespace asio::experimental::awaitable_operators;
 
 // Requests in flight per connection: one being answered, one queued behind it at the donor,
-// so a connection never idles for a round trip between pieces.
+// so a connection never idles for a round trip between pieces. With few pieces per
+// connection, one each, so that the first requests do not claim everything and leave the
+// last donors idle.
 constexpr size_t kRequestsInFlight = 2;
 
 StateFetch::StateFetch(asio::any_io_executor ex, FetchSettings settings,
@@ -34,6 +36,8 @@ StateFetch::StateFetch(asio::any_io_executor ex, FetchSettings settings,
 net::awaitable<Status> StateFetch::run() {
   auto self = shared_from_this();
   uint32_t lanes = std::max<uint32_t>(1, settings_.connections_per_donor);
+  size_t connections = donors_.size() * lanes;
+  in_flight_ = pieces_.size() >= kRequestsInFlight * 2 * connections ? kRequestsInFlight : 1;
   for (auto& [id, d] : donors_) {
     for (uint16_t lane = 0; lane < lanes; ++lane) {
       ++workers_;
@@ -122,7 +126,7 @@ net::awaitable<void> StateFetch::worker(PeerId donor_id, uint16_t lane) {
                                : make_status(StatusCode::kPeerLost, "handshake timed out");
   }
   while (why.is_ok() && conn && conn->is_open() && !donor.dropped && !cancelled_) {
-    while (outstanding.size() < kRequestsInFlight && !queue_.empty()) {
+    while (outstanding.size() < in_flight_ && !queue_.empty()) {
       size_t pid = queue_.front();
       queue_.pop_front();
       outstanding.push_back(pid);

@@ -3,8 +3,8 @@
 // Downloads the pieces (state_hash.hpp) of every target tensor from a set of donors that all
 // hold the elected content. `connections_per_donor` connections are dialled to every donor;
 // the pieces wait in one shared queue and each connection takes the next one as soon as it has
-// room (two requests in flight per connection), so faster donors and links serve more, and the
-// download uses the aggregate bandwidth of all donors.
+// room (two requests in flight per connection, one when pieces are few), so faster donors and
+// links serve more, and the download uses the aggregate bandwidth of all donors.
 //
 // Bytes are read straight into the target memory. Each piece is checked on arrival against the
 // hash its donor sent; at the end every tensor's hash, combined from its verified piece
@@ -94,6 +94,7 @@ class StateFetch : public std::enable_shared_from_this<StateFetch> {
   std::vector<Piece> pieces_;
   std::deque<size_t> queue_;  // indices into pieces_
   size_t remaining_ = 0;
+  size_t in_flight_ = 1;  // requests per connection (run() decides)
   size_t workers_ = 0;
   std::optional<Status> cancelled_;
   net::Signal changed_;
