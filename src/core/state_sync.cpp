@@ -120,17 +120,16 @@ void StateSync::begin_fetch(const wire::M2CSyncPlan& plan) {
       a.phase = Phase::kWaitResult;
       return;
     }
+    // No need to stop serving this entry: its served hash is the old one, and a donor answers
+    // only requests naming the hash it holds.
     targets.push_back({f.entry, a.request.writable[f.entry], a.request.served[f.entry].bytes,
                        f.hash});
-    // We are no longer a valid source of this entry.
-    a.request.served[f.entry].servable = false;
   }
   std::vector<state::FetchDonor> donors;
   for (const auto& d : plan.donors) {
     donors.push_back({d.id, d.host, d.port});
     a.donors.push_back(d.id);
   }
-  server_->serve(a.request.served);  // refreshed: the entries we fetch are not served
   a.phase = Phase::kFetching;
   state::FetchSettings fs{self_, connections_, settings_.heartbeat, settings_.timeout};
   a.fetch = std::make_shared<state::StateFetch>(ex_, fs, std::move(targets), std::move(donors));

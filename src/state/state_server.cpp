@@ -8,13 +8,13 @@
 
 namespace qccl::state {
 
+StateServer::StateServer(asio::any_io_executor ex) : ex_(std::move(ex)), log_(log::get("state")) {}
+
 void StateServer::serve(std::vector<ServedEntry> entries) {
-  if (!serving_) {
-    bytes_sent_ = 0;
-    pieces_sent_ = 0;
-  }
   entries_ = std::move(entries);
   serving_ = true;
+  bytes_sent_ = 0;
+  pieces_sent_ = 0;
 }
 
 void StateServer::stop(std::function<void()> drained) {
@@ -34,7 +34,7 @@ void StateServer::check_drained() {
 
 void StateServer::adopt(std::shared_ptr<net::Connection> conn, const wire::Preamble& preamble) {
   if (!serving_) {
-    log::get("state")->debug("state connection from peer {} refused: no sync in progress",
+    log_->debug("state connection from peer {} refused: no sync in progress",
                              preamble.peer_id);
     auto nack = wire::encode_preamble_ack({StatusCode::kInvalidUsage});
     conn->enqueue(std::vector<uint8_t>(nack.begin(), nack.end()));
@@ -56,7 +56,7 @@ net::awaitable<void> StateServer::serve_connection(std::shared_ptr<net::Connecti
     if (!header.is_ok()) break;
     if (header->type != static_cast<uint16_t>(wire::MsgType::kP2PStateRequest) ||
         header->payload_len != wire::kP2PStateRequestSize) {
-      log::get("state")->warn("malformed state request from {} (type {}, {} bytes); dropping "
+      log_->warn("malformed state request from {} (type {}, {} bytes); dropping "
                               "the connection", conn->remote(), header->type, header->payload_len);
       break;
     }
@@ -97,7 +97,7 @@ net::awaitable<Status> StateServer::answer(net::Connection& conn, const wire::P2
   if (st.is_ok() && ph.status == StatusCode::kOk) {
     bytes_sent_ += len;
     ++pieces_sent_;
-    log::get("state")->debug("served piece {} of entry {} ({} bytes) to peer {}", q.piece,
+    log_->debug("served piece {} of entry {} ({} bytes) to peer {}", q.piece,
                              q.entry, len, receiver);
     if (piece_hook_) piece_hook_(pieces_sent_);
   }

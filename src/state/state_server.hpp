@@ -23,6 +23,7 @@
 
 #include "net/connection.hpp"
 #include "common/ids.hpp"
+#include "common/logging.hpp"
 #include "wire/frame.hpp"
 #include "wire/messages.hpp"
 
@@ -38,9 +39,9 @@ struct ServedEntry {
 
 class StateServer : public std::enable_shared_from_this<StateServer> {
  public:
-  explicit StateServer(asio::any_io_executor ex) : ex_(std::move(ex)) {}
+  explicit StateServer(asio::any_io_executor ex);
 
-  // Starts serving (counters reset), or replaces what is served if already serving.
+  // Starts serving; the counters restart from 0. REQUIRES: not serving.
   void serve(std::vector<ServedEntry> entries);
   // Ends serving; `drained` runs (on the loop) once no write is in flight. At most one stop
   // at a time; serve() may follow once drained ran.
@@ -62,6 +63,7 @@ class StateServer : public std::enable_shared_from_this<StateServer> {
   void check_drained();
 
   asio::any_io_executor ex_;
+  std::shared_ptr<spdlog::logger> log_;
   bool serving_ = false;
   std::vector<ServedEntry> entries_;
   std::set<std::shared_ptr<net::Connection>> conns_;
