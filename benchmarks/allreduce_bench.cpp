@@ -1,15 +1,98 @@
-// qccl all-reduce benchmark on loopback: the parent runs a master in-process and re-executes
-// itself as N peer processes (--role peer), for each N of --peers. Per (N, size) it reports
+// qccl all-reduce benchmark: the parent runs a master in-process and re-executes itself as N
+// peer processes (--role peer), for each N of --peers. Per (N, size, wire setting) it reports
 // median / min / max op time and algbw / busbw as nccl-tests define them:
-//   algbw = size / time,  busbw = algbw * 2(N-1)/N   (GB/s = 1e9 bytes/s, median time).
-// An iteration's time is the slowest peer's: each peer times its own op after an untimed
-// barrier and a max-reduce gathers the times. Every result is checked, on every peer.
+//   algbw = size / time,  busbw = algbw * 2(N-1)/N   (GB/s = 1e9 bytes/s, median time),
+// where size is the source buffer (--dtype), whatever travels on the wire. An iteration's time
+// is the slowest peer's: each peer times its own op after an untimed barrier and a max-reduce
+// gathers the times.
+//
+// Wire settings (--quant, one row each): `none` sends the source type; `minmax:T` and `zps:T`
+// quantize to T (uint8/int8/uint16/int16) with qcclQuantMinMax / qcclQuantZeroPointScale;
+// `cast:T` is qcclQuantNone with quantized_dtype T (a plain down-cast, e.g. fp32 sent as bf16).
+// Per row the bench also reports the bytes each peer sent per op (qcclReduceInfo_t.tx_bytes,
+// max over peers), the speed-up and the tx ratio against the `none` row of the same (N, size),
+// the max abs error against the exact sum, and bit parity: every peer hashes its recvbuf after
+// every op and reports a digest of those hashes; the parent checks that all are equal.
+//
+// Input data is gradient-like: peer i's element k is a deterministic, roughly normal value
+// (sigma 1, |x| < 3.5, an Irwin-Hall sum of four uniforms from a hash of (i, k)), rounded to
+// the source type, so peer 0 can recompute every peer's contribution and the exact sum (in
+// long double) after the last iteration. Rows without quantization (`none`, and `cast` as a
+// looser check) must be within N * 2 eps(type) * sum|x| of it, or the run fails.
+//
+// Loopback by default. --netns PREFIX --master-host IP runs peer i under
+// `ip netns exec PREFIX-p<i+1>` and the master on IP (the parent must run where IP is
+// reachable, e.g. inside the master's namespace): peers' data listeners bind 0.0.0.0 and the
+// master hands out the address it sees, i.e. the peer's namespace address, so the ring's
+// traffic stays on the namespace subnet. benchmarks/allreduce_netns.sh sets that up.
+//
+// Exit status: 0 when every row ran, was correct and bit-identical on all peers; 1 otherwise
+// (a row the library refused, e.g. an unsupported quantization, prints its error and the run
+// continues with the next row).
 #include "bench_common.hpp"
 
+#include <cmath>
+#include <map>
 
 using namespace qccl_bench;
 
 namespace {
+
+// ---- source types and wire settings --------------------------------------------------------
+
+struct TypeName {
+  const char* name;
+  qcclDataType_t type;
+  size_t bytes;
+  int mantissa_bits;  // for the rounding bound of unquantized rows; 0 = integer
+};
+constexpr TypeName kTypes[] = {
+    {"fp32", qcclFloat32, 4, 23}, {"fp64", qcclFloat64, 8, 52}, {"fp16", qcclFloat16, 2, 10},
+    {"bf16", qcclBFloat16, 2, 7}, {"uint8", qcclUint8, 1, 0},   {"int8", qcclInt8, 1, 0},
+    {"uint16", qcclUint16, 2, 0}, {"int16", qcclInt16, 2, 0}};
+
+const TypeName* find_type(const std::string& s) {
+  for (const auto& t : kTypes) {
+    if (s == t.name) return &t;
+  }
+  return nullptr;
+}
+const TypeName& type_of(qcclDataType_t d) {
+  for (const auto& t : kTypes) {
+    if (t.type == d) return t;
+  }
+  throw std::logic_error("type without a name");
+}
+
+struct Wire {
+  std::string name;  // as given: none, minmax:uint8, zps:int8, cast:bf16, ...
+  qcclQuantization_t q;
+  bool lossless() const { return name == "none"; }
+  bool cast() const { return q.algorithm == qcclQuantNone && name != "none"; }
+};
+
+std::vector<Wire> parse_wires(const std::string& list, qcclDataType_t source) {
+  std::vector<Wire> out;
+  std::stringstream ss(list);
+  std::string item;
+  while (std::getline(ss, item, ',')) {
+    if (item.empty()) continue;
+    if (item == "none") {
+      out.push_back({item, {qcclQuantNone, source}});
+      continue;
+    }
+    size_t colon = item.find(':');
+    std::string algo = item.substr(0, colon);
+    const TypeName* t = colon == std::string::npos ? nullptr : find_type(item.substr(colon + 1));
+    if (!t) throw std::invalid_argument("bad --quant entry '" + item + "'");
+    if (algo == "minmax") out.push_back({item, {qcclQuantMinMax, t->type}});
+    else if (algo == "zps") out.push_back({item, {qcclQuantZeroPointScale, t->type}});
+    else if (algo == "cast") out.push_back({item, {qcclQuantNone, t->type}});
+    else throw std::invalid_argument("bad --quant entry '" + item + "'");
+  }
+  if (out.empty()) throw std::invalid_argument("empty --quant list");
+  return out;
+}
 
 struct Options {
   std::vector<int64_t> peers = {2, 3, 4};
@@ -20,6 +103,14 @@ struct Options {
   bool inplace = false;
   int timeout_s = 1800;      // whole run; each N gets what is left
   std::string json;
+  std::string quant = "none";
+  std::string dtype = "fp32";
+  std::string netns;         // "" = loopback; else peer i runs in PREFIX-p<i+1>
+  std::string master_host = "127.0.0.1";
+  std::string label;         // for the title and the JSON; default loopback / netns PREFIX
+  // derived
+  qcclDataType_t source = qcclFloat32;
+  std::vector<Wire> wires;
   // peer role only
   bool peer = false;
   std::string master;
@@ -32,7 +123,10 @@ struct Options {
   std::fprintf(stderr,
                "%s\nusage: qccl_allreduce_bench [--peers 2,3,4] [--sizes-mib 1,16,64,256]\n"
                "  [--iters 10] [--warmup 3] [--connections C (0 = default)] [--inplace]\n"
-               "  [--timeout-s 1800] [--json FILE]\n",
+               "  [--dtype fp32|fp64|fp16|bf16] [--quant none,minmax:uint8,zps:int8,cast:bf16,...]\n"
+               "  [--netns PREFIX --master-host IP] [--label TEXT] [--timeout-s 1800] [--json FILE]\n"
+               "quant entries: none | minmax:T | zps:T (T = uint8, int8, uint16, int16) |\n"
+               "  cast:T (T = fp16, bf16, fp32: qcclQuantNone with quantized_dtype T)\n",
                msg);
   std::exit(2);
 }
@@ -54,6 +148,11 @@ Options parse(int argc, char** argv) {
       else if (a == "--inplace") o.inplace = true;
       else if (a == "--timeout-s") o.timeout_s = std::stoi(val());
       else if (a == "--json") o.json = val();
+      else if (a == "--quant") o.quant = val();
+      else if (a == "--dtype") o.dtype = val();
+      else if (a == "--netns") o.netns = val();
+      else if (a == "--master-host") o.master_host = val();
+      else if (a == "--label") o.label = val();
       else if (a == "--role") o.peer = val() == "peer";
       else if (a == "--master") o.master = val();
       else if (a == "--index") o.index = std::stoi(val());
@@ -68,55 +167,217 @@ Options parse(int argc, char** argv) {
   if (o.iters < 1 || o.warmup < 0) usage("--iters must be >= 1 and --warmup >= 0");
   for (auto n : o.peers) if (n < 2) usage("--peers values must be >= 2");
   for (auto s : o.sizes_mib) if (s < 1) usage("--sizes-mib values must be >= 1");
+  const TypeName* t = find_type(o.dtype);
+  if (!t || t->mantissa_bits == 0) usage("--dtype must be fp32, fp64, fp16 or bf16");
+  o.source = t->type;
+  try {
+    o.wires = parse_wires(o.quant, o.source);
+  } catch (const std::invalid_argument& e) {
+    usage(e.what());
+  }
+  if (o.label.empty()) o.label = o.netns.empty() ? "loopback" : "netns " + o.netns;
   return o;
 }
 
+// ---- data ----------------------------------------------------------------------------------
+
+// Round to nearest even, as the library's down-casts do (only the bench's own data uses these).
+uint16_t to_fp16(float f) {
+  uint32_t x;
+  std::memcpy(&x, &f, 4);
+  uint16_t sign = uint16_t((x >> 16) & 0x8000);
+  uint32_t ax = x & 0x7fffffff;
+  if (ax > 0x7f800000) return uint16_t(sign | 0x7e00);
+  if (ax >= 0x477ff000) return uint16_t(sign | 0x7c00);  // >= 65520 rounds to infinity
+  if (ax < 0x38800000) {                                   // below 2^-14: a subnormal half
+    float a;
+    std::memcpy(&a, &ax, 4);
+    return uint16_t(sign | uint16_t(std::nearbyint(a * 16777216.0f)));  // units of 2^-24
+  }
+  uint32_t r = ax + 0xfff + ((ax >> 13) & 1);
+  return uint16_t(sign | ((r - 0x38000000) >> 13));
+}
+float from_fp16(uint16_t h) {
+  uint32_t sign = uint32_t(h & 0x8000) << 16, e = (h >> 10) & 0x1f, m = h & 0x3ff, bits;
+  if (e == 0) {
+    float v = std::ldexp(float(m), -24);
+    return sign ? -v : v;
+  }
+  bits = sign | (e == 31 ? 0x7f800000 | (m << 13) : ((e + 112) << 23) | (m << 13));
+  float f;
+  std::memcpy(&f, &bits, 4);
+  return f;
+}
+uint16_t to_bf16(float f) {
+  uint32_t x;
+  std::memcpy(&x, &f, 4);
+  if ((x & 0x7fffffff) > 0x7f800000) return uint16_t((x >> 16) | 0x40);
+  return uint16_t((x + 0x7fff + ((x >> 16) & 1)) >> 16);
+}
+float from_bf16(uint16_t h) {
+  uint32_t bits = uint32_t(h) << 16;
+  float f;
+  std::memcpy(&f, &bits, 4);
+  return f;
+}
+
+// Element k of buffer p as a double, and the value x stored in the source type.
+double load(qcclDataType_t t, const uint8_t* p, size_t k) {
+  switch (t) {
+    case qcclFloat64: { double v; std::memcpy(&v, p + 8 * k, 8); return v; }
+    case qcclFloat16: { uint16_t v; std::memcpy(&v, p + 2 * k, 2); return from_fp16(v); }
+    case qcclBFloat16: { uint16_t v; std::memcpy(&v, p + 2 * k, 2); return from_bf16(v); }
+    default: { float v; std::memcpy(&v, p + 4 * k, 4); return v; }
+  }
+}
+void store(qcclDataType_t t, uint8_t* p, size_t k, double x) {
+  switch (t) {
+    case qcclFloat64: std::memcpy(p + 8 * k, &x, 8); break;
+    case qcclFloat16: { uint16_t v = to_fp16(float(x)); std::memcpy(p + 2 * k, &v, 2); break; }
+    case qcclBFloat16: { uint16_t v = to_bf16(float(x)); std::memcpy(p + 2 * k, &v, 2); break; }
+    default: { float v = float(x); std::memcpy(p + 4 * k, &v, 4); break; }
+  }
+}
+// The value `store` keeps, without a buffer.
+double rounded(qcclDataType_t t, double x) {
+  switch (t) {
+    case qcclFloat64: return x;
+    case qcclFloat16: return from_fp16(to_fp16(float(x)));
+    case qcclBFloat16: return from_bf16(to_bf16(float(x)));
+    default: return double(float(x));
+  }
+}
+
+// Peer `peer`'s gradient-like value at element k: sigma 1, within +-3.47, symmetric.
+double gradient(int peer, size_t k) {
+  uint64_t z = (uint64_t(peer) + 1) * 0xd1b54a32d192ed03ULL + (uint64_t(k) + 1) * 0x9e3779b97f4a7c15ULL;
+  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
+  z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
+  z ^= z >> 31;
+  double s = double((z & 0xffff) + ((z >> 16) & 0xffff) + ((z >> 32) & 0xffff) + (z >> 48));
+  return (s - 131070.0) * (1.7320508075688772 / 65536.0);
+}
+
+struct ErrorStats {
+  double max_abs = 0, rms = 0, max_exact = 0;
+  int64_t non_finite = 0, over_bound = 0;  // elements; over_bound only when a bound applies
+};
+
+// Compares recv against the exact sum of every peer's contribution. `eps_bits` > 0 also counts
+// elements outside N * 2 * 2^-eps_bits * sum|x| (the rounding of N-1 hops plus the last one).
+ErrorStats measure_error(qcclDataType_t t, const uint8_t* recv, size_t count, int n, int eps_bits) {
+  ErrorStats e;
+  const double eps = eps_bits > 0 ? std::ldexp(1.0, -eps_bits) : 0.0;
+  long double sq = 0;
+  for (size_t k = 0; k < count; ++k) {
+    long double exact = 0, abs_sum = 0;
+    for (int j = 0; j < n; ++j) {
+      double x = rounded(t, gradient(j, k));
+      exact += x;
+      abs_sum += std::fabs(x);
+    }
+    double got = load(t, recv, k);
+    if (!std::isfinite(got)) {
+      ++e.non_finite;
+      continue;
+    }
+    double err = double(std::fabs((long double)got - exact));
+    e.max_abs = std::max(e.max_abs, err);
+    e.max_exact = std::max(e.max_exact, double(std::fabs(exact)));
+    sq += (long double)err * err;
+    if (eps_bits > 0 && err > 2.0 * n * eps * double(abs_sum)) ++e.over_bound;
+  }
+  e.rms = count ? double(std::sqrt(sq / (long double)count)) : 0.0;
+  return e;
+}
+
 // ---- peer process ------------------------------------------------------------------------
+
+// One (size, wire) row on a peer. Peer 0 reports the times and the error; every peer reports
+// the digest of its recvbuf hashes (HASH) before the final barrier, so that the parent has all
+// of them when peer 0's RESULT arrives. A refused op (the same on every peer, e.g. an
+// unsupported quantization) ends the row with ROWERR and RESULT ... FAILED; the group goes on.
+void run_row(const Options& o, PeerCtx& ctx, const Wire& w, size_t count, uint8_t* send,
+             uint8_t* recv) {
+  const TypeName& src = type_of(o.source);
+  const size_t bytes = count * src.bytes;
+  const std::string key = std::to_string(bytes) + " " + w.name;
+  std::string times;
+  double tx_max = 0, tx_min = 0, rx_max = 0;
+  uint64_t digest = 0xcbf29ce484222325ULL, first = 0;
+  bool all_same = true;
+  for (int it = 0; it < o.warmup + o.iters; ++it) {
+    // Out of place: poison recv (all-ones bytes are NaN in every float type) so a stale
+    // correct result cannot pass. In place: restore the input the previous op overwrote.
+    if (o.inplace) std::memcpy(recv, send, bytes);
+    else std::memset(recv, 0xff, bytes);
+    const void* in = o.inplace ? static_cast<const void*>(recv) : send;
+    qcclReduceDesc_t d = {count, o.source, qcclSum, 0, w.q};
+    qcclReduceInfo_t info{};
+    allreduce_max(ctx, 0.0);  // barrier
+    d.tag = ctx.next_tag++;
+    int64_t t0 = now_ns();
+    qcclResult_t r = qcclAllReduce(in, recv, &d, ctx.comm, &info);
+    int64_t t1 = now_ns();
+    if (r != qcclSuccess) {
+      std::string why = std::string(qcclGetErrorString(r)) + ": " + qcclGetLastError();
+      send_line(o.result_fd, "ROWERR " + key + " " + std::to_string(o.index) + " " + why);
+    }
+    uint64_t h = r == qcclSuccess ? hash_bytes(recv, bytes) : 0;
+    if (it == 0) first = h;
+    all_same = all_same && h == first;
+    digest = (digest ^ h) * 0x100000001b3ULL;
+    // One reduce gathers the slowest time, any peer's failure and the tx/rx extremes.
+    double v[5] = {ns_to_ms(t1 - t0), r != qcclSuccess ? 1.0 : 0.0, double(info.tx_bytes),
+                   -double(info.tx_bytes), double(info.rx_bytes)};
+    allreduce_max(ctx, v, 5);
+    if (v[1] != 0.0) {  // the failing peers wrote ROWERR before this reduce: they come first
+      if (o.index == 0) send_line(o.result_fd, "RESULT " + key + " FAILED");
+      return;
+    }
+    if (it >= o.warmup) {
+      char buf[32];
+      std::snprintf(buf, sizeof buf, " %.4f", v[0]);
+      times += buf;
+      tx_max = std::max(tx_max, v[2]);
+      tx_min = it == o.warmup ? -v[3] : std::min(tx_min, -v[3]);
+      rx_max = std::max(rx_max, v[4]);
+    }
+  }
+  char buf[256];
+  std::snprintf(buf, sizeof buf, "HASH %s %d %016llx %d", key.c_str(), o.index,
+                (unsigned long long)digest, all_same ? 1 : 0);
+  send_line(o.result_fd, buf);
+  ErrorStats e;
+  if (o.index == 0) {  // the others are identical (parity), so one peer's CPU is enough
+    int bound_bits = w.lossless() ? src.mantissa_bits
+                     : w.cast()   ? std::min(src.mantissa_bits, type_of(w.q.quantized_dtype).mantissa_bits)
+                                  : 0;
+    e = measure_error(o.source, recv, count, o.nranks, bound_bits);
+  }
+  allreduce_max(ctx, 0.0);  // every HASH line is in the pipe before the RESULT line
+  if (o.index == 0) {
+    std::snprintf(buf, sizeof buf, "RESULT %s OK %.0f %.0f %.0f %.9g %.9g %.9g %lld %lld",
+                  key.c_str(), tx_max, tx_min, rx_max, e.max_abs, e.rms, e.max_exact,
+                  (long long)e.non_finite, (long long)e.over_bound);
+    send_line(o.result_fd, buf + times);
+  }
+}
 
 int run_peer(const Options& o) {
   const int64_t deadline = now_ns() + int64_t(o.timeout_s) * 1000000000;
   PeerCtx ctx;
   try {
     join_group(ctx, o.master, o.nranks, o.connections, deadline);
-    const int64_t weight = int64_t(o.nranks) * (o.nranks + 1) / 2;  // sum of (index+1)
-    size_t max_count = size_t(*std::max_element(o.sizes_mib.begin(), o.sizes_mib.end())) << 18;
-    std::vector<float> send(max_count), recv(max_count);
+    const size_t esize = type_of(o.source).bytes;
+    size_t max_bytes = size_t(*std::max_element(o.sizes_mib.begin(), o.sizes_mib.end())) << 20;
+    std::vector<uint64_t> send_words(max_bytes / 8), recv_words(max_bytes / 8);
+    auto* send = reinterpret_cast<uint8_t*>(send_words.data());
+    auto* recv = reinterpret_cast<uint8_t*>(recv_words.data());
     for (int64_t mib : o.sizes_mib) {
-      const size_t count = size_t(mib) << 18;  // 2^20 bytes / 4 bytes per float
-      fill_contribution(send, count, o.index);
-      std::string line = "RESULT " + std::to_string(count * 4);
-      for (int it = 0; it < o.warmup + o.iters; ++it) {
-        // Out of place: poison recv so a stale correct result cannot pass the check.
-        // In place: restore the input the previous op overwrote. Both untimed.
-        if (o.inplace) std::copy(send.begin(), send.begin() + long(count), recv.begin());
-        else std::fill(recv.begin(), recv.begin() + long(count), -1.0f);
-        const void* src = o.inplace ? static_cast<const void*>(recv.data()) : send.data();
-        qcclReduceDesc_t d = {count, qcclFloat32, qcclSum, 0, {qcclQuantNone, qcclFloat32}};
-        qcclReduceInfo_t info{};
-        allreduce_max(ctx, 0.0);  // barrier
-        d.tag = ctx.next_tag++;
-        int64_t t0 = now_ns();
-        check(qcclAllReduce(src, recv.data(), &d, ctx.comm, &info), "qcclAllReduce");
-        int64_t t1 = now_ns();
-        int64_t bad = first_mismatch(recv.data(), count, int(weight));
-        if (bad >= 0) {
-          std::fprintf(stderr, "peer %d: %lld MiB: recv[%lld] = %g, want %g\n", o.index,
-                       (long long)mib, (long long)bad, double(recv[size_t(bad)]),
-                       double(weight) * double(size_t(bad) % 1024 + 1));
-        }
-        // One reduce gathers the slowest time and whether any peer saw a wrong result, so
-        // all peers stop together instead of leaving the others blocked.
-        bool wrong = bad >= 0 || info.world_size != uint32_t(o.nranks);
-        double v[2] = {ns_to_ms(t1 - t0), wrong ? 1.0 : 0.0};
-        allreduce_max(ctx, v, 2);
-        if (v[1] != 0.0) throw std::runtime_error("wrong all-reduce result on some peer");
-        if (it >= o.warmup) {
-          char buf[32];
-          std::snprintf(buf, sizeof buf, " %.4f", v[0]);
-          line += buf;
-        }
-      }
-      if (o.index == 0) send_line(o.result_fd, line);
+      const size_t count = (size_t(mib) << 20) / esize;
+      for (size_t k = 0; k < count; ++k) store(o.source, send, k, gradient(o.index, k));
+      for (const Wire& w : o.wires) run_row(o, ctx, w, count, send, recv);
     }
     // Nobody leaves while another still counts on it. All results are in by now, so a peer
     // lost here (one that returned from this barrier first and left) costs nothing.
@@ -140,32 +401,65 @@ int run_peer(const Options& o) {
 // ---- parent ------------------------------------------------------------------------------
 
 struct Row {
-  int n;
-  int64_t size_bytes;
+  int n = 0;
+  int64_t size_bytes = 0;
+  std::string quant;
+  bool ok = false;
+  std::string error;  // why the library refused the row
   std::vector<double> times_ms;
-  double med, mn, mx, algbw, busbw;
+  double med = 0, mn = 0, mx = 0, algbw = 0, busbw = 0;
+  double tx = 0, tx_min = 0, rx = 0;  // bytes per peer per op (max / min over peers)
+  double speedup = 0, tx_ratio = 0;   // against the `none` row; 0 = no such row
+  double max_err = 0, rms_err = 0, max_exact = 0;
+  int64_t non_finite = 0, over_bound = 0;
+  bool parity = false, deterministic = false;
+  bool correct() const { return ok && parity && non_finite == 0 && over_bound == 0; }
 };
 
-Row make_row(int n, int64_t size_bytes, std::vector<double> t) {
-  Row r{n, size_bytes, t, median(t), *std::min_element(t.begin(), t.end()),
-        *std::max_element(t.begin(), t.end()), 0, 0};
-  r.algbw = double(size_bytes) / (r.med / 1e3) / 1e9;
-  r.busbw = r.algbw * 2.0 * (n - 1) / n;
-  return r;
-}
-
 void print_row(const Row& r, const Options& o) {
-  std::printf("%3d %10.0f %6u %6zu %11.3f %9.3f %9.3f %12.3f %12.3f\n", r.n,
-              double(r.size_bytes) / (1 << 20), o.connections, r.times_ms.size(), r.med, r.mn,
-              r.mx, r.algbw, r.busbw);
+  std::printf("%3d %10.0f %6u ", r.n, double(r.size_bytes) / (1 << 20), o.connections);
+  if (!r.ok) {
+    std::printf("%6s %11s  %-13s FAILED: %s\n", "-", "-", r.quant.c_str(), r.error.c_str());
+    std::fflush(stdout);
+    return;
+  }
+  char speed[16] = "-", txr[16] = "-";
+  if (r.speedup > 0) std::snprintf(speed, sizeof speed, "%.2fx", r.speedup);
+  if (r.tx_ratio > 0) std::snprintf(txr, sizeof txr, "%.3f", r.tx_ratio);
+  std::string parity = r.parity ? "parity ok" : "parity FAILS";
+  if (r.parity && !r.deterministic) parity += " (iterations differ)";
+  if (r.quant != "none" && r.tx_ratio >= 0.999) parity += " (tx not reduced)";
+  if (r.non_finite) parity += " NON-FINITE " + std::to_string(r.non_finite);
+  if (r.over_bound) parity += " WRONG " + std::to_string(r.over_bound);
+  std::printf("%6zu %11.3f %9.3f %9.3f %12.3f %12.3f  %-13s %9.2f %7s %8s %10.3g  %s\n",
+              r.times_ms.size(), r.med, r.mn, r.mx, r.algbw, r.busbw, r.quant.c_str(),
+              r.tx / double(1 << 20), txr, speed, r.max_err, parity.c_str());
   std::fflush(stdout);
 }
+
+// Fills the ratios against the `none` row of the same (N, size), if there is one.
+void relate_to_none(std::vector<Row>& rows) {
+  for (Row& r : rows) {
+    for (const Row& b : rows) {
+      if (b.ok && r.ok && b.quant == "none" && b.n == r.n && b.size_bytes == r.size_bytes) {
+        r.speedup = r.med > 0 ? b.med / r.med : 0;
+        r.tx_ratio = b.tx > 0 ? r.tx / b.tx : 0;
+      }
+    }
+  }
+}
+
+struct RowHashes {
+  std::map<int, std::pair<std::string, bool>> by_peer;  // index -> (digest, all iterations same)
+  std::string error;
+};
 
 // Runs one group size: a fresh master, n peers, and the rows they report.
 bool run_group(const Options& o, int n, int64_t deadline, std::vector<Row>& rows) {
   qcclMaster_t* master = nullptr;
   qcclMasterConfig_t mc = QCCL_MASTER_CONFIG_INIT;
-  mc.listen_address = "127.0.0.1:0";
+  const std::string listen = o.master_host + ":0";
+  mc.listen_address = listen.c_str();
   std::vector<pid_t> pids;
   int fds[2] = {-1, -1};
   bool ok = false;
@@ -183,23 +477,27 @@ bool run_group(const Options& o, int n, int64_t deadline, std::vector<Row>& rows
     int64_t left_s = std::max<int64_t>((deadline - now_ns()) / 1000000000, 1);
     for (int i = 0; i < n; ++i) {
       std::vector<std::string> argv = {exe, "--role", "peer", "--master",
-                                       "127.0.0.1:" + std::to_string(port), "--index",
+                                       o.master_host + ":" + std::to_string(port), "--index",
                                        std::to_string(i), "--nranks", std::to_string(n),
                                        "--sizes-mib", sizes, "--iters", std::to_string(o.iters),
                                        "--warmup", std::to_string(o.warmup), "--connections",
                                        std::to_string(o.connections), "--timeout-s",
                                        std::to_string(left_s), "--result-fd",
-                                       std::to_string(fds[1])};
+                                       std::to_string(fds[1]), "--dtype", o.dtype, "--quant",
+                                       o.quant};
       if (o.inplace) argv.push_back("--inplace");
+      const std::string ns = o.netns.empty() ? "" : o.netns + "-p" + std::to_string(i + 1);
       // The write end must survive exec in the child only: clear CLOEXEC around the fork.
       fcntl(fds[1], F_SETFD, 0);
-      pids.push_back(spawn_child(argv));
+      pids.push_back(spawn_child(in_netns(ns, argv)));
       fcntl(fds[1], F_SETFD, FD_CLOEXEC);
     }
     close(fds[1]);
     fds[1] = -1;
     LineReader reader(fds[0]);
-    size_t next_size = 0;
+    const size_t want_rows = o.sizes_mib.size() * o.wires.size();
+    size_t got_rows = 0;
+    std::map<std::string, RowHashes> hashes;  // "bytes quant" -> what the peers reported
     int done = 0;
     std::string line;
     while (done < n) {
@@ -208,16 +506,53 @@ bool run_group(const Options& o, int n, int64_t deadline, std::vector<Row>& rows
         break;
       }
       std::istringstream in(line);
-      std::string kind;
+      std::string kind, quant;
+      int64_t bytes = 0;
       in >> kind;
-      if (kind == "RESULT" && next_size < o.sizes_mib.size()) {
-        int64_t bytes = 0;
-        in >> bytes;
-        std::vector<double> t;
-        for (double x; in >> x;) t.push_back(x);
-        rows.push_back(make_row(n, bytes, t));
+      if (kind == "HASH" || kind == "ROWERR" || kind == "RESULT") in >> bytes >> quant;
+      const std::string key = std::to_string(bytes) + " " + quant;
+      if (kind == "HASH") {
+        int idx = 0, same = 0;
+        std::string hex;
+        in >> idx >> hex >> same;
+        hashes[key].by_peer[idx] = {hex, same != 0};
+      } else if (kind == "ROWERR") {
+        int idx = 0;
+        in >> idx;
+        std::string why;
+        std::getline(in >> std::ws, why);
+        if (hashes[key].error.empty()) hashes[key].error = "peer " + std::to_string(idx) + ": " + why;
+      } else if (kind == "RESULT" && got_rows < want_rows) {
+        Row r;
+        r.n = n;
+        r.size_bytes = bytes;
+        r.quant = quant;
+        std::string status;
+        in >> status;
+        r.ok = status == "OK";
+        if (r.ok) {
+          in >> r.tx >> r.tx_min >> r.rx >> r.max_err >> r.rms_err >> r.max_exact >>
+              r.non_finite >> r.over_bound;
+          for (double x; in >> x;) r.times_ms.push_back(x);
+          r.med = median(r.times_ms);
+          r.mn = *std::min_element(r.times_ms.begin(), r.times_ms.end());
+          r.mx = *std::max_element(r.times_ms.begin(), r.times_ms.end());
+          r.algbw = double(bytes) / (r.med / 1e3) / 1e9;
+          r.busbw = r.algbw * 2.0 * (n - 1) / n;
+          const RowHashes& h = hashes[key];
+          r.parity = int(h.by_peer.size()) == n;
+          r.deterministic = true;
+          for (const auto& [idx, dh] : h.by_peer) {
+            r.parity = r.parity && dh.first == h.by_peer.begin()->second.first;
+            r.deterministic = r.deterministic && dh.second;
+          }
+        } else {
+          r.error = hashes[key].error.empty() ? "failed (no reason reported)" : hashes[key].error;
+        }
+        rows.push_back(r);
+        relate_to_none(rows);
         print_row(rows.back(), o);
-        ++next_size;
+        ++got_rows;
       } else if (kind == "DONE") {
         ++done;
       } else if (kind == "ERROR") {
@@ -225,7 +560,7 @@ bool run_group(const Options& o, int n, int64_t deadline, std::vector<Row>& rows
         break;
       }
     }
-    ok = done == n && next_size == o.sizes_mib.size();
+    ok = done == n && got_rows == want_rows;
   } catch (const std::exception& e) {
     std::fprintf(stderr, "N=%d: %s\n", n, e.what());
   }
@@ -237,6 +572,18 @@ bool run_group(const Options& o, int n, int64_t deadline, std::vector<Row>& rows
   return ok;
 }
 
+std::string json_string(const std::string& s) {
+  std::string out = "\"";
+  for (char c : s) {
+    if (c == '"' || c == '\\') out += '\\';
+    if (uint8_t(c) < 0x20) c = ' ';
+    out += c;
+  }
+  return out + "\"";
+}
+
+// "results" holds the rows that ran (compare.py reads n, size_bytes and median_ms from it);
+// rows the library refused are under "failed".
 void write_json(const Options& o, const std::vector<Row>& rows) {
   FILE* f = std::fopen(o.json.c_str(), "w");
   if (!f) {
@@ -244,21 +591,62 @@ void write_json(const Options& o, const std::vector<Row>& rows) {
     return;
   }
   std::fprintf(f, "{\"system\": \"qccl\", \"connections\": %u, \"inplace\": %s, \"iters\": %d, "
-               "\"warmup\": %d, \"results\": [",
-               o.connections, o.inplace ? "true" : "false", o.iters, o.warmup);
-  for (size_t i = 0; i < rows.size(); ++i) {
-    const Row& r = rows[i];
-    std::fprintf(f, "%s\n  {\"n\": %d, \"size_bytes\": %lld, \"times_ms\": [", i ? "," : "", r.n,
-                 (long long)r.size_bytes);
+               "\"warmup\": %d, \"dtype\": \"%s\", \"label\": %s, \"results\": [",
+               o.connections, o.inplace ? "true" : "false", o.iters, o.warmup, o.dtype.c_str(),
+               json_string(o.label).c_str());
+  bool first = true;
+  for (const Row& r : rows) {
+    if (!r.ok) continue;
+    std::fprintf(f, "%s\n  {\"n\": %d, \"size_bytes\": %lld, \"quant\": \"%s\", \"times_ms\": [",
+                 first ? "" : ",", r.n, (long long)r.size_bytes, r.quant.c_str());
+    first = false;
     for (size_t k = 0; k < r.times_ms.size(); ++k) {
       std::fprintf(f, "%s%.4f", k ? ", " : "", r.times_ms[k]);
     }
     std::fprintf(f, "], \"median_ms\": %.4f, \"min_ms\": %.4f, \"max_ms\": %.4f, "
-                 "\"algbw_gbs\": %.4f, \"busbw_gbs\": %.4f}",
-                 r.med, r.mn, r.mx, r.algbw, r.busbw);
+                 "\"algbw_gbs\": %.4f, \"busbw_gbs\": %.4f, \"tx_bytes\": %.0f, "
+                 "\"tx_bytes_min\": %.0f, \"rx_bytes\": %.0f, \"speedup_vs_none\": %.4f, "
+                 "\"tx_ratio_vs_none\": %.4f, \"max_abs_err\": %.6g, \"rms_err\": %.6g, "
+                 "\"max_abs_exact\": %.6g, \"non_finite\": %lld, \"over_bound\": %lld, "
+                 "\"parity\": %s, \"iterations_identical\": %s}",
+                 r.med, r.mn, r.mx, r.algbw, r.busbw, r.tx, r.tx_min, r.rx, r.speedup, r.tx_ratio,
+                 r.max_err, r.rms_err, r.max_exact, (long long)r.non_finite,
+                 (long long)r.over_bound, r.parity ? "true" : "false",
+                 r.deterministic ? "true" : "false");
+  }
+  std::fprintf(f, "\n], \"failed\": [");
+  first = true;
+  for (const Row& r : rows) {
+    if (r.ok) continue;
+    std::fprintf(f, "%s\n  {\"n\": %d, \"size_bytes\": %lld, \"quant\": \"%s\", \"error\": %s}",
+                 first ? "" : ",", r.n, (long long)r.size_bytes, r.quant.c_str(),
+                 json_string(r.error).c_str());
+    first = false;
   }
   std::fprintf(f, "\n]}\n");
   std::fclose(f);
+}
+
+// A markdown table of every row, for docs/performance.md.
+void print_summary(const Options& o, const std::vector<Row>& rows) {
+  std::printf("\n| link | N | MiB %s | wire | median s | min s | speed-up vs none | "
+              "tx MiB/peer/op | tx vs none | max abs err | parity |\n",
+              o.dtype.c_str());
+  std::printf("|---|---|---|---|---|---|---|---|---|---|---|\n");
+  for (const Row& r : rows) {
+    if (!r.ok) {
+      std::printf("| %s | %d | %lld | %s | failed: %s | | | | | | |\n", o.label.c_str(), r.n,
+                  (long long)(r.size_bytes >> 20), r.quant.c_str(), r.error.c_str());
+      continue;
+    }
+    char speed[16] = "-", txr[16] = "-";
+    if (r.speedup > 0) std::snprintf(speed, sizeof speed, "%.2fx", r.speedup);
+    if (r.tx_ratio > 0) std::snprintf(txr, sizeof txr, "%.3f", r.tx_ratio);
+    std::printf("| %s | %d | %lld | %s | %.3f | %.3f | %s | %.2f | %s | %.3g | %s |\n",
+                o.label.c_str(), r.n, (long long)(r.size_bytes >> 20), r.quant.c_str(),
+                r.med / 1e3, r.mn / 1e3, speed, r.tx / double(1 << 20), txr, r.max_err,
+                r.correct() ? "ok" : "FAILS");
+  }
 }
 
 }  // namespace
@@ -268,13 +656,22 @@ int main(int argc, char** argv) {
   if (o.peer) return run_peer(o);
   signal(SIGPIPE, SIG_IGN);
   const int64_t deadline = now_ns() + int64_t(o.timeout_s) * 1000000000;
-  std::printf("qccl all-reduce, float32 sum, loopback, %s; busbw = size/time * 2(N-1)/N\n",
+  std::printf("qccl all-reduce, %s sum, %s, %s; busbw = size/time * 2(N-1)/N; tx = bytes sent "
+              "per peer per op\n",
+              o.dtype == "fp32" ? "float32" : o.dtype.c_str(), o.label.c_str(),
               o.inplace ? "in place" : "out of place");
-  std::printf("%3s %10s %6s %6s %11s %9s %9s %12s %12s\n", "N", "size(MiB)", "conns", "iters",
-              "median(ms)", "min(ms)", "max(ms)", "algbw(GB/s)", "busbw(GB/s)");
+  std::printf("%3s %10s %6s %6s %11s %9s %9s %12s %12s  %-13s %9s %7s %8s %10s  %s\n", "N",
+              "size(MiB)", "conns", "iters", "median(ms)", "min(ms)", "max(ms)", "algbw(GB/s)",
+              "busbw(GB/s)", "wire", "tx(MiB)", "tx/none", "speedup", "max_err", "check");
+  std::fflush(stdout);
   std::vector<Row> rows;
   bool ok = true;
   for (int64_t n : o.peers) ok = run_group(o, int(n), deadline, rows) && ok;
+  relate_to_none(rows);
+  int bad = 0;
+  for (const Row& r : rows) bad += r.correct() ? 0 : 1;
+  if (o.wires.size() > 1 || o.wires[0].name != "none" || !o.netns.empty()) print_summary(o, rows);
   if (!o.json.empty()) write_json(o, rows);
-  return ok ? 0 : 1;
+  if (bad) std::fprintf(stderr, "%d row(s) failed, were refused, or broke parity\n", bad);
+  return ok && bad == 0 ? 0 : 1;
 }

@@ -279,13 +279,6 @@ struct Config {
   std::vector<RoundResult> rounds;  // R download rounds, then the no-change round
 };
 
-std::string find_ip() {
-  for (const char* p : {"/usr/sbin/ip", "/sbin/ip", "/usr/bin/ip", "/bin/ip"}) {
-    if (access(p, X_OK) == 0) return p;
-  }
-  throw std::runtime_error("the ip command was not found");
-}
-
 std::vector<std::string> peer_argv(const Options& o, const std::string& exe,
                                    const std::string& ns, std::vector<std::string> args) {
   std::vector<std::string> argv;
