@@ -6,6 +6,9 @@
 # package lists are missing or the install fails without it). As root it runs apt-get itself;
 # otherwise it uses sudo when available, and else prints the command to run and fails.
 #
+# Then makes sure the python3 on PATH has torch==2.13.0, numpy, pytest and pytest-timeout
+# (pip; nothing runs when they are importable).
+#
 # Usage: scripts/install_deps.sh            (no arguments; safe with no stdin, e.g. in CI)
 set -euo pipefail
 
@@ -14,8 +17,9 @@ packages=(
   g++ gcc make cmake ninja-build pkg-config binutils
   # libraries (headers; Debian 12 versions are the ones STYLE.md names)
   libasio-dev libfmt-dev libspdlog-dev libgtest-dev libgmock-dev libcli11-dev libxxhash-dev
-  # Python bindings and their tests (built when QCCL_BUILD_PYTHON=ON)
-  python3 python3-dev pybind11-dev python3-numpy python3-pytest
+  # Python bindings and their tests (built when QCCL_BUILD_PYTHON=ON); the test modules
+  # themselves come from pip, for the python3 on PATH (see the end of this script)
+  python3 python3-dev python3-venv python3-pip pybind11-dev python3-numpy python3-pytest
   # process and network tools used by the demo and the multi-process tests
   iproute2 procps psmisc
 )
@@ -25,8 +29,35 @@ log() { printf 'install_deps: %s\n' "$*" >&2; }
 if ! command -v dpkg-query >/dev/null 2>&1; then
   log "not a Debian system: install the equivalents of these packages yourself:"
   log "  ${packages[*]}"
+  install_pip_modules
   exit 0
 fi
+
+# Python modules the Python tests need, for the `python3` on PATH (which may not be Debian's):
+# module name -> pip requirement. torch is pinned EXACTLY: an unpinned torch pulls several GB
+# of CUDA packages, while 2.13.0 resolves to the CPU build (a local wheel on our machines).
+pip_modules=(torch numpy pytest pytest_timeout)
+pip_requirements=(torch==2.13.0 numpy pytest pytest-timeout)
+
+install_pip_modules() {
+  local py missing_reqs=() i
+  py="$(command -v python3 || true)"
+  [[ -n "$py" ]] || return 0
+  # find_spec does not import: this check costs a few milliseconds, not torch's import time.
+  mapfile -t absent < <("$py" - "${pip_modules[@]}" <<'PY'
+import importlib.util, sys
+for i, name in enumerate(sys.argv[1:]):
+    if importlib.util.find_spec(name) is None:
+        print(i)
+PY
+  )
+  for i in "${absent[@]}"; do missing_reqs+=("${pip_requirements[$i]}"); done
+  ((${#missing_reqs[@]} == 0)) && return 0
+  log "pip installing for $py: ${missing_reqs[*]}"
+  # PIP_BREAK_SYSTEM_PACKAGES: Debian's own python3 refuses pip installs otherwise (PEP 668).
+  PIP_BREAK_SYSTEM_PACKAGES=1 "$py" -m pip install --quiet --disable-pip-version-check \
+    --no-input "${missing_reqs[@]}" </dev/null
+}
 
 missing=()
 for p in "${packages[@]}"; do
@@ -35,6 +66,7 @@ for p in "${packages[@]}"; do
   fi
 done
 if ((${#missing[@]} == 0)); then
+  install_pip_modules
   exit 0
 fi
 log "missing: ${missing[*]}"
@@ -70,3 +102,4 @@ else
   install_missing
 fi
 log "installed: ${missing[*]}"
+install_pip_modules

@@ -19,6 +19,13 @@
 #   QCCL_BUILD_JOBS      parallel compile jobs (default: number of CPUs)
 #   QCCL_TEST_JOBS       parallel tests (default 2: the multi-process fault tests have
 #                        deadlines and several processes each, so more oversubscribes)
+#   QCCL_TEST_PYTHON     1 (default): the release pass also builds the Python package
+#                        (-DQCCL_BUILD_PYTHON=ON) and runs its pytest suites (ctest label
+#                        `python`); 0: not. The sanitizer pass never builds Python.
+#   QCCL_TEST_PIP_INSTALL  1 (default with QCCL_TEST_PYTHON=1): after the release pass, the
+#                        ctest `python_pip_install` does a real `pip install .` into a fresh
+#                        venv and runs an all-reduce with it (about 2-3 minutes: it compiles
+#                        the core again); 0: skip it.
 set -euo pipefail
 
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -28,6 +35,8 @@ build_dir="${QCCL_BUILD_DIR:-build}"
 asan_dir="${QCCL_ASAN_BUILD_DIR:-build-asan}"
 build_jobs="${QCCL_BUILD_JOBS:-$(nproc 2>/dev/null || echo 2)}"
 test_jobs="${QCCL_TEST_JOBS:-2}"
+test_python="${QCCL_TEST_PYTHON:-1}"
+test_pip="${QCCL_TEST_PIP_INSTALL:-$test_python}"
 budget="${QCCL_CI_BUDGET_SECONDS:-1200}"
 case "${QCCL_TEST_SANITIZE:-}" in
   1 | true | yes | on) QCCL_TEST_SANITIZE=1 ;;
@@ -56,10 +65,12 @@ check_generator() {
 }
 
 # configure_build_test DIR LABEL CMAKE_ARGS...
+# Sets ctest_seconds_without_python: the ctest time less the Python suites (which the
+# sanitizer pass does not run), for the projection below.
 configure_build_test() {
   local dir="$1" label="$2"
   shift 2
-  local t
+  local t t_python=0
   check_generator "$dir"
 
   step "$label: configure $dir"
@@ -74,16 +85,41 @@ configure_build_test() {
 
   step "$label: ctest ($test_jobs jobs)"
   t=$SECONDS
-  ctest --test-dir "$dir" --output-on-failure --no-tests=error -j "$test_jobs"
+  # The pip-install test compiles the core again: it runs on its own, after this pass.
+  ctest --test-dir "$dir" --output-on-failure --no-tests=error -j "$test_jobs" -LE pip
   elapsed "$label ctest" "$t"
+  if [[ -f "$dir/python/CTestTestfile.cmake" ]]; then
+    t_python=$(awk '$1 ~ /^python_/ {s += $3} END {printf "%d", s}' \
+               "$dir/Testing/Temporary/CTestCostData.txt" 2>/dev/null || echo 0)
+  fi
+  python_test_seconds=$t_python
 }
 
 step "dependencies"
 "$repo/scripts/install_deps.sh"
 
+python_flag=OFF
+if [[ "$test_python" == 1 ]]; then python_flag=ON; fi
+python_args=(-DQCCL_BUILD_PYTHON=$python_flag)
+if [[ "$python_flag" == ON ]]; then
+  # The interpreter that has torch/numpy/pytest (install_deps.sh installed them for it).
+  python_args+=("-DPython_EXECUTABLE=$(python3 -c 'import sys; print(sys.executable)')")
+fi
+
 release_start=$SECONDS
-configure_build_test "$build_dir" "release" -DQCCL_WERROR=ON -DQCCL_SANITIZE=
-release_time=$((SECONDS - release_start))
+python_test_seconds=0
+configure_build_test "$build_dir" "release" -DQCCL_WERROR=ON -DQCCL_SANITIZE= "${python_args[@]}"
+# What the sanitizer pass repeats (at about 3 times the cost): not the Python suites, whose
+# time ctest recorded (summed per test, so an upper bound of their wall time at -j2).
+release_time=$((SECONDS - release_start - python_test_seconds / test_jobs))
+
+if [[ "$python_flag" == ON && "$test_pip" == 1 ]]; then
+  step "release: pip install . into a fresh venv (python_pip_install)"
+  t=$SECONDS
+  QCCL_TEST_PIP_INSTALL=1 ctest --test-dir "$build_dir" --output-on-failure --no-tests=error \
+    -L pip
+  elapsed "pip install check" "$t"
+fi
 
 if [[ "$QCCL_TEST_SANITIZE" == auto ]]; then
   projected=$(((SECONDS - start_all) + release_time * 3))
@@ -103,7 +139,8 @@ if [[ "$QCCL_TEST_SANITIZE" == 1 ]]; then
   export ASAN_OPTIONS="${ASAN_OPTIONS:-detect_leaks=1}"
   export UBSAN_OPTIONS="${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}"
   configure_build_test "$asan_dir" "asan+ubsan" -DQCCL_SANITIZE=address,undefined \
-    -DQCCL_WERROR=OFF -DQCCL_BUILD_EXAMPLES=OFF -DQCCL_BUILD_BENCHMARKS=OFF
+    -DQCCL_WERROR=OFF -DQCCL_BUILD_EXAMPLES=OFF -DQCCL_BUILD_BENCHMARKS=OFF \
+    -DQCCL_BUILD_PYTHON=OFF
 fi
 
 step "all tests passed ($((SECONDS - start_all))s)"

@@ -1,0 +1,434 @@
+"""qccl.Communicator, its asynchronous operations, and qccl.SharedState."""
+
+from __future__ import annotations
+
+import threading
+import weakref
+from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
+
+from . import _qccl as _C
+from ._buffers import Buffer, resolve, resolve_pair
+from ._enums import (Attribute, Quantization, ReduceInfo, ReduceOp, SyncInfo,
+                     SyncStrategy, _quantization_args)
+from ._errors import InvalidUsageError
+
+__all__ = ["Communicator", "AllReduceOp", "SharedState"]
+
+_U32 = 2**32
+_U64 = 2**64
+
+# Communicators still open at interpreter exit leave the run gracefully (see _close_all).
+_live: "weakref.WeakSet[Communicator]" = weakref.WeakSet()
+
+
+def _u32(name: str, value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{name} must be an int, not {type(value).__name__}")
+    if not 0 <= value < _U32:
+        raise ValueError(f"{name} must be in [0, 2**32), not {value}")
+    return value
+
+
+def _u64(name: str, value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{name} must be an int, not {type(value).__name__}")
+    if not 0 <= value < _U64:
+        raise ValueError(f"{name} must be in [0, 2**64), not {value}")
+    return value
+
+
+def _timeout_ms(timeout: Optional[float]) -> int:
+    """Seconds (None = forever) -> the C API's milliseconds (0 = forever)."""
+    if timeout is None:
+        return 0
+    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)):
+        raise TypeError(f"timeout must be a number of seconds or None, not "
+                        f"{type(timeout).__name__}")
+    if not timeout > 0:
+        raise ValueError(f"timeout must be > 0 seconds (None waits forever), not {timeout}")
+    return min(max(1, round(timeout * 1000)), _U32 - 1)
+
+
+def _enum(cls, name: str, value: Any):
+    try:
+        return cls(value)
+    except ValueError:
+        raise ValueError(f"{name} must be a qccl.{cls.__name__}, not {value!r}") from None
+
+
+class _Desc:
+    """An all-reduce's buffers and descriptor, resolved and checked."""
+
+    __slots__ = ("send", "recv", "op", "tag", "q_algorithm", "q_dtype")
+
+    def __init__(self, tensor: Any, out: Any, op: Any, tag: Any,
+                 quantization: Optional[Quantization]) -> None:
+        self.op = _enum(ReduceOp, "op", op)
+        self.tag = _u64("tag", tag)
+        self.send, self.recv = resolve_pair(tensor, out)
+        self.q_algorithm, self.q_dtype = _quantization_args(quantization, self.send.dtype)
+
+    def args(self) -> Tuple[int, int, int, int, int, int, int, int]:
+        return (self.send.ptr, self.recv.ptr, self.send.count, int(self.send.dtype),
+                int(self.op), self.tag, self.q_algorithm, self.q_dtype)
+
+    def buffers(self) -> List[Buffer]:
+        return [self.send] if self.recv is self.send else [self.send, self.recv]
+
+    def copy_back(self) -> None:
+        self.recv.copy_back()
+
+
+class AllReduceOp:
+    """An asynchronous all-reduce started by :meth:`Communicator.all_reduce_async`.
+
+    Holds references to its tensors until it has been waited for, so the caller may drop
+    its own. ``wait()`` returns the :class:`qccl.ReduceInfo` or raises the operation's
+    :class:`qccl.QcclError` (e.g. :class:`qccl.AbortedError` if the communicator was closed
+    while it was in flight); calling it again returns / raises the same. An op dropped
+    without ``wait()`` is waited for when it is garbage-collected (its result is lost, and a
+    staged CUDA output is not written back).
+    """
+
+    __slots__ = ("_op", "_desc", "_info", "_lock", "__weakref__")
+
+    def __init__(self, op: "_C.Op", desc: _Desc) -> None:
+        self._op = op
+        self._desc: Optional[_Desc] = desc
+        self._info: Optional[ReduceInfo] = None
+        self._lock = threading.Lock()
+
+    def wait(self) -> ReduceInfo:
+        """Blocks (without the GIL) until the operation ended; returns its info or raises."""
+        world, tx, rx = self._op.wait()  # raises the op's error, every time
+        with self._lock:
+            if self._info is None:
+                if self._desc is not None:
+                    self._desc.copy_back()
+                    self._desc = None
+                self._info = ReduceInfo(world, tx, rx)
+            return self._info
+
+    def done(self) -> bool:
+        """True once the operation ended (``wait()`` then returns at once). Never blocks."""
+        return self._op.test()
+
+    def test(self) -> bool:
+        """Same as :meth:`done` (the C API's name, ``qcclTest``)."""
+        return self._op.test()
+
+    def __repr__(self) -> str:
+        return f"<qccl.AllReduceOp {'done' if self.done() else 'in flight'}>"
+
+    def __del__(self) -> None:
+        # Dropped without wait(): the library may still use the buffers, so the C op (which
+        # holds them) must be waited for, but not here: that could block whatever thread
+        # the garbage collector runs on until the peers join the op. A daemon thread waits.
+        try:
+            op = self._op
+            if not op.waited and not op.test():
+                threading.Thread(target=_reap, args=(op,), name="qccl-op-reaper",
+                                 daemon=True).start()
+        except Exception:  # never raise from __del__ (at shutdown, the C op waits itself)
+            pass
+
+
+def _reap(op: "_C.Op") -> None:
+    try:
+        op.wait()
+    except Exception:
+        pass  # the result of an op nobody waited for is lost by design
+
+
+class SharedState:
+    """Tensors kept byte-identical across the peers of a group by
+    :meth:`Communicator.sync_shared_state`.
+
+    ``tensors`` maps unique names to writable, contiguous buffers (torch CPU or CUDA tensors,
+    NumPy arrays, ...); a sync may overwrite their contents in place, never their shape or
+    dtype. ``revision`` advances by exactly one per sync (the first sync of a run accepts
+    any); after a successful sync it holds the elected revision.
+
+    ``allow_content_inequality``: names of entries that are never compared nor transferred
+    (e.g. per-peer RNG state); they must still exist with the same dtype and element count
+    on every peer. Change it with :meth:`set_allow_content_inequality`.
+    """
+
+    def __init__(self, tensors: Mapping[str, Any], revision: int = 0, *,
+                 allow_content_inequality: Iterable[str] = ()) -> None:
+        if not isinstance(tensors, Mapping):
+            raise TypeError(f"tensors must be a mapping name -> tensor, not "
+                            f"{type(tensors).__name__}")
+        for name in tensors:
+            if not isinstance(name, str):
+                raise TypeError(f"shared-state names must be str, not {type(name).__name__}")
+            if "\0" in name:
+                raise ValueError(f"shared-state name {name!r} contains a NUL character")
+        self.tensors: Dict[str, Any] = dict(tensors)
+        self.revision: int = _u64("revision", revision)
+        unequal = set(allow_content_inequality)
+        unknown = unequal - set(self.tensors)
+        if unknown:
+            raise ValueError(f"allow_content_inequality names unknown entries: {sorted(unknown)}")
+        self._unequal = unequal
+
+    @property
+    def allow_content_inequality(self) -> frozenset:
+        """Names of the entries that are never compared nor transferred."""
+        return frozenset(self._unequal)
+
+    def set_allow_content_inequality(self, name: str, allow: bool = True) -> None:
+        """Marks (or unmarks) one entry as allowed to differ between peers."""
+        if name not in self.tensors:
+            raise KeyError(name)
+        if allow:
+            self._unequal.add(name)
+        else:
+            self._unequal.discard(name)
+
+    def __getitem__(self, name: str) -> Any:
+        return self.tensors[name]
+
+    def __len__(self) -> int:
+        return len(self.tensors)
+
+    def __repr__(self) -> str:
+        return (f"<qccl.SharedState revision={self.revision} entries={list(self.tensors)} "
+                f"allow_content_inequality={sorted(self._unequal)}>")
+
+
+class Communicator:
+    """One peer of a qccl run (``qcclComm_t``).
+
+    ``Communicator(master_address, peer_group=0, connections_per_peer=0, auth_token=None)``
+    creates it (not yet connected; a malformed address raises
+    :class:`qccl.InvalidArgumentError`). :meth:`connect` joins the run. Use it as a context
+    manager, or call :meth:`close`, to leave the run gracefully; a communicator that is
+    garbage-collected or still open at interpreter exit is closed then.
+
+    Thread safety: every method may be called from any thread; blocking calls release the
+    GIL. Async all-reduces with different tags may be in flight at once. ``close()`` waits
+    for the blocking calls in progress on other threads, then ends the async ops in flight
+    (their ``wait()`` raises :class:`qccl.AbortedError`).
+    """
+
+    def __init__(self, master_address: str, peer_group: int = 0, connections_per_peer: int = 0,
+                 auth_token: Optional[str] = None) -> None:
+        if not isinstance(master_address, str):
+            raise TypeError(f"master_address must be a str 'host:port', not "
+                            f"{type(master_address).__name__}")
+        if auth_token is not None and not isinstance(auth_token, str):
+            raise TypeError(f"auth_token must be a str or None, not {type(auth_token).__name__}")
+        self._config = (master_address, _u32("peer_group", peer_group),
+                        _u32("connections_per_peer", connections_per_peer), auth_token)
+        self._lock = threading.Lock()
+        self._connecting = False
+        self._connected = False
+        self._timeout_ms = 0
+        self._c: "_C.Comm" = self._create(0)
+        _live.add(self)
+
+    def _create(self, timeout_ms: int) -> "_C.Comm":
+        address, group, conns, token = self._config
+        return _C.Comm(address, group, conns, timeout_ms, token)
+
+    # ---- membership ----
+
+    def connect(self, timeout: Optional[float] = None) -> None:
+        """Joins the run: blocks until the master accepted this peer and its ring is up.
+
+        The first peer of a run is accepted at once; later ones wait until the accepted peers
+        next call :meth:`update_topology`. ``timeout`` in seconds (None: wait forever) raises
+        :class:`qccl.TimeoutError`; a failed connect may be retried.
+        """
+        ms = _timeout_ms(timeout)
+        with self._lock:
+            if self._connecting:
+                raise InvalidUsageError("connect: another thread is connecting this communicator")
+            if not self._connected and ms != self._timeout_ms and not self._c.closed:
+                # The C API takes the connect timeout from the config: a communicator that
+                # never connected is cheap to re-create with another one.
+                old, self._c = self._c, self._create(ms)
+                self._timeout_ms = ms
+                old.close()
+            self._connecting = True
+            c = self._c
+        try:
+            c.connect()
+            self._connected = True
+        finally:
+            with self._lock:
+                self._connecting = False
+
+    def update_topology(self) -> None:
+        """Collective of all accepted peers: admits pending peers and rebuilds the rings.
+
+        A peer admitted by this call returns from :meth:`connect` at the same moment, so it
+        must not call this in its first iteration. Raises :class:`qccl.InvalidUsageError`
+        while all-reduces are in flight.
+        """
+        self._c.update_topology()
+
+    def are_peers_pending(self) -> bool:
+        """Collective vote of all accepted peers: True if peers wait to be admitted (the same
+        answer on every peer)."""
+        return self._c.are_peers_pending()
+
+    def get_attribute(self, attribute: Attribute) -> int:
+        """Reads an attribute (:class:`qccl.Attribute`) as of the last membership update seen."""
+        return self._c.get_attribute(int(_enum(Attribute, "attribute", attribute)))
+
+    @property
+    def world_size(self) -> int:
+        """Accepted peers in all groups (``Attribute.GLOBAL_WORLD_SIZE``)."""
+        return self.get_attribute(Attribute.GLOBAL_WORLD_SIZE)
+
+    @property
+    def group_world_size(self) -> int:
+        """Accepted peers in this peer's group (``Attribute.GROUP_WORLD_SIZE``)."""
+        return self.get_attribute(Attribute.GROUP_WORLD_SIZE)
+
+    @property
+    def ring_rank(self) -> int:
+        """This peer's position in its group's ring (``Attribute.RING_RANK``)."""
+        return self.get_attribute(Attribute.RING_RANK)
+
+    @property
+    def epoch(self) -> int:
+        """Membership generation; grows at every change (``Attribute.EPOCH``)."""
+        return self.get_attribute(Attribute.EPOCH)
+
+    @property
+    def peer_group(self) -> int:
+        """The peer group given at construction."""
+        return self._config[1]
+
+    # ---- all-reduce ----
+
+    def all_reduce(self, tensor: Any, out: Any = None, op: ReduceOp = ReduceOp.SUM, tag: int = 0,
+                   quantization: Optional[Quantization] = None) -> ReduceInfo:
+        """All-reduces ``tensor`` over the accepted peers of this peer's group.
+
+        In place when ``out`` is None, else into ``out`` (same shape and dtype; ``tensor``
+        is then only read). Every peer must pass the same element count, dtype, op, tag and
+        quantization (else :class:`qccl.MismatchError` on every peer). All or nothing: on
+        failure (e.g. :class:`qccl.PeerLostError`, retry at once) ``tensor`` holds its input.
+        Blocks without the GIL. Returns a :class:`qccl.ReduceInfo`.
+        """
+        d = _Desc(tensor, out, op, tag, quantization)
+        world, tx, rx = self._c.all_reduce(*d.args())
+        d.copy_back()
+        return ReduceInfo(world, tx, rx)
+
+    def all_reduce_async(self, tensor: Any, out: Any = None, op: ReduceOp = ReduceOp.SUM,
+                         tag: int = 0,
+                         quantization: Optional[Quantization] = None) -> AllReduceOp:
+        """Starts an all-reduce and returns at once; see :meth:`all_reduce`.
+
+        Ops in flight at the same time need different tags. The returned
+        :class:`AllReduceOp` keeps the tensors alive until it has been waited for; do not
+        touch their contents before ``wait()`` returned.
+        """
+        d = _Desc(tensor, out, op, tag, quantization)
+        c_op = self._c.all_reduce_async(*d.args(), [b.keep for b in d.buffers()])
+        return AllReduceOp(c_op, d)
+
+    def all_reduce_multiple_with_retry(
+            self, ops: Sequence[Tuple[Any, ...]], max_in_flight: int = 4) -> ReduceInfo:
+        """Runs several all-reduces, up to ``max_in_flight`` at once, retrying those that
+        fail with :class:`qccl.PeerLostError` until all succeeded (or the group fell below 2
+        peers: :class:`qccl.TooFewPeersError`).
+
+        ``ops`` is a sequence of ``(tensor, out)`` or ``(tensor, out, desc_kwargs)``, where
+        ``out`` may be None (in place) and ``desc_kwargs`` is a dict with any of ``op``,
+        ``tag`` and ``quantization``. Tags must differ; an op without one gets its index.
+        Returns the world size of the last op and the summed byte counts.
+        """
+        if isinstance(max_in_flight, bool) or not isinstance(max_in_flight, int):
+            raise TypeError("max_in_flight must be an int")
+        if not 1 <= max_in_flight < 2**31:
+            raise ValueError(f"max_in_flight must be at least 1, not {max_in_flight}")
+        descs: List[_Desc] = []
+        for i, entry in enumerate(ops):
+            if not isinstance(entry, (tuple, list)) or not 2 <= len(entry) <= 3:
+                raise TypeError(f"ops[{i}] must be (tensor, out) or (tensor, out, desc_kwargs)")
+            kwargs = dict(entry[2]) if len(entry) == 3 and entry[2] is not None else {}
+            unknown = set(kwargs) - {"op", "tag", "quantization"}
+            if unknown:
+                raise TypeError(f"ops[{i}]: unknown descriptor keys {sorted(unknown)} "
+                                f"(allowed: op, tag, quantization)")
+            descs.append(_Desc(entry[0], entry[1], kwargs.get("op", ReduceOp.SUM),
+                               kwargs.get("tag", i), kwargs.get("quantization")))
+        world, tx, rx = self._c.all_reduce_multiple_with_retry([d.args() for d in descs],
+                                                               max_in_flight)
+        for d in descs:
+            d.copy_back()
+        return ReduceInfo(world, tx, rx)
+
+    # ---- shared state ----
+
+    def sync_shared_state(self, state: SharedState,
+                          strategy: SyncStrategy = SyncStrategy.ENFORCE_POPULAR) -> SyncInfo:
+        """Collective of the group: makes every peer's shared state byte-identical to the
+        elected content (newest revision, then most peers; docs/shared-state.md).
+
+        Only differing tensors are transferred, into ``state``'s buffers in place. On success
+        ``state.revision`` is the elected revision. Raises :class:`qccl.MismatchError` if
+        peers disagree about names, dtypes or counts or a revision skipped ahead (nothing
+        changed), :class:`qccl.InvalidUsageError` while all-reduces are in flight.
+        """
+        if not isinstance(state, SharedState):
+            raise TypeError(f"state must be a qccl.SharedState, not {type(state).__name__}")
+        strategy = _enum(SyncStrategy, "strategy", strategy)
+        buffers: List[Tuple[str, Buffer]] = []
+        for name, t in state.tensors.items():
+            buffers.append((name, resolve(t, writable=True, what=f"shared-state entry '{name}'")))
+        unequal = state._unequal
+        entries = [(name, b.ptr, b.count, int(b.dtype), name in unequal) for name, b in buffers]
+        revision, tx, rx = self._c.sync_shared_state(_u64("state.revision", state.revision),
+                                                     entries, int(strategy))
+        for _, b in buffers:
+            b.copy_back()
+        state.revision = revision
+        return SyncInfo(revision, tx, rx)
+
+    # ---- lifetime ----
+
+    def close(self) -> None:
+        """Leaves the run gracefully and frees the communicator. Idempotent.
+
+        Waits for blocking calls in progress on other threads to return; async ops still in
+        flight end with :class:`qccl.AbortedError`. Every later call raises
+        :class:`qccl.InvalidUsageError`.
+        """
+        c = getattr(self, "_c", None)
+        if c is not None:
+            c.close()
+
+    @property
+    def closed(self) -> bool:
+        return self._c.closed
+
+    def __enter__(self) -> "Communicator":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    def __del__(self) -> None:
+        try:
+            self.close()
+        except Exception:  # never raise from __del__
+            pass
+
+    def __repr__(self) -> str:
+        state = "closed" if self.closed else ("connected" if self._connected else "not connected")
+        return f"<qccl.Communicator master={self._config[0]} group={self._config[1]} {state}>"
+
+
+def _close_all() -> None:
+    for comm in list(_live):
+        try:
+            comm._c.close(False)  # not if a (daemon) thread is blocked in a call on it
+        except Exception:
+            pass

@@ -1,0 +1,174 @@
+"""Enumerations and small value types of the qccl API.
+
+Every enum value is read from the C header through the extension (``_qccl``), so the
+Python names can never drift from ``include/qccl/qccl.h``.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+from typing import Optional
+
+from . import _qccl as _C
+
+__all__ = [
+    "Result",
+    "DataType",
+    "ReduceOp",
+    "QuantAlgorithm",
+    "SyncStrategy",
+    "Attribute",
+    "Quantization",
+    "ReduceInfo",
+    "SyncInfo",
+]
+
+
+class Result(enum.IntEnum):
+    """``qcclResult_t``: the code carried by every :class:`qccl.QcclError` as ``.code``."""
+
+    SUCCESS = _C.RESULTS["SUCCESS"]
+    INVALID_ARGUMENT = _C.RESULTS["INVALID_ARGUMENT"]
+    INVALID_USAGE = _C.RESULTS["INVALID_USAGE"]
+    MASTER_UNREACHABLE = _C.RESULTS["MASTER_UNREACHABLE"]
+    PEER_LOST = _C.RESULTS["PEER_LOST"]
+    TOO_FEW_PEERS = _C.RESULTS["TOO_FEW_PEERS"]
+    TIMEOUT = _C.RESULTS["TIMEOUT"]
+    KICKED = _C.RESULTS["KICKED"]
+    MISMATCH = _C.RESULTS["MISMATCH"]
+    AUTH_FAILED = _C.RESULTS["AUTH_FAILED"]
+    ABORTED = _C.RESULTS["ABORTED"]
+    INTERNAL_ERROR = _C.RESULTS["INTERNAL_ERROR"]
+
+
+class DataType(enum.IntEnum):
+    """``qcclDataType_t``: element types of buffers and of quantized payloads."""
+
+    UINT8 = _C.DATA_TYPES["UINT8"]
+    INT8 = _C.DATA_TYPES["INT8"]
+    UINT16 = _C.DATA_TYPES["UINT16"]
+    INT16 = _C.DATA_TYPES["INT16"]
+    UINT32 = _C.DATA_TYPES["UINT32"]
+    INT32 = _C.DATA_TYPES["INT32"]
+    UINT64 = _C.DATA_TYPES["UINT64"]
+    INT64 = _C.DATA_TYPES["INT64"]
+    FLOAT16 = _C.DATA_TYPES["FLOAT16"]
+    BFLOAT16 = _C.DATA_TYPES["BFLOAT16"]
+    FLOAT32 = _C.DATA_TYPES["FLOAT32"]
+    FLOAT64 = _C.DATA_TYPES["FLOAT64"]
+
+    @property
+    def itemsize(self) -> int:
+        """Size of one element in bytes."""
+        return _ITEMSIZE[self]
+
+
+_ITEMSIZE = {
+    DataType.UINT8: 1,
+    DataType.INT8: 1,
+    DataType.UINT16: 2,
+    DataType.INT16: 2,
+    DataType.UINT32: 4,
+    DataType.INT32: 4,
+    DataType.UINT64: 8,
+    DataType.INT64: 8,
+    DataType.FLOAT16: 2,
+    DataType.BFLOAT16: 2,
+    DataType.FLOAT32: 4,
+    DataType.FLOAT64: 8,
+}
+
+
+class ReduceOp(enum.IntEnum):
+    """``qcclRedOp_t``. ``AVG`` divides by the world size of the operation."""
+
+    SUM = _C.REDUCE_OPS["SUM"]
+    AVG = _C.REDUCE_OPS["AVG"]
+    PROD = _C.REDUCE_OPS["PROD"]
+    MAX = _C.REDUCE_OPS["MAX"]
+    MIN = _C.REDUCE_OPS["MIN"]
+
+
+class QuantAlgorithm(enum.IntEnum):
+    """``qcclQuantAlgorithm_t`` (docs/quantization.md)."""
+
+    NONE = _C.QUANT_ALGORITHMS["NONE"]
+    MIN_MAX = _C.QUANT_ALGORITHMS["MIN_MAX"]
+    ZERO_POINT_SCALE = _C.QUANT_ALGORITHMS["ZERO_POINT_SCALE"]
+
+
+class SyncStrategy(enum.IntEnum):
+    """``qcclSyncStrategy_t`` (docs/shared-state.md)."""
+
+    ENFORCE_POPULAR = _C.SYNC_STRATEGIES["ENFORCE_POPULAR"]
+    RECEIVE_ONLY = _C.SYNC_STRATEGIES["RECEIVE_ONLY"]
+    SEND_ONLY = _C.SYNC_STRATEGIES["SEND_ONLY"]
+
+
+class Attribute(enum.IntEnum):
+    """``qcclAttribute_t``: what :meth:`qccl.Communicator.get_attribute` can read."""
+
+    GLOBAL_WORLD_SIZE = _C.ATTRIBUTES["GLOBAL_WORLD_SIZE"]
+    GROUP_WORLD_SIZE = _C.ATTRIBUTES["GROUP_WORLD_SIZE"]
+    NUM_GROUPS = _C.ATTRIBUTES["NUM_GROUPS"]
+    LARGEST_GROUP_SIZE = _C.ATTRIBUTES["LARGEST_GROUP_SIZE"]
+    RING_RANK = _C.ATTRIBUTES["RING_RANK"]
+    EPOCH = _C.ATTRIBUTES["EPOCH"]
+
+
+@dataclass(frozen=True)
+class Quantization:
+    """How an all-reduce payload travels (``qcclQuantization_t``).
+
+    ``Quantization(QuantAlgorithm.MIN_MAX, DataType.UINT8)`` quantizes a floating-point
+    buffer to 8 bits per element on the wire; ``Quantization(QuantAlgorithm.NONE,
+    DataType.BFLOAT16)`` down-casts float32 to bfloat16 on the wire. Every peer must pass the
+    same quantization for the same tag (else :class:`qccl.MismatchError`). Results are
+    bit-identical on every peer either way. See docs/quantization.md for what is supported.
+    """
+
+    algorithm: QuantAlgorithm
+    dtype: DataType
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "algorithm", QuantAlgorithm(self.algorithm))
+        object.__setattr__(self, "dtype", DataType(self.dtype))
+
+
+@dataclass(frozen=True)
+class ReduceInfo:
+    """What an all-reduce did (``qcclReduceInfo_t``).
+
+    ``world_size``: peers whose contributions are in the result. ``tx_bytes`` /
+    ``rx_bytes``: bytes this peer sent / received for the operation (for
+    ``all_reduce_multiple_with_retry``: summed over the ops, world size of the last op).
+    """
+
+    world_size: int
+    tx_bytes: int
+    rx_bytes: int
+
+
+@dataclass(frozen=True)
+class SyncInfo:
+    """What a shared-state sync did (``qcclSyncInfo_t`` plus the elected revision).
+
+    ``tx_bytes`` / ``rx_bytes``: tensor bytes this peer served to / downloaded from other
+    peers in this call (0 and 0 when its state already matched and nobody needed it).
+    """
+
+    revision: int
+    tx_bytes: int
+    rx_bytes: int
+
+
+def _quantization_args(quantization: Optional[Quantization], dtype: DataType) -> "tuple[int, int]":
+    """(algorithm, quantized dtype) for the C descriptor; None sends the source type."""
+    if quantization is None:
+        return int(QuantAlgorithm.NONE), int(dtype)
+    if not isinstance(quantization, Quantization):
+        raise TypeError(
+            f"quantization must be a qccl.Quantization or None, not {type(quantization).__name__}"
+        )
+    return int(quantization.algorithm), int(quantization.dtype)

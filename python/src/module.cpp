@@ -1,0 +1,616 @@
+// qccl._qccl: the thin pybind11 binding of the public C API (include/qccl/qccl.h).
+//
+// Only the C API is called; the Pythonic surface (tensors, dtypes, enums, exception classes)
+// lives in python/qccl/*.py. Here we own the C handles and make them safe to use from Python:
+//
+//  - Every blocking C call (connect, votes, all-reduce, wait, shared-state sync, master
+//    wait/stop/destroy, communicator destroy) runs with the GIL released.
+//  - A communicator is never destroyed while another Python thread is inside a call on it
+//    (qcclCommDestroy frees the handle, so that would be a use after free): each call holds a
+//    "use" of the handle, and close() waits for the uses to end, then destroys. Async
+//    operations are not uses: destroying the communicator ends them with qcclAborted, and
+//    their qcclOp_t handles stay valid until qcclWait.
+//  - An Op keeps Python references to its buffers (keepalive) until its qcclWait returned, so
+//    a buffer can never be freed while the library still reads or writes it, even if the
+//    caller drops every other reference, or drops the op without waiting (the destructor
+//    then waits).
+//  - Errors raise the exception class the Python layer registered for the result code
+//    (set_error_classes), with the message of qcclGetLastError() read right after the call
+//    on the same thread.
+//
+// Buffers arrive as raw addresses (Python ints) computed by the Python layer from torch's
+// data_ptr() or from a BufferView (the buffer protocol, held open for the op's lifetime).
+#include <pybind11/pybind11.h>
+#include <pybind11/stl.h>
+
+#include <condition_variable>
+#include <cstdint>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <tuple>
+#include <utility>
+#include <vector>
+
+#include "qccl/qccl.h"
+
+namespace py = pybind11;
+
+namespace {
+
+// code -> exception class, registered by qccl/_errors.py. Leaked on purpose: a static
+// py::object would be decref'd after the interpreter is gone.
+PyObject* g_error_classes = nullptr;
+
+bool interpreter_finalizing() {
+#if PY_VERSION_HEX >= 0x030D0000
+  return Py_IsFinalizing() != 0;
+#else
+  return _Py_IsFinalizing() != 0;
+#endif
+}
+
+// Runs f() without the GIL, unless the interpreter is shutting down (releasing and retaking
+// the GIL then is not safe on every Python version; the call is short in that case).
+template <typename F>
+auto without_gil(F&& f) {
+  if (interpreter_finalizing()) return f();
+  py::gil_scoped_release nogil;
+  return f();
+}
+
+[[noreturn]] void raise_result(qcclResult_t r, std::string message) {
+  if (message.empty()) message = qcclGetErrorString(r);
+  py::object cls;
+  if (g_error_classes != nullptr) {
+    py::dict classes = py::reinterpret_borrow<py::dict>(g_error_classes);
+    py::int_ key(static_cast<int>(r));
+    if (classes.contains(key)) cls = classes[key];
+  }
+  if (!cls) {
+    throw std::runtime_error("qccl error " + std::to_string(static_cast<int>(r)) + ": " +
+                             message);
+  }
+  py::object exc = cls(py::str(message));
+  PyErr_SetObject(cls.ptr(), exc.ptr());
+  throw py::error_already_set();
+}
+
+// Call right after a C call, on the same thread, before any other qccl call.
+void check(qcclResult_t r) {
+  if (r == qcclSuccess) return;
+  raise_result(r, qcclGetLastError());
+}
+
+// Closed handle: the same error the C API gives for calls that are not legal now.
+[[noreturn]] void raise_closed(const char* what) {
+  raise_result(qcclInvalidUsage, std::string(what) + " is closed");
+}
+
+py::tuple reduce_info(const qcclReduceInfo_t& info) {
+  return py::make_tuple(info.world_size, info.tx_bytes, info.rx_bytes);
+}
+
+// Counts the calls in progress on a handle so that it is destroyed only when none is.
+class UseGate {
+ public:
+  // Returns false if the gate is closed. Never blocks for long (the mutex is only held for
+  // bookkeeping), so it may be called with the GIL held.
+  bool enter() {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (closed_) return false;
+    ++active_;
+    return true;
+  }
+  void leave() {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (--active_ == 0) cv_.notify_all();
+  }
+  // Closes the gate (no new call may enter). Returns true for the first caller only: that
+  // caller owns the destruction of the handle. With only_if_idle, closes only if no call is
+  // in progress (else returns false and leaves the gate open).
+  bool close(bool only_if_idle = false) {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (only_if_idle && active_ != 0) return false;
+    bool first = !closed_;
+    closed_ = true;
+    return first;
+  }
+  // Waits for the calls in progress to end.
+  // REQUIRES: the GIL is not held (the calls in progress may need it to return).
+  void drain() {
+    std::unique_lock<std::mutex> lock(mu_);
+    cv_.wait(lock, [&] { return active_ == 0; });
+  }
+  bool closed() const {
+    std::lock_guard<std::mutex> lock(mu_);
+    return closed_;
+  }
+  int active() const {
+    std::lock_guard<std::mutex> lock(mu_);
+    return active_;
+  }
+
+ private:
+  mutable std::mutex mu_;
+  std::condition_variable cv_;
+  int active_ = 0;
+  bool closed_ = false;
+};
+
+class Use {
+ public:
+  Use(UseGate& gate, const char* what) : gate_(gate) {
+    if (!gate_.enter()) raise_closed(what);
+  }
+  ~Use() { gate_.leave(); }
+  Use(const Use&) = delete;
+  Use& operator=(const Use&) = delete;
+
+ private:
+  UseGate& gate_;
+};
+
+qcclQuantization_t quantization(int algorithm, int dtype) {
+  qcclQuantization_t q;
+  q.algorithm = static_cast<qcclQuantAlgorithm_t>(algorithm);
+  q.quantized_dtype = static_cast<qcclDataType_t>(dtype);
+  return q;
+}
+
+qcclReduceDesc_t make_desc(size_t count, int dtype, int op, uint64_t tag, int q_algorithm,
+                           int q_dtype) {
+  qcclReduceDesc_t d;
+  d.count = count;
+  d.dtype = static_cast<qcclDataType_t>(dtype);
+  d.op = static_cast<qcclRedOp_t>(op);
+  d.tag = tag;
+  d.quantization = quantization(q_algorithm, q_dtype);
+  return d;
+}
+
+// ---- buffers --------------------------------------------------------------------------------
+
+// A buffer-protocol export held open: the exporter (bytearray, numpy array, mmap, ...) cannot
+// resize or free the memory while this object lives.
+class BufferView {
+ public:
+  BufferView(const py::buffer& b, bool writable) : info_(b.request(writable)) {}
+  uintptr_t ptr() const { return reinterpret_cast<uintptr_t>(info_.ptr); }
+  py::ssize_t itemsize() const { return info_.itemsize; }
+  py::ssize_t size() const { return info_.size; }
+  py::ssize_t nbytes() const { return info_.size * info_.itemsize; }
+  const std::string& format() const { return info_.format; }
+  bool readonly() const { return info_.readonly; }
+  std::vector<py::ssize_t> shape() const { return info_.shape; }
+  std::vector<py::ssize_t> strides() const { return info_.strides; }
+  bool c_contiguous() const {
+    py::ssize_t expected = info_.itemsize;
+    for (size_t i = info_.shape.size(); i-- > 0;) {
+      if (info_.shape[i] == 1) continue;
+      if (info_.strides[i] != expected) return false;
+      expected *= info_.shape[i];
+    }
+    return true;
+  }
+
+ private:
+  py::buffer_info info_;
+};
+
+// ---- master ---------------------------------------------------------------------------------
+
+class Master {
+ public:
+  Master(const std::string& listen, uint32_t heartbeat_ms, uint32_t peer_timeout_ms,
+         uint32_t vote_timeout_ms, std::optional<std::string> auth_token) {
+    qcclMasterConfig_t cfg = QCCL_MASTER_CONFIG_INIT;
+    cfg.listen_address = listen.c_str();
+    cfg.heartbeat_interval_ms = heartbeat_ms;
+    cfg.peer_timeout_ms = peer_timeout_ms;
+    cfg.vote_timeout_ms = vote_timeout_ms;
+    cfg.auth_token = auth_token ? auth_token->c_str() : nullptr;
+    check(qcclMasterCreate(&cfg, &master_));
+  }
+  ~Master() {
+    try {
+      close();
+    } catch (...) {
+    }
+  }
+  Master(const Master&) = delete;
+  Master& operator=(const Master&) = delete;
+
+  void start() {
+    Use use(gate_, "master");
+    check(without_gil([&] { return qcclMasterStart(master_); }));
+  }
+  uint16_t port() {
+    Use use(gate_, "master");
+    uint16_t port = 0;
+    check(qcclMasterGetPort(master_, &port));
+    return port;
+  }
+  void stop() {
+    Use use(gate_, "master");
+    check(without_gil([&] { return qcclMasterStop(master_); }));
+  }
+  void wait() {
+    Use use(gate_, "master");
+    check(without_gil([&] { return qcclMasterWait(master_); }));
+  }
+  // Stops the master (which ends a wait() in progress), then frees it. Idempotent.
+  bool close(bool wait = true) {
+    if (!gate_.close(!wait)) return gate_.closed();
+    if (master_ == nullptr) return true;
+    qcclResult_t r = without_gil([&] {
+      qcclMasterStop(master_);  // ends a wait() in progress on another thread
+      gate_.drain();
+      return qcclMasterDestroy(std::exchange(master_, nullptr));
+    });
+    check(r);
+    return true;
+  }
+  bool closed() const { return gate_.closed(); }
+  int active_calls() const { return gate_.active(); }
+
+ private:
+  qcclMaster_t* master_ = nullptr;
+  UseGate gate_;
+};
+
+// ---- asynchronous operation ----------------------------------------------------------------
+
+class Op {
+ public:
+  Op(qcclOp_t* op, py::object keepalive) : op_(op), keepalive_(std::move(keepalive)) {}
+  ~Op() {
+    // Never raise from a destructor; an unwaited op is waited for here, without the GIL, so
+    // that the buffers it uses outlive it. keepalive_ is released after this body, with the
+    // GIL held (pybind11 destroys the instance with the GIL held).
+    try {
+      finish();
+    } catch (...) {
+    }
+  }
+  Op(const Op&) = delete;
+  Op& operator=(const Op&) = delete;
+
+  bool test() {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (state_ == State::kDone) return true;
+    if (state_ == State::kWaiting) return false;  // another thread is in wait()
+    int done = 0;
+    check(qcclTest(op_, &done));
+    return done != 0;
+  }
+
+  py::tuple wait() {
+    finish();
+    if (result_ != qcclSuccess) raise_result(result_, message_);
+    return reduce_info(info_);
+  }
+
+  bool waited() {
+    std::lock_guard<std::mutex> lock(mu_);
+    return state_ == State::kDone;
+  }
+
+ private:
+  enum class State { kPending, kWaiting, kDone };
+
+  // Runs qcclWait once (whichever thread comes first); the others wait for its result.
+  void finish() {
+    without_gil([&] {
+      std::unique_lock<std::mutex> lock(mu_);
+      if (state_ == State::kPending) {
+        state_ = State::kWaiting;
+        qcclOp_t* op = std::exchange(op_, nullptr);
+        lock.unlock();
+        qcclReduceInfo_t info{};
+        qcclResult_t r = qcclWait(op, &info);
+        std::string message = r == qcclSuccess ? std::string() : qcclGetLastError();
+        lock.lock();
+        result_ = r;
+        message_ = std::move(message);
+        info_ = info;
+        state_ = State::kDone;
+        cv_.notify_all();
+      } else {
+        cv_.wait(lock, [&] { return state_ == State::kDone; });
+      }
+      return 0;
+    });
+    keepalive_ = py::object();  // the library no longer touches the buffers
+  }
+
+  std::mutex mu_;
+  std::condition_variable cv_;
+  State state_ = State::kPending;
+  qcclOp_t* op_;
+  qcclResult_t result_ = qcclSuccess;
+  std::string message_;
+  qcclReduceInfo_t info_{};
+  py::object keepalive_;
+};
+
+// ---- communicator ---------------------------------------------------------------------------
+
+using DescTuple = std::tuple<uintptr_t, uintptr_t, size_t, int, int, uint64_t, int, int>;
+using TensorTuple = std::tuple<std::string, uintptr_t, size_t, int, bool>;
+
+class Comm {
+ public:
+  Comm(const std::string& master_address, uint32_t peer_group, uint32_t connections_per_peer,
+       uint32_t connect_timeout_ms, std::optional<std::string> auth_token) {
+    qcclCommConfig_t cfg = QCCL_COMM_CONFIG_INIT;
+    cfg.master_address = master_address.c_str();
+    cfg.peer_group = peer_group;
+    cfg.connections_per_peer = connections_per_peer;
+    cfg.connect_timeout_ms = connect_timeout_ms;
+    cfg.auth_token = auth_token ? auth_token->c_str() : nullptr;
+    check(without_gil([&] { return qcclCommCreate(&cfg, &comm_); }));
+  }
+  ~Comm() {
+    try {
+      close();
+    } catch (...) {
+    }
+  }
+  Comm(const Comm&) = delete;
+  Comm& operator=(const Comm&) = delete;
+
+  void connect() {
+    Use use(gate_, "communicator");
+    check(without_gil([&] { return qcclConnect(comm_); }));
+  }
+  void update_topology() {
+    Use use(gate_, "communicator");
+    check(without_gil([&] { return qcclUpdateTopology(comm_); }));
+  }
+  bool are_peers_pending() {
+    Use use(gate_, "communicator");
+    int pending = 0;
+    check(without_gil([&] { return qcclArePeersPending(comm_, &pending); }));
+    return pending != 0;
+  }
+  int64_t get_attribute(int attr) {
+    Use use(gate_, "communicator");
+    int64_t value = 0;
+    check(qcclGetAttribute(comm_, static_cast<qcclAttribute_t>(attr), &value));
+    return value;
+  }
+
+  py::tuple all_reduce(uintptr_t send, uintptr_t recv, size_t count, int dtype, int op,
+                       uint64_t tag, int q_algorithm, int q_dtype) {
+    Use use(gate_, "communicator");
+    qcclReduceDesc_t d = make_desc(count, dtype, op, tag, q_algorithm, q_dtype);
+    qcclReduceInfo_t info{};
+    check(without_gil([&] {
+      return qcclAllReduce(reinterpret_cast<const void*>(send), reinterpret_cast<void*>(recv),
+                           &d, comm_, &info);
+    }));
+    return reduce_info(info);
+  }
+
+  std::unique_ptr<Op> all_reduce_async(uintptr_t send, uintptr_t recv, size_t count, int dtype,
+                                       int op, uint64_t tag, int q_algorithm, int q_dtype,
+                                       py::object keepalive) {
+    Use use(gate_, "communicator");
+    qcclReduceDesc_t d = make_desc(count, dtype, op, tag, q_algorithm, q_dtype);
+    qcclOp_t* handle = nullptr;
+    check(without_gil([&] {
+      return qcclAllReduceAsync(reinterpret_cast<const void*>(send),
+                                reinterpret_cast<void*>(recv), &d, comm_, &handle);
+    }));
+    return std::make_unique<Op>(handle, std::move(keepalive));
+  }
+
+  py::tuple all_reduce_multiple_with_retry(const std::vector<DescTuple>& ops, int max_in_flight) {
+    Use use(gate_, "communicator");
+    std::vector<qcclReduceOp_t> c_ops(ops.size());
+    for (size_t i = 0; i < ops.size(); ++i) {
+      const auto& [send, recv, count, dtype, op, tag, q_algorithm, q_dtype] = ops[i];
+      c_ops[i].sendbuf = reinterpret_cast<const void*>(send);
+      c_ops[i].recvbuf = reinterpret_cast<void*>(recv);
+      c_ops[i].desc = make_desc(count, dtype, op, tag, q_algorithm, q_dtype);
+    }
+    qcclReduceInfo_t info{};
+    check(without_gil([&] {
+      return qcclAllReduceMultipleWithRetry(c_ops.data(), c_ops.size(), comm_, max_in_flight,
+                                            &info);
+    }));
+    return reduce_info(info);
+  }
+
+  // Returns (elected revision, tx_bytes, rx_bytes).
+  py::tuple sync_shared_state(uint64_t revision, const std::vector<TensorTuple>& tensors,
+                              int strategy) {
+    Use use(gate_, "communicator");
+    std::vector<qcclTensorInfo_t> infos(tensors.size());
+    for (size_t i = 0; i < tensors.size(); ++i) {
+      const auto& [name, ptr, count, dtype, allow] = tensors[i];
+      infos[i].name = name.c_str();
+      infos[i].data = reinterpret_cast<void*>(ptr);
+      infos[i].count = count;
+      infos[i].dtype = static_cast<qcclDataType_t>(dtype);
+      infos[i].allow_content_inequality = allow ? 1 : 0;
+    }
+    qcclSharedState_t state;
+    state.revision = revision;
+    state.num_tensors = infos.size();
+    state.tensors = infos.data();
+    qcclSyncInfo_t info{};
+    check(without_gil([&] {
+      return qcclSyncSharedState(comm_, &state, static_cast<qcclSyncStrategy_t>(strategy),
+                                 &info);
+    }));
+    return py::make_tuple(state.revision, info.tx_bytes, info.rx_bytes);
+  }
+
+  // Waits for the calls in progress on other threads, then leaves the run and frees the
+  // handle; async ops in flight end with qcclAborted. Idempotent. With wait == false, does
+  // nothing if a call is in progress (used at interpreter exit, where a daemon thread may
+  // be blocked in connect() forever) and returns false.
+  bool close(bool wait = true) {
+    if (!gate_.close(!wait)) return gate_.closed();
+    if (comm_ == nullptr) return true;
+    qcclResult_t r = without_gil([&] {
+      gate_.drain();
+      return qcclCommDestroy(std::exchange(comm_, nullptr));
+    });
+    check(r);
+    return true;
+  }
+  bool closed() const { return gate_.closed(); }
+  int active_calls() const { return gate_.active(); }
+
+ private:
+  qcclComm_t* comm_ = nullptr;
+  UseGate gate_;
+};
+
+std::string version_string(int code) {
+  return std::to_string(code / 10000) + "." + std::to_string(code / 100 % 100) + "." +
+         std::to_string(code % 100);
+}
+
+}  // namespace
+
+PYBIND11_MODULE(_qccl, m) {
+  m.doc() = "Thin binding of the qccl C API (include/qccl/qccl.h); use the `qccl` package.";
+
+  // ---- constants, straight from the header ----
+  py::dict results;
+  results["SUCCESS"] = static_cast<int>(qcclSuccess);
+  results["INVALID_ARGUMENT"] = static_cast<int>(qcclInvalidArgument);
+  results["INVALID_USAGE"] = static_cast<int>(qcclInvalidUsage);
+  results["MASTER_UNREACHABLE"] = static_cast<int>(qcclMasterUnreachable);
+  results["PEER_LOST"] = static_cast<int>(qcclPeerLost);
+  results["TOO_FEW_PEERS"] = static_cast<int>(qcclTooFewPeers);
+  results["TIMEOUT"] = static_cast<int>(qcclTimeout);
+  results["KICKED"] = static_cast<int>(qcclKicked);
+  results["MISMATCH"] = static_cast<int>(qcclMismatch);
+  results["AUTH_FAILED"] = static_cast<int>(qcclAuthFailed);
+  results["ABORTED"] = static_cast<int>(qcclAborted);
+  results["INTERNAL_ERROR"] = static_cast<int>(qcclInternalError);
+  m.attr("RESULTS") = results;
+  m.attr("NUM_RESULTS") = static_cast<int>(qcclNumResults);
+
+  py::dict dtypes;
+  dtypes["UINT8"] = static_cast<int>(qcclUint8);
+  dtypes["INT8"] = static_cast<int>(qcclInt8);
+  dtypes["UINT16"] = static_cast<int>(qcclUint16);
+  dtypes["INT16"] = static_cast<int>(qcclInt16);
+  dtypes["UINT32"] = static_cast<int>(qcclUint32);
+  dtypes["INT32"] = static_cast<int>(qcclInt32);
+  dtypes["UINT64"] = static_cast<int>(qcclUint64);
+  dtypes["INT64"] = static_cast<int>(qcclInt64);
+  dtypes["FLOAT16"] = static_cast<int>(qcclFloat16);
+  dtypes["BFLOAT16"] = static_cast<int>(qcclBFloat16);
+  dtypes["FLOAT32"] = static_cast<int>(qcclFloat32);
+  dtypes["FLOAT64"] = static_cast<int>(qcclFloat64);
+  m.attr("DATA_TYPES") = dtypes;
+
+  py::dict ops;
+  ops["SUM"] = static_cast<int>(qcclSum);
+  ops["AVG"] = static_cast<int>(qcclAvg);
+  ops["PROD"] = static_cast<int>(qcclProd);
+  ops["MAX"] = static_cast<int>(qcclMax);
+  ops["MIN"] = static_cast<int>(qcclMin);
+  m.attr("REDUCE_OPS") = ops;
+
+  py::dict quant;
+  quant["NONE"] = static_cast<int>(qcclQuantNone);
+  quant["MIN_MAX"] = static_cast<int>(qcclQuantMinMax);
+  quant["ZERO_POINT_SCALE"] = static_cast<int>(qcclQuantZeroPointScale);
+  m.attr("QUANT_ALGORITHMS") = quant;
+
+  py::dict strategies;
+  strategies["ENFORCE_POPULAR"] = static_cast<int>(qcclSyncEnforcePopular);
+  strategies["RECEIVE_ONLY"] = static_cast<int>(qcclSyncReceiveOnly);
+  strategies["SEND_ONLY"] = static_cast<int>(qcclSyncSendOnly);
+  m.attr("SYNC_STRATEGIES") = strategies;
+
+  py::dict attrs;
+  attrs["GLOBAL_WORLD_SIZE"] = static_cast<int>(QCCL_ATTR_GLOBAL_WORLD_SIZE);
+  attrs["GROUP_WORLD_SIZE"] = static_cast<int>(QCCL_ATTR_GROUP_WORLD_SIZE);
+  attrs["NUM_GROUPS"] = static_cast<int>(QCCL_ATTR_NUM_GROUPS);
+  attrs["LARGEST_GROUP_SIZE"] = static_cast<int>(QCCL_ATTR_LARGEST_GROUP_SIZE);
+  attrs["RING_RANK"] = static_cast<int>(QCCL_ATTR_RING_RANK);
+  attrs["EPOCH"] = static_cast<int>(QCCL_ATTR_EPOCH);
+  m.attr("ATTRIBUTES") = attrs;
+
+  m.attr("HEADER_VERSION_CODE") = static_cast<int>(QCCL_VERSION_CODE);
+
+  // ---- functions ----
+  m.def("version_code", [] {
+    int code = 0;
+    check(qcclGetVersion(&code));
+    return code;
+  }, "QCCL_VERSION_CODE of the linked library (qcclGetVersion).");
+  m.def("version_string", [] {
+    int code = 0;
+    check(qcclGetVersion(&code));
+    return version_string(code);
+  }, "The linked library's version as 'MAJOR.MINOR.PATCH'.");
+  m.def("error_string", [](int code) {
+    return std::string(qcclGetErrorString(static_cast<qcclResult_t>(code)));
+  }, py::arg("code"), "qcclGetErrorString: static text for a result code.");
+  m.def("set_error_classes", [](py::dict classes) {
+    Py_XDECREF(g_error_classes);
+    g_error_classes = classes.release().ptr();
+  }, py::arg("classes"), "Registers {result code: exception class} (done by qccl/_errors.py).");
+
+  py::class_<BufferView>(m, "BufferView", "A buffer-protocol export held open.")
+      .def(py::init<const py::buffer&, bool>(), py::arg("obj"), py::arg("writable"))
+      .def_property_readonly("ptr", &BufferView::ptr)
+      .def_property_readonly("itemsize", &BufferView::itemsize)
+      .def_property_readonly("size", &BufferView::size)
+      .def_property_readonly("nbytes", &BufferView::nbytes)
+      .def_property_readonly("format", &BufferView::format)
+      .def_property_readonly("readonly", &BufferView::readonly)
+      .def_property_readonly("shape", &BufferView::shape)
+      .def_property_readonly("strides", &BufferView::strides)
+      .def_property_readonly("c_contiguous", &BufferView::c_contiguous);
+
+  py::class_<Master>(m, "Master", "qcclMaster_t: an embedded master.")
+      .def(py::init<const std::string&, uint32_t, uint32_t, uint32_t, std::optional<std::string>>(),
+           py::arg("listen_address"), py::arg("heartbeat_interval_ms"),
+           py::arg("peer_timeout_ms"), py::arg("vote_timeout_ms"), py::arg("auth_token"))
+      .def("start", &Master::start)
+      .def_property_readonly("port", &Master::port)
+      .def("stop", &Master::stop)
+      .def("wait", &Master::wait)
+      .def("close", &Master::close, py::arg("wait") = true)
+      .def_property_readonly("closed", &Master::closed)
+      .def_property_readonly("active_calls", &Master::active_calls);
+
+  py::class_<Op>(m, "Op", "qcclOp_t: an asynchronous all-reduce.")
+      .def("test", &Op::test)
+      .def("wait", &Op::wait)
+      .def_property_readonly("waited", &Op::waited);
+
+  py::class_<Comm>(m, "Comm", "qcclComm_t: one peer.")
+      .def(py::init<const std::string&, uint32_t, uint32_t, uint32_t, std::optional<std::string>>(),
+           py::arg("master_address"), py::arg("peer_group"), py::arg("connections_per_peer"),
+           py::arg("connect_timeout_ms"), py::arg("auth_token"))
+      .def("connect", &Comm::connect)
+      .def("update_topology", &Comm::update_topology)
+      .def("are_peers_pending", &Comm::are_peers_pending)
+      .def("get_attribute", &Comm::get_attribute, py::arg("attribute"))
+      .def("all_reduce", &Comm::all_reduce, py::arg("send"), py::arg("recv"), py::arg("count"),
+           py::arg("dtype"), py::arg("op"), py::arg("tag"), py::arg("q_algorithm"),
+           py::arg("q_dtype"))
+      .def("all_reduce_async", &Comm::all_reduce_async, py::arg("send"), py::arg("recv"),
+           py::arg("count"), py::arg("dtype"), py::arg("op"), py::arg("tag"),
+           py::arg("q_algorithm"), py::arg("q_dtype"), py::arg("keepalive"))
+      .def("all_reduce_multiple_with_retry", &Comm::all_reduce_multiple_with_retry,
+           py::arg("ops"), py::arg("max_in_flight"))
+      .def("sync_shared_state", &Comm::sync_shared_state, py::arg("revision"),
+           py::arg("tensors"), py::arg("strategy"))
+      .def("close", &Comm::close, py::arg("wait") = true)
+      .def_property_readonly("closed", &Comm::closed)
+      .def_property_readonly("active_calls", &Comm::active_calls,
+                             "Calls in progress on this handle (other threads); for tests.");
+}
