@@ -157,9 +157,16 @@ QCCL_API qcclResult_t qcclGetAttribute(const qcclComm_t *comm, qcclAttribute_t a
 /* All-reduce                                                                                 */
 /* ------------------------------------------------------------------------------------------ */
 
+/* How the payload travels (docs/quantization.md). MinMax / ZeroPointScale: from float32,
+ * float64, float16 or bfloat16 to uint8, int8, uint16 or int16, with statistics per block of
+ * 2048 elements; ops Sum, Avg, Min, Max. qcclQuantNone with a floating quantized_dtype
+ * narrower than dtype (float32 -> bfloat16/float16, float64 -> float32/bfloat16/float16):
+ * a plain down-cast on the wire, every op (a wider or equally wide float is refused).
+ * qcclQuantNone with a non-float quantized_dtype, or with an integer dtype, sends the source
+ * type (so a zeroed struct means "no quantization"). */
 typedef struct {
-  qcclQuantAlgorithm_t algorithm; /* qcclQuantNone = send the source type                       */
-  qcclDataType_t quantized_dtype; /* the type on the wire when algorithm != None               */
+  qcclQuantAlgorithm_t algorithm; /* qcclQuantNone = send the source type (or down-cast)        */
+  qcclDataType_t quantized_dtype; /* the type on the wire                                      */
 } qcclQuantization_t;
 
 typedef struct {
@@ -181,7 +188,7 @@ typedef struct qcclOp qcclOp_t;   /* handle of an asynchronous operation        
  * when sendbuf == recvbuf. All or nothing: on failure the operation failed on every peer,
  * sendbuf is untouched and an in-place buffer holds its input again; out-of-place recvbuf
  * contents are then unspecified. Every peer that succeeds holds byte-identical results.
- * qcclInvalidArgument (bad desc, quantization not yet supported), qcclInvalidUsage (not
+ * qcclInvalidArgument (bad desc, unsupported quantization), qcclInvalidUsage (not
  * connected), qcclTooFewPeers, qcclPeerLost (retry at once), qcclMismatch, qcclKicked,
  * qcclMasterUnreachable, qcclAborted. */
 QCCL_API qcclResult_t qcclAllReduce(const void *sendbuf, void *recvbuf,

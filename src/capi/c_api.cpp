@@ -83,7 +83,12 @@ qcclResult_t to_desc(const qcclReduceDesc_t* d, qccl::collectives::ReduceDesc* o
   out->op = static_cast<qccl::ReduceOp>(op);
   out->tag = d->tag;
   out->quant_algorithm = static_cast<qccl::QuantAlgorithm>(algorithm);
-  out->quant_dtype = static_cast<qccl::DataType>(quant_dtype < qcclNumDataTypes ? quant_dtype : 0);
+  if (algorithm != qcclQuantNone && quant_dtype >= qcclNumDataTypes) {
+    return fail(qcclInvalidArgument, std::string(fn) + ": desc has an unknown quantized_dtype");
+  }
+  // With qcclQuantNone an out-of-range quantized_dtype is ignored, like any non-float one.
+  out->quant_dtype = quant_dtype < qcclNumDataTypes ? static_cast<qccl::DataType>(quant_dtype)
+                                                    : out->dtype;
   return to_result(qccl::collectives::validate(*out), fn);
 }
 

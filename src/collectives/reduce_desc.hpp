@@ -7,6 +7,7 @@
 #include "common/ids.hpp"
 #include "common/status.hpp"
 #include "quant/dtype.hpp"
+#include "quant/quantize.hpp"
 
 namespace qccl::collectives {
 
@@ -19,7 +20,13 @@ struct ReduceDesc {
   DataType quant_dtype = DataType::kFloat32;
 };
 
-// Hash of (count, dtype, op, quantization) — not the tag. Equal descriptors give equal hashes
+// How the elements travel. With kNone, quant_dtype counts only when dtype and quant_dtype are
+// two different floating types (a down-cast, e.g. fp32 sent as bf16; validate() refuses one
+// that is not narrower); any other value is ignored, so that a zero-initialized quantization
+// field means "send the source type".
+quant::WireCodec wire_codec(const ReduceDesc& d);
+
+// Hash of (count, dtype, op, wire codec) — not the tag. Equal descriptors give equal hashes
 // on every machine; peers compare it to detect mismatched calls.
 uint64_t desc_hash(const ReduceDesc& d);
 

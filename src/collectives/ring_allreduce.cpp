@@ -30,6 +30,16 @@
 // makes this safe: a final segment can only arrive after this peer's earlier send of the same
 // region has been delivered.
 //
+// Quantization (desc.quant_*: a WireCodec that is not the identity). Frames carry encoded
+// segments (quant/quantize.hpp). Reduce-scatter: each hop decodes the received partial sum,
+// combines it with its own input in the source type (decode_reduce) and encodes the result
+// for the next hop. The owner encodes its final chunk once and replaces its own copy with
+// what the encoding decodes to; all-gather frames are read into the slot they are forwarded
+// from, so the owner's bytes travel unchanged and every peer decodes the same values: bit
+// parity holds as without quantization. Encoded frames live in a wire buffer of one slot per
+// (step, segment), so that a frame stays valid until its send completes without any
+// bookkeeping; blocks of statistics start at each segment's first element.
+//
 // Failure. This class only moves data. Losing a neighbour, aborting and committing are the
 // communicator's business (core/allreduce_op.cpp): it stops feeding frames, and frames of an
 // aborted operation never reach a later one because they carry (epoch, tag, seq).
@@ -50,24 +60,45 @@ RingAllReduce::RingAllReduce(const ReduceDesc& desc, const void* sendbuf, void* 
       world_(world),
       rank_(rank),
       elem_size_(dtype_size(desc.dtype)),
-      segment_elems_(choose_segment_elems(desc.count, elem_size_, world)) {
+      segment_elems_(choose_segment_elems(desc.count, elem_size_, world)),
+      codec_(wire_codec(desc)),
+      coded_(!codec_.identity()) {
   max_segments_ = num_segments(chunk_range(desc.count, world, 0).count, segment_elems_);
   for (uint32_t s = 0; s < num_steps(); ++s) {
     expected_ += num_segments(chunk_range(desc.count, world, recv_chunk(s)).count, segment_elems_);
   }
   claimed_.assign(static_cast<size_t>(num_steps()) * max_segments_, 0);
+  max_frame_bytes_ = frame_bytes(segment_elems_);
+  if (coded_) {
+    slot_bytes_ = (max_frame_bytes_ + 7) & ~size_t{7};
+    wire_ = std::make_unique_for_overwrite<uint8_t[]>(claimed_.size() * slot_bytes_);
+  }
 }
 
-std::vector<RingAllReduce::Send> RingAllReduce::start() const {
-  std::vector<Send> sends;
-  Range chunk = chunk_range(desc_.count, world_, send_chunk(0));
-  size_t n = num_segments(chunk.count, segment_elems_);
-  for (size_t j = 0; j < n; ++j) {
-    Range seg = segment_range(chunk, segment_elems_, j);
-    sends.push_back({0, static_cast<uint32_t>(j), send_ + seg.offset * elem_size_,
-                     seg.count * elem_size_});
+RingAllReduce::Send RingAllReduce::send_frame(uint32_t step, uint32_t segment, Range seg) {
+  if (!coded_) {
+    // Unquantized frames go straight from the user's buffer: the own input at step 0, the
+    // reduced (or final) values in recvbuf after that.
+    const uint8_t* base = step == 0 ? send_ : recv_;
+    return {step, segment, base + seg.offset * elem_size_, seg.count * elem_size_};
   }
-  return sends;
+  return {step, segment, slot(step, segment), frame_bytes(seg.count)};
+}
+
+size_t RingAllReduce::initial_frames() const {
+  return num_segments(chunk_range(desc_.count, world_, send_chunk(0)).count, segment_elems_);
+}
+
+RingAllReduce::Send RingAllReduce::initial_frame(size_t j) {
+  Range seg = segment_range(chunk_range(desc_.count, world_, send_chunk(0)), segment_elems_, j);
+  return send_frame(0, static_cast<uint32_t>(j), seg);
+}
+
+void RingAllReduce::fill_initial_frame(size_t j) {
+  if (!coded_) return;
+  Range seg = segment_range(chunk_range(desc_.count, world_, send_chunk(0)), segment_elems_, j);
+  quant::encode(codec_, send_ + seg.offset * elem_size_, seg.count,
+                slot(0, static_cast<uint32_t>(j)), nullptr);
 }
 
 Result<RingAllReduce::RecvTarget> RingAllReduce::claim(uint32_t step, uint32_t segment,
@@ -87,7 +118,7 @@ Result<RingAllReduce::RecvTarget> RingAllReduce::claim(uint32_t step, uint32_t s
                        segment);
   }
   Range seg = segment_range(chunk, segment_elems_, segment);
-  size_t bytes = seg.count * elem_size_;
+  size_t bytes = frame_bytes(seg.count);
   if (payload_bytes != bytes) {
     return make_status(StatusCode::kPeerLost,
                        "data frame (step {}, segment {}) has {} bytes, expected {}", step, segment,
@@ -95,7 +126,11 @@ Result<RingAllReduce::RecvTarget> RingAllReduce::claim(uint32_t step, uint32_t s
   }
   state = 1;
   bool reduce_step = step < world_ - 1;
-  return RecvTarget{reduce_step ? nullptr : recv_ + seg.offset * elem_size_, bytes, reduce_step};
+  if (reduce_step) return RecvTarget{nullptr, bytes, true};
+  if (!coded_) return RecvTarget{recv_ + seg.offset * elem_size_, bytes, false};
+  // All-gather, quantized: into the slot this frame is forwarded from (the last one has none).
+  bool forwarded = step + 1 < num_steps();
+  return RecvTarget{forwarded ? slot(step + 1, segment) : nullptr, bytes, !forwarded};
 }
 
 std::optional<RingAllReduce::Send> RingAllReduce::on_received(uint32_t step, uint32_t segment,
@@ -105,17 +140,25 @@ std::optional<RingAllReduce::Send> RingAllReduce::on_received(uint32_t step, uin
   Range chunk = chunk_range(desc_.count, world_, recv_chunk(step));
   Range seg = segment_range(chunk, segment_elems_, segment);
   uint8_t* dst = recv_ + seg.offset * elem_size_;
+  bool forward = step + 1 < num_steps();
   if (step < world_ - 1) {
     const uint8_t* own = send_ + seg.offset * elem_size_;
     bool last_reduce = step == world_ - 2;
-    if (last_reduce && desc_.op == ReduceOp::kAvg) {
-      quant::reduce_and_divide(desc_.dtype, dst, own, staging, seg.count, world_);
+    uint32_t divisor = last_reduce && desc_.op == ReduceOp::kAvg ? world_ : 1;
+    if (coded_) {
+      quant::decode_reduce(codec_, desc_.op, dst, own, staging, seg.count, divisor);
+      // The owner (last_reduce) keeps exactly what the others will decode.
+      quant::encode(codec_, dst, seg.count, slot(step + 1, segment), last_reduce ? dst : nullptr);
+    } else if (divisor > 1) {
+      quant::reduce_and_divide(desc_.dtype, dst, own, staging, seg.count, divisor);
     } else {
       quant::reduce(desc_.dtype, desc_.op, dst, own, staging, seg.count);
     }
+  } else if (coded_) {
+    quant::decode(codec_, forward ? slot(step + 1, segment) : staging, seg.count, dst);
   }
-  if (step + 1 >= num_steps()) return std::nullopt;
-  return Send{step + 1, segment, dst, seg.count * elem_size_};
+  if (!forward) return std::nullopt;
+  return send_frame(step + 1, segment, seg);
 }
 
 }  // namespace qccl::collectives

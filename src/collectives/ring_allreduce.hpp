@@ -8,18 +8,21 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <memory>
 #include <optional>
 #include <vector>
 
 #include "collectives/chunking.hpp"
 #include "collectives/reduce_desc.hpp"
 #include "common/status.hpp"
+#include "quant/quantize.hpp"
 
 namespace qccl::collectives {
 
 class RingAllReduce {
  public:
-  // A frame to send to the next peer: bytes [data, data + bytes) of a user buffer.
+  // A frame to send to the next peer: bytes [data, data + bytes) of a user buffer, or of this
+  // object's wire buffer when the operation is quantized.
   struct Send {
     uint32_t step = 0;
     uint32_t segment = 0;
@@ -28,7 +31,7 @@ class RingAllReduce {
   };
   // Where the payload of an incoming frame goes. staged: into the caller's staging buffer
   // (at least max_segment_bytes()), then on_received() reduces it into place; otherwise
-  // straight into `dst`, its final place.
+  // straight into `dst`, its final place (or, quantized, the wire slot it is forwarded from).
   struct RecvTarget {
     uint8_t* dst = nullptr;
     size_t bytes = 0;
@@ -40,8 +43,14 @@ class RingAllReduce {
   RingAllReduce(const ReduceDesc& desc, const void* sendbuf, void* recvbuf, uint32_t world,
                 uint32_t rank);
 
-  // The frames of step 0 (this peer's own chunk), to send at once.
-  std::vector<Send> start() const;
+  // The frames of step 0 (this peer's own chunk), to send at once: initial_frames() of them,
+  // frame j being initial_frame(j). When initial_frames_need_fill(), frame j's bytes are
+  // valid only after fill_initial_frame(j) (it encodes the segment): call it just before the
+  // frame is written, so that encoding overlaps the writes of the frames before it.
+  size_t initial_frames() const;
+  Send initial_frame(size_t j);
+  bool initial_frames_need_fill() const { return coded_; }
+  void fill_initial_frame(size_t j);
 
   // Validates an incoming frame header (step and segment in range, not seen before, payload
   // size as expected) and claims it. kPeerLost with a message if the frame is impossible.
@@ -52,7 +61,8 @@ class RingAllReduce {
 
   bool complete() const { return received_ == expected_; }
   size_t expected_frames() const { return expected_; }
-  size_t max_segment_bytes() const { return segment_elems_ * elem_size_; }
+  // The largest frame payload: what a staging buffer must hold.
+  size_t max_segment_bytes() const { return max_frame_bytes_; }
   uint32_t num_steps() const { return 2 * (world_ - 1); }
 
  private:
@@ -61,6 +71,15 @@ class RingAllReduce {
   size_t frame_index(uint32_t step, uint32_t segment) const {
     return static_cast<size_t>(step) * max_segments_ + segment;
   }
+  size_t frame_bytes(size_t elems) const {
+    return coded_ ? quant::encoded_bytes(codec_, elems) : elems * elem_size_;
+  }
+  // Quantized: where the encoded frame sent at `step` lives (and, in the all-gather, where it
+  // was received the step before).
+  uint8_t* slot(uint32_t step, uint32_t segment) {
+    return wire_.get() + frame_index(step, segment) * slot_bytes_;
+  }
+  Send send_frame(uint32_t step, uint32_t segment, Range seg);
 
   ReduceDesc desc_;
   const uint8_t* send_;
@@ -70,6 +89,11 @@ class RingAllReduce {
   size_t elem_size_;
   size_t segment_elems_;
   size_t max_segments_;
+  quant::WireCodec codec_;
+  bool coded_;
+  size_t max_frame_bytes_;
+  size_t slot_bytes_ = 0;
+  std::unique_ptr<uint8_t[]> wire_;  // quantized only: one slot per (step, segment) sent
   size_t expected_ = 0;
   size_t received_ = 0;
   std::vector<uint8_t> claimed_;  // per (step, segment): 0 free, 1 claimed, 2 received

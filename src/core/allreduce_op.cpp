@@ -27,10 +27,17 @@ void AllReduceOp::begin(uint32_t world, uint32_t rank, peer::DataLinks& links) {
   ring_ = std::make_unique<collectives::RingAllReduce>(desc_, sendbuf_, recvbuf_, world, rank);
   phase_ = Phase::kRunning;
   last_progress_ = std::chrono::steady_clock::now();
-  for (const auto& s : ring_->start()) send(s, links);
+  bool deferred = ring_->initial_frames_need_fill();
+  for (size_t j = 0; j < ring_->initial_frames(); ++j) send(ring_->initial_frame(j), links, deferred);
 }
 
-void AllReduceOp::send(const collectives::RingAllReduce::Send& s, peer::DataLinks& links) {
+void AllReduceOp::fill(const peer::OutFrame& frame) {
+  // Only frames of a running op are still queued (fail() takes the others back).
+  ring_->fill_initial_frame(frame.index);
+}
+
+void AllReduceOp::send(const collectives::RingAllReduce::Send& s, peer::DataLinks& links,
+                       bool deferred) {
   peer::OutFrame f;
   wire::FrameHeader fh{static_cast<uint32_t>(wire::kP2PDataHeaderSize + s.bytes),
                        static_cast<uint16_t>(wire::MsgType::kP2PData), 0, epoch_};
@@ -41,6 +48,8 @@ void AllReduceOp::send(const collectives::RingAllReduce::Send& s, peer::DataLink
   f.data = s.data;
   f.bytes = s.bytes;
   f.owner = this;
+  f.deferred = deferred;
+  f.index = s.segment;
   ++sends_in_flight_;
   links.enqueue(f);
 }

@@ -53,7 +53,9 @@ class AllReduceOp : public peer::FrameOwner {
   // When data last moved for this op (begin, a frame received, a frame sent).
   std::chrono::steady_clock::time_point last_progress() const { return last_progress_; }
   // A forwarded frame to queue (from the reader, after on_received).
-  void send(const collectives::RingAllReduce::Send& s, peer::DataLinks& links);
+  // `deferred`: an initial frame whose payload fill() encodes when a lane takes it.
+  void send(const collectives::RingAllReduce::Send& s, peer::DataLinks& links,
+            bool deferred = false);
 
   // True once every frame was received and every send was written: time to report done.
   bool locally_complete() const;
@@ -75,6 +77,7 @@ class AllReduceOp : public peer::FrameOwner {
   bool try_finish(bool epoch_moved);
 
   void on_sent(const Status& status, size_t bytes) override;
+  void fill(const peer::OutFrame& frame) override;
   // Called after every send completion, so the owner can check for completion.
   void set_progress_callback(std::function<void(AllReduceOp&)> cb) { progress_ = std::move(cb); }
 

@@ -200,6 +200,7 @@ net::awaitable<void> DataLinks::writer(Epoch epoch, std::shared_ptr<net::Connect
     OutFrame f = queue_.front();
     queue_.pop_front();
     if (!queue_.empty()) work_->notify();  // let another idle lane take the next one
+    if (f.deferred) f.owner->fill(f);
     std::array<asio::const_buffer, 2> bufs{asio::buffer(f.header), asio::buffer(f.data, f.bytes)};
     Status st = co_await conn->write_gather(bufs);
     bytes_sent_ += f.bytes;

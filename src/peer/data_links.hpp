@@ -39,11 +39,17 @@
 
 namespace qccl::peer {
 
+struct OutFrame;
+
 // Receives the completion of a queued frame.
 class FrameOwner {
  public:
   virtual ~FrameOwner() = default;
   virtual void on_sent(const Status& status, size_t bytes) = 0;
+  // Called by the lane that is about to write a frame with `deferred` set, right before it
+  // reads [data, data + bytes): the owner fills the payload then (e.g. encodes it), so that
+  // filling frame k+1 overlaps the write of frame k instead of preceding all of them.
+  virtual void fill(const OutFrame& frame) { (void)frame; }
 };
 
 struct OutFrame {
@@ -51,6 +57,8 @@ struct OutFrame {
   const uint8_t* data = nullptr;
   size_t bytes = 0;
   FrameOwner* owner = nullptr;
+  bool deferred = false;   // owner->fill(*this) before writing
+  uint32_t index = 0;      // the owner's own reference, for fill()
 };
 
 // Faults injected on purpose, for tests only (never set by the public API). Each fires once.

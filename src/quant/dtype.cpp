@@ -33,4 +33,14 @@ std::string_view reduce_op_name(ReduceOp op) {
   return "invalid";
 }
 
+std::string_view quant_algorithm_name(QuantAlgorithm a) {
+  switch (a) {
+    case QuantAlgorithm::kNone: return "none";
+    case QuantAlgorithm::kMinMax: return "MinMax";
+    case QuantAlgorithm::kZeroPointScale: return "ZeroPointScale";
+    case QuantAlgorithm::kNumAlgorithms: break;
+  }
+  return "invalid";
+}
+
 }  // namespace qccl

@@ -477,11 +477,30 @@ TEST_F(CApiDesc, BadEnums) {
   expect_refused(d, "quantized dtype 99");
 }
 
-TEST_F(CApiDesc, QuantizationIsNotSupportedYet) {
-  for (qcclQuantAlgorithm_t a : {qcclQuantMinMax, qcclQuantZeroPointScale}) {
+// Unsupported quantization settings are refused with a message that says what is supported.
+TEST_F(CApiDesc, UnsupportedQuantizationIsRefused) {
+  struct Bad {
+    qcclDataType_t dtype;
+    qcclRedOp_t op;
+    qcclQuantization_t q;
+    const char* says;
+  };
+  for (const Bad& b : std::vector<Bad>{
+           {qcclInt32, qcclSum, {qcclQuantMinMax, qcclUint8}, "int32"},
+           {qcclFloat32, qcclSum, {qcclQuantMinMax, qcclFloat16}, "float16"},
+           {qcclFloat32, qcclSum, {qcclQuantZeroPointScale, qcclInt32}, "int32"},
+           {qcclFloat32, qcclProd, {qcclQuantMinMax, qcclUint8}, "Prod"},
+           {qcclFloat32, qcclSum, {qcclQuantNone, qcclFloat64}, "float64"},
+           {qcclFloat16, qcclSum, {qcclQuantNone, qcclBFloat16}, "bfloat16"},
+       }) {
     qcclReduceDesc_t d = desc(4);
-    d.quantization = {a, qcclUint8};
-    expect_refused(d, "quantization algorithm " + std::to_string(a));
+    d.dtype = b.dtype;
+    d.op = b.op;
+    d.quantization = b.q;
+    std::vector<uint8_t> buf(64, 7);
+    EXPECT_RESULT(qcclAllReduce(buf.data(), buf.data(), &d, comm_->c, nullptr),
+                  qcclInvalidArgument, b.says);
+    EXPECT_EQ(buf, std::vector<uint8_t>(64, 7));
   }
 }
 

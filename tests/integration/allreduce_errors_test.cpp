@@ -1,5 +1,5 @@
-// All-reduce failures over the public C API: descriptor mismatches (all or nothing, then a
-// retry), groups of one, tags already in flight, control calls with ops in flight, destroying a
+// All-reduce failures over the public C API: descriptor mismatches, quantization settings
+// included (all or nothing, then a retry), groups of one, tags already in flight, control calls with ops in flight, destroying a
 // communicator under an async op, and qcclAllReduceMultipleWithRetry.
 #include <qccl/qccl.h>
 
@@ -44,6 +44,19 @@ const Mismatch kMismatches[] = {
      }},
     {"op",
      [](int me, uint64_t tag) { return plain(1001, qcclInt32, me == 0 ? qcclMax : qcclSum, tag); }},
+    // Quantization: position 0 quantizes (or down-casts) where the others send raw float32.
+    {"quantization",
+     [](int me, uint64_t tag) {
+       qcclReduceDesc_t d = plain(5000, qcclFloat32, qcclSum, tag);
+       if (me == 0) d.quantization = {qcclQuantMinMax, qcclUint8};
+       return d;
+     }},
+    {"quantized dtype",
+     [](int me, uint64_t tag) {
+       qcclReduceDesc_t d = plain(5000, qcclFloat32, qcclSum, tag);
+       if (me == 0) d.quantization = {qcclQuantNone, qcclBFloat16};
+       return d;
+     }},
 };
 
 // Peer position 0 disagrees with the others. Every peer gets qcclMismatch, in-place buffers
