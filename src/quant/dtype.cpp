@@ -35,7 +35,7 @@ std::string_view reduce_op_name(ReduceOp op) {
 
 std::string_view quant_algorithm_name(QuantAlgorithm a) {
   switch (a) {
-    case QuantAlgorithm::kNone: return "none";
+    case QuantAlgorithm::kNone: return "None";
     case QuantAlgorithm::kMinMax: return "MinMax";
     case QuantAlgorithm::kZeroPointScale: return "ZeroPointScale";
     case QuantAlgorithm::kNumAlgorithms: break;

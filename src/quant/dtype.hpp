@@ -46,6 +46,6 @@ constexpr bool is_floating(DataType t) {
 
 std::string_view dtype_name(DataType t);
 std::string_view reduce_op_name(ReduceOp op);
-std::string_view quant_algorithm_name(QuantAlgorithm a);  // "none", "MinMax", "ZeroPointScale"
+std::string_view quant_algorithm_name(QuantAlgorithm a);  // "None", "MinMax", "ZeroPointScale"
 
 }  // namespace qccl

@@ -55,13 +55,15 @@ struct Figures {
   int survivors_without_failure = 0;
 };
 
-void kill_round(int n, bool inplace, std::mt19937_64& rng, Figures& fig) {
+void kill_round(int n, bool inplace, bool quant, std::mt19937_64& rng, Figures& fig) {
   TestMaster master;
   ASSERT_TRUE(master.ok()) << master.error();
   ProcCluster pc;
   // Every other round reduces in place: a failed op must give the input back for the retry.
+  // The later half of the rounds quantize (MinMax uint8), whose frames are encoded copies.
   std::vector<std::string> args{"--mode", "loop", "--count", std::to_string(kCount)};
   if (inplace) args.push_back("--inplace");
+  if (quant) args.push_back("--quant");  // quantized frames: the same recovery, exact sums
   auto peers = start_group(pc, master.address(), n, args, deadline_in(20s));
   ASSERT_EQ(peers.size(), static_cast<size_t>(n));
   std::vector<int> all = indices_without(n, -1);
@@ -103,8 +105,8 @@ void kill_round(int n, bool inplace, std::mt19937_64& rng, Figures& fig) {
     fig.to_success_ms.push_back(success_ms);
   }
   expect_same_sums(rs, "N=" + std::to_string(n));
-  std::printf("[ measure  ] N=%d victim=%d%s: kill->failure", n, victim,
-              inplace ? " (in place)" : "");
+  std::printf("[ measure  ] N=%d victim=%d%s%s: kill->failure", n, victim,
+              inplace ? " (in place)" : "", quant ? " (quantized)" : "");
   for (auto& r : rs) {
     if (r.first_failure_us) std::printf(" %.1f", (*r.first_failure_us - t_kill) / 1000.0);
     else std::printf(" none");
@@ -129,7 +131,7 @@ TEST(KillTest, SigkillMidOpSurvivorsFailFastThenSucceedWithExactlyTheSurvivors) 
       SCOPED_TRACE("N=" + std::to_string(n) + " round " + std::to_string(round));
       // The rounds go on after a failed one, so that the report says how often it happens.
       int before = failure_parts();
-      kill_round(n, round % 2 == 1, rng, fig);
+      kill_round(n, round % 2 == 1, round >= kRoundsPerSize / 2, rng, fig);
       ++rounds;
       if (failure_parts() != before) ++failed_rounds;
     }

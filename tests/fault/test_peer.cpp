@@ -19,7 +19,8 @@
 //   loop   all-reduce after all-reduce (--iters k, 0 = until killed), retrying at once on
 //          qcclPeerLost; other failures end the loop (exit code 4). With --admit every op
 //          is followed by qcclArePeersPending on all peers and, if 1, qcclUpdateTopology, so
-//          newcomers are admitted between ops. --inplace reduces in place.
+//          newcomers are admitted between ops. --inplace reduces in place. --quant sends
+//          float64 2^I as MinMax uint8 codes (constant blocks: still exact sums).
 //   idle   reads commands from stdin, one per line (EOF or "quit" ends the process):
 //            allreduce [count]  one all-reduce, retried on qcclPeerLost
 //            try [count]        one attempt, no retry
@@ -60,6 +61,7 @@
 //   done at T
 // Exit codes: 0 done, 2 bad usage, 3 setup failed, 4 an operation failed for good.
 #include <atomic>
+#include <bit>
 #include <chrono>
 #include <cstdarg>
 #include <cstdint>
@@ -138,6 +140,7 @@ struct Options {
   int world = 0;  // gather until the group has this many peers
   bool admit = false;
   bool inplace = false;
+  bool quant = false;
   int tensors = 4;
   int inflight = 2;
   uint32_t connections = 0;
@@ -159,7 +162,7 @@ struct Options {
   std::fprintf(stderr,
                "qccl_test_peer: %s\n"
                "usage: qccl_test_peer --master HOST:PORT --index I --mode loop|idle|multi|state\n"
-               "  [--world W] [--count N] [--iters K] [--tag T] [--admit] [--inplace]\n"
+               "  [--world W] [--count N] [--iters K] [--tag T] [--admit] [--inplace] [--quant]\n"
                "  [--tensors M] [--inflight F] [--connections C] [--connect-timeout-ms MS]\n"
                "  [--watch-ms MS] [--pace-ms MS]\n"
                "  [--state-mib M] [--stale] [--strategy popular|receive|send] [--syncs K]\n"
@@ -186,6 +189,7 @@ Options parse(int argc, char** argv) {
       else if (a == "--world") o.world = std::stoi(val());
       else if (a == "--admit") o.admit = true;
       else if (a == "--inplace") o.inplace = true;
+      else if (a == "--quant") o.quant = true;
       else if (a == "--tensors") o.tensors = std::stoi(val());
       else if (a == "--inflight") o.inflight = std::stoi(val());
       else if (a == "--connections") o.connections = static_cast<uint32_t>(std::stoul(val()));
@@ -340,22 +344,26 @@ class Peer {
   }
 
   // One all-reduce of `count` elements of 2^index; retried on qcclPeerLost if `retry`.
-  // Prints op/fail (and bad/corrupt) lines. Returns the last result.
+  // Prints op/fail (and bad/corrupt) lines. Returns the last result. With --quant the
+  // elements are float64 2^index sent as MinMax uint8 codes: every block is constant, which
+  // MinMax decodes exactly, so the sums stay exact and the same checks apply.
   qcclResult_t one_op(size_t count, bool retry) {
     // The buffers live across calls: a loop spends as little time as possible between ops,
     // so that a fault nearly always lands inside one.
     std::vector<uint64_t>& send = send_;
     std::vector<uint64_t>& recv = recv_;
-    if (send.size() != count) send.assign(count, mine_);
+    const uint64_t mine = opt_.quant ? std::bit_cast<uint64_t>(static_cast<double>(mine_)) : mine_;
+    if (send.size() != count) send.assign(count, mine);
     recv.resize(count);
     uint64_t* in = opt_.inplace ? recv.data() : send.data();
-    if (opt_.inplace) std::fill(recv.begin(), recv.end(), mine_);
+    if (opt_.inplace) std::fill(recv.begin(), recv.end(), mine);
     qcclReduceDesc_t desc{};
     desc.count = count;
-    desc.dtype = qcclUint64;
+    desc.dtype = opt_.quant ? qcclFloat64 : qcclUint64;
     desc.op = qcclSum;
     desc.tag = opt_.tag;
-    desc.quantization.algorithm = qcclQuantNone;
+    desc.quantization.algorithm = opt_.quant ? qcclQuantMinMax : qcclQuantNone;
+    desc.quantization.quantized_dtype = qcclUint8;
     for (;;) {
       qcclReduceInfo_t info{};
       auto t0 = std::chrono::steady_clock::now();
@@ -363,10 +371,10 @@ class Peer {
       double ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0)
                       .count();
       if (r == qcclSuccess) {
-        uint64_t s = recv[0];
+        uint64_t s = opt_.quant ? static_cast<uint64_t>(std::bit_cast<double>(recv[0])) : recv[0];
         emit(strf("op %lld world %u sum %llu ms %.3f", static_cast<long long>(ops_done_),
                   info.world_size, static_cast<unsigned long long>(s), ms));
-        if (!all_equal(recv, s)) {
+        if (!all_equal(recv, recv[0])) {
           emit(strf("bad %lld elements differ", static_cast<long long>(ops_done_)));
         }
         if (static_cast<uint32_t>(__builtin_popcountll(s)) != info.world_size || (s & mine_) == 0) {
@@ -381,10 +389,10 @@ class Peer {
                 result_name(r)),
            qcclGetLastError());
       // All or nothing: a failed op leaves its input as it was (API.md §2).
-      if (!all_equal(opt_.inplace ? recv : send, mine_)) {
+      if (!all_equal(opt_.inplace ? recv : send, mine)) {
         emit(strf("corrupt %lld the %s input changed", static_cast<long long>(ops_done_),
                   opt_.inplace ? "in-place" : "send"));
-        if (opt_.inplace) std::fill(recv.begin(), recv.end(), mine_);
+        if (opt_.inplace) std::fill(recv.begin(), recv.end(), mine);
       }
       if (!retry || r != qcclPeerLost) return r;
     }
