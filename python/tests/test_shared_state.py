@@ -145,3 +145,18 @@ def test_shared_state_argument_errors(pair):
         c.sync_shared_state(qccl.SharedState({"a": b"abc"}))
     st = qccl.SharedState({"a": torch.ones(2)}, revision=3)
     assert len(st) == 1 and "revision=3" in repr(st)
+
+
+def test_send_only_loser_is_kicked(pair):
+    # Both assert they hold the truth with different contents: the tie goes to the
+    # longest-running peer, the other is expelled (KickedError) and its communicator is done.
+    states = [qccl.SharedState({"w": torch.full((16,), float(i))}, revision=1) for i in range(2)]
+    outs = parallel_outcomes([lambda c=c, s=s: c.sync_shared_state(
+        s, strategy=qccl.SyncStrategy.SEND_ONLY) for c, s in zip(pair, states)])
+    kicked = [o for o in outs if o.error is not None]
+    assert len(kicked) == 1, [o.error for o in outs]
+    assert isinstance(kicked[0].error, qccl.KickedError)
+    assert kicked[0].error.code == qccl.Result.KICKED
+    loser = pair[[o.error is not None for o in outs].index(True)]
+    with pytest.raises(qccl.QcclError):
+        loser.all_reduce(torch.ones(2))
