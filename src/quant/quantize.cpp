@@ -80,16 +80,6 @@ namespace {
 
 std::atomic<bool> g_force_portable{false};
 
-std::string_view algorithm_name(QuantAlgorithm a) {
-  switch (a) {
-    case QuantAlgorithm::kNone: return "None";
-    case QuantAlgorithm::kMinMax: return "MinMax";
-    case QuantAlgorithm::kZeroPointScale: return "ZeroPointScale";
-    case QuantAlgorithm::kNumAlgorithms: break;
-  }
-  return "invalid";
-}
-
 bool is_code_type(DataType t) {
   return t == DataType::kUint8 || t == DataType::kInt8 || t == DataType::kUint16 ||
          t == DataType::kInt16;
@@ -214,7 +204,7 @@ Status check_codec(const WireCodec& c) {
                        "ZeroPointScale",
                        static_cast<int>(c.algorithm));
   }
-  const std::string_view algo = algorithm_name(c.algorithm);
+  const std::string_view algo = quant_algorithm_name(c.algorithm);
   if (!is_valid(c.source)) {
     return make_status(StatusCode::kInvalidArgument,
                        "quantization {}: invalid source data type {}", algo,
