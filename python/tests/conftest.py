@@ -15,9 +15,9 @@ from typing import Any, Callable, List, Optional, Sequence
 
 import pytest
 
-import qccl
+os.environ.setdefault("QCCL_LOG_LEVEL", "warn")  # before the library is loaded
 
-os.environ.setdefault("QCCL_LOG_LEVEL", "warn")
+import qccl  # noqa: E402
 
 try:
     import pytest_timeout  # noqa: F401
