@@ -208,21 +208,7 @@ def test_mismatched_dtype_and_op(pair):
 
 # ---- quantization (docs/quantization.md) ----
 
-def _require_quantized_ring(pair):
-    """xfail while the library answers "not supported by this version yet" to a quantized
-    all-reduce (before the quantized ring landed); the tests below are the final behaviour."""
-    q = qccl.Quantization(qccl.QuantAlgorithm.MIN_MAX, qccl.DataType.UINT8)
-    outs = parallel_outcomes([lambda c=c: c.all_reduce(torch.ones(8), tag=99, quantization=q)
-                              for c in pair])
-    if all(isinstance(o.error, qccl.InvalidArgumentError) and "not supported" in str(o.error)
-           for o in outs):
-        pytest.xfail(f"quantized all-reduce is not in this library yet: {outs[0].error}")
-    for o in outs:
-        o.get()
-
-
 def _quantized_round(pair, quantization):
-    _require_quantized_ring(pair)
     n = 8192
     gen = torch.Generator().manual_seed(7)
     data = [torch.randn(n, generator=gen) for _ in range(2)]
@@ -252,7 +238,6 @@ def test_quantized_all_reduce(pair, quantization):
 
 
 def test_quantization_mismatch(pair):
-    _require_quantized_ring(pair)
     q = qccl.Quantization(qccl.QuantAlgorithm.NONE, qccl.DataType.BFLOAT16)
     outs = parallel_outcomes([lambda: pair[0].all_reduce(torch.ones(8), quantization=q),
                               lambda: pair[1].all_reduce(torch.ones(8))])
