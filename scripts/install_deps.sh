@@ -26,12 +26,6 @@ packages=(
 
 log() { printf 'install_deps: %s\n' "$*" >&2; }
 
-if ! command -v dpkg-query >/dev/null 2>&1; then
-  log "not a Debian system: install the equivalents of these packages yourself:"
-  log "  ${packages[*]}"
-  install_pip_modules
-  exit 0
-fi
 
 # Python modules the Python tests need, for the `python3` on PATH (which may not be Debian's):
 # module name -> pip requirement. torch is pinned EXACTLY: an unpinned torch pulls several GB
@@ -58,6 +52,13 @@ PY
   PIP_BREAK_SYSTEM_PACKAGES=1 "$py" -m pip install --quiet --disable-pip-version-check \
     --no-input "${missing_reqs[@]}" </dev/null
 }
+
+if ! command -v dpkg-query >/dev/null 2>&1; then
+  log "not a Debian system: install the equivalents of these packages yourself:"
+  log "  ${packages[*]}"
+  install_pip_modules
+  exit 0
+fi
 
 missing=()
 for p in "${packages[@]}"; do
