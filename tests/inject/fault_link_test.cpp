@@ -29,7 +29,7 @@ struct Cluster {
   std::unique_ptr<master::MasterServer> master;
   std::vector<std::unique_ptr<core::Communicator>> peers;
 
-  explicit Cluster(int n) {
+  explicit Cluster(int n, uint32_t connections_per_peer = 2) {
     master::MasterOptions mo;
     mo.listen_address = "127.0.0.1:0";
     mo.heartbeat_interval_ms = 100;
@@ -42,7 +42,7 @@ struct Cluster {
       core::CommOptions co;
       co.master_address = addr;
       co.connect_timeout_ms = 10000;
-      co.connections_per_peer = 2;
+      co.connections_per_peer = connections_per_peer;
       auto c = core::Communicator::create(co);
       EXPECT_TRUE(c.is_ok());
       peers.push_back(std::move(c).value());
@@ -127,8 +127,12 @@ TEST(FaultLink, LaneClosedMidOperationFailsEveryPeerThenRetrySucceeds) {
 }
 
 TEST(FaultLink, PeerThatStopsReadingFailsTheOperationWithinThePeerTimeout) {
-  Cluster c(3);
-  constexpr size_t kCount = 8 << 20;  // 32 MiB: more than the socket buffers can absorb
+  // One lane per neighbour and 64 MiB: the neighbour's reduce-scatter alone sends ~43 MiB,
+  // more than one socket's buffers absorb (tcp_rmem max is 32 MiB here, wmem 4 MiB), so the
+  // sender must see a zero window; with more lanes the buffers could take it all, and only
+  // the stall watchdog (vote timeout) would notice.
+  Cluster c(3, /*connections_per_peer=*/1);
+  constexpr size_t kCount = 16 << 20;
   c.peers[2]->inject_fault_for_testing(0, /*stall_reads_after_bytes=*/1 << 20);
   auto bufs = inputs(3, kCount);
   auto t0 = Clock::now();
