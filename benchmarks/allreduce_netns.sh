@@ -148,6 +148,13 @@ setup_netns() {
   echo "namespaces: ${CREATED[*]}"
 }
 
+show_drops() {  # what tbf did on each uplink during the last run (drops mean TCP loss recovery)
+  local i
+  for i in $(seq 1 "$MAX_PEERS"); do
+    echo "  $PREFIX-p$i eth0: $(tc -s -n "$PREFIX-p$i" qdisc show dev eth0 | grep -o 'Sent.*)' | head -1)"
+  done
+}
+
 set_rate() {  # the same tbf on every peer's uplink; replace works for the first one too
   local rate="$1" burst
   burst="$(burst_for "$rate")"
@@ -173,6 +180,7 @@ if [[ "$MODE" == netns || "$MODE" == both ]]; then
     echo "load $(cut -d' ' -f1-3 /proc/loadavg)"
     run_bench ip netns exec "$PREFIX-master" "$BENCH" --peers "$PEERS" --netns "$PREFIX" \
       --master-host "$SUBNET.1" --label "tbf $rate/peer" "${EXTRA[@]}" || RC=$?
+    show_drops
   done
 fi
 exit "$RC"
