@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import atexit as _atexit
 
-from . import _qccl
+from . import _errors, _qccl
 from ._comm import AllReduceOp, Communicator, SharedState
 from ._comm import _close_all as _close_all_comms
 from ._enums import (Attribute, DataType, QuantAlgorithm, Quantization, ReduceInfo, ReduceOp,
@@ -50,18 +50,7 @@ __all__ = [
     "SyncInfo",
     "SyncStrategy",
     # errors
-    "QcclError",
-    "InvalidArgumentError",
-    "InvalidUsageError",
-    "MasterUnreachableError",
-    "PeerLostError",
-    "TooFewPeersError",
-    "TimeoutError",
-    "KickedError",
-    "MismatchError",
-    "AuthFailedError",
-    "AbortedError",
-    "InternalError",
+    *_errors.__all__,
 ]
 
 

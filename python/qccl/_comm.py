@@ -11,6 +11,7 @@ from ._buffers import Buffer, resolve, resolve_pair
 from ._enums import (Attribute, Quantization, ReduceInfo, ReduceOp, SyncInfo,
                      SyncStrategy, _quantization_args)
 from ._errors import InvalidUsageError
+from ._handle import Handle
 
 __all__ = ["Communicator", "AllReduceOp", "SharedState"]
 
@@ -197,7 +198,7 @@ class SharedState:
                 f"allow_content_inequality={sorted(self._unequal)}>")
 
 
-class Communicator:
+class Communicator(Handle):
     """One peer of a qccl run (``qcclComm_t``).
 
     ``Communicator(master_address, peer_group=0, connections_per_peer=0, auth_token=None)``
@@ -401,25 +402,7 @@ class Communicator:
         flight end with :class:`qccl.AbortedError`. Every later call raises
         :class:`qccl.InvalidUsageError`.
         """
-        c = getattr(self, "_c", None)
-        if c is not None:
-            c.close()
-
-    @property
-    def closed(self) -> bool:
-        return self._c.closed
-
-    def __enter__(self) -> "Communicator":
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        self.close()
-
-    def __del__(self) -> None:
-        try:
-            self.close()
-        except Exception:  # never raise from __del__
-            pass
+        super().close()
 
     def __repr__(self) -> str:
         state = "closed" if self.closed else ("connected" if self._connected else "not connected")

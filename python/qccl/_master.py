@@ -6,6 +6,7 @@ import weakref
 from typing import Any, Optional
 
 from . import _qccl as _C
+from ._handle import Handle
 
 __all__ = ["Master"]
 
@@ -21,7 +22,7 @@ def _ms(name: str, value: Any) -> int:
     return value
 
 
-class Master:
+class Master(Handle):
     """The coordinator of a run, running on a background thread of this process.
 
     ``Master(listen_address="0.0.0.0:0")`` creates it (port 0 picks a free port); ``start()``
@@ -79,25 +80,7 @@ class Master:
 
     def close(self) -> None:
         """Stops the master if running, waits for it and frees it. Idempotent."""
-        c = getattr(self, "_c", None)
-        if c is not None:
-            c.close()
-
-    @property
-    def closed(self) -> bool:
-        return self._c.closed
-
-    def __enter__(self) -> "Master":
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        self.close()
-
-    def __del__(self) -> None:
-        try:
-            self.close()
-        except Exception:  # never raise from __del__
-            pass
+        super().close()
 
     def __repr__(self) -> str:
         return f"<qccl.Master {self.listen_address}{' closed' if self.closed else ''}>"
