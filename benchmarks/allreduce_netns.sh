@@ -81,70 +81,15 @@ print(f"{max(256, int(bits / 8 * 0.004 / 1024))}kb")
 EOF
 }
 
-CREATED=()     # namespaces this script created, removed on exit
-BENCH_PID=""   # the driver, ended by pid on exit (its peers die with it: PR_SET_PDEATHSIG)
-
-cleanup() {
-  local rc=$?
-  trap - EXIT INT TERM
-  if [[ -n "$BENCH_PID" ]] && kill -0 "$BENCH_PID" 2>/dev/null; then
-    kill -TERM "$BENCH_PID" 2>/dev/null || true
-    for _ in 1 2 3 4 5 6 7 8 9 10; do kill -0 "$BENCH_PID" 2>/dev/null || break; sleep 0.2; done
-    kill -KILL "$BENCH_PID" 2>/dev/null || true
-    wait "$BENCH_PID" 2>/dev/null || true
-  fi
-  local ns
-  for ns in "${CREATED[@]}"; do ip netns del "$ns" 2>/dev/null || echo "could not delete $ns" >&2; done
-  [[ ${#CREATED[@]} -gt 0 ]] && echo "removed namespaces: ${CREATED[*]}"
-  exit "$rc"
-}
-trap cleanup EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
-
-run_bench() {  # runs the driver in the background (so that the trap can end it) and waits
-  "$@" &
-  BENCH_PID=$!
-  local rc=0
-  wait "$BENCH_PID" || rc=$?
-  BENCH_PID=""
-  return "$rc"
-}
-
-add_ns() {
-  local ns="$PREFIX-$1" ip="$2"
-  ip netns add "$ns"
-  CREATED+=("$ns")
-  ip -n "$ns" link set lo up
-  ip -n "$PREFIX-hub" link add name "h-$1" type veth peer name eth0 netns "$ns"
-  ip -n "$PREFIX-hub" link set "h-$1" master br0
-  ip -n "$PREFIX-hub" link set "h-$1" up
-  ip -n "$ns" addr add "$ip/24" dev eth0
-  ip -n "$ns" link set eth0 up
-}
+# shellcheck source=netns_lib.sh
+source "$HERE/netns_lib.sh"
 
 setup_netns() {
-  for ns in hub master $(seq -f 'p%g' 1 "$MAX_PEERS"); do
-    if ip netns list | grep -qw "^$PREFIX-$ns"; then
-      echo "namespace $PREFIX-$ns already exists (a previous run?); remove it with" \
-           "'ip netns del $PREFIX-$ns' and retry" >&2
-      exit 1
-    fi
-  done
-  ip netns add "$PREFIX-hub"
-  CREATED+=("$PREFIX-hub")
-  ip -n "$PREFIX-hub" link set lo up
-  ip -n "$PREFIX-hub" link add name br0 type bridge
-  ip -n "$PREFIX-hub" link set br0 up
-  add_ns master "$SUBNET.1"
-  for i in $(seq 1 "$MAX_PEERS"); do add_ns "p$i" "$SUBNET.$((10 + i))"; done
-  # Wait for the bridge ports to forward (no STP on br0, so this is quick).
-  for _ in $(seq 1 50); do
-    local down
-    down=$(ip -n "$PREFIX-hub" -br link show master br0 | grep -vc ' UP ' || true)
-    [[ "$down" == 0 ]] && break
-    sleep 0.1
-  done
+  netns_require_free hub master $(seq -f 'p%g' 1 "$MAX_PEERS")
+  netns_make_hub
+  netns_add master "$SUBNET.1"
+  for i in $(seq 1 "$MAX_PEERS"); do netns_add "p$i" "$SUBNET.$((10 + i))"; done
+  netns_wait_bridge
   echo "namespaces: ${CREATED[*]}"
 }
 

@@ -1,0 +1,80 @@
+# Shared plumbing of the namespace benchmarks (allreduce_netns.sh, state_sync_netns.sh):
+# a hub namespace with a bridge, one namespace per host joined to it by a veth pair, a driver
+# run in the background so that the EXIT trap can end it by pid, and cleanup of exactly the
+# namespaces created. Source it after setting PREFIX; it installs the traps.
+#
+#   netns_require_free NAME...   exit 1 if $PREFIX-NAME exists (a previous run?)
+#   netns_make_hub               $PREFIX-hub with bridge br0
+#   netns_add NAME IP            $PREFIX-NAME, its eth0 = IP/24 on the bridge
+#   netns_wait_bridge            until every bridge port forwards
+#   run_bench CMD...             runs CMD in the background and waits for it
+
+CREATED=()     # namespaces created, removed on exit
+BENCH_PID=""   # the driver, ended by pid on exit (its peers die with it: PR_SET_PDEATHSIG)
+
+netns_cleanup() {
+  local rc=$?
+  trap - EXIT INT TERM
+  if [[ -n "$BENCH_PID" ]] && kill -0 "$BENCH_PID" 2>/dev/null; then
+    kill -TERM "$BENCH_PID" 2>/dev/null || true
+    for _ in 1 2 3 4 5 6 7 8 9 10; do kill -0 "$BENCH_PID" 2>/dev/null || break; sleep 0.2; done
+    kill -KILL "$BENCH_PID" 2>/dev/null || true
+    wait "$BENCH_PID" 2>/dev/null || true
+  fi
+  local ns
+  for ns in "${CREATED[@]}"; do ip netns del "$ns" 2>/dev/null || echo "could not delete $ns" >&2; done
+  [[ ${#CREATED[@]} -gt 0 ]] && echo "removed namespaces: ${CREATED[*]}"
+  exit "$rc"
+}
+trap netns_cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+run_bench() {
+  "$@" &
+  BENCH_PID=$!
+  local rc=0
+  wait "$BENCH_PID" || rc=$?
+  BENCH_PID=""
+  return "$rc"
+}
+
+netns_require_free() {
+  local name
+  for name in "$@"; do
+    if ip netns list | grep -qw "^$PREFIX-$name"; then
+      echo "namespace $PREFIX-$name already exists (a previous run?); remove it with" \
+           "'ip netns del $PREFIX-$name' and retry" >&2
+      exit 1
+    fi
+  done
+}
+
+netns_make_hub() {
+  ip netns add "$PREFIX-hub"
+  CREATED+=("$PREFIX-hub")
+  ip -n "$PREFIX-hub" link set lo up
+  ip -n "$PREFIX-hub" link add name br0 type bridge
+  ip -n "$PREFIX-hub" link set br0 up
+}
+
+netns_add() {
+  local ns="$PREFIX-$1" ip="$2"
+  ip netns add "$ns"
+  CREATED+=("$ns")
+  ip -n "$ns" link set lo up
+  ip -n "$PREFIX-hub" link add name "h-$1" type veth peer name eth0 netns "$ns"
+  ip -n "$PREFIX-hub" link set "h-$1" master br0
+  ip -n "$PREFIX-hub" link set "h-$1" up
+  ip -n "$ns" addr add "$ip/24" dev eth0
+  ip -n "$ns" link set eth0 up
+}
+
+netns_wait_bridge() {  # no STP on br0, so this is quick
+  local down
+  for _ in $(seq 1 50); do
+    down=$(ip -n "$PREFIX-hub" -br link show master br0 | grep -vc ' UP ' || true)
+    [[ "$down" == 0 ]] && break
+    sleep 0.1
+  done
+}
