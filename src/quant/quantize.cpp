@@ -45,10 +45,9 @@
 //            Decoding widens exactly (to fp32, then to fp64 for fp64 sources).
 //
 // Error bounds, per element (before the final narrowing to fp16/bf16, which adds half a 16-bit
-// ulp): MinMax |decoded - x| <= scale/2 plus a few ulps of max(|lo|, |hi|). ZeroPointScale is
-// documented as <= scale; it is in fact the same scale/2 (what the tests check): rounding the
-// zero point shifts the whole grid by less than half a step, so the clamped top code still
-// decodes within half a step of hi.
+// ulp): MinMax |decoded - x| <= scale/2 plus a few ulps of max(|lo|, |hi|). ZeroPointScale
+// the same scale/2 (what the tests check): rounding the zero point shifts the whole grid by
+// less than half a step, so the clamped top code still decodes within half a step of hi.
 //
 // Thread-safety: pure functions over caller memory, plus the force-portable switch (an atomic).
 #include "quant/quantize.hpp"
