@@ -201,7 +201,7 @@ def launch(args: argparse.Namespace) -> int:
     def on_line(child: util.Child, line: str) -> None:
         event, f = util.parse_event(line)
         with lock:  # one relay thread per child: whole lines, one at a time
-            print(line, flush=True)
+            util.emit(line)
             if event == "sync":
                 hashes.append(((int(f["rev"]),), f["peer"], f["hash"]))
             if event == "outer" and args.join_after is not None and \
@@ -222,12 +222,12 @@ def launch(args: argparse.Namespace) -> int:
     try:
         for i in range(args.peers):
             start_peer(i, ["--min-peers", str(args.peers)])
-        print(f"launcher: master {master.address}, {args.peers} peers", flush=True)
+        util.emit(f"launcher: master {master.address}, {args.peers} peers")
         if args.join_after is not None:
             while not join_now.wait(0.1):
                 if time.monotonic() > deadline or not children[0].alive():
                     raise RuntimeError("the run ended before the join was due")
-            print(f"launcher: peer {args.peers} joins", flush=True)
+            util.emit(f"launcher: peer {args.peers} joins")
             start_peer(args.peers, ["--join"])
         codes = util.wait_all(children, deadline)
         errors = [f"{name} exited with {code}" for name, code in codes.items() if code != 0]
@@ -235,9 +235,9 @@ def launch(args: argparse.Namespace) -> int:
         errors += hash_errors
         if errors:
             for e in errors:
-                print(f"launcher: FAILED {e}", flush=True)
+                util.emit(f"launcher: FAILED {e}")
             return 1
-        print(f"launcher: ok, {n} syncs, every peer's hash equal in each", flush=True)
+        util.emit(f"launcher: ok, {n} syncs, every peer's hash equal in each")
         return 0
     finally:
         for c in children:

@@ -144,7 +144,7 @@ def launch(args: argparse.Namespace) -> int:
     def on_line(child: util.Child, line: str) -> None:
         event, f = util.parse_event(line)
         with lock:  # one relay thread per child: whole lines, one at a time
-            print(line, flush=True)
+            util.emit(line)
             if event == "sync":
                 hashes.append(((int(f["rev"]),), f["peer"], f["hash"]))
                 synced.add(f["peer"])
@@ -168,7 +168,7 @@ def launch(args: argparse.Namespace) -> int:
     try:
         for i in range(args.peers):
             start_peer(i, args.peers)
-        print(f"launcher: master {master.address}, {args.peers} peers", flush=True)
+        util.emit(f"launcher: master {master.address}, {args.peers} peers")
         waits = [(kill_now, "kill")] if args.kill_at is not None else []
         waits += [(join_now, "join")] if args.join_after is not None else []
         for event, what in sorted(waits, key=lambda w: (args.kill_at if w[1] == "kill"
@@ -177,10 +177,10 @@ def launch(args: argparse.Namespace) -> int:
                 if time.monotonic() > deadline or not children[0].alive():
                     raise RuntimeError(f"the run ended before the {what} was due")
             if what == "kill":
-                print(f"launcher: SIGKILL peer {victim} (pid {children[victim].pid})", flush=True)
+                util.emit(f"launcher: SIGKILL peer {victim} (pid {children[victim].pid})")
                 children[victim].kill()
             else:
-                print(f"launcher: peer {args.peers} joins", flush=True)
+                util.emit(f"launcher: peer {args.peers} joins")
                 start_peer(args.peers, 2)
         codes = util.wait_all(children, deadline)
         errors = [f"{name} exited with {code}" for name, code in codes.items()
@@ -189,9 +189,9 @@ def launch(args: argparse.Namespace) -> int:
         errors += hash_errors
         if errors:
             for e in errors:
-                print(f"launcher: FAILED {e}", flush=True)
+                util.emit(f"launcher: FAILED {e}")
             return 1
-        print(f"launcher: ok, {n} syncs, every peer's hash equal in each", flush=True)
+        util.emit(f"launcher: ok, {n} syncs, every peer's hash equal in each")
         return 0
     finally:
         for c in children:

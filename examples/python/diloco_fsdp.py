@@ -276,7 +276,7 @@ def launch(args: argparse.Namespace) -> int:
     def on_line(child: util.Child, line: str) -> None:
         event, f = util.parse_event(line)
         with lock:  # one relay thread per child: whole lines, one at a time
-            print(line, flush=True)
+            util.emit(line)
             if event == "sync":
                 hashes.append(((int(f["group"]), int(f["rev"])), f["machine"], f["hash"]))
                 synced.add((f["machine"], f["rank"]))
@@ -302,14 +302,14 @@ def launch(args: argparse.Namespace) -> int:
             initial += ["--min-machines-from", f"{args.late_machine_after}:{total_machines}"]
         for m in range(args.machines):
             start_machine(m, initial)
-        print(f"launcher: master {master.address}, {args.machines} machines x "
-              f"{args.fsdp_size} FSDP ranks", flush=True)
+        util.emit(f"launcher: master {master.address}, {args.machines} machines x "
+                  f"{args.fsdp_size} FSDP ranks")
         if args.late_machine_after is not None:
             while not late_go.wait(0.1):
                 if time.monotonic() > deadline or any(not c.alive() for c in children):
                     raise RuntimeError("the run ended before the late machine was due")
-            print(f"launcher: machine {args.machines} joins after outer step "
-                  f"{args.late_machine_after}", flush=True)
+            util.emit(f"launcher: machine {args.machines} joins after outer step "
+                      f"{args.late_machine_after}")
             start_machine(args.machines, ["--join", "--min-machines", str(total_machines)])
         codes = util.wait_all(children, deadline)
         errors = [f"{name} exited with {code}" for name, code in codes.items() if code != 0]
@@ -321,10 +321,10 @@ def launch(args: argparse.Namespace) -> int:
             errors.append(f"never synced: {sorted(missing)}")
         if errors:
             for e in errors:
-                print(f"launcher: FAILED {e}", flush=True)
+                util.emit(f"launcher: FAILED {e}")
             return 1
-        print(f"launcher: ok, {n} (group, revision) syncs, every peer's hash equal in each",
-              flush=True)
+        util.emit(f"launcher: ok, {n} (group, revision) syncs, every peer's hash equal in "
+                  "each")
         return 0
     finally:
         for c in children:

@@ -49,10 +49,22 @@ def free_port(host: str = "127.0.0.1") -> int:
         return s.getsockname()[1]
 
 
+_emit_lock = threading.Lock()
+
+
+def emit(line: str) -> None:
+    """Writes one whole line to stdout and flushes it. Thread-safe, unlike print(), which
+    writes the text and its newline separately, so that a launcher's own lines and the lines
+    it relays from its children (on other threads) could interleave mid-line."""
+    with _emit_lock:
+        sys.stdout.write(line + "\n")
+        sys.stdout.flush()
+
+
 def say(event: str, **fields: object) -> None:
     """Prints one ``EVENT key=value ...`` line and flushes it."""
     words = [event] + [f"{k}={_fmt(v)}" for k, v in fields.items()]
-    print(" ".join(words), flush=True)
+    emit(" ".join(words))
 
 
 def _fmt(v: object) -> str:
