@@ -133,37 +133,29 @@ struct Options {
 
 Options parse(int argc, char** argv) {
   Options o;
-  for (int i = 1; i < argc; ++i) {
-    std::string a = argv[i];
-    auto val = [&]() -> std::string {
-      if (i + 1 >= argc) usage(("missing value for " + a).c_str());
-      return argv[++i];
-    };
-    try {
-      if (a == "--peers") o.peers = parse_int_list(val());
-      else if (a == "--sizes-mib") o.sizes_mib = parse_int_list(val());
-      else if (a == "--iters") o.iters = std::stoi(val());
-      else if (a == "--warmup") o.warmup = std::stoi(val());
-      else if (a == "--connections") o.connections = uint32_t(std::stoul(val()));
-      else if (a == "--inplace") o.inplace = true;
-      else if (a == "--timeout-s") o.timeout_s = std::stoi(val());
-      else if (a == "--json") o.json = val();
-      else if (a == "--quant") o.quant = val();
-      else if (a == "--dtype") o.dtype = val();
-      else if (a == "--netns") o.netns = val();
-      else if (a == "--master-host") o.master_host = val();
-      else if (a == "--label") o.label = val();
-      else if (a == "--role") o.peer = val() == "peer";
-      else if (a == "--master") o.master = val();
-      else if (a == "--index") o.index = std::stoi(val());
-      else if (a == "--nranks") o.nranks = std::stoi(val());
-      else if (a == "--result-fd") o.result_fd = std::stoi(val());
-      else if (a == "--help" || a == "-h") usage("");
-      else usage(("unknown option " + a).c_str());
-    } catch (const std::logic_error&) {
-      usage(("bad value for " + a).c_str());
-    }
-  }
+  parse_flags(argc, argv, usage, [&](const std::string& a, auto& val) {
+    if (a == "--peers") o.peers = parse_int_list(val());
+    else if (a == "--sizes-mib") o.sizes_mib = parse_int_list(val());
+    else if (a == "--iters") o.iters = std::stoi(val());
+    else if (a == "--warmup") o.warmup = std::stoi(val());
+    else if (a == "--connections") o.connections = uint32_t(std::stoul(val()));
+    else if (a == "--inplace") o.inplace = true;
+    else if (a == "--timeout-s") o.timeout_s = std::stoi(val());
+    else if (a == "--json") o.json = val();
+    else if (a == "--quant") o.quant = val();
+    else if (a == "--dtype") o.dtype = val();
+    else if (a == "--netns") o.netns = val();
+    else if (a == "--master-host") o.master_host = val();
+    else if (a == "--label") o.label = val();
+    else if (a == "--role") o.peer = val() == "peer";
+    else if (a == "--master") o.master = val();
+    else if (a == "--index") o.index = std::stoi(val());
+    else if (a == "--nranks") o.nranks = std::stoi(val());
+    else if (a == "--result-fd") o.result_fd = std::stoi(val());
+    else if (a == "--help" || a == "-h") usage("");
+    else return false;
+    return true;
+  });
   if (o.iters < 1 || o.warmup < 0) usage("--iters must be >= 1 and --warmup >= 0");
   for (auto n : o.peers) if (n < 2) usage("--peers values must be >= 2");
   for (auto s : o.sizes_mib) if (s < 1) usage("--sizes-mib values must be >= 1");

@@ -62,6 +62,27 @@ inline std::vector<int64_t> parse_int_list(const std::string& s) {
   return out;
 }
 
+// Walks the command line: for each argument `a`, calls on_flag(a, value), where value()
+// returns the next argument; on_flag returns false for a flag it does not know. A missing
+// value, a value std::sto* rejects and an unknown flag end in usage(message).
+template <typename OnFlag>
+void parse_flags(int argc, char** argv, void (*usage)(const char*), OnFlag on_flag) {
+  for (int i = 1; i < argc; ++i) {
+    std::string a = argv[i];
+    auto value = [&]() -> std::string {
+      if (i + 1 >= argc) usage(("missing value for " + a).c_str());
+      return argv[++i];
+    };
+    bool known = false;
+    try {
+      known = on_flag(a, value);
+    } catch (const std::logic_error&) {
+      usage(("bad value for " + a).c_str());
+    }
+    if (!known) usage(("unknown option " + a).c_str());
+  }
+}
+
 inline double median(std::vector<double> v) {
   if (v.empty()) return 0.0;
   std::sort(v.begin(), v.end());

@@ -43,33 +43,25 @@ struct Options {
 
 Options parse(int argc, char** argv) {
   Options o;
-  for (int i = 1; i < argc; ++i) {
-    std::string a = argv[i];
-    auto val = [&]() -> std::string {
-      if (i + 1 >= argc) usage(("missing value for " + a).c_str());
-      return argv[++i];
-    };
-    try {
-      if (a == "--peers") o.peers = std::stoi(val());
-      else if (a == "--size-mib") o.size_mib = std::stoll(val());
-      else if (a == "--trials") o.trials = std::stoi(val());
-      else if (a == "--warm-ops") o.warm_ops = std::stoi(val());
-      else if (a == "--post-ops") o.post_ops = std::stoi(val());
-      else if (a == "--victim") o.victim = std::stoi(val());
-      else if (a == "--connections") o.connections = uint32_t(std::stoul(val()));
-      else if (a == "--timeout-s") o.timeout_s = std::stoi(val());
-      else if (a == "--seed") o.seed = std::stoull(val());
-      else if (a == "--json") o.json = val();
-      else if (a == "--role") o.peer = val() == "peer";
-      else if (a == "--master") o.master = val();
-      else if (a == "--index") o.index = std::stoi(val());
-      else if (a == "--result-fd") o.result_fd = std::stoi(val());
-      else if (a == "--help" || a == "-h") usage("");
-      else usage(("unknown option " + a).c_str());
-    } catch (const std::logic_error&) {
-      usage(("bad value for " + a).c_str());
-    }
-  }
+  parse_flags(argc, argv, usage, [&](const std::string& a, auto& val) {
+    if (a == "--peers") o.peers = std::stoi(val());
+    else if (a == "--size-mib") o.size_mib = std::stoll(val());
+    else if (a == "--trials") o.trials = std::stoi(val());
+    else if (a == "--warm-ops") o.warm_ops = std::stoi(val());
+    else if (a == "--post-ops") o.post_ops = std::stoi(val());
+    else if (a == "--victim") o.victim = std::stoi(val());
+    else if (a == "--connections") o.connections = uint32_t(std::stoul(val()));
+    else if (a == "--timeout-s") o.timeout_s = std::stoi(val());
+    else if (a == "--seed") o.seed = std::stoull(val());
+    else if (a == "--json") o.json = val();
+    else if (a == "--role") o.peer = val() == "peer";
+    else if (a == "--master") o.master = val();
+    else if (a == "--index") o.index = std::stoi(val());
+    else if (a == "--result-fd") o.result_fd = std::stoi(val());
+    else if (a == "--help" || a == "-h") usage("");
+    else return false;
+    return true;
+  });
   if (o.peers < 3) usage("--peers must be >= 3 (two must survive)");
   if (o.victim < 0) o.victim = o.peers - 1;
   if (o.victim >= o.peers) usage("--victim must be < --peers");

@@ -62,34 +62,26 @@ struct Options {
 
 Options parse(int argc, char** argv) {
   Options o;
-  for (int i = 1; i < argc; ++i) {
-    std::string a = argv[i];
-    auto val = [&]() -> std::string {
-      if (i + 1 >= argc) usage(("missing value for " + a).c_str());
-      return argv[++i];
-    };
-    try {
-      if (a == "--donors") o.donors = parse_int_list(val());
-      else if (a == "--size-mib") o.size_mib = std::stoll(val());
-      else if (a == "--tensors") o.tensors = std::stoi(val());
-      else if (a == "--rounds") o.rounds = std::stoi(val());
-      else if (a == "--connections") o.connections = uint32_t(std::stoul(val()));
-      else if (a == "--timeout-s") o.timeout_s = std::stoi(val());
-      else if (a == "--netns") o.netns = val();
-      else if (a == "--master-host") o.master_host = val();
-      else if (a == "--label") o.label = val();
-      else if (a == "--json") o.json = val();
-      else if (a == "--role") o.role = val();
-      else if (a == "--master") o.master = val();
-      else if (a == "--index") o.index = std::stoi(val());
-      else if (a == "--num-donors") o.num_donors = std::stoi(val());
-      else if (a == "--result-fd") o.result_fd = std::stoi(val());
-      else if (a == "--help" || a == "-h") usage("");
-      else usage(("unknown option " + a).c_str());
-    } catch (const std::logic_error&) {
-      usage(("bad value for " + a).c_str());
-    }
-  }
+  parse_flags(argc, argv, usage, [&](const std::string& a, auto& val) {
+    if (a == "--donors") o.donors = parse_int_list(val());
+    else if (a == "--size-mib") o.size_mib = std::stoll(val());
+    else if (a == "--tensors") o.tensors = std::stoi(val());
+    else if (a == "--rounds") o.rounds = std::stoi(val());
+    else if (a == "--connections") o.connections = uint32_t(std::stoul(val()));
+    else if (a == "--timeout-s") o.timeout_s = std::stoi(val());
+    else if (a == "--netns") o.netns = val();
+    else if (a == "--master-host") o.master_host = val();
+    else if (a == "--label") o.label = val();
+    else if (a == "--json") o.json = val();
+    else if (a == "--role") o.role = val();
+    else if (a == "--master") o.master = val();
+    else if (a == "--index") o.index = std::stoi(val());
+    else if (a == "--num-donors") o.num_donors = std::stoi(val());
+    else if (a == "--result-fd") o.result_fd = std::stoi(val());
+    else if (a == "--help" || a == "-h") usage("");
+    else return false;
+    return true;
+  });
   if (o.size_mib < 1 || o.tensors < 1 || o.rounds < 1) usage("bad counts");
   if ((o.size_mib << 20) % (int64_t(o.tensors) * 4) != 0) usage("size must split into tensors");
   for (int64_t n : o.donors) {
