@@ -11,8 +11,8 @@
  *
  * Threading: a qcclComm_t may be used from several threads; asynchronous all-reduces with
  * different tags may be issued and awaited from different threads. Control calls
- * (qcclUpdateTopology, qcclArePeersPending) return qcclInvalidUsage while operations are in
- * flight on the communicator.
+ * (qcclUpdateTopology, qcclArePeersPending, qcclOptimizeTopology, qcclSyncSharedState) return
+ * qcclInvalidUsage while operations are in flight on the communicator.
  *
  * See docs/c_api.md for a guided tour and docs/errors.md for what each result means.
  */
@@ -83,8 +83,13 @@ typedef struct {
   /* Appended: a vote or collective that some accepted peer of the group does not join within
    * this time ends with that peer expelled as a straggler; 0 = default (60000 ms). */
   uint32_t vote_timeout_ms;
+  /* Appended: bandwidth probes of qcclOptimizeTopology (docs/topology.md). probe_ms is the
+   * measured transfer per link, 1..60000; 0 = default (250 ms). A link measured less than
+   * probe_max_age_ms ago is not probed again; 0 = default (600000 ms = 10 min). */
+  uint32_t probe_ms;
+  uint32_t probe_max_age_ms;
 } qcclMasterConfig_t;
-#define QCCL_MASTER_CONFIG_INIT { sizeof(qcclMasterConfig_t), "0.0.0.0:0", 0, 0, NULL, 0 }
+#define QCCL_MASTER_CONFIG_INIT { sizeof(qcclMasterConfig_t), "0.0.0.0:0", 0, 0, NULL, 0, 0, 0 }
 
 /* Creates a master (not yet listening). Copies every string of the config.
  * qcclInvalidArgument: NULL pointer, bad struct_size, malformed listen address. */
@@ -139,6 +144,15 @@ QCCL_API qcclResult_t qcclUpdateTopology(qcclComm_t *comm);
 /* Collective vote of all accepted peers: *pending_out = 1 if peers wait to be admitted. Every
  * peer gets the same answer. qcclInvalidUsage, qcclKicked, qcclMasterUnreachable. */
 QCCL_API qcclResult_t qcclArePeersPending(qcclComm_t *comm, int *pending_out);
+/* Collective over all accepted peers of all groups: the master has the links of each group
+ * that it has no recent measurement for probed (short timed transfers on
+ * connections_per_peer connections, disjoint pairs in parallel), then gives each group the
+ * ring that maximises its slowest link's bandwidth (then the sum), and logs it with the
+ * expected bottleneck. Returns once this peer's connections on the new ring are up; the next
+ * collective uses it (QCCL_ATTR_RING_RANK and, if the ring changed, QCCL_ATTR_EPOCH change). A
+ * peer that no ring of reachable links can include is expelled (qcclKicked). Does not admit
+ * pending peers. Errors as qcclUpdateTopology. See docs/topology.md. */
+QCCL_API qcclResult_t qcclOptimizeTopology(qcclComm_t *comm);
 
 typedef enum {
   QCCL_ATTR_GLOBAL_WORLD_SIZE = 1, /* accepted peers, all groups                                */

@@ -119,6 +119,18 @@ int main(int argc, char** argv) {
       ->type_name("N")
       ->capture_default_str()
       ->check(CLI::Range(1u, kMaxMs));
+  app.add_option("--probe-ms", options.probe_ms,
+                 "qcclOptimizeTopology: measured transfer per probed link, in milliseconds")
+      ->type_name("N")
+      ->capture_default_str()
+      ->check(CLI::Range(1u, qccl::master::kMaxProbeMs));
+  uint32_t probe_max_age_s = options.probe_max_age_ms / 1000;
+  app.add_option("--probe-max-age-s", probe_max_age_s,
+                 "qcclOptimizeTopology: link measurements older than this are probed again, "
+                 "in seconds")
+      ->type_name("N")
+      ->capture_default_str()
+      ->check(CLI::Range(1u, kMaxMs / 1000));
   app.add_option("--auth-token-file", token_file,
                  "File holding the shared secret peers must present (one trailing newline is "
                  "ignored); default: no authentication")
@@ -133,6 +145,7 @@ int main(int argc, char** argv) {
     return cli_code == 0 ? kExitOk : kExitUsage;
   }
 
+  options.probe_max_age_ms = probe_max_age_s * 1000;
   if (!token_file.empty()) {
     auto token = read_token_file(token_file);
     if (!token.is_ok()) {

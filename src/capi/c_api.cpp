@@ -150,9 +150,19 @@ qcclResult_t qcclMasterCreate(const qcclMasterConfig_t* config, qcclMaster_t** m
     o.listen_address = config->listen_address;
     if (config->heartbeat_interval_ms) o.heartbeat_interval_ms = config->heartbeat_interval_ms;
     if (config->peer_timeout_ms) o.peer_timeout_ms = config->peer_timeout_ms;
-    if (config->struct_size >= sizeof(qcclMasterConfig_t) && config->vote_timeout_ms) {
+    // Fields appended after the first version count only if the caller's struct has them.
+#define QCCL_HAS_FIELD_(field) \
+  (config->struct_size >= offsetof(qcclMasterConfig_t, field) + sizeof(config->field))
+    if (QCCL_HAS_FIELD_(vote_timeout_ms) && config->vote_timeout_ms) {
       o.vote_timeout_ms = config->vote_timeout_ms;
     }
+    if (QCCL_HAS_FIELD_(probe_ms) && config->probe_ms) o.probe_ms = config->probe_ms;
+    if (QCCL_HAS_FIELD_(probe_max_age_ms) && config->probe_max_age_ms) {
+      o.probe_max_age_ms = config->probe_max_age_ms;
+    }
+#undef QCCL_HAS_FIELD_
+    QCCL_REQUIRE(o.probe_ms <= qccl::master::kMaxProbeMs, fn,
+                 "probe_ms must be at most 60000 (it is the measured time per probed link)");
     if (config->auth_token) o.auth_token = config->auth_token;
     QCCL_REQUIRE(o.heartbeat_interval_ms < o.peer_timeout_ms, fn,
                  "heartbeat_interval_ms must be shorter than peer_timeout_ms");
@@ -261,6 +271,14 @@ qcclResult_t qcclUpdateTopology(qcclComm_t* comm) {
   return guarded(fn, [&] {
     QCCL_REQUIRE(valid(comm), fn, "comm is NULL or not a communicator");
     return to_result(comm->rep->update_topology(), fn);
+  });
+}
+
+qcclResult_t qcclOptimizeTopology(qcclComm_t* comm) {
+  const char* fn = "qcclOptimizeTopology";
+  return guarded(fn, [&] {
+    QCCL_REQUIRE(valid(comm), fn, "comm is NULL or not a communicator");
+    return to_result(comm->rep->optimize_topology(), fn);
   });
 }
 

@@ -11,6 +11,7 @@
 #include "net/io_thread.hpp"
 #include "net/signal.hpp"
 #include "peer/data_links.hpp"
+#include "peer/link_probe.hpp"
 #include "peer/master_link.hpp"
 #include "wire/codec.hpp"
 
@@ -46,6 +47,10 @@ class Communicator::Impl : public std::enable_shared_from_this<Impl> {
           [this] { check_drained(); });
       links_->set_state_handler([this](std::shared_ptr<net::Connection> c, const wire::Preamble& p) {
         sync_->adopt(std::move(c), p);
+      });
+      prober_ = std::make_shared<peer::LinkProber>(io_.context().get_executor(), connections());
+      links_->set_probe_handler([this](std::shared_ptr<net::Connection> c, const wire::Preamble& p) {
+        prober_->serve(std::move(c), p, settings_.timeout);
       });
       return links_->listen(options_.listen_host, 0);
     });
@@ -233,9 +238,7 @@ class Communicator::Impl : public std::enable_shared_from_this<Impl> {
   // ---- votes ----
 
   void start_vote(wire::VoteKind kind, std::shared_ptr<std::promise<Result<bool>>> promise) {
-    std::string_view call = kind == wire::VoteKind::kUpdateTopology ? "qcclUpdateTopology"
-                                                                     : "qcclArePeersPending";
-    Status allowed = control_call_allowed(call);
+    Status allowed = control_call_allowed(vote_call_name(kind));
     if (!allowed.is_ok()) return promise->set_value(allowed);
     vote_ = VoteWait{kind, promise};
     master_->send(wire::C2MVote{kind}, global_epoch_);
@@ -251,10 +254,32 @@ class Communicator::Impl : public std::enable_shared_from_this<Impl> {
       if (!ec && self->vote_) {
         self->finish_vote(make_status(StatusCode::kPeerLost,
                                       "the connections to the ring neighbours did not come up "
-                                      "in time; call qcclUpdateTopology again"));
+                                      "in time; call {} again",
+                                      vote_call_name(self->vote_->kind)));
       }
     });
     maybe_finish_vote();
+  }
+
+  static std::string_view vote_call_name(wire::VoteKind kind) {
+    switch (kind) {
+      case wire::VoteKind::kUpdateTopology: return "qcclUpdateTopology";
+      case wire::VoteKind::kPeersPending: return "qcclArePeersPending";
+      case wire::VoteKind::kOptimizeTopology: return "qcclOptimizeTopology";
+    }
+    return "a vote";
+  }
+
+  // The master's part of qcclOptimizeTopology: measure the links it names, report, and keep
+  // waiting for the vote result (the new ring comes with it).
+  void on_probe_plan(const wire::M2CProbePlan& plan) {
+    if (!vote_ || vote_->kind != wire::VoteKind::kOptimizeTopology) {
+      log_->warn("peer {}: probe plan {} outside qcclOptimizeTopology; ignored", self_, plan.round);
+      return;
+    }
+    prober_->start(plan, self_, [self = shared_from_this()](wire::C2MProbeResults results) {
+      if (self->master_ && !self->fatal_) self->master_->send(results, self->global_epoch_);
+    });
   }
 
   void maybe_finish_vote() {
@@ -278,6 +303,7 @@ class Communicator::Impl : public std::enable_shared_from_this<Impl> {
     if (const auto* vr = std::get_if<wire::M2CVoteResult>(&m)) return on_vote_result(*vr);
     if (const auto* sp = std::get_if<wire::M2CSyncPlan>(&m)) return sync_->on_plan(*sp);
     if (const auto* sr = std::get_if<wire::M2CSyncResult>(&m)) return sync_->on_result(*sr);
+    if (const auto* pp = std::get_if<wire::M2CProbePlan>(&m)) return on_probe_plan(*pp);
     if (const auto* k = std::get_if<wire::M2CKicked>(&m)) {
       return on_fatal(make_status(StatusCode::kKicked, "expelled by the master: {}", k->message));
     }
@@ -372,6 +398,7 @@ class Communicator::Impl : public std::enable_shared_from_this<Impl> {
     state_ = State::kClosed;
     if (connect_promise_) finish_connect(why);
     if (vote_) finish_vote(why);
+    prober_->cancel();
     sync_->fail(why);
     for (auto& [tag, op] : snapshot_ops()) fail_op(op, why, FailSource::kMaster);
     links_->close_all();
@@ -712,6 +739,7 @@ class Communicator::Impl : public std::enable_shared_from_this<Impl> {
   };
   std::optional<VoteWait> vote_;
   std::optional<asio::steady_timer> vote_deadline_;
+  std::shared_ptr<peer::LinkProber> prober_;
   std::shared_ptr<std::promise<void>> drained_;
   bool leaving_ = false;
   uint64_t inbound_bytes_ = 0;
@@ -751,6 +779,11 @@ Status Communicator::update_topology() {
 }
 
 Result<bool> Communicator::are_peers_pending() { return impl_->vote(wire::VoteKind::kPeersPending); }
+
+Status Communicator::optimize_topology() {
+  auto r = impl_->vote(wire::VoteKind::kOptimizeTopology);
+  return r.is_ok() ? Status::ok() : r.status();
+}
 
 Result<int64_t> Communicator::attribute(Attribute attr) const { return impl_->attribute(attr); }
 

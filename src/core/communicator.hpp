@@ -59,6 +59,8 @@ class Communicator {
   Status connect();
   Status update_topology();
   Result<bool> are_peers_pending();
+  // Probes the links the master lacks, then moves to the best ring (docs/topology.md).
+  Status optimize_topology();
   Result<int64_t> attribute(Attribute attr) const;
 
   // REQUIRES: validate(desc) ok; buffers valid until the handle completes.

@@ -22,7 +22,9 @@ class MasterServer::Impl {
       : options_(std::move(options)),
         membership_(MembershipConfig{std::chrono::milliseconds(options_.peer_timeout_ms),
                                      std::chrono::milliseconds(options_.vote_timeout_ms),
-                                     options_.heartbeat_interval_ms}),
+                                     options_.heartbeat_interval_ms,
+                                     std::chrono::milliseconds(options_.probe_ms),
+                                     std::chrono::milliseconds(options_.probe_max_age_ms)}),
         log_(log::get("master")) {}
 
   Status start() {
@@ -199,6 +201,7 @@ class MasterServer::Impl {
 
   void apply(Outbox& out) {
     for (const auto& line : out.log) log_->info("{}", line);
+    for (const auto& line : out.debug) log_->debug("{}", line);
     for (auto& s : out.sends) {
       auto it = sessions_.find(s.to);
       if (it != sessions_.end()) it->second->enqueue(wire::encode_frame(s.message, s.epoch));

@@ -22,8 +22,12 @@ struct MasterOptions {
   uint32_t heartbeat_interval_ms = 1000;
   uint32_t peer_timeout_ms = 10000;
   uint32_t vote_timeout_ms = 60000;
+  uint32_t probe_ms = 250;              // measured transfer per probed link, <= kMaxProbeMs
+  uint32_t probe_max_age_ms = 600000;   // older link measurements are probed again
   std::optional<std::string> auth_token;
 };
+
+inline constexpr uint32_t kMaxProbeMs = 60000;
 
 class MasterServer {
  public:

@@ -8,8 +8,17 @@
 namespace qccl::master {
 namespace {
 
+constexpr wire::VoteKind kVoteKinds[] = {wire::VoteKind::kUpdateTopology,
+                                         wire::VoteKind::kPeersPending,
+                                         wire::VoteKind::kOptimizeTopology};
+
 std::string_view vote_name(wire::VoteKind k) {
-  return k == wire::VoteKind::kUpdateTopology ? "update-topology" : "peers-pending";
+  switch (k) {
+    case wire::VoteKind::kUpdateTopology: return "update-topology";
+    case wire::VoteKind::kPeersPending: return "peers-pending";
+    case wire::VoteKind::kOptimizeTopology: return "optimize-topology";
+  }
+  return "unknown";
 }
 
 }  // namespace
@@ -97,6 +106,8 @@ void Membership::on_message(PeerId id, const wire::ControlMessage& msg, TimePoin
     handle_sync_state(p, *ss, now, out);
   } else if (const auto* sd = std::get_if<wire::C2MSyncDone>(&msg)) {
     handle_sync_done(p, *sd, out);
+  } else if (const auto* pr = std::get_if<wire::C2MProbeResults>(&msg)) {
+    handle_probe_results(p, *pr, now, out);
   } else {
     kick(id, wire::KickReason::kProtocolError,
          fmt::format("unexpected message type {} from a peer",
@@ -129,7 +140,7 @@ void Membership::on_tick(TimePoint now, Outbox& out) {
          out);
   }
   // Votes past their deadline: expel the accepted peers that have not joined.
-  for (auto kind : {wire::VoteKind::kUpdateTopology, wire::VoteKind::kPeersPending}) {
+  for (auto kind : kVoteKinds) {
     auto v = votes_.find(kind);
     if (v == votes_.end() || now - v->second.started < config_.vote_timeout) continue;
     // Collect first: the first kick may complete the vote and clear everyone's ballot.
@@ -162,6 +173,7 @@ void Membership::on_tick(TimePoint now, Outbox& out) {
     if (peers_.count(id)) kick(id, wire::KickReason::kStraggler, why, now, out);
   }
   sync_stragglers(now, out);
+  probe_stragglers(now, out);
   try_complete_votes(now, out);
 }
 
@@ -178,6 +190,7 @@ std::optional<TimePoint> Membership::next_deadline() const {
     }
     if (g.sync && !g.sync->decided) consider(g.sync->first_vote + config_.vote_timeout);
   }
+  if (probe_) consider(probe_->deadline);
   return best;
 }
 
@@ -192,13 +205,17 @@ void Membership::handle_vote(Peer& p, wire::VoteKind kind, TimePoint now, Outbox
 }
 
 void Membership::try_complete_votes(TimePoint now, Outbox& out) {
-  for (auto kind : {wire::VoteKind::kUpdateTopology, wire::VoteKind::kPeersPending}) {
+  for (auto kind : kVoteKinds) {
     if (!votes_.count(kind)) continue;
     auto ids = accepted_ids();
     bool all = std::all_of(ids.begin(), ids.end(),
                            [&](PeerId id) { return peers_.at(id).vote == kind; });
     if (!all) continue;
     votes_.erase(kind);
+    if (kind == wire::VoteKind::kOptimizeTopology) {
+      start_optimize(now, out);  // the voters hear the result when the probes are done
+      continue;
+    }
     bool pending = num_registered() > 0;
     if (kind == wire::VoteKind::kUpdateTopology && pending) admit_registered(now, out);
     // Voters hear the result after any membership change it caused.
@@ -363,6 +380,7 @@ void Membership::remove_peer(PeerId id, TimePoint now, Outbox& out) {
   if (it == peers_.end()) return;
   Peer p = it->second;
   peers_.erase(it);
+  std::erase_if(links_, [&](const auto& kv) { return kv.first.first == id || kv.first.second == id; });
   if (p.phase == Phase::kAccepted) {
     Group& g = groups_.at(p.group);
     g.ring.erase(std::remove(g.ring.begin(), g.ring.end(), id), g.ring.end());
@@ -378,6 +396,7 @@ void Membership::remove_peer(PeerId id, TimePoint now, Outbox& out) {
                   fmt::format("peer {} left or failed", id), out);
       sync_peer_removed(p.group, id, now, out);
     }
+    probe_peer_removed(id, now, out);
     if (num_accepted() == 0) {
       votes_.clear();  // a round of a run that has ended must not bind the next one
       admit_registered(now, out);

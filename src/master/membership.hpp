@@ -27,6 +27,13 @@
 // started it (a member that only starts after an abort would run its call as the others'
 // retry instead of failing it).
 //
+// Topology (membership_topology.cpp, docs/topology.md): a completed kOptimizeTopology vote
+// starts a probe round: every peer gets an M2CProbePlan naming the links of its group (directed,
+// out of it) that have no measurement younger than probe_max_age, scheduled in time slots of
+// disjoint pairs; once every prober reported (stragglers expelled at the deadline), each group's
+// ring is solved (ring_solver.hpp) and, if it changed, applied with a new group epoch. Peers
+// that no ring of reachable links can include are expelled. Voters then get M2CVoteResult.
+//
 // Shared-state syncs (membership_sync.cpp) are per group: a round collects every member's
 // C2MSyncState (stragglers expelled at the vote timeout), elects the content
 // (state_election.hpp), sends each member its M2CSyncPlan, waits for every receiver's
@@ -58,6 +65,8 @@ struct MembershipConfig {
   std::chrono::milliseconds peer_timeout{10000};
   std::chrono::milliseconds vote_timeout{60000};
   uint32_t heartbeat_interval_ms = 1000;  // told to peers in M2CWelcome
+  std::chrono::milliseconds probe_window{250};      // measured transfer per probed link
+  std::chrono::milliseconds probe_max_age{600000};  // older measurements are probed again
 };
 
 // What an event asks the shell to do, in order.
@@ -70,6 +79,7 @@ struct Outbox {
   std::vector<Send> sends;
   std::vector<PeerId> disconnects;  // close after flushing what was queued before
   std::vector<std::string> log;     // one line per join, leave, expulsion, ring change...
+  std::vector<std::string> debug;   // details (e.g. every measured link), logged at debug level
 };
 
 class Membership {
@@ -144,6 +154,23 @@ class Membership {
   struct VoteRound {
     TimePoint started;
   };
+  // A measured directed link.
+  struct LinkSample {
+    uint64_t bytes_per_s = 0;  // 0 = unreachable
+    TimePoint measured;
+  };
+  // The bandwidth probes of one kOptimizeTopology vote.
+  struct ProbeRound {
+    uint64_t id = 0;
+    TimePoint started;
+    TimePoint deadline;                                // stragglers are expelled then
+    struct Part {
+      std::vector<PeerId> targets;  // it sends to these
+      std::vector<PeerId> sources;  // it measures what these send
+    };
+    std::map<PeerId, Part> pending;                    // until the peer reports
+    size_t links_probed = 0;
+  };
 
   void handle_vote(Peer& p, wire::VoteKind kind, TimePoint now, Outbox& out);
   void handle_op_start(Peer& p, const wire::C2MOpStart& m, TimePoint now, Outbox& out);
@@ -168,6 +195,15 @@ class Membership {
   void abort_group(GroupId g, std::optional<OpKey> culprit, StatusCode status,
                    const std::string& why, Outbox& out);
   void try_complete_votes(TimePoint now, Outbox& out);
+  // Topology (membership_topology.cpp).
+  void start_optimize(TimePoint now, Outbox& out);
+  void handle_probe_results(Peer& p, const wire::C2MProbeResults& m, TimePoint now, Outbox& out);
+  void probe_peer_removed(PeerId id, TimePoint now, Outbox& out);
+  void probe_stragglers(TimePoint now, Outbox& out);
+  void finish_optimize(TimePoint now, Outbox& out);
+  // Solves group `gid`'s ring from links_, expelling peers no ring can include; true if the
+  // ring changed.
+  bool optimize_group(GroupId gid, TimePoint now, Outbox& out);
   void bump_group(Group& g);
   void send_membership_to_all(Outbox& out);
   wire::M2CMembership membership_view(GroupId g) const;
@@ -181,6 +217,9 @@ class Membership {
   std::map<PeerId, Peer> peers_;
   std::map<GroupId, Group> groups_;
   std::map<wire::VoteKind, VoteRound> votes_;
+  std::map<std::pair<PeerId, PeerId>, LinkSample> links_;  // (from, to) -> last measurement
+  std::optional<ProbeRound> probe_;
+  uint64_t probe_rounds_ = 0;
 };
 
 }  // namespace qccl::master

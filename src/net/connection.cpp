@@ -50,6 +50,15 @@ awaitable<Status> Connection::read_exact(std::span<uint8_t> dst) {
   co_return Status::ok();
 }
 
+awaitable<Result<size_t>> Connection::read_some(std::span<uint8_t> dst) {
+  auto [ec, n] = co_await socket_.async_read_some(asio::buffer(dst.data(), dst.size()),
+                                                  use_nothrow);
+  bytes_read_ += n;
+  if (ec == asio::error::eof) co_return size_t{0};
+  if (ec) co_return io_status(StatusCode::kPeerLost, fmt::format("read from {}", remote_), ec);
+  co_return n;
+}
+
 awaitable<Status> Connection::skip(size_t n) {
   std::array<uint8_t, 64 * 1024> sink;
   while (n > 0) {

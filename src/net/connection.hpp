@@ -37,6 +37,8 @@ class Connection : public std::enable_shared_from_this<Connection> {
   void set_liveness(std::chrono::milliseconds interval, std::chrono::milliseconds timeout);
 
   awaitable<Status> read_exact(std::span<uint8_t> dst);
+  // Reads what is available (at least one byte); 0 = the peer closed its side (EOF).
+  awaitable<Result<size_t>> read_some(std::span<uint8_t> dst);
   awaitable<Status> skip(size_t n);
   // Reads and validates one frame header (payload_len <= max_payload).
   awaitable<Result<wire::FrameHeader>> read_header(uint32_t max_payload);

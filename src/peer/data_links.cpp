@@ -66,6 +66,11 @@ net::awaitable<void> DataLinks::accept_one(std::shared_ptr<net::Connection> conn
     on_state_(std::move(conn), *pre);
     co_return;
   }
+  if (pre.is_ok() && pre->kind == wire::ConnKind::kProbe && on_probe_) {
+    deadline.cancel();
+    on_probe_(std::move(conn), *pre);
+    co_return;
+  }
   if (!pre.is_ok() || pre->kind != wire::ConnKind::kData) {
     // A dialer that gave up (its epoch ended) is routine during churn; garbage is not.
     auto level = st.is_ok() ? spdlog::level::warn : spdlog::level::debug;

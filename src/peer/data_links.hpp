@@ -13,7 +13,8 @@
 // was taken back with cancel().
 //
 // Receiving: inbound lanes are handed to the owner (on_inbound), which runs their reader.
-// The listener also accepts shared-state connections and hands them to the state handler.
+// The listener also accepts shared-state connections and bandwidth probes, and hands them to
+// the state and probe handlers.
 //
 // Any lane failing makes the whole epoch fail (on_failed, once): the ring is broken and the
 // master will move the group to a new epoch.
@@ -94,6 +95,8 @@ class DataLinks {
   // Where accepted shared-state connections (ConnKind::kState) go, after their preamble.
   using StateHandler = std::function<void(std::shared_ptr<net::Connection>, const wire::Preamble&)>;
   void set_state_handler(StateHandler h) { on_state_ = std::move(h); }
+  // Where accepted bandwidth probes (ConnKind::kProbe) go, after their preamble.
+  void set_probe_handler(StateHandler h) { on_probe_ = std::move(h); }
   // Inbound side of the injection: true once reads should stall (checked by the reader).
   bool should_stall_reads(uint64_t bytes_read_total);
 
@@ -129,6 +132,7 @@ class DataLinks {
   EpochHandler on_ready_;
   EpochHandler on_failed_;
   StateHandler on_state_;
+  StateHandler on_probe_;
   PeerId self_ = kNoPeer;
   LinkSettings settings_;
   std::optional<net::tcp::acceptor> acceptor_;

@@ -10,6 +10,7 @@
 //   C2MSyncState   u64 revision | u8 strategy | u32 n | n x (str name | u8 dtype | u64 count |
 //                  u64 hash | bool allow_inequality)
 //   C2MSyncDone    u64 round | u8 status | str message
+//   C2MProbeResults  u64 round | u32 n | n x (u64 peer | u64 bytes_per_s) | u32 u | u x u64 peer
 //   M2CWelcome     u64 peer_id | u32 heartbeat_interval_ms | u32 peer_timeout_ms |
 //                  u32 vote_timeout_ms
 //   M2CMembership  u64 group_epoch | u32 global_world_size | u32 group_world_size |
@@ -22,6 +23,8 @@
 //   M2CSyncPlan    u64 round | u8 status | str message | u64 revision | u32 n | n x (u32 entry |
 //                  u64 hash) | u32 d | d x (u64 id | str host | u16 port)
 //   M2CSyncResult  u64 round | u8 status | str message | u64 revision
+//   M2CProbePlan   u64 round | u32 window_ms | u32 slot_ms | targets | sources, where each list
+//                  is u32 n | n x (u32 slot | u64 id | str host | u16 port)
 //   P2PDataHeader  u64 tag | u64 seq | u64 desc_hash | u32 step | u32 segment  (32 bytes)
 //   P2PStateRequest      u32 entry | u32 piece | u64 entry_hash  (16 bytes)
 //   P2PStatePieceHeader  u32 entry | u32 piece | u64 piece_hash | u8 status | 7 x u8 0  (24)
@@ -63,6 +66,7 @@ QCCL_WIRE_MSG_INFO_(C2MOpDone);
 QCCL_WIRE_MSG_INFO_(C2MLeave);
 QCCL_WIRE_MSG_INFO_(C2MSyncState);
 QCCL_WIRE_MSG_INFO_(C2MSyncDone);
+QCCL_WIRE_MSG_INFO_(C2MProbeResults);
 QCCL_WIRE_MSG_INFO_(M2CWelcome);
 QCCL_WIRE_MSG_INFO_(M2CMembership);
 QCCL_WIRE_MSG_INFO_(M2CVoteResult);
@@ -71,6 +75,7 @@ QCCL_WIRE_MSG_INFO_(M2CKicked);
 QCCL_WIRE_MSG_INFO_(M2CHeartbeat);
 QCCL_WIRE_MSG_INFO_(M2CSyncPlan);
 QCCL_WIRE_MSG_INFO_(M2CSyncResult);
+QCCL_WIRE_MSG_INFO_(M2CProbePlan);
 #undef QCCL_WIRE_MSG_INFO_
 
 // Smallest encoding of one RingMember (u64 id, empty host, u16 port): bounds a claimed ring
@@ -78,6 +83,8 @@ QCCL_WIRE_MSG_INFO_(M2CSyncResult);
 constexpr size_t kMinRingMemberBytes = 8 + 4 + 2;
 constexpr size_t kMinStateEntryBytes = 4 + 1 + 8 + 8 + 1;
 constexpr size_t kMinFetchEntryBytes = 4 + 8;
+constexpr size_t kMinProbeResultBytes = 8 + 8;
+constexpr size_t kMinProbeTargetBytes = 4 + kMinRingMemberBytes;
 
 // The longest prefix of `s` that fits kMaxStringBytes without splitting a UTF-8 sequence
 // (sequences are at most 4 bytes, so at most 3 bytes are given back; bytes that are not UTF-8
@@ -108,7 +115,7 @@ Status read_status_code(ByteReader& r, StatusCode* out) {
 }
 Status read_vote_kind(ByteReader& r, VoteKind* out) {
   return read_enum(r, out, "vote kind", static_cast<uint8_t>(VoteKind::kUpdateTopology),
-                   static_cast<uint8_t>(VoteKind::kPeersPending));
+                   static_cast<uint8_t>(VoteKind::kOptimizeTopology));
 }
 
 // ---- encoders: one overload per message ----
@@ -149,6 +156,16 @@ void put(ByteWriter& w, const C2MSyncDone& m) {
   w.u64(m.round);
   w.u8(static_cast<uint8_t>(m.status));
   w.string(clamp_string(m.message));
+}
+void put(ByteWriter& w, const C2MProbeResults& m) {
+  w.u64(m.round);
+  w.u32(static_cast<uint32_t>(m.inbound.size()));
+  for (const ProbeResult& p : m.inbound) {
+    w.u64(p.peer);
+    w.u64(p.bytes_per_s);
+  }
+  w.u32(static_cast<uint32_t>(m.unreachable.size()));
+  for (PeerId id : m.unreachable) w.u64(id);
 }
 void put(ByteWriter& w, const M2CWelcome& m) {
   w.u64(m.peer_id);
@@ -209,6 +226,22 @@ void put(ByteWriter& w, const M2CSyncResult& m) {
   w.string(clamp_string(m.message));
   w.u64(m.revision);
 }
+void put(ByteWriter& w, const std::vector<ProbeTarget>& list) {
+  w.u32(static_cast<uint32_t>(list.size()));
+  for (const ProbeTarget& t : list) {
+    w.u32(t.slot);
+    w.u64(t.peer.id);
+    w.string(clamp_string(t.peer.host));
+    w.u16(t.peer.port);
+  }
+}
+void put(ByteWriter& w, const M2CProbePlan& m) {
+  w.u64(m.round);
+  w.u32(m.window_ms);
+  w.u32(m.slot_ms);
+  put(w, m.targets);
+  put(w, m.sources);
+}
 
 // ---- decoders: one overload per message; the caller checks for trailing bytes ----
 Status get(ByteReader& r, C2MRegister* m) {
@@ -255,6 +288,23 @@ Status get(ByteReader& r, C2MSyncDone* m) {
   QCCL_RETURN_IF_ERROR(read_status_code(r, &m->status));
   return r.string(&m->message, "message", kMaxStringBytes);
 }
+Status get(ByteReader& r, C2MProbeResults* m) {
+  QCCL_RETURN_IF_ERROR(r.u64(&m->round, "round"));
+  uint32_t n = 0;
+  QCCL_RETURN_IF_ERROR(r.count(&n, "inbound", kMaxRingMembers, kMinProbeResultBytes));
+  m->inbound.clear();
+  m->inbound.reserve(n);
+  for (uint32_t i = 0; i < n; ++i) {
+    ProbeResult& p = m->inbound.emplace_back();
+    QCCL_RETURN_IF_ERROR(r.u64(&p.peer, "inbound peer"));
+    QCCL_RETURN_IF_ERROR(r.u64(&p.bytes_per_s, "inbound bytes_per_s"));
+  }
+  uint32_t u = 0;
+  QCCL_RETURN_IF_ERROR(r.count(&u, "unreachable", kMaxRingMembers, 8));
+  m->unreachable.assign(u, kNoPeer);
+  for (PeerId& id : m->unreachable) QCCL_RETURN_IF_ERROR(r.u64(&id, "unreachable peer"));
+  return Status::ok();
+}
 Status get(ByteReader& r, M2CWelcome* m) {
   QCCL_RETURN_IF_ERROR(r.u64(&m->peer_id, "peer_id"));
   QCCL_RETURN_IF_ERROR(r.u32(&m->heartbeat_interval_ms, "heartbeat_interval_ms"));
@@ -294,7 +344,7 @@ Status get(ByteReader& r, M2COpResult* m) {
 Status get(ByteReader& r, M2CKicked* m) {
   QCCL_RETURN_IF_ERROR(read_enum(r, &m->reason, "kick reason",
                                  static_cast<uint8_t>(KickReason::kTimeout),
-                                 static_cast<uint8_t>(KickReason::kLostElection)));
+                                 static_cast<uint8_t>(KickReason::kUnreachable)));
   return r.string(&m->message, "message", kMaxStringBytes);
 }
 Status get(ByteReader&, M2CHeartbeat*) { return Status::ok(); }
@@ -329,6 +379,27 @@ Status get(ByteReader& r, M2CSyncResult* m) {
   QCCL_RETURN_IF_ERROR(read_status_code(r, &m->status));
   QCCL_RETURN_IF_ERROR(r.string(&m->message, "message", kMaxStringBytes));
   return r.u64(&m->revision, "revision");
+}
+Status get(ByteReader& r, std::vector<ProbeTarget>* list, std::string_view field) {
+  uint32_t n = 0;
+  QCCL_RETURN_IF_ERROR(r.count(&n, field, kMaxRingMembers, kMinProbeTargetBytes));
+  list->clear();
+  list->reserve(n);
+  for (uint32_t i = 0; i < n; ++i) {
+    ProbeTarget& t = list->emplace_back();
+    QCCL_RETURN_IF_ERROR(r.u32(&t.slot, "slot"));
+    QCCL_RETURN_IF_ERROR(r.u64(&t.peer.id, "peer id"));
+    QCCL_RETURN_IF_ERROR(r.string(&t.peer.host, "peer host", kMaxStringBytes));
+    QCCL_RETURN_IF_ERROR(r.u16(&t.peer.port, "peer port"));
+  }
+  return Status::ok();
+}
+Status get(ByteReader& r, M2CProbePlan* m) {
+  QCCL_RETURN_IF_ERROR(r.u64(&m->round, "round"));
+  QCCL_RETURN_IF_ERROR(r.u32(&m->window_ms, "window_ms"));
+  QCCL_RETURN_IF_ERROR(r.u32(&m->slot_ms, "slot_ms"));
+  QCCL_RETURN_IF_ERROR(get(r, &m->targets, "targets"));
+  return get(r, &m->sources, "sources");
 }
 
 template <typename T>
@@ -372,6 +443,7 @@ Result<ControlMessage> decode_control(uint16_t type, std::span<const uint8_t> pa
     case MsgType::kC2MLeave: return decode_as<C2MLeave>(payload);
     case MsgType::kC2MSyncState: return decode_as<C2MSyncState>(payload);
     case MsgType::kC2MSyncDone: return decode_as<C2MSyncDone>(payload);
+    case MsgType::kC2MProbeResults: return decode_as<C2MProbeResults>(payload);
     case MsgType::kM2CWelcome: return decode_as<M2CWelcome>(payload);
     case MsgType::kM2CMembership: return decode_as<M2CMembership>(payload);
     case MsgType::kM2CVoteResult: return decode_as<M2CVoteResult>(payload);
@@ -380,6 +452,7 @@ Result<ControlMessage> decode_control(uint16_t type, std::span<const uint8_t> pa
     case MsgType::kM2CHeartbeat: return decode_as<M2CHeartbeat>(payload);
     case MsgType::kM2CSyncPlan: return decode_as<M2CSyncPlan>(payload);
     case MsgType::kM2CSyncResult: return decode_as<M2CSyncResult>(payload);
+    case MsgType::kM2CProbePlan: return decode_as<M2CProbePlan>(payload);
     case MsgType::kP2PData:
     case MsgType::kP2PStateRequest:
     case MsgType::kP2PStatePiece:

@@ -13,7 +13,8 @@ namespace {
 
 bool valid_conn_kind(uint8_t k) {
   return k == static_cast<uint8_t>(ConnKind::kControl) ||
-         k == static_cast<uint8_t>(ConnKind::kData) || k == static_cast<uint8_t>(ConnKind::kState);
+         k == static_cast<uint8_t>(ConnKind::kData) || k == static_cast<uint8_t>(ConnKind::kState) ||
+         k == static_cast<uint8_t>(ConnKind::kProbe);
 }
 
 }  // namespace
@@ -28,7 +29,7 @@ std::array<uint8_t, kPreambleSize> encode_preamble(const Preamble& p) {
   store_le<uint64_t>(&b[16], p.epoch);
   store_le<uint16_t>(&b[24], p.lane);
   store_le<uint16_t>(&b[26], p.lane_count);
-  store_le<uint32_t>(&b[28], 0);
+  store_le<uint32_t>(&b[28], p.kind == ConnKind::kProbe ? p.probe_window_ms : 0);
   return b;
 }
 
@@ -48,7 +49,7 @@ Result<Preamble> decode_preamble(std::span<const uint8_t, kPreambleSize> bytes) 
   }
   if (!valid_conn_kind(b[6])) {
     return make_status(StatusCode::kInvalidArgument,
-                       "Preamble: unknown connection kind {} at byte 6 (expected 1..3)", b[6]);
+                       "Preamble: unknown connection kind {} at byte 6 (expected 1..4)", b[6]);
   }
   Preamble p;
   p.kind = static_cast<ConnKind>(b[6]);
@@ -56,6 +57,7 @@ Result<Preamble> decode_preamble(std::span<const uint8_t, kPreambleSize> bytes) 
   p.epoch = load_le<uint64_t>(&b[16]);
   p.lane = load_le<uint16_t>(&b[24]);
   p.lane_count = load_le<uint16_t>(&b[26]);
+  if (p.kind == ConnKind::kProbe) p.probe_window_ms = load_le<uint32_t>(&b[28]);
   return p;
 }
 

@@ -37,6 +37,7 @@ enum class ConnKind : uint8_t {
   kControl = 1,  // peer -> master control link
   kData = 2,     // peer -> next ring neighbour, one lane of the pool
   kState = 3,    // shared-state receiver -> donor
+  kProbe = 4,    // bandwidth probe: prober -> measured peer (docs/topology.md)
 };
 
 // What the connecting side says first.
@@ -46,8 +47,9 @@ struct Preamble {
   Epoch epoch = 0;           // data: the group epoch the lane belongs to
   uint16_t lane = 0;         // data: index in the pool
   uint16_t lane_count = 0;   // data: pool size
+  uint32_t probe_window_ms = 0;  // probe: how long the receiver measures (epoch = probe round)
   // Layout: u32 magic | u16 version | u8 kind | u8 reserved | u64 peer_id | u64 epoch |
-  //         u16 lane | u16 lane_count | u32 reserved  (32 bytes)
+  //         u16 lane | u16 lane_count | u32 probe_window_ms (0 unless kProbe)  (32 bytes)
 };
 
 // The accepting side's answer. status != kOk means the connection is refused and will be

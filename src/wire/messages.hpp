@@ -28,6 +28,7 @@ enum class MsgType : uint16_t {
   kC2MLeave = 6,
   kC2MSyncState = 7,
   kC2MSyncDone = 8,
+  kC2MProbeResults = 9,
   // M2C
   kM2CWelcome = 32,
   kM2CMembership = 33,
@@ -37,6 +38,7 @@ enum class MsgType : uint16_t {
   kM2CHeartbeat = 37,
   kM2CSyncPlan = 38,
   kM2CSyncResult = 39,
+  kM2CProbePlan = 40,
   // P2P
   kP2PData = 64,
   kP2PStateRequest = 65,  // on a shared-state connection: fixed header, no message struct
@@ -53,6 +55,7 @@ inline constexpr uint8_t kNumDataTypes = 12;
 enum class VoteKind : uint8_t {
   kUpdateTopology = 1,  // admit pending peers, rebuild rings
   kPeersPending = 2,    // are peers waiting to be admitted?
+  kOptimizeTopology = 3,  // probe missing links, re-solve every group's ring
 };
 
 // Why the master expelled a peer (M2CKicked.reason).
@@ -63,6 +66,7 @@ enum class KickReason : uint8_t {
   kShutdown = 4,        // the master is stopping
   kDuplicate = 5,       // registered twice
   kLostElection = 6,    // a send-only peer whose shared state lost the election
+  kUnreachable = 7,     // no ring of reachable links exists with this peer in it
 };
 
 // ---- C2M ----
@@ -114,6 +118,19 @@ struct C2MSyncDone {
   uint64_t round = 0;
   StatusCode status = StatusCode::kOk;
   std::string message;
+};
+
+// Bandwidth probes (docs/topology.md): what a peer found in a probe round. A link is measured
+// by its receiving end; the sending end only reports the targets it could not connect to.
+struct ProbeResult {
+  PeerId peer = kNoPeer;     // the source of the measured link peer -> this peer
+  uint64_t bytes_per_s = 0;  // >= 1
+  auto operator<=>(const ProbeResult&) const = default;
+};
+struct C2MProbeResults {
+  uint64_t round = 0;
+  std::vector<ProbeResult> inbound;  // links from this plan's sources that were measured
+  std::vector<PeerId> unreachable;   // targets of this plan that could not be connected to
 };
 
 // ---- M2C ----
@@ -187,6 +204,22 @@ struct M2CSyncResult {
   uint64_t revision = 0;
 };
 
+// A peer's part of a bandwidth probe round: in time slot `slot` of each target it sends to
+// that target, and in the slot of each source it measures what that source sends; slots are
+// slot_ms long, counted from when the plan arrives, and each measurement lasts window_ms. Then
+// it reports C2MProbeResults.
+struct ProbeTarget {
+  uint32_t slot = 0;
+  RingMember peer;
+};
+struct M2CProbePlan {
+  uint64_t round = 0;
+  uint32_t window_ms = 0;
+  uint32_t slot_ms = 0;
+  std::vector<ProbeTarget> targets;  // peers to send to, in slot order
+  std::vector<ProbeTarget> sources;  // peers that send to this one, in slot order
+};
+
 // ---- P2P ----
 // Header of a data frame; the segment bytes follow it in the same frame (not part of the
 // struct: the receiver reads them straight into their destination).
@@ -218,8 +251,9 @@ inline constexpr size_t kP2PStatePieceHeaderSize = 24;
 
 using ControlMessage =
     std::variant<C2MRegister, C2MHeartbeat, C2MVote, C2MOpStart, C2MOpDone, C2MLeave,
-                 C2MSyncState, C2MSyncDone, M2CWelcome, M2CMembership, M2CVoteResult,
-                 M2COpResult, M2CKicked, M2CHeartbeat, M2CSyncPlan, M2CSyncResult>;
+                 C2MSyncState, C2MSyncDone, C2MProbeResults, M2CWelcome, M2CMembership,
+                 M2CVoteResult, M2COpResult, M2CKicked, M2CHeartbeat, M2CSyncPlan,
+                 M2CSyncResult, M2CProbePlan>;
 
 MsgType type_of(const ControlMessage& m);
 

@@ -102,6 +102,7 @@ struct ClusterOptions {
   uint32_t heartbeat_interval_ms = 100;
   uint32_t peer_timeout_ms = 4000;
   uint32_t vote_timeout_ms = 4000;
+  uint32_t probe_ms = 60;             // qcclOptimizeTopology's measured time per link
   uint32_t connections_per_peer = 2;  // fewer sockets than the default: 2 shared cores
   uint32_t connect_timeout_ms = 15000;
   milliseconds step_timeout{20000};  // deadline of each join step and of run()
@@ -129,6 +130,7 @@ class Cluster {
     mc.heartbeat_interval_ms = options_.heartbeat_interval_ms;
     mc.peer_timeout_ms = options_.peer_timeout_ms;
     mc.vote_timeout_ms = options_.vote_timeout_ms;
+    mc.probe_ms = options_.probe_ms;
     qcclResult_t r = qcclMasterCreate(&mc, &master_);
     if (r != qcclSuccess) {
       ADD_FAILURE() << "qcclMasterCreate: " << describe(r);

@@ -31,6 +31,8 @@ inline std::string vote_kind_name(wire::VoteKind k) {
       return "UpdateTopology";
     case wire::VoteKind::kPeersPending:
       return "PeersPending";
+    case wire::VoteKind::kOptimizeTopology:
+      return "OptimizeTopology";
   }
   return fmt::format("VoteKind({})", static_cast<int>(k));
 }
@@ -49,6 +51,8 @@ inline std::string kick_reason_name(wire::KickReason r) {
       return "Duplicate";
     case wire::KickReason::kLostElection:
       return "LostElection";
+    case wire::KickReason::kUnreachable:
+      return "Unreachable";
   }
   return fmt::format("KickReason({})", static_cast<int>(r));
 }
@@ -86,6 +90,11 @@ inline std::string describe(const wire::ControlMessage& msg) {
           return fmt::format("Kicked{{{}}}", kick_reason_name(m.reason));
         } else if constexpr (std::is_same_v<T, wire::M2CHeartbeat>) {
           return "Heartbeat";
+        } else if constexpr (std::is_same_v<T, wire::M2CProbePlan>) {
+          std::vector<std::string> targets;
+          for (const auto& t : m.targets) targets.push_back(fmt::format("{}:{}", t.slot, t.peer.id));
+          return fmt::format("ProbePlan{{round={} window={} slot={} targets=[{}]}}", m.round,
+                             m.window_ms, m.slot_ms, fmt::join(targets, ","));
         } else {
           return fmt::format("unexpected C2M message (variant index {})",
                              wire::ControlMessage(m).index());

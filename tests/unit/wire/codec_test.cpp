@@ -65,11 +65,35 @@ TEST(WireCodec, TypeOfMatchesEveryAlternative) {
   EXPECT_EQ(type_of(M2COpResult{}), MsgType::kM2COpResult);
   EXPECT_EQ(type_of(M2CKicked{}), MsgType::kM2CKicked);
   EXPECT_EQ(type_of(M2CHeartbeat{}), MsgType::kM2CHeartbeat);
+  EXPECT_EQ(type_of(C2MProbeResults{}), MsgType::kC2MProbeResults);
+  EXPECT_EQ(type_of(M2CProbePlan{}), MsgType::kM2CProbePlan);
+}
+
+TEST(WireCodec, ProbeMessagesGoldenBytes) {
+  const std::vector<uint8_t> results = {
+      7, 0, 0, 0, 0, 0, 0, 0,           // round
+      1, 0, 0, 0,                       // one inbound link
+      3, 0, 0, 0, 0, 0, 0, 0,           // its source
+      0x40, 0x42, 0x0F, 0, 0, 0, 0, 0,  // 1000000 bytes/s
+      1, 0, 0, 0,                       // one unreachable target
+      9, 0, 0, 0, 0, 0, 0, 0};
+  EXPECT_EQ(payload_bytes(C2MProbeResults{7, {ProbeResult{3, 1000000}}, {9}}), results);
+  const std::vector<uint8_t> plan = {
+      7, 0, 0, 0, 0, 0, 0, 0,  // round
+      250, 0, 0, 0,            // window_ms
+      0xDB, 1, 0, 0,           // slot_ms 475
+      1, 0, 0, 0,              // one target
+      2, 0, 0, 0,              // its slot
+      3, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 'h', 0x0D, 0x0C,  // the peer
+      0, 0, 0, 0};             // no sources
+  EXPECT_EQ(payload_bytes(M2CProbePlan{7, 250, 475, {ProbeTarget{2, test::member(3, "h", 0x0C0D)}},
+                                       {}}),
+            plan);
 }
 
 TEST(WireCodec, EveryMessageRoundTrips) {
   const std::vector<ControlMessage> samples = sample_messages();
-  ASSERT_EQ(samples.size(), 26u);
+  ASSERT_EQ(samples.size(), 31u);
   for (const ControlMessage& m : samples) {
     const std::vector<uint8_t> frame = encode_frame(m, 0xFEDCBA9876543210ull);
     auto decoded = test::decode_whole_frame(frame);
@@ -173,7 +197,7 @@ TEST(WireCodec, RejectsTrailingBytes) {
 
 TEST(WireCodec, RejectsUnknownAndDataTypes) {
   const std::vector<uint8_t> empty;
-  for (uint16_t t : {0, 9, 31, 40, 63, 67, 1000, 0xFFFF}) {
+  for (uint16_t t : {0, 10, 31, 41, 63, 67, 1000, 0xFFFF}) {
     EXPECT_TRUE(fails_with(decode_control(t, empty), {"unknown message type"})) << t;
   }
   const std::vector<uint8_t> data(kP2PDataHeaderSize, 0);
@@ -185,11 +209,11 @@ TEST(WireCodec, RejectsUnknownAndDataTypes) {
 
 TEST(WireCodec, RejectsOutOfRangeEnums) {
   const uint16_t vote = type_num(C2MVote{});
-  for (uint8_t k : {0, 3, 255}) {
+  for (uint8_t k : {0, 4, 255}) {
     EXPECT_TRUE(fails_with(decode_control(vote, std::vector<uint8_t>{k}), {"C2MVote", "kind"}));
   }
   std::vector<uint8_t> vr = payload_bytes(M2CVoteResult{VoteKind::kPeersPending, true});
-  vr[0] = 3;
+  vr[0] = 4;
   EXPECT_TRUE(fails_with(decode_control(type_num(M2CVoteResult{}), vr), {"M2CVoteResult"}));
 
   std::vector<uint8_t> done = payload_bytes(C2MOpDone{1, 2, 3, StatusCode::kOk, "m"});
@@ -212,7 +236,7 @@ TEST(WireCodec, RejectsOutOfRangeEnums) {
   sync[18] = kNumDataTypes;
   EXPECT_TRUE(fails_with(decode_control(type_num(C2MSyncState{}), sync), {"dtype", "12"}));
 
-  for (uint8_t k : {0, 7, 200}) {
+  for (uint8_t k : {0, 8, 200}) {
     std::vector<uint8_t> kicked = payload_bytes(M2CKicked{KickReason::kTimeout, "t"});
     kicked[0] = k;
     EXPECT_TRUE(fails_with(decode_control(type_num(M2CKicked{}), kicked), {"M2CKicked", "reason"}));

@@ -48,8 +48,31 @@ TEST(WireFrame, PreambleRoundTrips) {
   }
   auto d = decode_preamble(encode_preamble(Preamble{}));
   ASSERT_TRUE(d.is_ok());
+  EXPECT_EQ(d->probe_window_ms, 0u);
   EXPECT_EQ(d->kind, ConnKind::kControl);
   EXPECT_EQ(d->peer_id, kNoPeer);
+}
+
+TEST(WireFrame, ProbePreambleCarriesItsWindowInTheLastWord) {
+  Preamble p = sample_preamble();
+  p.kind = ConnKind::kProbe;
+  p.probe_window_ms = 0x41424344;
+  auto b = encode_preamble(p);
+  EXPECT_EQ(b[6], 4);
+  EXPECT_EQ(b[28], 0x44);
+  EXPECT_EQ(b[31], 0x41);
+  auto r = decode_preamble(b);
+  ASSERT_TRUE(r.is_ok()) << r.status().to_string();
+  EXPECT_EQ(r->kind, ConnKind::kProbe);
+  EXPECT_EQ(r->probe_window_ms, 0x41424344u);
+  // Other kinds keep the word reserved: written as zero, ignored when read.
+  p.kind = ConnKind::kData;
+  b = encode_preamble(p);
+  EXPECT_EQ(b[28], 0);
+  b[28] = 9;
+  r = decode_preamble(b);
+  ASSERT_TRUE(r.is_ok());
+  EXPECT_EQ(r->probe_window_ms, 0u);
 }
 
 TEST(WireFrame, PreambleRejectsBadMagic) {
@@ -71,7 +94,7 @@ TEST(WireFrame, PreambleRejectsBadVersion) {
 }
 
 TEST(WireFrame, PreambleRejectsBadKind) {
-  for (uint8_t k : {0, 4, 255}) {
+  for (uint8_t k : {0, 5, 255}) {
     auto b = encode_preamble(sample_preamble());
     b[6] = k;
     EXPECT_TRUE(fails_with(decode_preamble(b), {"kind", std::to_string(k)})) << int{k};

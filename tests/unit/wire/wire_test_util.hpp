@@ -31,6 +31,9 @@ inline auto fields(const C2MOpDone& m) {
 inline auto fields(const C2MLeave&) { return std::tuple<>(); }
 inline auto fields(const C2MSyncState& m) { return std::tie(m.revision, m.strategy, m.entries); }
 inline auto fields(const C2MSyncDone& m) { return std::tie(m.round, m.status, m.message); }
+inline auto fields(const C2MProbeResults& m) {
+  return std::tie(m.round, m.inbound, m.unreachable);
+}
 inline auto fields(const M2CWelcome& m) {
   return std::tie(m.peer_id, m.heartbeat_interval_ms, m.peer_timeout_ms, m.vote_timeout_ms);
 }
@@ -51,6 +54,15 @@ inline auto fields(const M2CSyncPlan& m) {
 }
 inline auto fields(const M2CSyncResult& m) {
   return std::tie(m.round, m.status, m.message, m.revision);
+}
+inline auto probe_list(const std::vector<ProbeTarget>& list) {
+  std::vector<std::tuple<uint32_t, PeerId, std::string, uint16_t>> out;
+  for (const ProbeTarget& t : list) out.emplace_back(t.slot, t.peer.id, t.peer.host, t.peer.port);
+  return out;
+}
+inline auto fields(const M2CProbePlan& m) {
+  return std::make_tuple(m.round, m.window_ms, m.slot_ms, probe_list(m.targets),
+                         probe_list(m.sources));
 }
 
 inline bool same_message(const ControlMessage& a, const ControlMessage& b) {
@@ -108,6 +120,14 @@ inline std::vector<ControlMessage> sample_messages() {
                           {StateDonor{2, "10.0.0.2", 4000}, StateDonor{5, "", 1}}});
   v.push_back(M2CSyncPlan{5, StatusCode::kMismatch, "key 'b' is missing on peer 2", 0, {}, {}});
   v.push_back(M2CSyncResult{4, StatusCode::kOk, "", 12});
+  v.push_back(C2MVote{VoteKind::kOptimizeTopology});
+  v.push_back(C2MProbeResults{9, {ProbeResult{2, 125000000}, ProbeResult{~0ull, 1}}, {4, 5}});
+  v.push_back(C2MProbeResults{1, {}, {}});
+  v.push_back(M2CProbePlan{9, 250, 475,
+                           {ProbeTarget{0, member(2, "10.0.0.2", 4000)},
+                            ProbeTarget{3, member(7, std::string(kMaxStringBytes, 'p'), 65535)}},
+                           {ProbeTarget{1, member(3, "", 0)}}});
+  v.push_back(M2CKicked{KickReason::kUnreachable, "reaches no other peer"});
   return v;
 }
 
