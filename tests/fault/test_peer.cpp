@@ -1,7 +1,7 @@
 // qccl_test_peer: a scriptable peer process for the multi-process fault tests
 // (tests/support/proc_cluster.hpp starts it; DESIGN.md §8 says what the tests check).
 //
-//   qccl_test_peer --master HOST:PORT --index I --mode loop|idle|multi|state [options]
+//   qccl_test_peer --master HOST:PORT --index I --mode loop|idle|multi|state|topo [options]
 //
 // Every peer contributes 2^I to every element (uint64, so sums are exact): a result equal to
 // S proves that exactly the peers whose bits are set in S took part, and popcount(S) must be
@@ -36,6 +36,9 @@
 //          admitted), then --syncs k calls. --strategy popular|receive|send; the first vote
 //          is at --revision R (default 7, 0 when --stale), each later one at the elected
 //          revision + 1. A failed sync prints sync-fail and ends the process (exit code 4).
+//   topo   bandwidth-aware ring (tests/netns/): prints its ring line, --iters k all-reduces
+//          (no retry), qcclOptimizeTopology (optimized line, or vote-fail and exit code 4),
+//          the ring line again, then --iters k all-reduces again. Any failed op: exit code 4.
 //
 // Output (stdout, one line per event, flushed at once; "at" is CLOCK_MONOTONIC in µs, the
 // clock of std::chrono::steady_clock, so the driver can compare it with its own times; text
@@ -48,7 +51,7 @@
 //   world W epoch E at T                               (the watcher saw the view change)
 //   watch CODE NAME at T msg ...                       (qcclGetAttribute failed; watcher stops)
 //   pending P at T | updated world W epoch E at T | view world W epoch E rank R at T
-//   vote-fail CODE NAME at T msg ...                   (a control call failed)
+//   vote-fail CODE NAME [ms D] at T msg ...            (a control call failed; ms in topo)
 //   bad K what at T                                   (the result is wrong: a test failure)
 //   corrupt K what at T                                (a failed op changed its input)
 //   error WHAT CODE NAME at T msg ...                  (setup failed; exit code 3)
@@ -58,6 +61,9 @@
 //                                                      T, X = qcclSyncInfo_t tx/rx bytes)
 //   sync-fail K CODE NAME at T msg ...
 //   grown world W epoch E at T                         (--grow-to reached)
+//   ring index I rank R epoch E at T                   (topo mode: ring position, data flows
+//                                                      rank R -> R+1 mod world)
+//   optimized index I rank R epoch E ms D at T         (qcclOptimizeTopology returned after D ms)
 //   done at T
 // Exit codes: 0 done, 2 bad usage, 3 setup failed, 4 an operation failed for good.
 #include <atomic>
@@ -161,7 +167,8 @@ struct Options {
 [[noreturn]] void usage(const std::string& why) {
   std::fprintf(stderr,
                "qccl_test_peer: %s\n"
-               "usage: qccl_test_peer --master HOST:PORT --index I --mode loop|idle|multi|state\n"
+               "usage: qccl_test_peer --master HOST:PORT --index I\n"
+               "  --mode loop|idle|multi|state|topo\n"
                "  [--world W] [--count N] [--iters K] [--tag T] [--admit] [--inplace] [--quant]\n"
                "  [--tensors M] [--inflight F] [--connections C] [--connect-timeout-ms MS]\n"
                "  [--watch-ms MS] [--pace-ms MS]\n"
@@ -211,7 +218,8 @@ Options parse(int argc, char** argv) {
   }
   if (o.master.empty()) usage("--master is required");
   if (o.index < 0 || o.index > 62) usage("--index must be in [0, 62]");
-  if (o.mode != "loop" && o.mode != "idle" && o.mode != "multi" && o.mode != "state") {
+  if (o.mode != "loop" && o.mode != "idle" && o.mode != "multi" && o.mode != "state" &&
+      o.mode != "topo") {
     usage("unknown --mode " + o.mode);
   }
   if (o.strategy != "popular" && o.strategy != "receive" && o.strategy != "send") {
@@ -243,6 +251,7 @@ class Peer {
     if (opt_.mode == "loop") rc = loop();
     else if (opt_.mode == "multi") rc = multi();
     else if (opt_.mode == "state") rc = state();
+    else if (opt_.mode == "topo") rc = topo();
     else rc = idle();
     emit("done");
     return rc;
@@ -632,6 +641,36 @@ class Peer {
     }
     for (int i = 0; i < opt_.syncs; ++i) {
       if (!one_sync()) return 4;
+    }
+    return 0;
+  }
+
+  // ---------------------------------------------------------------- topo mode
+
+  std::string ring_view() const {
+    return strf("index %d rank %lld epoch %lld", opt_.index,
+                static_cast<long long>(attr(QCCL_ATTR_RING_RANK)),
+                static_cast<long long>(attr(QCCL_ATTR_EPOCH)));
+  }
+
+  int topo() {
+    emit("ring " + ring_view());
+    for (int64_t k = 0; k < opt_.iters; ++k) {
+      if (one_op(opt_.count, false) != qcclSuccess) return 4;
+    }
+    auto t0 = std::chrono::steady_clock::now();
+    qcclResult_t r = qcclOptimizeTopology(comm_);
+    double ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0)
+                    .count();
+    if (r != qcclSuccess) {
+      emit(strf("vote-fail %d %s ms %.3f", static_cast<int>(r), result_name(r), ms),
+           qcclGetLastError());
+      return 4;
+    }
+    emit(strf("optimized %s ms %.3f", ring_view().c_str(), ms));
+    emit("ring " + ring_view());
+    for (int64_t k = 0; k < opt_.iters; ++k) {
+      if (one_op(opt_.count, false) != qcclSuccess) return 4;
     }
     return 0;
   }

@@ -186,12 +186,17 @@ class ProcCluster {
   ProcCluster& operator=(const ProcCluster&) = delete;
 
   // Starts qccl_test_peer with `args`; `env` entries ("K=V") are added to (or override) the
-  // test's environment. `label` names the child in dumps. Returns its handle, or nullopt
-  // (with a message in error()) if fork/pipe failed.
+  // test's environment. `label` names the child in dumps. A non-empty `prefix` (prefix[0] an
+  // absolute path) is run instead, with the peer's command line appended, e.g.
+  // {"/usr/sbin/ip", "netns", "exec", NS}; it must exec the peer in place (same pid), so that
+  // signals and the cleanup reach the peer. Returns its handle, or nullopt (with a message in
+  // error()) if fork/pipe failed.
   std::optional<Handle> spawn(const std::string& label, const std::vector<std::string>& args,
-                              const std::vector<std::string>& env = {}) {
+                              const std::vector<std::string>& env = {},
+                              const std::vector<std::string>& prefix = {}) {
     // Everything the child needs is built before fork: after it, only async-signal-safe calls.
-    std::vector<std::string> argv_s{binary_};
+    std::vector<std::string> argv_s(prefix);
+    argv_s.push_back(binary_);
     argv_s.insert(argv_s.end(), args.begin(), args.end());
     std::vector<char*> argv;
     for (auto& s : argv_s) argv.push_back(s.data());
