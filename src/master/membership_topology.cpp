@@ -41,26 +41,24 @@ bool same_cycle(const std::vector<PeerId>& a, const std::vector<PeerId>& b) {
 
 void Membership::start_optimize(TimePoint now, Outbox& out) {
   ProbeRound round;
-  round.id = ++probe_rounds_;
   round.started = now;
   auto fresh = [&](PeerId from, PeerId to) {
     auto it = links_.find({from, to});
     return it != links_.end() && now - it->second.measured < config_.probe_max_age;
   };
-  // Slot (k, half) holds pairs ring[i] -> ring[i + k] of every group: each peer sends to at
+  // Slot (k, half) of a group holds its pairs ring[i] -> ring[i + k]: each peer sends to at
   // most one peer and receives from at most one, so the measured links share no endpoint. When
   // 2k = n the pairs come in both directions; they are split into two halves, since a link
   // probed both ways at once carries each direction's acknowledgements behind the other's data.
-  size_t largest = 0;
-  for (const auto& [gid, g] : groups_) largest = std::max(largest, g.ring.size());
+  // Groups share no peer, so their slots run side by side; slots without a pair are skipped.
   std::map<PeerId, wire::M2CProbePlan> plans;
   uint32_t slots = 0;
-  for (size_t k = 1; k < largest; ++k) {
-    for (size_t half = 0; half < 2; ++half) {
-      bool used = false;
-      for (const auto& [gid, g] : groups_) {
-        const size_t n = g.ring.size();
-        if (k >= n) continue;
+  for (const auto& [gid, g] : groups_) {
+    const size_t n = g.ring.size();
+    uint32_t slot = 0;
+    for (size_t k = 1; k < n; ++k) {
+      for (size_t half = 0; half < 2; ++half) {
+        bool used = false;
         for (size_t i = 0; i < n; ++i) {
           const bool second = 2 * k == n && i >= k;
           if (second != (half == 1)) continue;
@@ -69,21 +67,23 @@ void Membership::start_optimize(TimePoint now, Outbox& out) {
           if (fresh(from, to)) continue;
           const Peer& target = peers_.at(to);
           const Peer& source = peers_.at(from);
-          plans[from].targets.push_back({slots, {to, target.host, target.port}});
-          plans[to].sources.push_back({slots, {from, source.host, source.port}});
+          plans[from].targets.push_back({slot, {to, target.host, target.port}});
+          plans[to].sources.push_back({slot, {from, source.host, source.port}});
           round.pending[from].targets.push_back(to);
           round.pending[to].sources.push_back(from);
           used = true;
         }
+        if (used) ++slot;
       }
-      if (used) ++slots;
     }
+    slots = std::max(slots, slot);
   }
   if (plans.empty()) {
     out.log.push_back("topology: every link has a recent measurement; nothing to probe");
     finish_optimize(now, out);
     return;
   }
+  round.id = ++probe_rounds_;
   const uint32_t slot_ms = slot_ms_for(config_.probe_window);
   round.deadline = now + std::chrono::milliseconds(uint64_t{slots} * slot_ms) + config_.vote_timeout;
   size_t links = 0;

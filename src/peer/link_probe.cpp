@@ -8,7 +8,6 @@
 namespace qccl::peer {
 
 using net::use_nothrow;
-using std::chrono::duration;
 using std::chrono::milliseconds;
 
 namespace {
@@ -27,41 +26,6 @@ net::awaitable<Status> write_all(net::Connection& conn, std::span<const uint8_t>
 }
 
 }  // namespace
-
-// ---- one inbound link ----
-
-void LinkProber::Inbound::add(size_t bytes, Clock::time_point now) {
-  if (done) return;
-  if (!first) {  // these bytes arrived before `now`: the window starts here, without them
-    first = last = now;
-    return;
-  }
-  // The measured interval starts at the last read before the window's half (a read's bytes
-  // arrived since the read before it), so it spans at least half a window however bursty the
-  // arrivals are.
-  if (!mark && now - *first >= window / 2) {
-    mark = last;
-    at_mark = total;
-  }
-  total += bytes;
-  last = now;
-  if (now - *first >= window) finish();
-}
-
-void LinkProber::Inbound::finish() {
-  if (done) return;
-  done = true;
-  // Over (mark, last] when the half was reached; else over all that followed the first read.
-  double bytes = 0, seconds = 0;
-  if (mark && last > *mark) {
-    bytes = static_cast<double>(total - at_mark);
-    seconds = duration<double>(last - *mark).count();
-  } else if (first && last > *first) {
-    bytes = static_cast<double>(total);
-    seconds = duration<double>(last - *first).count();
-  }
-  bytes_per_s = seconds > 0 ? static_cast<uint64_t>(bytes / seconds) : 0;
-}
 
 // ---- receiving end ----
 
@@ -88,7 +52,7 @@ net::awaitable<void> LinkProber::measure(std::shared_ptr<net::Connection> conn,
     refusal = fmt::format("round {} is over (round {} runs)", pre.epoch, round_);
   } else if (!inbound_.count(key) && inbound_.size() >= kMaxInbound) {
     refusal = fmt::format("{} measurements are held already", inbound_.size());
-  } else if (inbound_.count(key) && inbound_.at(key).done) {
+  } else if (inbound_.count(key) && inbound_.at(key).meter.done()) {
     refusal = "the measurement of this link is over";
   }
   if (!refusal.empty()) {
@@ -99,11 +63,10 @@ net::awaitable<void> LinkProber::measure(std::shared_ptr<net::Connection> conn,
     conn->close_after_flush();
     co_return;
   }
-  Inbound& in = inbound_[key];
-  in.window = milliseconds(pre.probe_window_ms);
+  Inbound& in = inbound_.try_emplace(key, milliseconds(pre.probe_window_ms)).first->second;
   in.lanes = pre.lane_count;
   in.conns.push_back(conn);
-  asio::steady_timer guard(ex_, in.window + timeout);  // a silent or endless prober is cut here
+  asio::steady_timer guard(ex_, milliseconds(pre.probe_window_ms) + timeout);  // a silent or endless prober is cut here
   guard.async_wait([conn](const asio::error_code& ec) {
     if (!ec) conn->close();
   });
@@ -115,8 +78,8 @@ net::awaitable<void> LinkProber::measure(std::shared_ptr<net::Connection> conn,
     if (!n.is_ok() || *n == 0) break;
     auto it = inbound_.find(key);
     if (it == inbound_.end()) break;  // dropped with its round
-    it->second.add(*n, Clock::now());
-    if (it->second.done) {
+    it->second.meter.add(*n, Clock::now());
+    if (it->second.meter.done()) {
       close_inbound(it->second);  // ends the prober's writes on every lane
       break;
     }
@@ -124,7 +87,7 @@ net::awaitable<void> LinkProber::measure(std::shared_ptr<net::Connection> conn,
   guard.cancel();
   conn->close();
   auto it = inbound_.find(key);
-  if (it != inbound_.end() && ++it->second.closed >= it->second.lanes) it->second.finish();
+  if (it != inbound_.end() && ++it->second.closed >= it->second.lanes) it->second.meter.finish();
   measured_.notify();
 }
 
@@ -200,7 +163,7 @@ net::awaitable<void> LinkProber::run(wire::M2CProbePlan plan, PeerId self, Done 
   auto all_measured = [&] {
     return std::all_of(plan.sources.begin(), plan.sources.end(), [&](const wire::ProbeTarget& s) {
       auto it = inbound_.find({plan.round, s.peer.id});
-      return it != inbound_.end() && it->second.done;
+      return it != inbound_.end() && it->second.meter.done();
     });
   };
   while (!plan.sources.empty() && !all_measured() && Clock::now() < deadline) {
@@ -212,9 +175,9 @@ net::awaitable<void> LinkProber::run(wire::M2CProbePlan plan, PeerId self, Done 
   for (const wire::ProbeTarget& s : plan.sources) {
     auto it = inbound_.find({plan.round, s.peer.id});
     if (it == inbound_.end()) continue;  // never connected: the source reports why, if it knows
-    it->second.finish();
+    it->second.meter.finish();
     close_inbound(it->second);
-    results.inbound.push_back({s.peer.id, std::max<uint64_t>(1, it->second.bytes_per_s)});
+    results.inbound.push_back({s.peer.id, std::max<uint64_t>(1, it->second.meter.bytes_per_s())});
   }
   log::get("peer")->debug("peer {}: probe round {}: measured {} inbound links, {} unreachable "
                           "targets", self, plan.round, results.inbound.size(),

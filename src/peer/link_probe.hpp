@@ -3,11 +3,8 @@
 //
 // A probe of link A -> B: A opens `lanes` connections to B's data listener (ConnKind::kProbe,
 // as many as a ring pool has, so the figure is what a ring edge would get), sends its preamble
-// and then writes as fast as it can on each. B measures the link as a whole: the window starts
-// at the first byte from A on any of its connections, and the figure is the bytes of all of them
-// over (about) the window's second half, when TCP slow start is over, divided by its duration.
-// The interval runs from the last read before the half to the first read after the end, so it
-// spans at least half a window even when bytes arrive in bursts (GSO, shapers). At the
+// and then writes as fast as it can on each. B measures the link as a whole (ProbeMeter over
+// all of A's connections: about the window's second half, starting at the first byte). At the
 // window's end B closes A's connections, which ends A's writes. Nothing travels back to A: on a
 // shared uplink an answer would queue behind the probes' own bytes and arrive late.
 //
@@ -36,6 +33,7 @@
 #include "net/asio_common.hpp"
 #include "net/connection.hpp"
 #include "net/signal.hpp"
+#include "peer/probe_meter.hpp"
 #include "wire/frame.hpp"
 #include "wire/messages.hpp"
 
@@ -68,18 +66,11 @@ class LinkProber : public std::enable_shared_from_this<LinkProber> {
 
   // The link from one source in one round, as seen here.
   struct Inbound {
-    std::chrono::milliseconds window{0};
+    explicit Inbound(std::chrono::milliseconds window) : meter(window) {}
+    ProbeMeter meter;
     uint16_t lanes = 1;
     uint16_t closed = 0;
-    std::optional<Clock::time_point> first, mark;
-    Clock::time_point last{};
-    uint64_t total = 0, at_mark = 0;
-    bool done = false;
-    uint64_t bytes_per_s = 0;
     std::vector<std::weak_ptr<net::Connection>> conns;
-
-    void add(size_t bytes, Clock::time_point now);
-    void finish();
   };
 
   net::awaitable<void> measure(std::shared_ptr<net::Connection> conn, wire::Preamble pre,

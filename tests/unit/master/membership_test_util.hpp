@@ -4,6 +4,8 @@
 //
 //   "2 <- Membership{ge=3 world=2 group=2 groups=1 largest=2 ring=[1,2]} @3"
 //   "1 <- VoteResult{UpdateTopology pending=1} @3"
+//   "1 <- ProbePlan{round=1 window=250 slot=475 to=[0:2,1:3] from=[0:4,2:3]} @2"
+//        (to/from: slot:peer, the peers it sends to / measures)
 //   "close 3"                       (Outbox::disconnects, listed after all sends)
 #pragma once
 
@@ -91,10 +93,13 @@ inline std::string describe(const wire::ControlMessage& msg) {
         } else if constexpr (std::is_same_v<T, wire::M2CHeartbeat>) {
           return "Heartbeat";
         } else if constexpr (std::is_same_v<T, wire::M2CProbePlan>) {
-          std::vector<std::string> targets;
-          for (const auto& t : m.targets) targets.push_back(fmt::format("{}:{}", t.slot, t.peer.id));
-          return fmt::format("ProbePlan{{round={} window={} slot={} targets=[{}]}}", m.round,
-                             m.window_ms, m.slot_ms, fmt::join(targets, ","));
+          auto list = [](const std::vector<wire::ProbeTarget>& l) {
+            std::vector<std::string> parts;
+            for (const auto& t : l) parts.push_back(fmt::format("{}:{}", t.slot, t.peer.id));
+            return fmt::format("[{}]", fmt::join(parts, ","));
+          };
+          return fmt::format("ProbePlan{{round={} window={} slot={} to={} from={}}}", m.round,
+                             m.window_ms, m.slot_ms, list(m.targets), list(m.sources));
         } else {
           return fmt::format("unexpected C2M message (variant index {})",
                              wire::ControlMessage(m).index());
