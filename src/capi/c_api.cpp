@@ -156,9 +156,11 @@ qcclResult_t qcclMasterCreate(const qcclMasterConfig_t* config, qcclMaster_t** m
     if (QCCL_HAS_FIELD_(vote_timeout_ms) && config->vote_timeout_ms) {
       o.vote_timeout_ms = config->vote_timeout_ms;
     }
-    if (QCCL_HAS_FIELD_(probe_ms) && config->probe_ms) o.probe_ms = config->probe_ms;
-    if (QCCL_HAS_FIELD_(probe_max_age_ms) && config->probe_max_age_ms) {
-      o.probe_max_age_ms = config->probe_max_age_ms;
+    // probe_ms may sit in the tail padding of the previous layout (which ended with
+    // vote_timeout_ms), so the two probe fields count only together.
+    if (QCCL_HAS_FIELD_(probe_max_age_ms)) {
+      if (config->probe_ms) o.probe_ms = config->probe_ms;
+      if (config->probe_max_age_ms) o.probe_max_age_ms = config->probe_max_age_ms;
     }
 #undef QCCL_HAS_FIELD_
     QCCL_REQUIRE(o.probe_ms <= qccl::master::kMaxProbeMs, fn,

@@ -251,7 +251,8 @@ TEST(MasterCli, HelpPrintsUsageAndExitsZero) {
   MasterProcess p({"--help"});
   EXPECT_EQ(p.wait_exit(), 0) << p.describe();
   for (const char* flag : {"Usage", "--listen", "--log-level", "--heartbeat-ms",
-                           "--peer-timeout-ms", "--vote-timeout-ms", "--auth-token-file"}) {
+                           "--peer-timeout-ms", "--vote-timeout-ms", "--probe-ms",
+                           "--probe-max-age-s", "--auth-token-file"}) {
     EXPECT_NE(p.out().find(flag), std::string::npos) << flag << " missing in\n" << p.describe();
   }
 }
@@ -273,6 +274,8 @@ TEST(MasterCli, BadValuesExitTwo) {
       {"--listen", "no-port-here"},  {"--listen", "127.0.0.1:99999"},
       {"--log-level", "loud"},       {"--heartbeat-ms", "0"},
       {"--peer-timeout-ms", "soon"}, {"--auth-token-file", "/nonexistent-qccl-dir/token"},
+      {"--probe-ms", "0"},           {"--probe-ms", "60001"},
+      {"--probe-max-age-s", "0"},
       {"unexpected-positional"},
   };
   for (const auto& args : cases) {

@@ -285,6 +285,28 @@ TEST(CApi, BadStructSize) {
   }
 }
 
+TEST(CApi, MasterConfigOfAnEarlierLayoutAndProbeBounds) {
+  qcclMaster_t* m = nullptr;
+  // The layout before the probe fields (it ended with vote_timeout_ms) is still accepted, and
+  // whatever lies past it is not read.
+  qcclMasterConfig_t mc = QCCL_MASTER_CONFIG_INIT;
+  mc.listen_address = "127.0.0.1:0";
+  mc.struct_size = offsetof(qcclMasterConfig_t, vote_timeout_ms) + sizeof(uint32_t);
+  mc.probe_ms = 999999;  // out of bounds, but not part of that layout
+  ASSERT_EQ(qcclMasterCreate(&mc, &m), qcclSuccess) << qcclGetLastError();
+  EXPECT_EQ(qcclMasterDestroy(m), qcclSuccess);
+  m = nullptr;
+  mc = QCCL_MASTER_CONFIG_INIT;
+  mc.listen_address = "127.0.0.1:0";
+  mc.probe_ms = 60001;
+  EXPECT_RESULT(qcclMasterCreate(&mc, &m), qcclInvalidArgument, "probe_ms");
+  EXPECT_EQ(m, nullptr);
+  mc.probe_ms = 60000;
+  mc.probe_max_age_ms = 1;
+  ASSERT_EQ(qcclMasterCreate(&mc, &m), qcclSuccess) << qcclGetLastError();
+  EXPECT_EQ(qcclMasterDestroy(m), qcclSuccess);
+}
+
 // ---- addresses ----------------------------------------------------------------------------
 
 TEST(CApi, MalformedAddresses) {
