@@ -26,10 +26,18 @@
 // master hands out the address it sees, i.e. the peer's namespace address, so the ring's
 // traffic stays on the namespace subnet. benchmarks/allreduce_netns.sh sets that up.
 //
+// --optimize-topology (benchmarks/topology_netns.sh): the parent starts peer i+1 only after
+// peer i was admitted, so the default ring is the index order; every row runs twice, first on
+// that ring (phase `default`), then after a qcclOptimizeTopology between two barriers (phase
+// `optimized`; the call's time is the slowest peer's: the probe + solve + rewiring cost). The
+// rings (peer indices in ring order, from QCCL_ATTR_RING_RANK) and the speed-up of each row
+// over its default row are printed and in the JSON. --probe-ms sets the master's probe_ms.
+//
 // Exit status: 0 when every row ran, was correct and bit-identical on all peers; 1 otherwise
 // (a row the library refused, e.g. an unsupported quantization, prints its error and the run
 // continues with the next row).
 #include "bench_common.hpp"
+#include "topology_phase.hpp"
 
 #include <cmath>
 #include <map>
@@ -108,6 +116,8 @@ struct Options {
   std::string netns;         // "" = loopback; else peer i runs in PREFIX-p<i+1>
   std::string master_host = "127.0.0.1";
   std::string label;         // for the title and the JSON; default loopback / netns PREFIX
+  bool optimize = false;     // --optimize-topology: default ring, qcclOptimizeTopology, again
+  uint32_t probe_ms = 0;     // the master's probe_ms (0 = the library's default)
   // derived
   qcclDataType_t source = qcclFloat32;
   std::vector<Wire> wires;
@@ -125,6 +135,7 @@ struct Options {
                "  [--iters 10] [--warmup 3] [--connections C (0 = default)] [--inplace]\n"
                "  [--dtype fp32|fp64|fp16|bf16] [--quant none,minmax:uint8,zps:int8,cast:bf16,...]\n"
                "  [--netns PREFIX --master-host IP] [--label TEXT] [--timeout-s 1800] [--json FILE]\n"
+               "  [--optimize-topology] [--probe-ms MS (0 = default)]\n"
                "quant entries: none | minmax:T | zps:T (T = uint8, int8, uint16, int16) |\n"
                "  cast:T (T = fp16, bf16, fp32: qcclQuantNone with quantized_dtype T)\n",
                msg);
@@ -147,6 +158,8 @@ Options parse(int argc, char** argv) {
     else if (a == "--netns") o.netns = val();
     else if (a == "--master-host") o.master_host = val();
     else if (a == "--label") o.label = val();
+    else if (a == "--optimize-topology") o.optimize = true;
+    else if (a == "--probe-ms") o.probe_ms = uint32_t(std::stoul(val()));
     else if (a == "--role") o.peer = val() == "peer";
     else if (a == "--master") o.master = val();
     else if (a == "--index") o.index = std::stoi(val());
@@ -289,11 +302,12 @@ ErrorStats measure_error(qcclDataType_t t, const uint8_t* recv, size_t count, in
 // the digest of its recvbuf hashes (HASH) before the final barrier, so that the parent has all
 // of them when peer 0's RESULT arrives. A refused op (the same on every peer, e.g. an
 // unsupported quantization) ends the row with ROWERR and RESULT ... FAILED; the group goes on.
+// `phase` (one word) is `-` for a plain run, else `default` / `optimized`.
 void run_row(const Options& o, PeerCtx& ctx, const Wire& w, size_t count, uint8_t* send,
-             uint8_t* recv) {
+             uint8_t* recv, const std::string& phase) {
   const TypeName& src = type_of(o.source);
   const size_t bytes = count * src.bytes;
-  const std::string key = std::to_string(bytes) + " " + w.name;
+  const std::string key = std::to_string(bytes) + " " + w.name + " " + phase;
   std::string times;
   double tx_max = 0, tx_min = 0, rx_max = 0;
   uint64_t digest = 0xcbf29ce484222325ULL, first = 0;
@@ -360,16 +374,29 @@ int run_peer(const Options& o) {
   const int64_t deadline = now_ns() + int64_t(o.timeout_s) * 1000000000;
   PeerCtx ctx;
   try {
-    join_group(ctx, o.master, o.nranks, o.connections, deadline);
+    join_group(ctx, o.master, o.nranks, o.connections, deadline, [&] {
+      if (o.optimize) send_line(o.result_fd, "JOINED " + std::to_string(o.index));
+    });
     const size_t esize = type_of(o.source).bytes;
     size_t max_bytes = size_t(*std::max_element(o.sizes_mib.begin(), o.sizes_mib.end())) << 20;
     std::vector<uint64_t> send_words(max_bytes / 8), recv_words(max_bytes / 8);
     auto* send = reinterpret_cast<uint8_t*>(send_words.data());
     auto* recv = reinterpret_cast<uint8_t*>(recv_words.data());
-    for (int64_t mib : o.sizes_mib) {
-      const size_t count = (size_t(mib) << 20) / esize;
-      for (size_t k = 0; k < count; ++k) store(o.source, send, k, gradient(o.index, k));
-      for (const Wire& w : o.wires) run_row(o, ctx, w, count, send, recv);
+    auto run_rows = [&](const std::string& phase) {
+      for (int64_t mib : o.sizes_mib) {
+        const size_t count = (size_t(mib) << 20) / esize;
+        for (size_t k = 0; k < count; ++k) store(o.source, send, k, gradient(o.index, k));
+        for (const Wire& w : o.wires) run_row(o, ctx, w, count, send, recv, phase);
+      }
+    };
+    if (!o.optimize) {
+      run_rows("-");
+    } else {
+      report_ring(o.result_fd, o.index, ctx, "default");
+      run_rows("default");
+      optimize_topology(o.result_fd, o.index, ctx);
+      report_ring(o.result_fd, o.index, ctx, "optimized");
+      run_rows("optimized");
     }
     // Nobody leaves while another still counts on it. All results are in by now, so a peer
     // lost here (one that returned from this barrier first and left) costs nothing.
@@ -405,13 +432,19 @@ struct Row {
   double max_err = 0, rms_err = 0, max_exact = 0;
   int64_t non_finite = 0, over_bound = 0;
   bool parity = false, deterministic = false;
+  // --optimize-topology only: the phase, its ring (peer indices, data flows ring[k] ->
+  // ring[k+1]), qcclOptimizeTopology's time, and this row's speed-up over its default row.
+  std::string phase;
+  std::vector<int> ring;
+  double optimize_ms = 0, vs_default = 0;
   bool correct() const { return ok && parity && non_finite == 0 && over_bound == 0; }
+  std::string wire() const { return phase.empty() ? quant : quant + "/" + phase; }
 };
 
 void print_row(const Row& r, const Options& o) {
   std::printf("%3d %10.0f %6u ", r.n, double(r.size_bytes) / (1 << 20), o.connections);
   if (!r.ok) {
-    std::printf("%6s %11s  %-13s FAILED: %s\n", "-", "-", r.quant.c_str(), r.error.c_str());
+    std::printf("%6s %11s  %-13s FAILED: %s\n", "-", "-", r.wire().c_str(), r.error.c_str());
     std::fflush(stdout);
     return;
   }
@@ -424,7 +457,7 @@ void print_row(const Row& r, const Options& o) {
   if (r.non_finite) parity += " NON-FINITE " + std::to_string(r.non_finite);
   if (r.over_bound) parity += " WRONG " + std::to_string(r.over_bound);
   std::printf("%6zu %11.3f %9.3f %9.3f %12.3f %12.3f  %-13s %9.2f %7s %8s %10.3g  %s\n",
-              r.times_ms.size(), r.med, r.mn, r.mx, r.algbw, r.busbw, r.quant.c_str(),
+              r.times_ms.size(), r.med, r.mn, r.mx, r.algbw, r.busbw, r.wire().c_str(),
               r.tx / double(1 << 20), txr, speed, r.max_err, parity.c_str());
   std::fflush(stdout);
 }
@@ -433,9 +466,14 @@ void print_row(const Row& r, const Options& o) {
 void relate_to_none(std::vector<Row>& rows) {
   for (Row& r : rows) {
     for (const Row& b : rows) {
-      if (b.ok && r.ok && b.quant == "none" && b.n == r.n && b.size_bytes == r.size_bytes) {
+      if (b.ok && r.ok && b.quant == "none" && b.n == r.n && b.size_bytes == r.size_bytes &&
+          b.phase == r.phase) {
         r.speedup = r.med > 0 ? b.med / r.med : 0;
         r.tx_ratio = b.tx > 0 ? r.tx / b.tx : 0;
+      }
+      if (b.ok && r.ok && r.phase == "optimized" && b.phase == "default" && b.n == r.n &&
+          b.size_bytes == r.size_bytes && b.quant == r.quant) {
+        r.vs_default = r.med > 0 ? b.med / r.med : 0;
       }
     }
   }
@@ -452,6 +490,7 @@ bool run_group(const Options& o, int n, int64_t deadline, std::vector<Row>& rows
   qcclMasterConfig_t mc = QCCL_MASTER_CONFIG_INIT;
   const std::string listen = o.master_host + ":0";
   mc.listen_address = listen.c_str();
+  mc.probe_ms = o.probe_ms;
   std::vector<pid_t> pids;
   int fds[2] = {-1, -1};
   bool ok = false;
@@ -467,6 +506,7 @@ bool run_group(const Options& o, int n, int64_t deadline, std::vector<Row>& rows
       sizes += std::to_string(s);
     }
     int64_t left_s = std::max<int64_t>((deadline - now_ns()) / 1000000000, 1);
+    LineReader reader(fds[0]);
     for (int i = 0; i < n; ++i) {
       std::vector<std::string> argv = {exe, "--role", "peer", "--master",
                                        o.master_host + ":" + std::to_string(port), "--index",
@@ -478,18 +518,22 @@ bool run_group(const Options& o, int n, int64_t deadline, std::vector<Row>& rows
                                        std::to_string(fds[1]), "--dtype", o.dtype, "--quant",
                                        o.quant};
       if (o.inplace) argv.push_back("--inplace");
+      if (o.optimize) argv.push_back("--optimize-topology");
       const std::string ns = o.netns.empty() ? "" : o.netns + "-p" + std::to_string(i + 1);
       // The write end must survive exec in the child only: clear CLOEXEC around the fork.
       fcntl(fds[1], F_SETFD, 0);
       pids.push_back(spawn_child(in_netns(ns, argv)));
       fcntl(fds[1], F_SETFD, FD_CLOEXEC);
+      if (o.optimize && !wait_joined(reader, i, deadline)) throw std::runtime_error("join failed");
     }
     close(fds[1]);
     fds[1] = -1;
-    LineReader reader(fds[0]);
-    const size_t want_rows = o.sizes_mib.size() * o.wires.size();
+    const size_t want_rows = o.sizes_mib.size() * o.wires.size() * (o.optimize ? 2 : 1);
     size_t got_rows = 0;
-    std::map<std::string, RowHashes> hashes;  // "bytes quant" -> what the peers reported
+    std::map<std::string, RowHashes> hashes;  // "bytes quant phase" -> what the peers reported
+    std::map<std::string, std::vector<int64_t>> ranks;  // phase -> rank of each peer index
+    std::string last_phase;
+    double optimize_ms = 0;
     int done = 0;
     std::string line;
     while (done < n) {
@@ -498,11 +542,11 @@ bool run_group(const Options& o, int n, int64_t deadline, std::vector<Row>& rows
         break;
       }
       std::istringstream in(line);
-      std::string kind, quant;
+      std::string kind, quant, phase;
       int64_t bytes = 0;
       in >> kind;
-      if (kind == "HASH" || kind == "ROWERR" || kind == "RESULT") in >> bytes >> quant;
-      const std::string key = std::to_string(bytes) + " " + quant;
+      if (kind == "HASH" || kind == "ROWERR" || kind == "RESULT") in >> bytes >> quant >> phase;
+      const std::string key = std::to_string(bytes) + " " + quant + " " + phase;
       if (kind == "HASH") {
         int idx = 0, same = 0;
         std::string hex;
@@ -514,11 +558,32 @@ bool run_group(const Options& o, int n, int64_t deadline, std::vector<Row>& rows
         std::string why;
         std::getline(in >> std::ws, why);
         if (hashes[key].error.empty()) hashes[key].error = "peer " + std::to_string(idx) + ": " + why;
+      } else if (kind == "RING") {
+        int idx = 0;
+        int64_t rank = -1;
+        in >> phase >> idx >> rank;
+        auto& v = ranks[phase];
+        v.resize(size_t(n), -1);
+        if (idx >= 0 && idx < n) v[size_t(idx)] = rank;
+      } else if (kind == "OPTIMIZED") {
+        in >> optimize_ms;
       } else if (kind == "RESULT" && got_rows < want_rows) {
         Row r;
         r.n = n;
         r.size_bytes = bytes;
         r.quant = quant;
+        if (phase != "-") {
+          r.phase = phase;
+          r.ring = ring_of(ranks[phase]);
+          if (phase == "optimized") r.optimize_ms = optimize_ms;
+          if (phase != last_phase) {
+            if (phase == "optimized") {
+              std::printf("-- qcclOptimizeTopology: %.1f ms (slowest peer)\n", optimize_ms);
+            }
+            std::printf("-- %s ring: %s\n", phase.c_str(), ring_string(r.ring).c_str());
+            last_phase = phase;
+          }
+        }
         std::string status;
         in >> status;
         r.ok = status == "OK";
@@ -544,6 +609,9 @@ bool run_group(const Options& o, int n, int64_t deadline, std::vector<Row>& rows
         rows.push_back(r);
         relate_to_none(rows);
         print_row(rows.back(), o);
+        if (rows.back().vs_default > 0) {
+          std::printf("-- optimized vs default ring: %.2fx faster\n", rows.back().vs_default);
+        }
         ++got_rows;
       } else if (kind == "DONE") {
         ++done;
@@ -589,9 +657,17 @@ void write_json(const Options& o, const std::vector<Row>& rows) {
   bool first = true;
   for (const Row& r : rows) {
     if (!r.ok) continue;
-    std::fprintf(f, "%s\n  {\"n\": %d, \"size_bytes\": %lld, \"quant\": \"%s\", \"times_ms\": [",
+    std::fprintf(f, "%s\n  {\"n\": %d, \"size_bytes\": %lld, \"quant\": \"%s\", ",
                  first ? "" : ",", r.n, (long long)r.size_bytes, r.quant.c_str());
     first = false;
+    if (!r.phase.empty()) {
+      std::string ring;
+      for (int i : r.ring) ring += (ring.empty() ? "" : ", ") + std::to_string(i);
+      std::fprintf(f, "\"phase\": \"%s\", \"ring\": [%s], \"optimize_ms\": %.3f, "
+                   "\"speedup_vs_default\": %.4f, ",
+                   r.phase.c_str(), ring.c_str(), r.optimize_ms, r.vs_default);
+    }
+    std::fprintf(f, "\"times_ms\": [");
     for (size_t k = 0; k < r.times_ms.size(); ++k) {
       std::fprintf(f, "%s%.4f", k ? ", " : "", r.times_ms[k]);
     }
@@ -628,14 +704,14 @@ void print_summary(const Options& o, const std::vector<Row>& rows) {
   for (const Row& r : rows) {
     if (!r.ok) {
       std::printf("| %s | %d | %lld | %s | failed: %s | | | | | | |\n", o.label.c_str(), r.n,
-                  (long long)(r.size_bytes >> 20), r.quant.c_str(), r.error.c_str());
+                  (long long)(r.size_bytes >> 20), r.wire().c_str(), r.error.c_str());
       continue;
     }
     char speed[16] = "-", txr[16] = "-";
     if (r.speedup > 0) std::snprintf(speed, sizeof speed, "%.2fx", r.speedup);
     if (r.tx_ratio > 0) std::snprintf(txr, sizeof txr, "%.3f", r.tx_ratio);
     std::printf("| %s | %d | %lld | %s | %.3f | %.3f | %s | %.2f | %s | %.3g | %s |\n",
-                o.label.c_str(), r.n, (long long)(r.size_bytes >> 20), r.quant.c_str(),
+                o.label.c_str(), r.n, (long long)(r.size_bytes >> 20), r.wire().c_str(),
                 r.med / 1e3, r.mn / 1e3, speed, r.tx / double(1 << 20), txr, r.max_err,
                 r.correct() ? "ok" : "FAILS");
   }

@@ -21,6 +21,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <functional>
 #include <sstream>
 #include <stdexcept>
 #include <string>
@@ -255,9 +256,11 @@ struct PeerCtx {
 // size is reached. They decide together when to stop (a max-reduce of "not there yet"):
 // a peer that stopped alone would leave the others blocked in a collective update. A newly
 // admitted peer enters the loop at the reduce, which is exactly where the accepted peers are
-// once the update that admitted it returns.
+// once the update that admitted it returns. `on_connected` (if given) runs right after
+// qcclConnect returned, i.e. once this peer is admitted: a parent that starts the next peer
+// only then controls the admission order, which is the default ring order.
 inline void join_group(PeerCtx& ctx, const std::string& master, int n, uint32_t connections,
-                       int64_t deadline_ns) {
+                       int64_t deadline_ns, const std::function<void()>& on_connected = nullptr) {
   constexpr uint64_t kJoinTag = 0x6a6f696eULL;  // fixed: new peers have no tag history yet
   qcclCommConfig_t cc = QCCL_COMM_CONFIG_INIT;
   cc.master_address = master.c_str();
@@ -266,6 +269,7 @@ inline void join_group(PeerCtx& ctx, const std::string& master, int n, uint32_t 
   cc.connect_timeout_ms = uint32_t(std::max<int64_t>(left_ms, 1));
   check(qcclCommCreate(&cc, &ctx.comm), "qcclCommCreate");
   check(qcclConnect(ctx.comm), "qcclConnect");
+  if (on_connected) on_connected();
   for (;;) {
     int64_t ws = 0;
     check(qcclGetAttribute(ctx.comm, QCCL_ATTR_GROUP_WORLD_SIZE, &ws), "qcclGetAttribute");

@@ -1,4 +1,5 @@
-# Shared plumbing of the namespace benchmarks (allreduce_netns.sh, state_sync_netns.sh):
+# Shared plumbing of the namespace benchmarks (allreduce_netns.sh, state_sync_netns.sh,
+# topology_netns.sh):
 # a hub namespace with a bridge, one namespace per host joined to it by a veth pair, a driver
 # run in the background so that the EXIT trap can end it by pid, and cleanup of exactly the
 # namespaces created. Source it after setting PREFIX; it installs the traps.
@@ -7,6 +8,8 @@
 #   netns_make_hub               $PREFIX-hub with bridge br0
 #   netns_add NAME IP            $PREFIX-NAME, its eth0 = IP/24 on the bridge
 #   netns_wait_bridge            until every bridge port forwards
+#   netns_shape NAME DST_IP RATE limit $PREFIX-NAME's traffic to DST_IP (one directed pair) to
+#                                RATE (integer kbit/mbit/gbit); again for the same pair changes it
 #   run_bench CMD...             runs CMD in the background and waits for it
 
 CREATED=()     # namespaces created, removed on exit
@@ -77,4 +80,43 @@ netns_wait_bridge() {  # no STP on br0, so this is quick
     [[ "$down" == 0 ]] && break
     sleep 0.1
   done
+}
+
+# Per-destination shaping: tbf limits a whole interface, so NAME's eth0 egress gets an htb root
+# whose default class 1:1 (10 gbit) carries everything unshaped (e.g. the master's traffic),
+# plus one class per shaped destination (classid 1:<last octet + 10>, a tc hex minor) at RATE,
+# selected by a u32 filter on the destination address, with a 100-packet pfifo (about 60 ms at
+# 20 mbit, instead of the 1000-packet default). Burst 4 ms at the rate (at least 16 kB): less
+# keeps a TCP stream below the rate (htb's timer). The same scheme as tests/support/netns.hpp.
+netns_rate_bits() {
+  local r="${1,,}"
+  case "$r" in
+    *gbit) echo $(( ${r%gbit} * 1000000000 )) ;;
+    *mbit) echo $(( ${r%mbit} * 1000000 )) ;;
+    *kbit) echo $(( ${r%kbit} * 1000 )) ;;
+    *) echo "netns_rate_bits: use an integer kbit/mbit/gbit rate, not '$1'" >&2; return 1 ;;
+  esac
+}
+
+netns_shape() {
+  local ns="$PREFIX-$1" dst="$2" rate="$3" bits burst id
+  bits=$(netns_rate_bits "$rate")
+  burst=$(( bits / 8 / 250 > 16000 ? bits / 8 / 250 : 16000 ))
+  id=$(( ${dst##*.} + 10 ))
+  # Outputs are captured, not piped into grep -q: under pipefail an early grep exit can fail tc
+  # with SIGPIPE, and the test would take the wrong branch.
+  if [[ "$(tc -n "$ns" qdisc show dev eth0)" != *"qdisc htb 1: root"* ]]; then
+    tc -n "$ns" qdisc replace dev eth0 root handle 1: htb default 1
+    tc -n "$ns" class add dev eth0 parent 1: classid 1:1 htb rate 10gbit burst 1mb quantum 60000
+  fi
+  if [[ "$(tc -n "$ns" class show dev eth0 classid "1:$id")" == *htb* ]]; then
+    tc -n "$ns" class change dev eth0 parent 1: classid "1:$id" htb rate "$rate" ceil "$rate" \
+      burst "$burst" cburst "$burst" quantum 60000
+    return
+  fi
+  tc -n "$ns" class add dev eth0 parent 1: classid "1:$id" htb rate "$rate" ceil "$rate" \
+    burst "$burst" cburst "$burst" quantum 60000
+  tc -n "$ns" qdisc add dev eth0 parent "1:$id" handle "$id:" pfifo limit 100
+  tc -n "$ns" filter add dev eth0 parent 1: protocol ip prio 1 u32 match ip dst "$dst/32" \
+    flowid "1:$id"
 }
