@@ -8,6 +8,7 @@
 
 #include <gtest/gtest.h>
 
+#include <latch>
 #include <map>
 #include <set>
 #include <string>
@@ -125,15 +126,24 @@ TEST(OptimizeTopology, MisuseGetsClearErrors) {
       << qcclGetLastError();
   EXPECT_EQ(qcclCommDestroy(comm), qcclSuccess);
 
-  // While an operation is in flight.
+  // While an operation is in flight: peer 1 starts its part only after peer 0's refused call,
+  // so peer 0's operation cannot have finished by then.
   ASSERT_TRUE(c.grow(2));
+  std::latch checked(1);
   ASSERT_TRUE(c.run([&](size_t i, qcclComm_t* peer) {
     std::vector<float> v(1 << 16, 1.0f);
     qcclReduceDesc_t d = {v.size(), qcclFloat32, qcclSum, 9, {qcclQuantNone, qcclFloat32}};
     qcclOp_t* op = nullptr;
+    if (i == 1) checked.wait();
     ASSERT_EQ(qcclAllReduceAsync(v.data(), v.data(), &d, peer, &op), qcclSuccess);
-    EXPECT_EQ(qcclOptimizeTopology(peer), qcclInvalidUsage) << "peer " << i;
+    if (i == 0) {
+      EXPECT_EQ(qcclOptimizeTopology(peer), qcclInvalidUsage);
+      EXPECT_NE(std::string(qcclGetLastError()).find("in flight"), std::string::npos)
+          << qcclGetLastError();
+      checked.count_down();
+    }
     EXPECT_EQ(qcclWait(op, nullptr), qcclSuccess) << "peer " << i;
+    EXPECT_EQ(v[0], 2.0f);
   }));
 }
 
