@@ -275,6 +275,25 @@ class Communicator(Handle):
         answer on every peer)."""
         return self._c.are_peers_pending()
 
+    def optimize_topology(self) -> None:
+        """Collective of all accepted peers of all groups: moves each group to its fastest ring.
+
+        The master has the links of each group that it has no recent bandwidth figure for
+        probed (short timed transfers; see the ``Master`` options ``probe_ms`` and
+        ``probe_max_age_ms``), then gives every group the ring whose slowest link is the
+        fastest (then the largest sum of link bandwidths). Returns once this peer's
+        connections on the new ring are up; the next collective uses it (:attr:`ring_rank`
+        and, if the ring changed, :attr:`epoch` change). Does not admit pending peers. Blocks
+        without the GIL.
+
+        Raises like :meth:`update_topology`: :class:`qccl.InvalidUsageError` (not connected,
+        closed, all-reduces in flight, another control call running),
+        :class:`qccl.MasterUnreachableError`, :class:`qccl.PeerLostError` (the new ring's
+        connections did not come up in time: call again). A peer that no ring of reachable
+        links can include is expelled: :class:`qccl.KickedError`.
+        """
+        self._c.optimize_topology()
+
     def get_attribute(self, attribute: Attribute) -> int:
         """Reads an attribute (:class:`qccl.Attribute`) as of the last membership update seen."""
         return self._c.get_attribute(int(_enum(Attribute, "attribute", attribute)))

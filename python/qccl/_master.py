@@ -31,11 +31,16 @@ class Master(Handle):
     in milliseconds, 0 meaning the C API's default (heartbeat 1000, peer timeout 10000, vote
     timeout 60000). For a standalone master process use ``qccl-master`` /
     ``python -m qccl.master``.
+
+    The bandwidth probes of :meth:`qccl.Communicator.optimize_topology`: ``probe_ms`` is the
+    timed transfer per probed link (at most 60000; 0 = 250), ``probe_max_age_ms`` how long a
+    link's measurement stays valid before it is probed again (0 = 600000, 10 minutes).
     """
 
     def __init__(self, listen_address: str = "0.0.0.0:0", *, heartbeat_interval_ms: int = 0,
                  peer_timeout_ms: int = 0, vote_timeout_ms: int = 0,
-                 auth_token: Optional[str] = None) -> None:
+                 auth_token: Optional[str] = None, probe_ms: int = 0,
+                 probe_max_age_ms: int = 0) -> None:
         if not isinstance(listen_address, str):
             raise TypeError(f"listen_address must be a str 'host:port', not "
                             f"{type(listen_address).__name__}")
@@ -44,7 +49,8 @@ class Master(Handle):
         self.listen_address = listen_address
         self._c = _C.Master(listen_address, _ms("heartbeat_interval_ms", heartbeat_interval_ms),
                             _ms("peer_timeout_ms", peer_timeout_ms),
-                            _ms("vote_timeout_ms", vote_timeout_ms), auth_token)
+                            _ms("vote_timeout_ms", vote_timeout_ms), auth_token,
+                            _ms("probe_ms", probe_ms), _ms("probe_max_age_ms", probe_max_age_ms))
         _live.add(self)
 
     def start(self) -> "Master":

@@ -3,9 +3,10 @@
 Both run the C++ master shipped inside the package (``qccl/bin/qccl-master``) by exec'ing
 it with the same arguments, so the flags, output and exit codes are exactly those of the
 binary (README.md, "The master"): ``--listen HOST:PORT``, ``--log-level LEVEL``,
-``--heartbeat-ms N``, ``--peer-timeout-ms N``, ``--vote-timeout-ms N``,
-``--auth-token-file FILE``, ``--help``, ``--version``; exit 0 after SIGINT/SIGTERM, 1 if it
-cannot listen, 2 for a bad command line. ``QCCL_MASTER_BIN`` overrides the binary's path.
+``--heartbeat-ms N``, ``--peer-timeout-ms N``, ``--vote-timeout-ms N``, ``--probe-ms N``,
+``--probe-max-age-s N``, ``--auth-token-file FILE``, ``--help``, ``--version``; exit 0 after
+SIGINT/SIGTERM, 1 if it cannot listen, 2 for a bad command line. ``QCCL_MASTER_BIN``
+overrides the binary's path.
 """
 
 from __future__ import annotations

@@ -3,8 +3,9 @@
 // Only the C API is called; the Pythonic surface (tensors, dtypes, enums, exception classes)
 // lives in python/qccl/*.py. Here we own the C handles and make them safe to use from Python:
 //
-//  - Every blocking C call (connect, votes, all-reduce, wait, shared-state sync, master
-//    wait/stop/destroy, communicator destroy) runs with the GIL released.
+//  - Every blocking C call (connect, votes, topology optimisation, all-reduce, wait,
+//    shared-state sync, master wait/stop/destroy, communicator destroy) runs with the GIL
+//    released.
 //  - A communicator is never destroyed while another Python thread is inside a call on it
 //    (qcclCommDestroy frees the handle, so that would be a use after free): each call holds a
 //    "use" of the handle, and close() waits for the uses to end, then destroys. Async
@@ -203,12 +204,15 @@ class BufferView {
 class Master {
  public:
   Master(const std::string& listen, uint32_t heartbeat_ms, uint32_t peer_timeout_ms,
-         uint32_t vote_timeout_ms, std::optional<std::string> auth_token) {
+         uint32_t vote_timeout_ms, std::optional<std::string> auth_token, uint32_t probe_ms,
+         uint32_t probe_max_age_ms) {
     qcclMasterConfig_t cfg = QCCL_MASTER_CONFIG_INIT;
     cfg.listen_address = listen.c_str();
     cfg.heartbeat_interval_ms = heartbeat_ms;
     cfg.peer_timeout_ms = peer_timeout_ms;
     cfg.vote_timeout_ms = vote_timeout_ms;
+    cfg.probe_ms = probe_ms;
+    cfg.probe_max_age_ms = probe_max_age_ms;
     cfg.auth_token = auth_token ? auth_token->c_str() : nullptr;
     check(qcclMasterCreate(&cfg, &master_));
   }
@@ -373,6 +377,10 @@ class Comm {
     int pending = 0;
     check(without_gil([&] { return qcclArePeersPending(comm_, &pending); }));
     return pending != 0;
+  }
+  void optimize_topology() {
+    Use use(gate_, "communicator");
+    check(without_gil([&] { return qcclOptimizeTopology(comm_); }));
   }
   int64_t get_attribute(int attr) {
     Use use(gate_, "communicator");
@@ -575,9 +583,11 @@ PYBIND11_MODULE(_qccl, m) {
       .def_property_readonly("c_contiguous", &BufferView::c_contiguous);
 
   py::class_<Master>(m, "Master", "qcclMaster_t: an embedded master.")
-      .def(py::init<const std::string&, uint32_t, uint32_t, uint32_t, std::optional<std::string>>(),
+      .def(py::init<const std::string&, uint32_t, uint32_t, uint32_t, std::optional<std::string>,
+                    uint32_t, uint32_t>(),
            py::arg("listen_address"), py::arg("heartbeat_interval_ms"),
-           py::arg("peer_timeout_ms"), py::arg("vote_timeout_ms"), py::arg("auth_token"))
+           py::arg("peer_timeout_ms"), py::arg("vote_timeout_ms"), py::arg("auth_token"),
+           py::arg("probe_ms") = 0, py::arg("probe_max_age_ms") = 0)
       .def("start", &Master::start)
       .def_property_readonly("port", &Master::port)
       .def("stop", &Master::stop)
@@ -598,6 +608,7 @@ PYBIND11_MODULE(_qccl, m) {
       .def("connect", &Comm::connect)
       .def("update_topology", &Comm::update_topology)
       .def("are_peers_pending", &Comm::are_peers_pending)
+      .def("optimize_topology", &Comm::optimize_topology)
       .def("get_attribute", &Comm::get_attribute, py::arg("attribute"))
       .def("all_reduce", &Comm::all_reduce, py::arg("send"), py::arg("recv"), py::arg("count"),
            py::arg("dtype"), py::arg("op"), py::arg("tag"), py::arg("q_algorithm"),
