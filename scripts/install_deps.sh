@@ -16,7 +16,7 @@ packages=(
   # toolchain
   g++ gcc make cmake ninja-build pkg-config binutils
   # libraries (headers; Debian 12 versions are the ones STYLE.md names)
-  libasio-dev libfmt-dev libspdlog-dev libgtest-dev libgmock-dev libcli11-dev libxxhash-dev
+  libasio-dev libfmt-dev libspdlog-dev libgtest-dev libgmock-dev libcli11-dev libxxhash-dev libssl-dev
   # Python bindings and their tests (built when QCCL_BUILD_PYTHON=ON); the test modules
   # themselves come from pip, for the python3 on PATH (see the end of this script)
   python3 python3-dev python3-venv python3-pip pybind11-dev python3-numpy python3-pytest

@@ -165,6 +165,8 @@ qcclResult_t qcclMasterCreate(const qcclMasterConfig_t* config, qcclMaster_t** m
 #undef QCCL_HAS_FIELD_
     QCCL_REQUIRE(o.probe_ms <= qccl::master::kMaxProbeMs, fn,
                  "probe_ms must be at most 60000 (it is the measured time per probed link)");
+    QCCL_REQUIRE(config->auth_token == nullptr || config->auth_token[0] != '\0', fn,
+                 "auth_token is empty; pass NULL for no authentication");
     if (config->auth_token) o.auth_token = config->auth_token;
     QCCL_REQUIRE(o.heartbeat_interval_ms < o.peer_timeout_ms, fn,
                  "heartbeat_interval_ms must be shorter than peer_timeout_ms");

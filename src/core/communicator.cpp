@@ -48,10 +48,13 @@ class Communicator::Impl : public std::enable_shared_from_this<Impl> {
       links_->set_state_handler([this](std::shared_ptr<net::Connection> c, const wire::Preamble& p) {
         sync_->adopt(std::move(c), p);
       });
-      prober_ = std::make_shared<peer::LinkProber>(io_.context().get_executor(), connections());
+      prober_ = std::make_shared<peer::LinkProber>(io_.context().get_executor(), connections(),
+                                                   options_.auth_token);
       links_->set_probe_handler([this](std::shared_ptr<net::Connection> c, const wire::Preamble& p) {
         prober_->serve(std::move(c), p, settings_.timeout);
       });
+      settings_.secret = options_.auth_token;  // before listening: every connection needs it
+      links_->set_identity(kNoPeer, settings_);
       return links_->listen(options_.listen_host, 0);
     });
   }
@@ -162,7 +165,7 @@ class Communicator::Impl : public std::enable_shared_from_this<Impl> {
       });
     }
     master_ = std::make_shared<peer::MasterLink>(
-        io_.context().get_executor(), master_addr_,
+        io_.context().get_executor(), master_addr_, options_.auth_token,
         [this](const wire::ControlMessage& m, Epoch e) { on_master_message(m, e); },
         [this](const Status& why) { on_fatal(why); });
     asio::co_spawn(io_.context(), connect_flow(deadline), asio::detached);
@@ -749,9 +752,8 @@ class Communicator::Impl : public std::enable_shared_from_this<Impl> {
 
 Result<std::unique_ptr<Communicator>> Communicator::create(CommOptions options) {
   QCCL_ASSIGN_OR_RETURN(HostPort master, parse_host_port(options.master_address));
-  if (options.auth_token) {
-    return make_status(StatusCode::kInvalidArgument,
-                       "authentication (auth_token) is not supported by this version yet");
+  if (options.auth_token && options.auth_token->empty()) {
+    return make_status(StatusCode::kInvalidArgument, "auth_token is empty; pass NULL for none");
   }
   if (options.connections_per_peer > 64) {
     return make_status(StatusCode::kInvalidArgument,

@@ -131,7 +131,8 @@ void StateSync::begin_fetch(const wire::M2CSyncPlan& plan) {
     a.donors.push_back(d.id);
   }
   a.phase = Phase::kFetching;
-  state::FetchSettings fs{self_, connections_, settings_.heartbeat, settings_.timeout};
+  state::FetchSettings fs{self_, connections_, settings_.heartbeat, settings_.timeout,
+                          settings_.secret};
   a.fetch = std::make_shared<state::StateFetch>(ex_, fs, std::move(targets), std::move(donors));
   asio::co_spawn(ex_, a.fetch->run(),
                  [self = shared_from_this(), fetch = a.fetch](std::exception_ptr e, Status st) {

@@ -6,6 +6,7 @@
 #include "common/address.hpp"
 #include "common/logging.hpp"
 #include "master/membership.hpp"
+#include "net/auth.hpp"
 #include "net/connection.hpp"
 #include "net/io_thread.hpp"
 #include "wire/codec.hpp"
@@ -30,10 +31,6 @@ class MasterServer::Impl {
   Status start() {
     std::lock_guard<std::mutex> lock(mu_);
     if (io_) return make_status(StatusCode::kInvalidUsage, "the master was already started");
-    if (options_.auth_token) {
-      return make_status(StatusCode::kInvalidArgument,
-                         "authentication (auth_token) is not supported by this version yet");
-    }
     QCCL_ASSIGN_OR_RETURN(HostPort hp, parse_host_port(options_.listen_address));
     io_ = std::make_unique<net::IoThread>("qccl-master");
     auto& ctx = io_->context();
@@ -161,9 +158,7 @@ class MasterServer::Impl {
     asio::steady_timer deadline(io_->context(),
                                 std::chrono::milliseconds(options_.peer_timeout_ms));
     auto exchange = [&]() -> awaitable<Result<wire::C2MRegister>> {
-      std::array<uint8_t, wire::kPreambleSize> pre;
-      QCCL_CO_RETURN_IF_ERROR(co_await conn->read_exact(pre));
-      auto preamble = wire::decode_preamble(pre);
+      auto preamble = co_await net::receive_preamble(*conn, options_.auth_token);
       if (!preamble.is_ok()) co_return preamble.status();
       if (preamble->kind != wire::ConnKind::kControl) {
         co_return make_status(StatusCode::kInvalidArgument,

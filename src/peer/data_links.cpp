@@ -51,16 +51,15 @@ net::awaitable<void> DataLinks::accept_loop() {
 }
 
 net::awaitable<void> DataLinks::accept_one(std::shared_ptr<net::Connection> conn) {
-  std::array<uint8_t, wire::kPreambleSize> bytes;
   // Bounded: a silent dialer is cut by the park deadline below or by TCP liveness.
   asio::steady_timer deadline(ex_, settings_.timeout);
   deadline.async_wait([conn](const asio::error_code& ec) {
     if (!ec) conn->close();
   });
-  Status st = co_await conn->read_exact(bytes);
+  auto pre = co_await net::receive_preamble(*conn, settings_.secret);
   log::get("peer")->debug("peer {}: inbound data connection from {}: {}", self_, conn->remote(),
-                          st.to_string());
-  auto pre = st.is_ok() ? wire::decode_preamble(bytes) : Result<wire::Preamble>(st);
+                          pre.status().to_string());
+  Status st = pre.status();
   if (pre.is_ok() && pre->kind == wire::ConnKind::kState && on_state_) {
     deadline.cancel();
     on_state_(std::move(conn), *pre);
@@ -72,8 +71,12 @@ net::awaitable<void> DataLinks::accept_one(std::shared_ptr<net::Connection> conn
     co_return;
   }
   if (!pre.is_ok() || pre->kind != wire::ConnKind::kData) {
-    // A dialer that gave up (its epoch ended) is routine during churn; garbage is not.
-    auto level = st.is_ok() ? spdlog::level::warn : spdlog::level::debug;
+    // A dialer that gave up (its epoch ended) is routine during churn; garbage and strangers
+    // are not.
+    auto level = st.is_ok() || st.code() == StatusCode::kAuthFailed ||
+                         st.code() == StatusCode::kInvalidArgument
+                     ? spdlog::level::warn
+                     : spdlog::level::debug;
     log::get("peer")->log(level, "data connection from {} refused: {}", conn->remote(),
                           pre.is_ok() ? "not a data connection" : pre.status().message());
     deadline.cancel();
@@ -165,12 +168,15 @@ net::awaitable<void> DataLinks::dial(Epoch epoch, Neighbour next, uint16_t lane,
   auto conn = std::make_shared<net::Connection>(std::move(sock).value());
   conn->set_liveness(settings_.heartbeat, settings_.timeout);
   out_lanes_.push_back(conn);
-  wire::Preamble pre{wire::ConnKind::kData, self_, epoch, lane, lanes};
-  auto bytes = wire::encode_preamble(pre);
-  std::array<asio::const_buffer, 1> out{asio::buffer(bytes)};
+  wire::Preamble pre;
+  pre.kind = wire::ConnKind::kData;
+  pre.peer_id = self_;
+  pre.epoch = epoch;
+  pre.lane = lane;
+  pre.lane_count = lanes;
   asio::steady_timer deadline(ex_, settings_.timeout);
   auto handshake = [&]() -> net::awaitable<Status> {
-    QCCL_CO_RETURN_IF_ERROR(co_await conn->write_gather(out));
+    QCCL_CO_RETURN_IF_ERROR(co_await net::send_preamble(*conn, pre, settings_.secret));
     std::array<uint8_t, wire::kPreambleAckSize> ack_bytes;
     QCCL_CO_RETURN_IF_ERROR(co_await conn->read_exact(ack_bytes));
     auto ack = wire::decode_preamble_ack(ack_bytes);

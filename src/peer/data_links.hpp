@@ -33,6 +33,7 @@
 #include <vector>
 
 #include "net/asio_common.hpp"
+#include "net/auth.hpp"
 #include "net/connection.hpp"
 #include "net/signal.hpp"
 #include "wire/frame.hpp"
@@ -71,6 +72,7 @@ struct FaultInjection {
 struct LinkSettings {
   std::chrono::milliseconds heartbeat{1000};
   std::chrono::milliseconds timeout{10000};  // connect/handshake bound and TCP user timeout
+  net::Secret secret;                        // every connection authenticates with it, if set
 };
 
 class DataLinks {

@@ -29,9 +29,10 @@ net::awaitable<Status> write_all(net::Connection& conn, std::span<const uint8_t>
 
 // ---- receiving end ----
 
-LinkProber::LinkProber(asio::any_io_executor ex, uint32_t lanes)
+LinkProber::LinkProber(asio::any_io_executor ex, uint32_t lanes, net::Secret secret)
     : ex_(std::move(ex)),
       lanes_(std::clamp<uint32_t>(lanes, 1, kMaxProbeLanes)),
+      secret_(std::move(secret)),
       measured_(ex_) {}
 
 void LinkProber::serve(std::shared_ptr<net::Connection> conn, const wire::Preamble& pre,
@@ -221,8 +222,7 @@ net::awaitable<void> LinkProber::lane(wire::RingMember target, wire::Preamble pr
   });
   // Preamble, then bytes until the receiver closes (its window is over) or the slot ends. The
   // receiver's acknowledgement is not awaited: it may queue behind this peer's own probes.
-  auto pre_bytes = wire::encode_preamble(pre);
-  if ((co_await write_all(*conn, pre_bytes)).is_ok()) {
+  if ((co_await net::send_preamble(*conn, pre, secret_)).is_ok()) {
     while ((co_await write_all(*conn, probe_bytes())).is_ok()) {
     }
   }

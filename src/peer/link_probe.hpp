@@ -31,6 +31,7 @@
 #include <vector>
 
 #include "net/asio_common.hpp"
+#include "net/auth.hpp"
 #include "net/connection.hpp"
 #include "net/signal.hpp"
 #include "peer/probe_meter.hpp"
@@ -47,8 +48,8 @@ class LinkProber : public std::enable_shared_from_this<LinkProber> {
  public:
   using Done = std::function<void(wire::C2MProbeResults)>;
 
-  // `lanes` connections per probed link.
-  LinkProber(asio::any_io_executor ex, uint32_t lanes);
+  // `lanes` connections per probed link; `secret`: the run's shared secret, if any.
+  LinkProber(asio::any_io_executor ex, uint32_t lanes, net::Secret secret);
 
   // Receiving end: measures an accepted connection whose kProbe preamble was read. Bounded by
   // the window plus `timeout`.
@@ -88,6 +89,7 @@ class LinkProber : public std::enable_shared_from_this<LinkProber> {
 
   asio::any_io_executor ex_;
   uint32_t lanes_;
+  net::Secret secret_;
   uint64_t generation_ = 0;  // grows at every start() and cancel()
   uint64_t round_ = 0;       // of the newest plan
   std::map<Key, Inbound> inbound_;

@@ -8,10 +8,11 @@ namespace qccl::peer {
 using net::use_nothrow;
 using Clock = std::chrono::steady_clock;
 
-MasterLink::MasterLink(asio::any_io_executor ex, HostPort master, MessageHandler on_message,
-                       LostHandler on_lost)
+MasterLink::MasterLink(asio::any_io_executor ex, HostPort master, net::Secret secret,
+                       MessageHandler on_message, LostHandler on_lost)
     : ex_(std::move(ex)),
       master_(std::move(master)),
+      secret_(std::move(secret)),
       on_message_(std::move(on_message)),
       on_lost_(std::move(on_lost)) {}
 
@@ -43,14 +44,18 @@ net::awaitable<Result<wire::M2CWelcome>> MasterLink::connect(const wire::C2MRegi
   auto exchange = [&]() -> net::awaitable<Result<wire::M2CWelcome>> {
     wire::Preamble pre;
     pre.kind = wire::ConnKind::kControl;
-    auto pre_bytes = wire::encode_preamble(pre);
+    QCCL_CO_RETURN_IF_ERROR(co_await net::send_preamble(*conn_, pre, secret_));
     auto reg_frame = wire::encode_frame(reg, 0);
-    std::array<asio::const_buffer, 2> out{asio::buffer(pre_bytes), asio::buffer(reg_frame)};
+    std::array<asio::const_buffer, 1> out{asio::buffer(reg_frame)};
     QCCL_CO_RETURN_IF_ERROR(co_await conn_->write_gather(out));
     std::array<uint8_t, wire::kPreambleAckSize> ack_bytes;
     QCCL_CO_RETURN_IF_ERROR(co_await conn_->read_exact(ack_bytes));
     auto ack = wire::decode_preamble_ack(ack_bytes);
     if (!ack.is_ok()) co_return ack.status();
+    if (ack->status == StatusCode::kAuthFailed) {
+      co_return make_status(ack->status, "authentication failed: the master requires a shared "
+                                         "secret and this peer has none (auth_token)");
+    }
     if (ack->status != StatusCode::kOk) {
       co_return make_status(ack->status, "the master refused the connection");
     }

@@ -17,6 +17,7 @@
 
 #include "common/address.hpp"
 #include "net/asio_common.hpp"
+#include "net/auth.hpp"
 #include "net/connection.hpp"
 #include "wire/messages.hpp"
 
@@ -27,11 +28,12 @@ class MasterLink : public std::enable_shared_from_this<MasterLink> {
   using MessageHandler = std::function<void(const wire::ControlMessage&, Epoch)>;
   using LostHandler = std::function<void(const Status&)>;
 
-  MasterLink(asio::any_io_executor ex, HostPort master, MessageHandler on_message,
-             LostHandler on_lost);
+  // `secret`: the run's shared secret, if any (net/auth.hpp).
+  MasterLink(asio::any_io_executor ex, HostPort master, net::Secret secret,
+             MessageHandler on_message, LostHandler on_lost);
 
   // Connects, registers and returns the welcome. `deadline` bounds the whole exchange
-  // (time_point::max() = no bound). kMasterUnreachable / kTimeout on failure.
+  // (time_point::max() = no bound). kMasterUnreachable / kTimeout / kAuthFailed on failure.
   net::awaitable<Result<wire::M2CWelcome>> connect(const wire::C2MRegister& reg,
                                                    std::chrono::steady_clock::time_point deadline);
 
@@ -51,6 +53,7 @@ class MasterLink : public std::enable_shared_from_this<MasterLink> {
 
   asio::any_io_executor ex_;
   HostPort master_;
+  net::Secret secret_;
   MessageHandler on_message_;
   LostHandler on_lost_;
   std::shared_ptr<net::Connection> conn_;

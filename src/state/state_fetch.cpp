@@ -88,11 +88,12 @@ void StateFetch::cancel(Status why) {
 }
 
 net::awaitable<Status> StateFetch::handshake(net::Connection& conn, uint16_t lane) {
-  wire::Preamble pre{wire::ConnKind::kState, settings_.self, 0, lane,
-                     static_cast<uint16_t>(settings_.connections_per_donor)};
-  auto bytes = wire::encode_preamble(pre);
-  std::array<asio::const_buffer, 1> out{asio::buffer(bytes)};
-  QCCL_CO_RETURN_IF_ERROR(co_await conn.write_gather(out));
+  wire::Preamble pre;
+  pre.kind = wire::ConnKind::kState;
+  pre.peer_id = settings_.self;
+  pre.lane = lane;
+  pre.lane_count = static_cast<uint16_t>(settings_.connections_per_donor);
+  QCCL_CO_RETURN_IF_ERROR(co_await net::send_preamble(conn, pre, settings_.secret));
   std::array<uint8_t, wire::kPreambleAckSize> ack_bytes;
   QCCL_CO_RETURN_IF_ERROR(co_await conn.read_exact(ack_bytes));
   auto ack = wire::decode_preamble_ack(ack_bytes);

@@ -29,6 +29,7 @@
 #include <vector>
 
 #include "common/ids.hpp"
+#include "net/auth.hpp"
 #include "net/connection.hpp"
 #include "net/signal.hpp"
 
@@ -52,6 +53,7 @@ struct FetchSettings {
   uint32_t connections_per_donor = 4;
   std::chrono::milliseconds heartbeat{1000};
   std::chrono::milliseconds timeout{10000};  // dial + handshake bound, TCP liveness
+  net::Secret secret;                        // the run's shared secret, if any
 };
 
 class StateFetch : public std::enable_shared_from_this<StateFetch> {

@@ -24,7 +24,7 @@ std::array<uint8_t, kPreambleSize> encode_preamble(const Preamble& p) {
   store_le<uint32_t>(&b[0], kMagic);
   store_le<uint16_t>(&b[4], kProtocolVersion);
   b[6] = static_cast<uint8_t>(p.kind);
-  b[7] = 0;
+  b[7] = p.flags;
   store_le<uint64_t>(&b[8], p.peer_id);
   store_le<uint64_t>(&b[16], p.epoch);
   store_le<uint16_t>(&b[24], p.lane);
@@ -53,6 +53,7 @@ Result<Preamble> decode_preamble(std::span<const uint8_t, kPreambleSize> bytes) 
   }
   Preamble p;
   p.kind = static_cast<ConnKind>(b[6]);
+  p.flags = b[7];
   p.peer_id = load_le<uint64_t>(&b[8]);
   p.epoch = load_le<uint64_t>(&b[16]);
   p.lane = load_le<uint16_t>(&b[24]);

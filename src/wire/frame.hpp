@@ -40,15 +40,19 @@ enum class ConnKind : uint8_t {
   kProbe = 4,    // bandwidth probe: prober -> measured peer (docs/topology.md)
 };
 
+// Preamble.flags: the connecting side authenticates with a shared secret (net/auth.hpp).
+inline constexpr uint8_t kPreambleFlagAuth = 0x01;
+
 // What the connecting side says first.
 struct Preamble {
   ConnKind kind = ConnKind::kControl;
+  uint8_t flags = 0;         // kPreambleFlagAuth; unknown bits are ignored
   PeerId peer_id = kNoPeer;  // kNoPeer on a first control connection (the master assigns one)
   Epoch epoch = 0;           // data: the group epoch the lane belongs to
   uint16_t lane = 0;         // data: index in the pool
   uint16_t lane_count = 0;   // data: pool size
   uint32_t probe_window_ms = 0;  // probe: how long the receiver measures (epoch = probe round)
-  // Layout: u32 magic | u16 version | u8 kind | u8 reserved | u64 peer_id | u64 epoch |
+  // Layout: u32 magic | u16 version | u8 kind | u8 flags | u64 peer_id | u64 epoch |
   //         u16 lane | u16 lane_count | u32 probe_window_ms (0 unless kProbe)  (32 bytes)
 };
 

@@ -325,15 +325,6 @@ TEST(MasterCli, ReadsAuthTokenFile) {
   static const char kToken[] = "s3cret\n";
   ASSERT_EQ(write(fd, kToken, sizeof kToken - 1), static_cast<ssize_t>(sizeof kToken - 1));
   close(fd);
-  {
-    // TODO(master): drop this probe once MasterServer supports auth_token.
-    MasterProcess probe({"--listen", "127.0.0.1:0", "--auth-token-file", path});
-    if (!probe.wait_for_line("qccl-master listening on") &&
-        contains_ci(probe.err(), "not supported")) {
-      unlink(path);
-      GTEST_SKIP() << "the master does not support authentication yet:\n" << probe.err();
-    }
-  }
   run_until_signal(SIGTERM, {"--auth-token-file", path});
   unlink(path);
 }

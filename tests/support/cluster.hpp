@@ -103,6 +103,7 @@ struct ClusterOptions {
   uint32_t peer_timeout_ms = 4000;
   uint32_t vote_timeout_ms = 4000;
   uint32_t probe_ms = 60;             // qcclOptimizeTopology's measured time per link
+  std::string auth_token;             // shared secret of the master and every peer; "" = none
   uint32_t connections_per_peer = 2;  // fewer sockets than the default: 2 shared cores
   uint32_t connect_timeout_ms = 15000;
   milliseconds step_timeout{20000};  // deadline of each join step and of run()
@@ -131,6 +132,7 @@ class Cluster {
     mc.peer_timeout_ms = options_.peer_timeout_ms;
     mc.vote_timeout_ms = options_.vote_timeout_ms;
     mc.probe_ms = options_.probe_ms;
+    mc.auth_token = options_.auth_token.empty() ? nullptr : options_.auth_token.c_str();
     qcclResult_t r = qcclMasterCreate(&mc, &master_);
     if (r != qcclSuccess) {
       ADD_FAILURE() << "qcclMasterCreate: " << describe(r);
@@ -233,6 +235,7 @@ class Cluster {
     cc.peer_group = group;
     cc.connections_per_peer = options_.connections_per_peer;
     cc.connect_timeout_ms = options_.connect_timeout_ms;
+    cc.auth_token = options_.auth_token.empty() ? nullptr : options_.auth_token.c_str();
     qcclComm_t* comm = nullptr;
     qcclResult_t r = qcclCommCreate(&cc, &comm);
     if (r != qcclSuccess) return ::testing::AssertionFailure() << "qcclCommCreate: " << describe(r);

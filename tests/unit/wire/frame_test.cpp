@@ -27,10 +27,10 @@ Preamble sample_preamble() {
 
 TEST(WireFrame, PreambleGoldenBytes) {
   const std::array<uint8_t, kPreambleSize> expected = {
-      'Q', 'C', 'C', 'L', 1, 0, 2, 0,                        // magic, version, kind, reserved
+      'Q', 'C', 'C', 'L', 1, 0, 2, 0,                        // magic, version, kind, flags
       0x08, 0x07, 0x06, 0x05, 0x04, 0x03, 0x02, 0x01,        // peer_id
       0x18, 0x17, 0x16, 0x15, 0x14, 0x13, 0x12, 0x11,        // epoch
-      0x22, 0x21, 0x32, 0x31, 0, 0, 0, 0};                   // lane, lane_count, reserved
+      0x22, 0x21, 0x32, 0x31, 0, 0, 0, 0};                   // lane, lane_count, probe window
   EXPECT_EQ(encode_preamble(sample_preamble()), expected);
 }
 
@@ -73,6 +73,20 @@ TEST(WireFrame, ProbePreambleCarriesItsWindowInTheLastWord) {
   r = decode_preamble(b);
   ASSERT_TRUE(r.is_ok());
   EXPECT_EQ(r->probe_window_ms, 0u);
+}
+
+TEST(WireFrame, PreambleFlagsTravelInByte7) {
+  Preamble p = sample_preamble();
+  p.flags = kPreambleFlagAuth;
+  auto b = encode_preamble(p);
+  EXPECT_EQ(b[7], kPreambleFlagAuth);
+  auto r = decode_preamble(b);
+  ASSERT_TRUE(r.is_ok());
+  EXPECT_EQ(r->flags, kPreambleFlagAuth);
+  b[7] = 0x81;  // unknown bits are kept for the caller to ignore, not refused
+  r = decode_preamble(b);
+  ASSERT_TRUE(r.is_ok());
+  EXPECT_EQ(r->flags, 0x81);
 }
 
 TEST(WireFrame, PreambleRejectsBadMagic) {
