@@ -45,20 +45,24 @@ net::awaitable<void> LinkProber::measure(std::shared_ptr<net::Connection> conn,
   auto self = shared_from_this();
   const Key key{pre.epoch, pre.peer_id};
   std::string refusal;
+  bool late = false;  // a benign race (a lane after its link's measurement), not bad input
   if (pre.probe_window_ms == 0 || pre.probe_window_ms > kMaxProbeWindowMs) {
     refusal = fmt::format("window {} ms is outside 1..{}", pre.probe_window_ms, kMaxProbeWindowMs);
   } else if (pre.lane_count == 0 || pre.lane_count > kMaxProbeLanes) {
     refusal = fmt::format("{} connections is outside 1..{}", pre.lane_count, kMaxProbeLanes);
-  } else if (pre.epoch < round_) {
-    refusal = fmt::format("round {} is over (round {} runs)", pre.epoch, round_);
   } else if (!inbound_.count(key) && inbound_.size() >= kMaxInbound) {
     refusal = fmt::format("{} measurements are held already", inbound_.size());
+  } else if (pre.epoch < round_) {
+    refusal = fmt::format("round {} is over (round {} runs)", pre.epoch, round_);
+    late = true;
   } else if (inbound_.count(key) && inbound_.at(key).meter.done()) {
     refusal = "the measurement of this link is over";
+    late = true;
   }
   if (!refusal.empty()) {
-    log::get("peer")->warn("probe connection from {} (peer {}) refused: {}", conn->remote(),
-                           pre.peer_id, refusal);
+    log::get("peer")->log(late ? spdlog::level::debug : spdlog::level::warn,
+                          "probe connection from {} (peer {}) refused: {}", conn->remote(),
+                          pre.peer_id, refusal);
     auto nack = wire::encode_preamble_ack({StatusCode::kInvalidArgument});
     co_await write_all(*conn, nack);
     conn->close_after_flush();
@@ -67,7 +71,8 @@ net::awaitable<void> LinkProber::measure(std::shared_ptr<net::Connection> conn,
   Inbound& in = inbound_.try_emplace(key, milliseconds(pre.probe_window_ms)).first->second;
   in.lanes = pre.lane_count;
   in.conns.push_back(conn);
-  asio::steady_timer guard(ex_, milliseconds(pre.probe_window_ms) + timeout);  // a silent or endless prober is cut here
+  // A silent or endless prober is cut here.
+  asio::steady_timer guard(ex_, milliseconds(pre.probe_window_ms) + timeout);
   guard.async_wait([conn](const asio::error_code& ec) {
     if (!ec) conn->close();
   });
