@@ -43,9 +43,10 @@ run_bench() {
 }
 
 netns_require_free() {
-  local name
+  local name existing
+  existing="$(ip netns list)"  # captured: under pipefail, grep -q's early exit could fail ip
   for name in "$@"; do
-    if ip netns list | grep -qw "^$PREFIX-$name"; then
+    if grep -qw "^$PREFIX-$name" <<< "$existing"; then
       echo "namespace $PREFIX-$name already exists (a previous run?); remove it with" \
            "'ip netns del $PREFIX-$name' and retry" >&2
       exit 1

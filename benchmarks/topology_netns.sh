@@ -62,7 +62,7 @@ if [[ -z "$BENCH" ]]; then
   for b in "$HERE/../build/benchmarks/qccl_allreduce_bench" \
            "$HERE/../build-bench/benchmarks/qccl_allreduce_bench" \
            "$HERE/../build-netns/benchmarks/qccl_allreduce_bench"; do
-    if [[ -x "$b" ]] && "$b" --help 2>&1 | grep -q -- --optimize-topology; then
+    if [[ -x "$b" ]] && grep -q -- --optimize-topology <<< "$("$b" --help 2>&1)"; then
       BENCH="$(cd "$(dirname "$b")" && pwd)/$(basename "$b")"
       break
     fi
