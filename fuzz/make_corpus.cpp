@@ -165,6 +165,21 @@ bool write_all(CorpusWriter& w) {
     put_u32(slow_start, 1000000);
   }
   ok &= w.write("probe_meter", "slow-start", slow_start);
+  // The regression of tests/unit/peer/probe_meter_test.cpp AFigureBeyondUint64Saturates:
+  // 30 GB read within a nanosecond of the mark, a figure past 2^64.
+  Bytes saturating(2);
+  store_le<uint16_t>(saturating.data(), 2);
+  for (uint32_t dt : {0u, 999999u, 1u}) {
+    put_u32(saturating, dt == 1 ? 0xFFFFFFFFu : 0);
+    put_u32(saturating, dt);
+  }
+  for (int i = 0; i < 6; ++i) {
+    put_u32(saturating, 0xFFFFFFFFu);
+    put_u32(saturating, 0);
+  }
+  put_u32(saturating, 0);
+  put_u32(saturating, 0xFFFFFFFFu);
+  ok &= w.write("probe_meter", "saturating", saturating);
 
   // auth: mode byte (bit 0: the accepting side has a secret) | what the connecting side sends.
   const Bytes zeros(net::kNonceSize + net::kMacSize, 0x5A);

@@ -97,6 +97,7 @@ trap cleanup EXIT
 
 run_target() {
   local name="$1" dir="$work/$1"
+  rm -rf "$artifacts/$name"  # only this run's findings
   mkdir -p "$dir/corpus" "$artifacts/$name"
   if [[ -d "fuzz/corpus/$name" ]]; then cp -R "fuzz/corpus/$name/." "$dir/corpus/"; fi
   # -timeout: one input running 10 s is a hang; -rss_limit_mb: the default, made explicit.

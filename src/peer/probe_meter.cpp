@@ -30,7 +30,10 @@ void ProbeMeter::finish() {
     bytes = static_cast<double>(total_);
     seconds = duration<double>(last_ - *first_).count();
   }
-  bytes_per_s_ = seconds > 0 ? static_cast<uint64_t>(bytes / seconds) : 0;
+  const double rate = seconds > 0 ? bytes / seconds : 0;
+  // Saturate: converting a double at or past 2^64 to uint64_t is undefined (in practice 0, the
+  // slowest figure), and enough bytes read within nanoseconds get there.
+  bytes_per_s_ = rate >= 0x1p64 ? UINT64_MAX : static_cast<uint64_t>(rate);
 }
 
 }  // namespace qccl::peer

@@ -100,5 +100,18 @@ TEST(ProbeMeter, NothingToMeasureGivesZero) {
   EXPECT_EQ(one.bytes_per_s(), 0u);
 }
 
+// Found with fuzz/probe_meter_fuzz.cpp: bytes over a nanosecond can exceed what a uint64_t
+// holds, and converting such a double to uint64_t is undefined (UBSan: "outside the range of
+// representable values"). The figure saturates instead.
+TEST(ProbeMeter, AFigureBeyondUint64Saturates) {
+  ProbeMeter m(2ms);
+  m.add(0, t0);
+  m.add(0, t0 + 999999ns);
+  for (int i = 0; i < 7; ++i) m.add(0xFFFFFFFFu, t0 + 1ms);  // 30 GB at the same instant
+  m.finish();  // measured over (t0 + 999999 ns, t0 + 1 ms]: 3e19 bytes/s
+  ASSERT_TRUE(m.done());
+  EXPECT_EQ(m.bytes_per_s(), UINT64_MAX);
+}
+
 }  // namespace
 }  // namespace qccl::peer
