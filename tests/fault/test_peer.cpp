@@ -25,7 +25,15 @@
 //            allreduce [count]  one all-reduce, retried on qcclPeerLost
 //            try [count]        one attempt, no retry
 //            pending            qcclArePeersPending       update   qcclUpdateTopology
-//            attr               prints the view            quit
+//            optimize           qcclOptimizeTopology      attr     prints the view
+//            sync               qcclSyncSharedState of the state mode's tensors (built from
+//                               --state-mib/--seed/--stale at the first sync), at --revision
+//                               R (default 7, 0 when --stale), then the elected revision + 1;
+//                               a failed sync must leave every tensor as it was (each byte is
+//                               compared with a copy taken before the call)
+//            quit
+//          With --announce, "call CMD at T" is printed right before each library call of a
+//          command, and "destroyed ms D at T" once qcclCommDestroy returned at the end.
 //   multi  qcclAllReduceMultipleWithRetry of --tensors m tensors (tags tag..tag+m-1; tensor t
 //          holds (t+1)*2^I; odd tensors in place), --iters k times (0 = until killed).
 //   state  shared state: --state-mib M MiB of tensors (several names and dtypes, one empty,
@@ -51,19 +59,25 @@
 //   world W epoch E at T                               (the watcher saw the view change)
 //   watch CODE NAME at T msg ...                       (qcclGetAttribute failed; watcher stops)
 //   pending P at T | updated world W epoch E at T | view world W epoch E rank R at T
-//   vote-fail CODE NAME [ms D] at T msg ...            (a control call failed; ms in topo)
+//   vote-fail CODE NAME [ms D] at T msg ...            (a control call failed; ms in topo
+//                                                      and for idle's optimize)
+//   call CMD at T                                      (idle --announce: CMD starts now)
+//   destroyed ms D at T                                (--announce: qcclCommDestroy took D ms)
 //   bad K what at T                                   (the result is wrong: a test failure)
-//   corrupt K what at T                                (a failed op changed its input)
+//   corrupt K what at T                                (a failed op changed its input, or
+//                                                      idle's failed sync K changed a tensor)
 //   error WHAT CODE NAME at T msg ...                  (setup failed; exit code 3)
-//   state-ready bytes B tensors N hash H at T          (state mode, before connecting: B bytes
-//                                                      in comparable tensors, H = state_hash)
+//   state-ready bytes B tensors N hash H at T          (state mode, before connecting; idle
+//                                                      mode, at the first sync: B bytes in
+//                                                      comparable tensors, H = state_hash)
 //   synced K revision R tx T rx X hash H ms D at T     (sync K, counted from 0, succeeded;
 //                                                      T, X = qcclSyncInfo_t tx/rx bytes)
-//   sync-fail K CODE NAME at T msg ...
+//   sync-fail K CODE NAME ms D at T msg ...
 //   grown world W epoch E at T                         (--grow-to reached)
 //   ring index I rank R epoch E at T                   (topo mode: ring position, data flows
 //                                                      rank R -> R+1 mod world)
-//   optimized index I rank R epoch E ms D at T         (qcclOptimizeTopology returned after D ms)
+//   optimized index I rank R epoch E ms D at T         (qcclOptimizeTopology returned after D
+//                                                      ms; topo mode and idle's optimize)
 //   done at T
 // Exit codes: 0 done, 2 bad usage, 3 setup failed, 4 an operation failed for good.
 #include <atomic>
@@ -147,6 +161,7 @@ struct Options {
   bool admit = false;
   bool inplace = false;
   bool quant = false;
+  bool announce = false;  // idle: "call" before each call, "destroyed" after qcclCommDestroy
   int tensors = 4;
   int inflight = 2;
   uint32_t connections = 0;
@@ -170,6 +185,7 @@ struct Options {
                "usage: qccl_test_peer --master HOST:PORT --index I\n"
                "  --mode loop|idle|multi|state|topo\n"
                "  [--world W] [--count N] [--iters K] [--tag T] [--admit] [--inplace] [--quant]\n"
+               "  [--announce]\n"
                "  [--tensors M] [--inflight F] [--connections C] [--connect-timeout-ms MS]\n"
                "  [--watch-ms MS] [--pace-ms MS]\n"
                "  [--state-mib M] [--stale] [--strategy popular|receive|send] [--syncs K]\n"
@@ -197,6 +213,7 @@ Options parse(int argc, char** argv) {
       else if (a == "--admit") o.admit = true;
       else if (a == "--inplace") o.inplace = true;
       else if (a == "--quant") o.quant = true;
+      else if (a == "--announce") o.announce = true;
       else if (a == "--tensors") o.tensors = std::stoi(val());
       else if (a == "--inflight") o.inflight = std::stoi(val());
       else if (a == "--connections") o.connections = static_cast<uint32_t>(std::stoul(val()));
@@ -241,7 +258,13 @@ class Peer {
 
   ~Peer() {
     stop_watcher();
-    if (comm_ != nullptr) qcclCommDestroy(comm_);
+    if (comm_ != nullptr) {
+      auto t0 = std::chrono::steady_clock::now();
+      qcclCommDestroy(comm_);
+      double ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0)
+                      .count();
+      if (opt_.announce) emit(strf("destroyed ms %.3f", ms));
+    }
   }
 
   int run() {
@@ -264,6 +287,11 @@ class Peer {
     return v;
   }
   int64_t world() const { return attr(QCCL_ATTR_GROUP_WORLD_SIZE); }
+
+  // Idle --announce: "call CMD" right before the library call of the current command.
+  void announce() const {
+    if (opt_.announce && !announce_cmd_.empty()) emit("call " + announce_cmd_);
+  }
 
   std::string view() const {
     return strf("index %d world %lld rank %lld epoch %lld", opt_.index,
@@ -375,6 +403,7 @@ class Peer {
     desc.quantization.quantized_dtype = qcclUint8;
     for (;;) {
       qcclReduceInfo_t info{};
+      announce();
       auto t0 = std::chrono::steady_clock::now();
       qcclResult_t r = qcclAllReduce(in, recv.data(), &desc, comm_, &info);
       double ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0)
@@ -490,14 +519,28 @@ class Peer {
       size_t count = opt_.count;
       if (size_t n = 0; in >> n && n > 0) count = n;
       if (cmd == "quit") break;
+      announce_cmd_ = cmd;
       if (cmd == "allreduce" || cmd == "try") {
         one_op(count, cmd == "allreduce");
+      } else if (cmd == "sync") {
+        idle_sync();
+      } else if (cmd == "optimize") {
+        announce();
+        auto t0 = std::chrono::steady_clock::now();
+        qcclResult_t r = qcclOptimizeTopology(comm_);
+        double ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0)
+                        .count();
+        if (r == qcclSuccess) emit(strf("optimized %s ms %.3f", ring_view().c_str(), ms));
+        else emit(strf("vote-fail %d %s ms %.3f", static_cast<int>(r), result_name(r), ms),
+                  qcclGetLastError());
       } else if (cmd == "pending") {
         int pending = 0;
+        announce();
         qcclResult_t r = qcclArePeersPending(comm_, &pending);
         if (r == qcclSuccess) emit(strf("pending %d", pending));
         else emit(strf("vote-fail %d %s", static_cast<int>(r), result_name(r)), qcclGetLastError());
       } else if (cmd == "update") {
+        announce();
         qcclResult_t r = qcclUpdateTopology(comm_);
         if (r == qcclSuccess) {
           emit(strf("updated world %lld epoch %lld", static_cast<long long>(world()),
@@ -542,6 +585,30 @@ class Peer {
       for (size_t i = 8 * words; i < bytes; ++i) h = (h ^ p[i]) * kPrime;
     }
     return h;
+  }
+
+  // Idle mode's sync: builds the state at the first call; a failed sync must not have changed
+  // any byte of any tensor (all of them, allow_inequality included).
+  void idle_sync() {
+    if (tensors_.empty()) make_state();
+    std::vector<std::vector<uint8_t>> before;
+    for (size_t i = 0; i < tensors_.size(); ++i) {
+      const auto* p = static_cast<const uint8_t*>(tensors_[i].data);
+      before.emplace_back(p, p + state_bytes_[i]);
+    }
+    const long long k = syncs_done_;
+    if (one_sync()) return;
+    std::string changed;
+    for (size_t i = 0; i < tensors_.size(); ++i) {
+      if (state_bytes_[i] != 0 && std::memcmp(before[i].data(), tensors_[i].data, state_bytes_[i]) != 0) {
+        if (!changed.empty()) changed += ',';
+        changed += tensors_[i].name;
+      }
+    }
+    if (!changed.empty()) {
+      emit(strf("corrupt %lld the failed sync changed tensors %s; state hash now %s", k,
+                changed.c_str(), hex(state_hash()).c_str()));
+    }
   }
 
   static std::string hex(uint64_t x) { return strf("%016llx", static_cast<unsigned long long>(x)); }
@@ -609,6 +676,7 @@ class Peer {
     st.num_tensors = tensors_.size();
     st.tensors = tensors_.data();
     qcclSyncInfo_t info{};
+    announce();
     auto t0 = std::chrono::steady_clock::now();
     qcclResult_t r = qcclSyncSharedState(comm_, &st, strategy(), &info);
     double ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0)
@@ -689,6 +757,7 @@ class Peer {
   std::vector<uint8_t> local_copy_;
   uint64_t revision_ = 0;
   int64_t syncs_done_ = 0;
+  std::string announce_cmd_;  // idle: the command being run (for announce())
 };
 
 }  // namespace
