@@ -124,6 +124,9 @@ void StateSync::begin_fetch(const wire::M2CSyncPlan& plan) {
     // only requests naming the hash it holds.
     targets.push_back({f.entry, a.request.writable[f.entry], a.request.served[f.entry].bytes,
                        f.hash});
+    const uint8_t* old = a.request.writable[f.entry];
+    a.backup.emplace_back(f.entry,
+                          std::vector<uint8_t>(old, old + a.request.served[f.entry].bytes));
   }
   std::vector<state::FetchDonor> donors;
   for (const auto& d : plan.donors) {
@@ -203,6 +206,11 @@ void StateSync::finish(Result<SyncOutcome> outcome) {
     if (outcome.is_ok()) {
       outcome->tx_bytes = self->server_->bytes_sent();
       outcome->rx_bytes = a.rx_bytes;
+    } else {
+      // Nothing touches the tensors any more (the download and the server have drained).
+      for (const auto& [entry, bytes] : a.backup) {
+        std::copy(bytes.begin(), bytes.end(), a.request.writable[entry]);
+      }
     }
     a.promise->set_value(std::move(outcome));
     if (self->on_idle_) self->on_idle_();

@@ -13,6 +13,11 @@
 // communicator's destruction cancel the download; completion always waits for the transfers
 // to drain. Donors that leave the ring (on_ring) are dropped from the download at once.
 //
+// All or nothing: before downloading, the tensors to be overwritten are copied aside, and a
+// sync that fails restores them (so a receiver's memory holds twice the downloaded tensors
+// for the duration of the sync). Without it, losing the master mid-transfer would leave torn
+// tensors behind and no retry to complete them.
+//
 // Thread-safety: prepare_sync() anywhere; everything else on the loop thread.
 #pragma once
 
@@ -96,6 +101,8 @@ class StateSync : public std::enable_shared_from_this<StateSync> {
     std::vector<PeerId> donors;
     std::shared_ptr<state::StateFetch> fetch;
     std::optional<Result<SyncOutcome>> pending_end;  // decided while the fetch drains
+    // The downloaded entries' content before the download, restored if the sync fails.
+    std::vector<std::pair<uint32_t, std::vector<uint8_t>>> backup;
   };
 
   void begin_fetch(const wire::M2CSyncPlan& plan);
