@@ -28,6 +28,14 @@
 #                        ctest `python_pip_install` does a real `pip install .` into a fresh
 #                        venv and runs an all-reduce with it (about 2-3 minutes: it compiles
 #                        the core again); 0: skip it.
+#   QCCL_TEST_FUZZ       1: run scripts/fuzz.sh (clang build in build-fuzz/, then every fuzz
+#                        target of fuzz/ on its seed corpus; any crash fails the run); 0: do
+#                        not; auto (default): if clang++ is installed (install_deps.sh installs
+#                        it) and the time spent so far plus the step's estimate fits
+#                        QCCL_CI_BUDGET_SECONDS, else skipped with a notice. It runs after the
+#                        sanitizer pass, so it never takes that pass's budget.
+#   QCCL_TEST_FUZZ_SECONDS  seconds per fuzz target (default 20; the 6 targets run two at a
+#                        time, so about 60 s, after a build of about 1.5 minutes from scratch)
 set -euo pipefail
 
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -40,6 +48,14 @@ test_jobs="${QCCL_TEST_JOBS:-2}"
 test_python="${QCCL_TEST_PYTHON:-1}"
 test_pip="${QCCL_TEST_PIP_INSTALL:-$test_python}"
 budget="${QCCL_CI_BUDGET_SECONDS:-1200}"
+test_fuzz="${QCCL_TEST_FUZZ:-auto}"
+fuzz_seconds="${QCCL_TEST_FUZZ_SECONDS:-20}"
+case "$test_fuzz" in
+  1 | true | yes | on) test_fuzz=1 ;;
+  0 | false | no | off) test_fuzz=0 ;;
+  auto) ;;
+  *) echo "test.sh: QCCL_TEST_FUZZ must be 1, 0 or auto, not '$test_fuzz'" >&2; exit 2 ;;
+esac
 case "${QCCL_TEST_SANITIZE:-}" in
   1 | true | yes | on) QCCL_TEST_SANITIZE=1 ;;
   0 | false | no | off) QCCL_TEST_SANITIZE=0 ;;
@@ -135,6 +151,31 @@ if [[ "$QCCL_TEST_SANITIZE" == 1 ]]; then
   configure_build_test "$asan_dir" "asan+ubsan" -DQCCL_SANITIZE=address,undefined \
     -DQCCL_WERROR=OFF -DQCCL_BUILD_EXAMPLES=OFF -DQCCL_BUILD_BENCHMARKS=OFF \
     -DQCCL_BUILD_PYTHON=OFF
+fi
+
+# The fuzz step: a bounded run of every libFuzzer target (scripts/fuzz.sh; docs/protocol.md
+# §5). Its estimate: the clang build from scratch plus the targets, two at a time.
+if [[ "$test_fuzz" == auto ]]; then
+  fuzz_targets=$(find fuzz -maxdepth 1 -name '*_fuzz.cpp' | wc -l)
+  fuzz_estimate=$((100 + (fuzz_targets + 1) / 2 * (fuzz_seconds + 2)))
+  projected=$(((SECONDS - start_all) + fuzz_estimate))
+  if ! command -v clang++ >/dev/null 2>&1; then
+    test_fuzz=0
+    step "NOTICE: skipping the fuzz step: clang++ is not installed" \
+         "(scripts/install_deps.sh installs it; QCCL_TEST_FUZZ=1 makes its absence an error)"
+  elif ((projected > budget)); then
+    test_fuzz=0
+    step "NOTICE: skipping the fuzz step: projected ${projected}s > budget ${budget}s" \
+         "(set QCCL_TEST_FUZZ=1 to force it)"
+  else
+    test_fuzz=1
+  fi
+fi
+if [[ "$test_fuzz" == 1 ]]; then
+  step "fuzz: every target for ${fuzz_seconds}s (scripts/fuzz.sh)"
+  t=$SECONDS
+  "$repo/scripts/fuzz.sh" --seconds "$fuzz_seconds"
+  elapsed "fuzz step" "$t"
 fi
 
 # Last, so that its two minutes do not count against the sanitizer pass's budget check.
