@@ -36,6 +36,12 @@
 #                        sanitizer pass, so it never takes that pass's budget.
 #   QCCL_TEST_FUZZ_SECONDS  seconds per fuzz target (default 20; the 6 targets run two at a
 #                        time, so about 60 s, after a build of about 1.5 minutes from scratch)
+#   QCCL_TEST_TSAN       1: also build the library and the integration tests (several
+#                        communicators as threads of one process) with ThreadSanitizer in
+#                        build-tsan/ and run them (ctest label `integration`); 0: do not;
+#                        auto: if the time so far plus its estimate (tsan_estimate below) fits
+#                        the budget; unset: auto with CI=true, else 0. Runs after the ASan pass.
+#   QCCL_TSAN_BUILD_DIR  ThreadSanitizer build directory (default build-tsan)
 set -euo pipefail
 
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -43,6 +49,7 @@ cd "$repo"
 
 build_dir="${QCCL_BUILD_DIR:-build}"
 asan_dir="${QCCL_ASAN_BUILD_DIR:-build-asan}"
+tsan_dir="${QCCL_TSAN_BUILD_DIR:-build-tsan}"
 build_jobs="${QCCL_BUILD_JOBS:-$(nproc 2>/dev/null || echo 2)}"
 test_jobs="${QCCL_TEST_JOBS:-2}"
 test_python="${QCCL_TEST_PYTHON:-1}"
@@ -55,6 +62,13 @@ case "$test_fuzz" in
   0 | false | no | off) test_fuzz=0 ;;
   auto) ;;
   *) echo "test.sh: QCCL_TEST_FUZZ must be 1, 0 or auto, not '$test_fuzz'" >&2; exit 2 ;;
+esac
+case "${QCCL_TEST_TSAN:-}" in
+  1 | true | yes | on) test_tsan=1 ;;
+  0 | false | no | off) test_tsan=0 ;;
+  auto) test_tsan=auto ;;
+  "") if [[ "${CI:-}" == true ]]; then test_tsan=auto; else test_tsan=0; fi ;;
+  *) echo "test.sh: QCCL_TEST_TSAN must be 1, 0 or auto, not '$QCCL_TEST_TSAN'" >&2; exit 2 ;;
 esac
 case "${QCCL_TEST_SANITIZE:-}" in
   1 | true | yes | on) QCCL_TEST_SANITIZE=1 ;;
@@ -151,6 +165,42 @@ if [[ "$QCCL_TEST_SANITIZE" == 1 ]]; then
   configure_build_test "$asan_dir" "asan+ubsan" -DQCCL_SANITIZE=address,undefined \
     -DQCCL_WERROR=OFF -DQCCL_BUILD_EXAMPLES=OFF -DQCCL_BUILD_BENCHMARKS=OFF \
     -DQCCL_BUILD_PYTHON=OFF
+fi
+
+# ThreadSanitizer over the multi-threaded tests: the integration tests run a master and
+# several communicators as threads of one process. Only the library and those tests are
+# built (the estimate: about 4 minutes of build and 2 of tests on the 2-core machine).
+tsan_estimate=360
+if [[ "$test_tsan" == auto ]]; then
+  projected=$(((SECONDS - start_all) + tsan_estimate))
+  if ((projected <= budget)); then
+    test_tsan=1
+  else
+    test_tsan=0
+    step "NOTICE: skipping the TSan pass: projected ${projected}s > budget ${budget}s" \
+         "(set QCCL_TEST_TSAN=1 to force it)"
+  fi
+fi
+if [[ "$test_tsan" == 1 ]]; then
+  check_generator "$tsan_dir"
+  step "tsan: configure $tsan_dir"
+  t=$SECONDS
+  cmake -S . -B "$tsan_dir" -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DQCCL_BUILD_TESTS=ON \
+    -DQCCL_SANITIZE=thread -DQCCL_WERROR=OFF -DQCCL_BUILD_EXAMPLES=OFF \
+    -DQCCL_BUILD_BENCHMARKS=OFF -DQCCL_BUILD_PYTHON=OFF
+  # Integration tests are named after their targets (qccl_add_test).
+  # (`inject`: fault_link_test's timing races do not hold under TSan's slowdown.)
+  mapfile -t tsan_targets < <(ctest --test-dir "$tsan_dir" -N -L integration -LE inject |
+                              awk '$1 == "Test" && $2 ~ /^#/ {print $3}')
+  step "tsan: build ${tsan_targets[*]} ($build_jobs jobs)"
+  cmake --build "$tsan_dir" --parallel "$build_jobs" --target "${tsan_targets[@]}"
+  elapsed "tsan build" "$t"
+  step "tsan: ctest -L integration -LE inject ($test_jobs jobs)"
+  t=$SECONDS
+  TSAN_OPTIONS="${TSAN_OPTIONS:-halt_on_error=1 second_deadlock_stack=1}" \
+    ctest --test-dir "$tsan_dir" --output-on-failure --no-tests=error -j "$test_jobs" \
+    -L integration -LE inject
+  elapsed "tsan ctest" "$t"
 fi
 
 # The fuzz step: a bounded run of every libFuzzer target (scripts/fuzz.sh; docs/protocol.md
