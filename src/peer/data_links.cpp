@@ -86,7 +86,7 @@ net::awaitable<void> DataLinks::accept_one(std::shared_ptr<net::Connection> conn
   if (pre->epoch < epoch_ || (pre->epoch == epoch_ && pre->peer_id != prev_)) {
     auto nack = wire::encode_preamble_ack({StatusCode::kPeerLost});
     std::array<asio::const_buffer, 1> b{asio::buffer(nack)};
-    co_await conn->write_gather(b);
+    (void)co_await conn->write_gather(b);  // best effort: the connection is closed either way
     deadline.cancel();
     conn->close_after_flush();
     co_return;

@@ -64,7 +64,7 @@ net::awaitable<void> LinkProber::measure(std::shared_ptr<net::Connection> conn,
                           "probe connection from {} (peer {}) refused: {}", conn->remote(),
                           pre.peer_id, refusal);
     auto nack = wire::encode_preamble_ack({StatusCode::kInvalidArgument});
-    co_await write_all(*conn, nack);
+    (void)co_await write_all(*conn, nack);  // best effort: the connection is closed either way
     conn->close_after_flush();
     co_return;
   }

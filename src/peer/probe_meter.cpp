@@ -10,7 +10,8 @@ void ProbeMeter::add(size_t bytes, Clock::time_point now) {
     first_ = last_ = now;
     return;
   }
-  if (!mark_ && now - *first_ >= window_ / 2) {
+  const auto half = std::chrono::duration_cast<std::chrono::microseconds>(window_) / 2;
+  if (!mark_ && now - *first_ >= half) {
     mark_ = last_;  // the read before this one: this read's bytes arrived after it
     at_mark_ = total_;
   }
