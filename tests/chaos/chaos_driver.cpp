@@ -24,7 +24,8 @@
 // At the end of --duration the harness ends every impairment, waits for the group to make
 // progress again, closes every peer's stdin (each leaves gracefully) and stops the master with
 // SIGTERM (it must exit 0). Every wait has a deadline; processes are ended by pid. The seed
-// reproduces the sequence of fault decisions, not the timing of the processes.
+// reproduces the sequence of fault decisions, not the timing of the processes. SIGINT or
+// SIGTERM ends the run early (counted as a violation) after the same cleanup.
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -52,6 +53,10 @@
 
 namespace qccl::chaos {
 namespace {
+
+// SIGINT / SIGTERM: end the run early, still cleaning up (children, namespaces) and reporting.
+volatile std::sig_atomic_t g_interrupted = 0;
+void on_interrupt(int) { g_interrupted = 1; }
 
 int64_t now_us() {
   return std::chrono::duration_cast<std::chrono::microseconds>(
@@ -691,6 +696,11 @@ int Driver::run() {
   next_status_us_ = start_us_ + status_every;
 
   while (phase_ != Phase::kDone) {
+    if (g_interrupted != 0) {
+      std::printf("interrupted: stopping every process\n");
+      inv_.violate(Inv::kPeers, "the run was interrupted");
+      break;
+    }
     procs_.poll_once(20, [this](Procs::Id id, bool out, const std::string& l) { on_line(id, out, l); });
     reap();
     if (phase_ == Phase::kDone) break;
@@ -775,6 +785,8 @@ int main(int argc, char** argv) {
   // Last resort: every wait has its own deadline, so this only fires on a harness bug. The
   // children die with us (PR_SET_PDEATHSIG).
   ::alarm(static_cast<unsigned>(opt.duration_s + 600));
+  std::signal(SIGINT, qccl::chaos::on_interrupt);
+  std::signal(SIGTERM, qccl::chaos::on_interrupt);
   qccl::chaos::Driver driver(std::move(opt));
   return driver.run();
 }

@@ -15,13 +15,13 @@
 //   2. qcclSyncSharedState of the model at this peer's revision (0 for a fresh process),
 //      enforce-popular, except receive-only for the first sync of a rejoined communicator
 //      (its model is known to be stale). The elected revision is the step s. Retried on
-//      qcclPeerLost, with the model as it was before the call (a failed sync may have
-//      downloaded part of it, and a half-downloaded model must not be voted for).
+//      qcclPeerLost. A failed sync must have left the model as it was (checked).
 //   3. the plain all-reduce, then 4. the quantized one; each retried at once on
 //      qcclPeerLost. qcclTooFewPeers (alone in the group) makes this peer's own input the
 //      result: a solo step.
 //   5. checks what it can alone (uniform results, popcount(mask) == world size, its own bit
-//      in the mask, inputs untouched by failed ops, its allow_inequality tensor untouched),
+//      in the mask, inputs untouched by failed ops, the model untouched by failed syncs, its
+//      allow_inequality tensor untouched),
 //      prints the step line, updates the model and sleeps --pace-ms (pacing, not sync).
 // qcclKicked or qcclMasterUnreachable (e.g. after SIGCONT or a cut link) end the
 // communicator: it is destroyed and a new one connects as a new peer, keeping the model it
@@ -326,10 +326,14 @@ class Peer {
         rx = info.rx_bytes;
         return Fatal{qcclSuccess, ""};
       }
-      // The model as it was, so that it matches the revision it is voted with again.
-      model_.w = backup_w_;
-      model_.b = backup_b_;
-      model_.step = backup_step;
+      // All or nothing: a failed sync, whatever the code, changed nothing (shared-state.md
+      // §5). Restored if it did, so that the model matches the revision it votes again with.
+      if (model_.w != backup_w_ || model_.b != backup_b_ || model_.step != backup_step) {
+        emit(strf("bad sync failed with %s but changed the model", result_name(r)));
+        model_.w = backup_w_;
+        model_.b = backup_b_;
+        model_.step = backup_step;
+      }
       if (fatal(r)) return Fatal{r, "sync"};
       if (r == qcclMismatch) {
         const std::string why = qcclGetLastError();
