@@ -8,8 +8,9 @@
 #                        0: do not
 #                        auto: if the budget below allows
 #                        unset: auto with CI=true, else 0
-#   QCCL_CI_BUDGET_SECONDS  CI's time budget for this script (default 1800: with every pass the
-#                        script takes about 25-28 minutes on the 2-core machine; CI allows 90). With
+#   QCCL_CI_BUDGET_SECONDS  CI's time budget for this script (default 2100: with every pass the
+#                        script took 1598 s on the 2-core machine before the chaos soak (3 more
+#                        minutes) joined; CI allows 90 minutes). With
 #                        QCCL_TEST_SANITIZE=auto, the sanitizer pass runs only if the time
 #                        spent so far plus 2.5 times the plain build+test time fits in it;
 #                        otherwise it is skipped with a notice. (Measured on the 2-core
@@ -55,7 +56,7 @@ build_jobs="${QCCL_BUILD_JOBS:-$(nproc 2>/dev/null || echo 2)}"
 test_jobs="${QCCL_TEST_JOBS:-2}"
 test_python="${QCCL_TEST_PYTHON:-1}"
 test_pip="${QCCL_TEST_PIP_INSTALL:-$test_python}"
-budget="${QCCL_CI_BUDGET_SECONDS:-1800}"
+budget="${QCCL_CI_BUDGET_SECONDS:-2100}"
 test_fuzz="${QCCL_TEST_FUZZ:-auto}"
 fuzz_seconds="${QCCL_TEST_FUZZ_SECONDS:-20}"
 case "$test_fuzz" in
@@ -163,9 +164,10 @@ if [[ "$QCCL_TEST_SANITIZE" == 1 ]]; then
   # LeakSanitizer stays on; UBSan findings end the test (-fno-sanitize-recover in CMake).
   export ASAN_OPTIONS="${ASAN_OPTIONS:-detect_leaks=1}"
   export UBSAN_OPTIONS="${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}"
+  # The chaos soak runs one minute here (two in the release pass).
   configure_build_test "$asan_dir" "asan+ubsan" -DQCCL_SANITIZE=address,undefined \
     -DQCCL_WERROR=OFF -DQCCL_BUILD_EXAMPLES=OFF -DQCCL_BUILD_BENCHMARKS=OFF \
-    -DQCCL_BUILD_PYTHON=OFF
+    -DQCCL_BUILD_PYTHON=OFF -DQCCL_CHAOS_SECONDS=60
 fi
 
 # ThreadSanitizer over the multi-threaded tests: the integration tests run a master and
