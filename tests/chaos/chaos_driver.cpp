@@ -86,6 +86,8 @@ struct PeerProc {
   int64_t cont_at_us = 0;
   bool established = false;  // printed a step with its current communicator
   bool exited = false;
+  std::string retry_key;  // the call of its last retry line, and how many in a row
+  uint64_t retry_run = 0;
 };
 
 struct Slot {
@@ -178,6 +180,7 @@ class Driver {
   std::vector<std::pair<Fault, int64_t>> unresolved_;  // faults awaiting the next new step
   std::vector<std::string> since_step_;                // their descriptions
   int64_t next_serial_ = 0;
+  uint64_t rss_samples_ = 0;
 };
 
 std::string Driver::options_line() const {
@@ -224,7 +227,15 @@ bool Driver::start_master() {
                            "--heartbeat-ms", std::to_string(opt_.heartbeat_ms),
                            "--peer-timeout-ms", std::to_string(opt_.peer_timeout_ms),
                            "--vote-timeout-ms", std::to_string(opt_.vote_timeout_ms)});
-  master_ = procs_.spawn("master", argv);
+  std::vector<std::string> env;
+#if defined(__SANITIZE_ADDRESS__)
+  // ASan keeps freed memory in a quarantine (256 MiB by default) before reusing it, which
+  // would read as growth of VmRSS; a small one keeps the memory invariant meaningful.
+  const char* asan = std::getenv("ASAN_OPTIONS");
+  const std::string before = asan != nullptr && *asan != '\0' ? std::string(asan) + ":" : "";
+  env.push_back("ASAN_OPTIONS=" + before + "quarantine_size_mb=16");
+#endif
+  master_ = procs_.spawn("master", argv, env);
   if (!master_) {
     std::printf("cannot start %s: %s\n", opt_.master_bin.c_str(), procs_.error().c_str());
     return false;
@@ -336,6 +347,16 @@ void Driver::on_peer_event(PeerProc& p, const Event& e) {
     ++report_.connect_failures;
   } else if (e.is("retry")) {
     ++report_.retries[e.word(1)];
+    // Retries of the same call in a row (a retry loop that spins shows here).
+    const std::string key = e.word(1) + " of step " + e.field("step").value_or("?");
+    p.retry_run = key == p.retry_key ? p.retry_run + 1 : 1;
+    p.retry_key = key;
+    if (p.retry_run > report_.max_retries) {
+      report_.max_retries = p.retry_run;
+      char t[48];
+      std::snprintf(t, sizeof t, " (at %.3f s)", static_cast<double>(now - start_us_) / 1e6);
+      report_.max_retries_what = p.label + ", " + key + t;
+    }
   } else if (e.is("rejoin")) {
     p.established = false;
     ++report_.rejoins[e.word(4) + " in " + e.field("where").value_or("?")];
@@ -618,6 +639,7 @@ void Driver::sample_rss(int64_t now) {
     report_.rss_limit_kib = opt_.rss_limit_mib > 0 ? opt_.rss_limit_mib * 1024 : kib + 64 * 1024;
   }
   inv_.check(Inv::kMaster);
+  if (++rss_samples_ % 10 == 0) log_line("harness", "master VmRSS " + std::to_string(kib) + " KiB", false);
   report_.rss_end_kib = kib;
   report_.rss_max_kib = std::max(report_.rss_max_kib, kib);
   inv_.check(Inv::kMemory);

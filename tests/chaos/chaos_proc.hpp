@@ -44,8 +44,8 @@ class Procs {
   Procs(const Procs&) = delete;
   Procs& operator=(const Procs&) = delete;
 
-  // Starts argv (argv[0] an absolute path) with `env` ("K=V") added to ours. nullopt (and
-  // error()) if pipe or fork failed.
+  // Starts argv (argv[0] an absolute path) with `env` ("K=V") added to ours (replacing ours
+  // for the same K). nullopt (and error()) if pipe or fork failed.
   std::optional<Id> spawn(const std::string& label, const std::vector<std::string>& argv_s,
                           const std::vector<std::string>& env = {}) {
     std::vector<std::string> args(argv_s);
@@ -53,7 +53,14 @@ class Procs {
     for (auto& s : args) argv.push_back(s.data());
     argv.push_back(nullptr);
     std::vector<std::string> env_s;
-    for (char** e = environ; *e != nullptr; ++e) env_s.emplace_back(*e);
+    for (char** e = environ; *e != nullptr; ++e) {
+      const std::string kv = *e;
+      const std::string key = kv.substr(0, kv.find('=') + 1);
+      if (std::none_of(env.begin(), env.end(),
+                       [&](const std::string& x) { return x.rfind(key, 0) == 0; })) {
+        env_s.push_back(kv);
+      }
+    }
     env_s.insert(env_s.end(), env.begin(), env.end());
     std::vector<char*> envp;
     for (auto& s : env_s) envp.push_back(s.data());

@@ -36,6 +36,8 @@ struct Report {
   std::map<std::string, uint64_t> retries, rejoins;
   uint64_t connects = 0, connect_failures = 0, mismatches = 0, replacements = 0;
   uint64_t leaves_done = 0, state_resets = 0, empties = 0, rx_bytes = 0;
+  uint64_t max_retries = 0;  // most retries of one call in a row
+  std::string max_retries_what;
   std::vector<double> leave_ms;
   int64_t longest_gap_us = 0, longest_wait_us = 0, bound_us = 0;
   std::string longest_wait_what;
@@ -86,6 +88,9 @@ struct Report {
          "%llu failed connects",
          ull(retried), ull(rejoined), ull(connects), ull(connect_failures));
     for (const auto& [k, v] : retries) line("  retry %-26s %6llu", k.c_str(), ull(v));
+    if (max_retries > 0) {
+      line("  most retries of one call: %llu, %s", ull(max_retries), max_retries_what.c_str());
+    }
     for (const auto& [k, v] : rejoins) line("  rejoin %-25s %6llu", k.c_str(), ull(v));
     std::vector<double> lv = leave_ms;
     std::sort(lv.begin(), lv.end());
