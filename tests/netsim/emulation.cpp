@@ -5,7 +5,6 @@
 #include <cstdlib>
 #include <cstring>
 
-
 namespace qccl::netsim {
 
 namespace {
@@ -30,9 +29,8 @@ std::optional<uint64_t> parse_rate(std::string_view text) {
     double bits;
   };
   // Longest suffixes first: "mbit" must not be read as "bit".
-  static constexpr Unit kUnits[] = {{"gbit", 1e9}, {"mbit", 1e6}, {"kbit", 1e3},
-                                    {"gbps", 8e9}, {"mbps", 8e6}, {"kbps", 8e3},
-                                    {"bit", 1},    {"bps", 8}};
+  static constexpr Unit kUnits[] = {{"gbit", 1e9}, {"mbit", 1e6}, {"kbit", 1e3}, {"gbps", 8e9},
+                                    {"mbps", 8e6}, {"kbps", 8e3}, {"bit", 1},    {"bps", 8}};
   for (const Unit& u : kUnits) {
     const size_t n = std::strlen(u.suffix);
     if (t.size() <= n || t.compare(t.size() - n, n, u.suffix) != 0) continue;
@@ -78,8 +76,8 @@ void Emulation::set_knobs(const Knobs& k) {
   knobs_ = k;
   delay_ns_ = static_cast<int64_t>(k.delay_ms * 1e6);
   jitter_ns_ = static_cast<int64_t>(k.jitter_ms * 1e6);
-  loss_threshold_ = k.loss_pct >= 100 ? UINT64_MAX
-                                      : static_cast<uint64_t>(k.loss_pct / 100.0 * 0x1p64);
+  loss_threshold_ =
+      k.loss_pct >= 100 ? UINT64_MAX : static_cast<uint64_t>(k.loss_pct / 100.0 * 0x1p64);
   if (k.flow_cap_bps == 0) {
     ns_per_byte_ = 0;
     burst_ns_ = queue_ns_ = 0;
@@ -104,8 +102,8 @@ Emulation::Verdict Emulation::admit(const FlowKey& flow, size_t len, int64_t now
   if (ns_per_byte_ > 0) {
     // GCRA form of the token bucket: the packet conforms once tat + its transmission time is
     // within one bucket of the clock; until then it waits in the flow's FIFO.
-    const int64_t tat = std::max(f.tat_ns, now_ns) +
-                        static_cast<int64_t>(static_cast<double>(len) * ns_per_byte_);
+    const int64_t tat =
+        std::max(f.tat_ns, now_ns) + static_cast<int64_t>(static_cast<double>(len) * ns_per_byte_);
     leave = std::max(now_ns, tat - burst_ns_);
     if (leave - now_ns > queue_ns_) return Verdict::kCapDrop;
     f.tat_ns = tat;

@@ -29,10 +29,10 @@ namespace qccl::netsim {
 
 // The emulation's settings; the forwarder's flags and its control file set them.
 struct Knobs {
-  double delay_ms = 0;        // one-way
-  double jitter_ms = 0;       // uniform +-, never reorders a flow
-  double loss_pct = 0;        // [0, 100]
-  uint64_t flow_cap_bps = 0;  // bits/s per flow, 0 = no cap
+  double delay_ms = 0;            // one-way
+  double jitter_ms = 0;           // uniform +-, never reorders a flow
+  double loss_pct = 0;            // [0, 100]
+  uint64_t flow_cap_bps = 0;      // bits/s per flow, 0 = no cap
   uint64_t flow_queue_bytes = 0;  // per-flow shaper queue, 0 = cap x (delay + 100 ms)
 };
 
@@ -90,9 +90,9 @@ class Emulation {
 
   Knobs knobs_;
   int64_t delay_ns_ = 0, jitter_ns_ = 0;
-  double ns_per_byte_ = 0;  // at the cap
-  int64_t burst_ns_ = 0;    // bucket depth, as time at the cap
-  int64_t queue_ns_ = 0;    // longest wait in the shaper queue
+  double ns_per_byte_ = 0;       // at the cap
+  int64_t burst_ns_ = 0;         // bucket depth, as time at the cap
+  int64_t queue_ns_ = 0;         // longest wait in the shaper queue
   uint64_t loss_threshold_ = 0;  // a draw below it is a loss
   std::mt19937_64 rng_;
   std::unordered_map<FlowKey, FlowState, FlowKeyHash> flows_;

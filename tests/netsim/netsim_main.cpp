@@ -15,7 +15,8 @@
 // SIGHUP re-reads the --control file: one line of knob flags (--delay-ms, --jitter-ms, --loss,
 // --flow-cap, --flow-queue-kb) plus --generation N; the flags given replace the current
 // values, the others stay. The status file then says "ready generation N pid P", or
-// "error generation N: WHY" (the knobs are then unchanged). SIGINT/SIGTERM: stop, print the
+// "error generation N: WHY" (the knobs are then unchanged). SIGUSR1 logs the counters.
+// SIGINT/SIGTERM: stop, print the
 // stats, exit 0. --dry-run only checks the flags.
 // Exit codes: 0 stopped by a signal (or --dry-run, --help), 1 setup failed (e.g. not root),
 // 2 bad flags.
@@ -24,18 +25,18 @@
 
 #include <cstdio>
 #include <cstdlib>
-#include <functional>
 #include <fstream>
+#include <functional>
 #include <iostream>
 #include <sstream>
 #include <string>
 #include <vector>
 
+#include <spdlog/spdlog.h>
 #include <CLI/CLI.hpp>
 #include <asio/io_context.hpp>
 #include <asio/signal_set.hpp>
 #include <asio/steady_timer.hpp>
-#include <spdlog/spdlog.h>
 
 #include "emulation.hpp"
 #include "forwarder.hpp"
@@ -92,8 +93,8 @@ struct KnobFlags {
 };
 
 std::string describe(const Knobs& k) {
-  return fmt::format("delay {} ms, jitter {} ms, loss {}%, flow cap {}, flow queue {}",
-                     k.delay_ms, k.jitter_ms, k.loss_pct,
+  return fmt::format("delay {} ms, jitter {} ms, loss {}%, flow cap {}, flow queue {}", k.delay_ms,
+                     k.jitter_ms, k.loss_pct,
                      k.flow_cap_bps ? fmt::format("{} bit/s", k.flow_cap_bps) : "none",
                      k.flow_queue_bytes ? fmt::format("{} B", k.flow_queue_bytes) : "auto");
 }
@@ -101,8 +102,7 @@ std::string describe(const Knobs& k) {
 std::string describe(const qccl::netsim::Stats& s) {
   return fmt::format(
       "forwarded {} bytes {} lost {} cap_dropped {} unknown {} overflow {} write_errors {}",
-      s.forwarded, s.forwarded_bytes, s.lost, s.cap_dropped, s.unknown, s.overflow,
-      s.write_errors);
+      s.forwarded, s.forwarded_bytes, s.lost, s.cap_dropped, s.unknown, s.overflow, s.write_errors);
 }
 
 // Replaces `path` with `text` atomically (readers see the old or the new file, never half).
@@ -258,9 +258,15 @@ int main(int argc, char** argv) {
   arm_stats();
 
   asio::signal_set signals(io, SIGINT, SIGTERM, SIGHUP);
+  signals.add(SIGUSR1);
   std::function<void()> arm_signals = [&] {
     signals.async_wait([&](asio::error_code ec, int sig) {
       if (ec) return;
+      if (sig == SIGUSR1) {
+        spdlog::info("{} queued {} flows {}", describe(fwd.stats()), fwd.queued(), fwd.flows());
+        arm_signals();
+        return;
+      }
       if (sig != SIGHUP) {
         spdlog::info("{}: stopping", sig == SIGINT ? "SIGINT" : "SIGTERM");
         fwd.stop();
@@ -268,7 +274,8 @@ int main(int argc, char** argv) {
         return;
       }
       uint64_t gen = 0;
-      std::string why = control_path.empty() ? "no --control file" : reload(control_path, &knobs, &gen);
+      std::string why =
+          control_path.empty() ? "no --control file" : reload(control_path, &knobs, &gen);
       if (why.empty()) {
         generation = gen;
         fwd.set_knobs(knobs);

@@ -88,8 +88,8 @@ bool wait_for(int fd, short events, Clock::time_point deadline) {
 }
 
 // A connected TCP pair a -> b: *client in a, *server (accepted) in b.
-std::string tcp_pair(const Endpoint& a, const Endpoint& b, int timeout_ms, Fd* client,
-                     Fd* server, double* connect_ms) {
+std::string tcp_pair(const Endpoint& a, const Endpoint& b, int timeout_ms, Fd* client, Fd* server,
+                     double* connect_ms) {
   Fd listener;
   if (auto err = socket_in(b, SOCK_STREAM, &listener); !err.empty()) return err;
   if (::listen(listener.get(), 16) != 0) return sys_error("listen");
@@ -132,10 +132,12 @@ std::string udp_rtts(const Endpoint& a, const Endpoint& b, int count, int timeou
   for (int k = 0; k < count; ++k) {
     const auto t0 = Clock::now();
     const auto deadline = t0 + std::chrono::milliseconds(timeout_ms);
-    if (::sendto(sa.get(), buf, sizeof buf, 0, reinterpret_cast<sockaddr*>(&to_b), sizeof to_b) < 0) {
+    if (::sendto(sa.get(), buf, sizeof buf, 0, reinterpret_cast<sockaddr*>(&to_b), sizeof to_b) <
+        0) {
       return sys_error("sendto");
     }
-    if (!wait_for(sb.get(), POLLIN, deadline)) return "ping " + std::to_string(k) + ": lost (a -> b)";
+    if (!wait_for(sb.get(), POLLIN, deadline))
+      return "ping " + std::to_string(k) + ": lost (a -> b)";
     sockaddr_in from{};
     socklen_t n = sizeof from;
     if (::recvfrom(sb.get(), buf, sizeof buf, 0, reinterpret_cast<sockaddr*>(&from), &n) < 0) {
@@ -144,7 +146,8 @@ std::string udp_rtts(const Endpoint& a, const Endpoint& b, int count, int timeou
     if (::sendto(sb.get(), buf, sizeof buf, 0, reinterpret_cast<sockaddr*>(&from), n) < 0) {
       return sys_error("sendto (echo)");
     }
-    if (!wait_for(sa.get(), POLLIN, deadline)) return "ping " + std::to_string(k) + ": lost (b -> a)";
+    if (!wait_for(sa.get(), POLLIN, deadline))
+      return "ping " + std::to_string(k) + ": lost (b -> a)";
     if (::recv(sa.get(), buf, sizeof buf, 0) < 0) return sys_error("recv");
     rtts->push_back(ms_since(t0));
   }
@@ -163,16 +166,24 @@ std::string tcp_connect_times(const Endpoint& a, const Endpoint& b, int count, i
 }
 
 std::string udp_loss(const Endpoint& a, const Endpoint& b, int count, int bytes, int per_ms,
-                     int quiet_ms, int* received) {
+                     int quiet_ms, int* received, int* out_of_order) {
   Fd sa, sb;
   if (auto err = socket_in(a, SOCK_DGRAM, &sa); !err.empty()) return err;
   if (auto err = socket_in(b, SOCK_DGRAM, &sb); !err.empty()) return err;
   sockaddr_in to_b = local_address(sb.get());
-  std::vector<char> buf(static_cast<size_t>(std::max(bytes, 1)), 'x');
+  std::vector<char> buf(static_cast<size_t>(std::max(bytes, 4)), 'x');
   std::vector<char> in(65536);
   *received = 0;
+  *out_of_order = 0;
+  int32_t highest = -1;
   auto drain = [&] {
-    while (::recv(sb.get(), in.data(), in.size(), 0) >= 0) ++*received;
+    while (::recv(sb.get(), in.data(), in.size(), 0) >= 4) {
+      ++*received;
+      int32_t seq = 0;
+      std::memcpy(&seq, in.data(), 4);
+      if (seq < highest) ++*out_of_order;
+      highest = std::max(highest, seq);
+    }
   };
   const auto t0 = Clock::now();
   for (int k = 0; k < count; ++k) {
@@ -183,6 +194,8 @@ std::string udp_loss(const Endpoint& a, const Endpoint& b, int count, int bytes,
       ::poll(&p, 1, 1);
       drain();
     }
+    const int32_t seq = k;
+    std::memcpy(buf.data(), &seq, 4);
     if (::sendto(sa.get(), buf.data(), buf.size(), 0, reinterpret_cast<sockaddr*>(&to_b),
                  sizeof to_b) < 0) {
       return sys_error("sendto " + std::to_string(k));

@@ -34,10 +34,11 @@ std::string udp_rtts(const Endpoint& a, const Endpoint& b, int count, int timeou
 std::string tcp_connect_times(const Endpoint& a, const Endpoint& b, int count, int timeout_ms,
                               std::vector<double>* times);
 
-// Sends `count` UDP datagrams of `bytes` from a to b, `per_ms` per millisecond, then waits
-// until nothing arrived for `quiet_ms`; *received = how many arrived.
+// Sends `count` numbered UDP datagrams of `bytes` (at least 4) from a to b, `per_ms` per
+// millisecond, then waits until nothing arrived for `quiet_ms`; *received = how many arrived,
+// *out_of_order = how many arrived after a higher-numbered one.
 std::string udp_loss(const Endpoint& a, const Endpoint& b, int count, int bytes, int per_ms,
-                     int quiet_ms, int* received);
+                     int quiet_ms, int* received, int* out_of_order);
 
 // `flows` TCP connections a -> b, each sending as fast as it can for warmup_s + seconds; the
 // goodput (payload bits/s received) of each flow over the last `seconds` goes to *bps.

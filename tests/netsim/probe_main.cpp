@@ -20,8 +20,8 @@
 #include <string>
 #include <vector>
 
-#include <CLI/CLI.hpp>
 #include <fmt/format.h>
+#include <CLI/CLI.hpp>
 
 #include "probe.hpp"
 
@@ -82,7 +82,7 @@ int main(int argc, char** argv) {
   common(connect, 20);
   CLI::App* loss = app.add_subcommand("loss", "UDP datagrams sent vs received");
   common(loss, 2000);
-  loss->add_option("--bytes", bytes)->capture_default_str()->check(CLI::Range(1, 1400));
+  loss->add_option("--bytes", bytes)->capture_default_str()->check(CLI::Range(4, 1400));
   loss->add_option("--per-ms", per_ms)->capture_default_str()->check(CLI::Range(1, 1000));
   CLI::App* tcp = app.add_subcommand("tcp", "TCP goodput of parallel flows");
   common(tcp, 0);
@@ -106,11 +106,17 @@ int main(int argc, char** argv) {
     err = qccl::netsim::probe::tcp_connect_times(a, b, count, 10000, &v);
     if (err.empty()) print_series("tcp-connect", v);
   } else if (loss->parsed()) {
-    int received = 0;
-    err = qccl::netsim::probe::udp_loss(a, b, count, bytes, per_ms, 1000, &received);
+    int received = 0, out_of_order = 0;
+    const auto t0 = std::chrono::steady_clock::now();
+    err = qccl::netsim::probe::udp_loss(a, b, count, bytes, per_ms, 200, &received, &out_of_order);
+    // Less the final 200 ms of silence that ends the count.
+    const double s =
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count() - 0.2;
     if (err.empty()) {
-      fmt::print("udp-loss sent {} received {} lost {:.2f}%\n", count, received,
-                 100.0 * (count - received) / count);
+      fmt::print(
+          "udp-loss sent {} received {} lost {:.2f}% out-of-order {} in {:.3f} s "
+          "({:.0f} received/s)\n",
+          count, received, 100.0 * (count - received) / count, out_of_order, s, received / s);
     }
   } else {
     std::vector<double> v;

@@ -28,7 +28,8 @@ struct Fd {
 
 int open_tun_in(const std::string& netns, const std::string& dev, std::string* error) {
   if (dev.empty() || dev.size() >= IFNAMSIZ) {
-    *error = "device name '" + dev + "' must have 1 to " + std::to_string(IFNAMSIZ - 1) + " characters";
+    *error =
+        "device name '" + dev + "' must have 1 to " + std::to_string(IFNAMSIZ - 1) + " characters";
     return -1;
   }
   Fd home{::open("/proc/thread-self/ns/net", O_RDONLY | O_CLOEXEC)};
