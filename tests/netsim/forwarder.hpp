@@ -47,7 +47,7 @@ struct Stats {
 class Forwarder {
  public:
   static constexpr int kReadBatch = 64;
-  static constexpr size_t kSlotBytes = 2048;  // > the MTU; longer packets: dropped, unknown
+  static constexpr size_t kSlotBytes = 2048;      // > the MTU; longer packets: dropped, unknown
   static constexpr int64_t kEarlySlack = 20'000;  // ns
 
   // REQUIRES: node fds are open TUN fds; addresses are distinct.

@@ -1,5 +1,5 @@
 // netsim_allreduce_test: qccl all-reduce over the emulated WAN (netsim.sh, docs/netsim.md):
-// 3 peers (qccl_test_peer in P-p1..p3) and a master (this process, inside P-master), with a
+// 3 peers (in P-p1..p3) and the qccl-master binary (in P-master; ports 0), with a
 // 20 ms one-way delay (RTT 40 ms) and 1% random loss on every packet in both directions.
 //
 //   1. plain: 2 all-reduces of 4 MiB (uint64; peer i adds 2^i, qccl_test_peer): every
@@ -30,44 +30,6 @@ namespace {
 using namespace std::chrono_literals;
 
 constexpr int kPeers = 3;
-
-// A master inside the lab's master namespace (its sockets live there), port 0.
-class WanMaster {
- public:
-  explicit WanMaster(const NetsimLab& lab) {
-    ScopedNetns inside(lab.master_ns());
-    if (!inside.ok()) {
-      error_ = inside.error();
-      return;
-    }
-    const std::string listen = lab.master_ip() + ":0";
-    qcclMasterConfig_t mc = QCCL_MASTER_CONFIG_INIT;
-    mc.listen_address = listen.c_str();
-    mc.heartbeat_interval_ms = 200;
-    mc.peer_timeout_ms = 5000;   // heartbeats cross the lossy WAN too
-    mc.vote_timeout_ms = 30000;  // an op of 2 MiB at 1% loss may take seconds
-    uint16_t port = 0;
-    if (qcclMasterCreate(&mc, &master_) != qcclSuccess || qcclMasterStart(master_) != qcclSuccess ||
-        qcclMasterGetPort(master_, &port) != qcclSuccess) {
-      error_ = qcclGetLastError();
-      return;
-    }
-    address_ = lab.master_ip() + ":" + std::to_string(port);
-  }
-  ~WanMaster() {
-    if (master_ != nullptr) qcclMasterDestroy(master_);
-  }
-  WanMaster(const WanMaster&) = delete;
-  WanMaster& operator=(const WanMaster&) = delete;
-
-  const std::string& error() const { return error_; }
-  const std::string& address() const { return address_; }
-
- private:
-  qcclMaster_t* master_ = nullptr;
-  std::string address_;
-  std::string error_;
-};
 
 // Starts peers 0..kPeers-1 (peer i in namespace p<i+1>) with `args` after the common ones
 // (pc's binary: qccl_test_peer or qccl_netsim_quant_peer, which take the same four).
@@ -125,16 +87,26 @@ TEST(NetsimAllReduceTest, ExactSumsAndRecoveryOverALossyWan) {
     GTEST_SKIP() << "netsim test skipped: " << why;
   }
   // Declaration order = reverse destruction order: peers, then the master, then the WAN.
+  // (ProcCluster kills its processes by pid in its destructor.)
   NetsimLab lab("a");
   ASSERT_EQ(lab.up(kPeers, {"--delay-ms", "20", "--loss", "1", "--seed", "11"}), "");
-  WanMaster master(lab);
-  ASSERT_EQ(master.error(), "");
+  // The qccl-master binary inside P-master: its heartbeats and votes cross the lossy WAN too.
+  ProcCluster masters(QCCL_MASTER_BIN);
+  auto m = masters.spawn("qccl-master",
+                         {"--listen", lab.master_ip() + ":0", "--heartbeat-ms", "200",
+                          "--peer-timeout-ms", "5000", "--vote-timeout-ms", "30000"},
+                         {}, lab.exec_prefix(lab.master_ns()));
+  ASSERT_TRUE(m) << masters.error();
+  // "qccl-master listening on HOST:PORT"
+  auto listening = masters.wait_kind(*m, "qccl-master", deadline_in(10s));
+  ASSERT_TRUE(listening && listening->words.size() == 4) << "no listening line from qccl-master";
+  const std::string master_address = listening->words[3];
   ProcCluster pc;
 
   {
     SCOPED_TRACE("plain");
     auto hs = start_peers(
-        pc, lab, master.address(),
+        pc, lab, master_address,
         {"--mode", "loop", "--iters", "2", "--count", "524288", "--connect-timeout-ms", "20000"});
     ASSERT_EQ(hs.size(), static_cast<size_t>(kPeers));
     expect_exact_run(pc, hs, 2, "plain 4 MiB uint64", deadline_in(40s));
@@ -145,7 +117,7 @@ TEST(NetsimAllReduceTest, ExactSumsAndRecoveryOverALossyWan) {
     // Float data that MinMax does not encode exactly, checked against the error bound, and
     // the same result bytes on every peer (quant_peer.cpp).
     ProcCluster qpc(QCCL_NETSIM_QUANT_PEER_BIN);
-    auto hs = start_peers(qpc, lab, master.address(), {"--iters", "2", "--count", "1048576"});
+    auto hs = start_peers(qpc, lab, master_address, {"--iters", "2", "--count", "1048576"});
     ASSERT_EQ(hs.size(), static_cast<size_t>(kPeers));
     std::map<int64_t, std::string> hash_of_op;
     for (auto h : hs) {
@@ -178,7 +150,7 @@ TEST(NetsimAllReduceTest, ExactSumsAndRecoveryOverALossyWan) {
   if (HasFatalFailure()) return;
   {
     SCOPED_TRACE("kill");
-    auto hs = start_peers(pc, lab, master.address(),
+    auto hs = start_peers(pc, lab, master_address,
                           {"--mode", "loop", "--iters", "0", "--count", "65536", "--tag", "2"});
     ASSERT_EQ(hs.size(), static_cast<size_t>(kPeers));
     for (auto h : hs) {
