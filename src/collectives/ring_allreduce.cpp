@@ -68,6 +68,7 @@ RingAllReduce::RingAllReduce(const ReduceDesc& desc, const void* sendbuf, void* 
     expected_ += num_segments(chunk_range(desc.count, world, recv_chunk(s)).count, segment_elems_);
   }
   claimed_.assign(static_cast<size_t>(num_steps()) * max_segments_, 0);
+  claimant_.assign(claimed_.size(), 0);
   max_frame_bytes_ = frame_bytes(segment_elems_);
   if (coded_) {
     slot_bytes_ = (max_frame_bytes_ + 7) & ~size_t{7};
@@ -102,7 +103,7 @@ void RingAllReduce::fill_initial_frame(size_t j) {
 }
 
 Result<RingAllReduce::RecvTarget> RingAllReduce::claim(uint32_t step, uint32_t segment,
-                                                       size_t payload_bytes) {
+                                                       size_t payload_bytes, uint32_t claimant) {
   if (step >= num_steps()) {
     return make_status(StatusCode::kPeerLost, "data frame for step {} of a {}-step operation",
                        step, num_steps());
@@ -112,11 +113,6 @@ Result<RingAllReduce::RecvTarget> RingAllReduce::claim(uint32_t step, uint32_t s
     return make_status(StatusCode::kPeerLost, "data frame for segment {} of step {}: out of range",
                        segment, step);
   }
-  uint8_t& state = claimed_[frame_index(step, segment)];
-  if (state != 0) {
-    return make_status(StatusCode::kPeerLost, "duplicate data frame (step {}, segment {})", step,
-                       segment);
-  }
   Range seg = segment_range(chunk, segment_elems_, segment);
   size_t bytes = frame_bytes(seg.count);
   if (payload_bytes != bytes) {
@@ -124,13 +120,39 @@ Result<RingAllReduce::RecvTarget> RingAllReduce::claim(uint32_t step, uint32_t s
                        "data frame (step {}, segment {}) has {} bytes, expected {}", step, segment,
                        payload_bytes, bytes);
   }
+  size_t index = frame_index(step, segment);
+  uint8_t& state = claimed_[index];
+  if (state == 2) return RecvTarget{nullptr, bytes, true, Duplicate::kReceived, 0};
+  if (state == 1) return RecvTarget{nullptr, bytes, true, Duplicate::kPending, claimant_[index]};
   state = 1;
-  bool reduce_step = step < world_ - 1;
-  if (reduce_step) return RecvTarget{nullptr, bytes, true};
+  claimant_[index] = claimant;
+  return claim_target(step, segment);
+}
+
+void RingAllReduce::unclaim(uint32_t step, uint32_t segment, uint32_t claimant) {
+  size_t index = frame_index(step, segment);
+  if (claimed_[index] == 1 && claimant_[index] == claimant) claimed_[index] = 0;
+}
+
+void RingAllReduce::take_over(uint32_t step, uint32_t segment, uint32_t claimant,
+                              const uint8_t* staging) {
+  size_t index = frame_index(step, segment);
+  claimant_[index] = claimant;
+  // Where the first copy was being read to; staged targets have no such place.
+  auto target = claim_target(step, segment);
+  if (!target.staged && target.dst) std::memcpy(target.dst, staging, target.bytes);
+}
+
+RingAllReduce::RecvTarget RingAllReduce::claim_target(uint32_t step, uint32_t segment) const {
+  Range seg = segment_range(chunk_range(desc_.count, world_, recv_chunk(step)), segment_elems_,
+                            segment);
+  size_t bytes = frame_bytes(seg.count);
+  if (step < world_ - 1) return RecvTarget{nullptr, bytes, true};
   if (!coded_) return RecvTarget{recv_ + seg.offset * elem_size_, bytes, false};
   // All-gather, quantized: into the slot this frame is forwarded from (the last one has none).
   bool forwarded = step + 1 < num_steps();
-  return RecvTarget{forwarded ? slot(step + 1, segment) : nullptr, bytes, !forwarded};
+  return RecvTarget{forwarded ? wire_.get() + frame_index(step + 1, segment) * slot_bytes_ : nullptr,
+                    bytes, !forwarded};
 }
 
 std::optional<RingAllReduce::Send> RingAllReduce::on_received(uint32_t step, uint32_t segment,

@@ -32,10 +32,17 @@ class RingAllReduce {
   // Where the payload of an incoming frame goes. staged: into the caller's staging buffer
   // (at least max_segment_bytes()), then on_received() reduces it into place; otherwise
   // straight into `dst`, its final place (or, quantized, the wire slot it is forwarded from).
+  // A frame that arrives twice (the sender resent it on another connection after one
+  // stalled, peer/data_links.hpp) is not an error: `duplicate` says whether the first copy was
+  // taken in already (kReceived: skip the payload) or is still being read by connection
+  // `claimant` (kPending: read this copy into staging; take_over() if it completes first).
+  enum class Duplicate { kNo, kReceived, kPending };
   struct RecvTarget {
     uint8_t* dst = nullptr;
     size_t bytes = 0;
     bool staged = false;
+    Duplicate duplicate = Duplicate::kNo;
+    uint32_t claimant = 0;  // kPending: the connection reading the first copy
   };
 
   // REQUIRES: world >= 2, rank < world, validate(desc) ok, buffers of desc.count elements
@@ -52,9 +59,23 @@ class RingAllReduce {
   bool initial_frames_need_fill() const { return coded_; }
   void fill_initial_frame(size_t j);
 
-  // Validates an incoming frame header (step and segment in range, not seen before, payload
-  // size as expected) and claims it. kPeerLost with a message if the frame is impossible.
-  Result<RecvTarget> claim(uint32_t step, uint32_t segment, size_t payload_bytes);
+  // Validates an incoming frame header (step and segment in range, payload size as expected)
+  // and claims it for connection `claimant`, unless it is a duplicate. kPeerLost with a
+  // message if the frame is impossible.
+  Result<RecvTarget> claim(uint32_t step, uint32_t segment, size_t payload_bytes,
+                           uint32_t claimant = 0);
+  // The claimant's read failed part way: the frame is free again (a resent copy will come).
+  // No-op unless `claimant` still holds the claim.
+  void unclaim(uint32_t step, uint32_t segment, uint32_t claimant);
+  // A duplicate read into staging completed before the first copy: `claimant` now holds the
+  // claim, and when the frame goes straight to its place (!staged) the payload is copied
+  // there. The caller then calls on_received(step, segment, staging) as for a staged frame.
+  // REQUIRES: the frame is claimed and not received; the previous claimant's read was
+  // stopped (its connection closed), so nothing else writes the frame's memory.
+  void take_over(uint32_t step, uint32_t segment, uint32_t claimant, const uint8_t* staging);
+  bool received(uint32_t step, uint32_t segment) const {
+    return claimed_[frame_index(step, segment)] == 2;
+  }
   // The claimed frame's payload is in place (in `staging` if staged). Reduces it and returns
   // the frame to forward to the next peer, if any.
   std::optional<Send> on_received(uint32_t step, uint32_t segment, const uint8_t* staging);
@@ -80,6 +101,8 @@ class RingAllReduce {
     return wire_.get() + frame_index(step, segment) * slot_bytes_;
   }
   Send send_frame(uint32_t step, uint32_t segment, Range seg);
+  // Where the payload of frame (step, segment) goes (see RecvTarget).
+  RecvTarget claim_target(uint32_t step, uint32_t segment) const;
 
   ReduceDesc desc_;
   const uint8_t* send_;
@@ -96,7 +119,8 @@ class RingAllReduce {
   std::unique_ptr<uint8_t[]> wire_;  // quantized only: one slot per (step, segment) sent
   size_t expected_ = 0;
   size_t received_ = 0;
-  std::vector<uint8_t> claimed_;  // per (step, segment): 0 free, 1 claimed, 2 received
+  std::vector<uint8_t> claimed_;     // per (step, segment): 0 free, 1 claimed, 2 received
+  std::vector<uint32_t> claimant_;  // per (step, segment): who holds a claim (state 1)
 };
 
 }  // namespace qccl::collectives

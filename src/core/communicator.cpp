@@ -184,6 +184,7 @@ class Communicator::Impl : public std::enable_shared_from_this<Impl> {
     self_ = welcome->peer_id;
     settings_.heartbeat = std::chrono::milliseconds(welcome->heartbeat_interval_ms);
     settings_.timeout = std::chrono::milliseconds(welcome->peer_timeout_ms);
+    peer::apply_tuning_env(settings_);
     stall_timeout_ = std::chrono::milliseconds(
         std::max(welcome->vote_timeout_ms, welcome->peer_timeout_ms));
     links_->set_identity(self_, settings_);
@@ -488,8 +489,14 @@ class Communicator::Impl : public std::enable_shared_from_this<Impl> {
               FailSource::kLocal);
       return Status::ok();
     }
-    auto target = op->ring().claim(f.header.step, f.header.segment, f.payload.size());
+    auto target = op->ring().claim(f.header.step, f.header.segment, f.payload.size(), kEarlyClaimant);
     if (!target.is_ok()) return target.status();
+    using Duplicate = collectives::RingAllReduce::Duplicate;
+    if (target->duplicate == Duplicate::kReceived) return Status::ok();
+    if (target->duplicate == Duplicate::kPending) {
+      take_over(op, f.header, target->claimant, kEarlyClaimant, f.payload.data());
+      return Status::ok();
+    }
     if (!target->staged) std::memcpy(target->dst, f.payload.data(), f.payload.size());
     op->read_started();
     op->read_finished(f.payload.size() + wire::kFrameHeaderSize + wire::kP2PDataHeaderSize);
@@ -523,6 +530,7 @@ class Communicator::Impl : public std::enable_shared_from_this<Impl> {
   void try_finish(const std::shared_ptr<AllReduceOp>& op) {
     bool moved = fatal_.has_value() || group_epoch_ > op->epoch();
     if (!op->try_finish(moved)) return;
+    links_->forget(op.get());
     auto it = ops_.find(op->tag());
     if (it != ops_.end() && it->second == op) ops_.erase(it);
     ops_changed_.notify();
@@ -553,6 +561,7 @@ class Communicator::Impl : public std::enable_shared_from_this<Impl> {
         return;
       }
       op->commit(r.world_size);
+      links_->forget(op.get());
       ops_.erase(it);
       ops_changed_.notify();
       check_drained();
@@ -590,31 +599,75 @@ class Communicator::Impl : public std::enable_shared_from_this<Impl> {
 
   // ---- inbound data ----
 
+  // One inbound lane's reader: its connection, its claims' id, and where staged payloads go.
+  struct InLane {
+    std::shared_ptr<net::Connection> conn;
+    uint32_t id = 0;
+    std::vector<uint8_t> staging;
+    bool io_error = false;  // the failure was the connection's (not malformed bytes)
+  };
+
   void start_reader(std::shared_ptr<net::Connection> conn, Epoch epoch) {
     asio::co_spawn(io_.context(), read_lane(std::move(conn), epoch), asio::detached);
   }
 
   net::awaitable<void> read_lane(std::shared_ptr<net::Connection> conn, Epoch epoch) {
     auto self = shared_from_this();
-    std::vector<uint8_t> staging;
+    InLane lane{conn, ++last_lane_id_, {}, false};
+    readers_[lane.id] = conn;
+    Status st;
     while (conn->is_open() && epoch == group_epoch_ && !fatal_) {
       if (links_->should_stall_reads(inbound_bytes_)) {
         // Injected hang: stop reading until the epoch ends (as a stopped process would).
         while (conn->is_open() && epoch == group_epoch_ && !fatal_) co_await ops_changed_.wait();
-        co_return;
+        break;
       }
-      Status st = co_await read_frame(*conn, epoch, staging);
-      if (!st.is_ok()) {
-        if (epoch == group_epoch_ && !fatal_) links_->fail(st);  // idempotent
-        co_return;
-      }
+      st = co_await read_frame(lane, epoch);
+      if (!st.is_ok()) break;
+    }
+    readers_.erase(lane.id);
+    if (st.is_ok() || epoch != group_epoch_ || fatal_) co_return;
+    // A lane that broke is resent on the others by its sender; garbage breaks the ring.
+    if (lane.io_error) {
+      (void)links_->inbound_lost(conn, st);
+    } else {
+      links_->fail(st);  // idempotent
     }
   }
 
-  net::awaitable<Status> read_frame(net::Connection& conn, Epoch epoch, std::vector<uint8_t>& staging) {
+  net::awaitable<Status> lane_read(InLane& lane, std::span<uint8_t> dst) {
+    Status st = co_await lane.conn->read_exact(dst);
+    if (!st.is_ok()) lane.io_error = true;
+    co_return st;
+  }
+
+  net::awaitable<Status> lane_skip(InLane& lane, size_t bytes) {
+    Status st = co_await lane.conn->skip(bytes);
+    if (!st.is_ok()) lane.io_error = true;
+    inbound_bytes_ += bytes;
+    co_return st;
+  }
+
+  // A resent copy of a frame whose first copy another lane is still reading (that lane
+  // stalled) arrived in full: stop that lane, and take the frame in from this copy.
+  void take_over(const std::shared_ptr<AllReduceOp>& op, const wire::P2PDataHeader& dh,
+                 uint32_t claimant, uint32_t lane_id, const uint8_t* payload) {
+    auto stalled = readers_.find(claimant);
+    if (stalled != readers_.end()) {
+      if (auto conn = stalled->second.lock()) conn->close();
+      ops_changed_.notify();
+    }
+    op->ring().take_over(dh.step, dh.segment, lane_id, payload);
+    auto fwd = op->ring().on_received(dh.step, dh.segment, payload);
+    if (fwd) op->send(*fwd, *links_);
+    check_local_done(op);
+  }
+
+  net::awaitable<Status> read_frame(InLane& lane, Epoch epoch) {
+    net::Connection& conn = *lane.conn;
     // Frame header and data header are contiguous: one read for both.
     std::array<uint8_t, wire::kFrameHeaderSize + wire::kP2PDataHeaderSize> head;
-    QCCL_CO_RETURN_IF_ERROR(co_await conn.read_exact(head));
+    QCCL_CO_RETURN_IF_ERROR(co_await lane_read(lane, head));
     auto header = wire::decode_frame_header(
         std::span<const uint8_t, wire::kFrameHeaderSize>(head.data(), wire::kFrameHeaderSize),
         wire::kMaxDataPayload);
@@ -652,7 +705,7 @@ class Communicator::Impl : public std::enable_shared_from_this<Impl> {
       // the budget, wait: that is backpressure, bounded like any straggler.
       if (early_bytes_ + body <= kMaxEarlyBytes) {
         EarlyFrame f{*dh, std::vector<uint8_t>(body)};
-        QCCL_CO_RETURN_IF_ERROR(co_await conn.read_exact(f.payload));
+        QCCL_CO_RETURN_IF_ERROR(co_await lane_read(lane, f.payload));
         inbound_bytes_ += body;
         if (epoch != group_epoch_) co_return Status::ok();
         // The op may have begun while the payload was read: then take the frame in now.
@@ -672,33 +725,57 @@ class Communicator::Impl : public std::enable_shared_from_this<Impl> {
       }
       co_await ops_changed_.wait();
     }
-    if (!op || !op->accepts_frames()) {
-      QCCL_CO_RETURN_IF_ERROR(co_await conn.skip(body));
-      co_return Status::ok();
-    }
+    if (!op || !op->accepts_frames()) co_return co_await lane_skip(lane, body);
     if (dh->desc_hash != op->desc_hash()) {
       fail_op(op, make_status(StatusCode::kMismatch,
                               "peers passed different count, dtype, op or quantization for tag {}",
                               dh->tag),
               FailSource::kLocal);
-      QCCL_CO_RETURN_IF_ERROR(co_await conn.skip(body));
-      co_return Status::ok();
+      co_return co_await lane_skip(lane, body);
     }
-    auto target = op->ring().claim(dh->step, dh->segment, body);
+    auto target = op->ring().claim(dh->step, dh->segment, body, lane.id);
     if (!target.is_ok()) {
       log_->warn("bad data frame from {}: {}", conn.remote(), target.status().message());
       co_return target.status();
     }
-    uint8_t* dst = target->dst;
-    if (target->staged) {
-      if (staging.size() < target->bytes) staging.resize(op->ring().max_segment_bytes());
-      dst = staging.data();
+    using Duplicate = collectives::RingAllReduce::Duplicate;
+    if (target->duplicate == Duplicate::kReceived) co_return co_await lane_skip(lane, body);
+    auto& staging = lane.staging;
+    if (target->staged && staging.size() < target->bytes) {
+      staging.resize(op->ring().max_segment_bytes());
     }
+    if (target->duplicate == Duplicate::kPending) {
+      // Into staging, not the user's memory: the first copy's read may still write there.
+      QCCL_CO_RETURN_IF_ERROR(co_await lane_read(lane, std::span<uint8_t>(staging.data(), target->bytes)));
+      inbound_bytes_ += body;
+      if (op->accepts_frames() && !op->ring().received(dh->step, dh->segment)) {
+        take_over(op, *dh, target->claimant, lane.id, staging.data());
+      }
+      co_return Status::ok();
+    }
+    uint8_t* dst = target->staged ? staging.data() : target->dst;
     op->read_started();
-    Status st = co_await conn.read_exact(std::span<uint8_t>(dst, target->bytes));
+    Status st;
+    if (links_->should_stall_lane(inbound_bytes_)) {
+      // Injected: half the payload, then nothing until the lane is closed (a take-over); the
+      // window closes, so that the sender sees its data stay unacknowledged.
+      conn.shrink_receive_buffer_for_testing();
+      st = co_await lane_read(lane, std::span<uint8_t>(dst, target->bytes / 2));
+      while (st.is_ok() && conn.is_open() && epoch == group_epoch_ && !fatal_) {
+        co_await ops_changed_.wait();
+      }
+      if (st.is_ok()) {
+        lane.io_error = true;
+        st = make_status(StatusCode::kPeerLost, "injected stall of the lane from {}", conn.remote());
+      }
+    } else {
+      st = co_await lane_read(lane, std::span<uint8_t>(dst, target->bytes));
+    }
     op->read_finished(body + wire::kFrameHeaderSize + wire::kP2PDataHeaderSize);
     inbound_bytes_ += body;
     if (!st.is_ok() || !op->accepts_frames()) {
+      // The sender resends a frame whose read broke off (or another lane took it over).
+      if (!st.is_ok() && op->accepts_frames()) op->ring().unclaim(dh->step, dh->segment, lane.id);
       try_finish(op);
       co_return st;
     }
@@ -727,6 +804,11 @@ class Communicator::Impl : public std::enable_shared_from_this<Impl> {
   uint32_t rank_ = 0;
   bool ring_failure_reported_ = false;
   std::map<OpTag, std::shared_ptr<AllReduceOp>> ops_;
+  // Inbound lane readers by claim id (RingAllReduce::claim), to stop one whose frame a
+  // resent copy took over. Early frames claim as kEarlyClaimant and complete at once.
+  static constexpr uint32_t kEarlyClaimant = 0;
+  uint32_t last_lane_id_ = 0;
+  std::map<uint32_t, std::weak_ptr<net::Connection>> readers_;
   std::map<OpTag, uint64_t> next_seq_;
   net::Signal ops_changed_;
   static constexpr size_t kMaxEarlyBytes = size_t{64} << 20;
@@ -771,8 +853,9 @@ Communicator::~Communicator() { impl_->shutdown(); }
 Status Communicator::connect() { return impl_->connect(); }
 
 void Communicator::inject_fault_for_testing(uint64_t close_after_bytes,
-                                            uint64_t stall_reads_after_bytes) {
-  impl_->inject_fault({close_after_bytes, stall_reads_after_bytes});
+                                            uint64_t stall_reads_after_bytes,
+                                            uint64_t stall_lane_after_bytes) {
+  impl_->inject_fault({close_after_bytes, stall_reads_after_bytes, stall_lane_after_bytes});
 }
 
 Status Communicator::update_topology() {

@@ -83,7 +83,8 @@ class Communicator {
   void set_state_piece_hook_for_testing(std::function<void(uint64_t)> hook);
 
   // Tests only: inject a fault in this peer's data links (see peer::FaultInjection).
-  void inject_fault_for_testing(uint64_t close_after_bytes, uint64_t stall_reads_after_bytes);
+  void inject_fault_for_testing(uint64_t close_after_bytes, uint64_t stall_reads_after_bytes,
+                                uint64_t stall_lane_after_bytes = 0);
 
   class Impl;
 

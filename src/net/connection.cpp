@@ -42,6 +42,21 @@ void Connection::set_liveness(std::chrono::milliseconds interval,
   ::setsockopt(fd, IPPROTO_TCP, TCP_USER_TIMEOUT, &user_timeout, sizeof(user_timeout));
 }
 
+void Connection::set_notsent_lowat(uint32_t bytes) {
+  // Best effort: without it the kernel buffers more, which only makes striping coarser.
+  ::setsockopt(socket_.native_handle(), IPPROTO_TCP, TCP_NOTSENT_LOWAT, &bytes, sizeof(bytes));
+}
+
+void Connection::shrink_receive_buffer_for_testing() {
+  asio::error_code ec;
+  socket_.set_option(asio::socket_base::receive_buffer_size(4096), ec);
+}
+
+TcpProgress Connection::tcp_progress() {
+  if (!open_) return {};
+  return read_tcp_progress(socket_.native_handle());
+}
+
 awaitable<Status> Connection::read_exact(std::span<uint8_t> dst) {
   auto [ec, n] = co_await asio::async_read(socket_, asio::buffer(dst.data(), dst.size()),
                                            use_nothrow);

@@ -23,6 +23,7 @@
 
 #include "net/asio_common.hpp"
 #include "net/signal.hpp"
+#include "net/tcp_progress.hpp"
 #include "wire/frame.hpp"
 
 namespace qccl::net {
@@ -35,6 +36,16 @@ class Connection : public std::enable_shared_from_this<Connection> {
   // Keep-alive every `interval`, and fail I/O when sent data stays unacknowledged (or the
   // peer stops answering probes) for `timeout`.
   void set_liveness(std::chrono::milliseconds interval, std::chrono::milliseconds timeout);
+
+  // Limits the bytes queued in the kernel that TCP has not sent yet (TCP_NOTSENT_LOWAT): a
+  // write completes once its tail is within `bytes` of the wire, so a slow connection does
+  // not swallow frames that a faster one could send. Bytes in flight are not limited.
+  void set_notsent_lowat(uint32_t bytes);
+  // Tests only: shrinks the receive buffer, so that once the reader stops, the window closes
+  // and the sender's bytes stay unacknowledged (as on a stalled path).
+  void shrink_receive_buffer_for_testing();
+  // How far TCP got with what was written (net/tcp_progress.hpp); zeros when closed.
+  TcpProgress tcp_progress();
 
   awaitable<Status> read_exact(std::span<uint8_t> dst);
   // Reads what is available (at least one byte); 0 = the peer closed its side (EOF).

@@ -6,18 +6,25 @@
 // PreambleAck. A connection announcing an epoch this peer has not heard of yet is parked
 // until set_ring() reaches that epoch (or the park deadline passes); an older one is refused.
 //
-// Sending: frames are queued in one FIFO per epoch and written by whichever lane of the pool is
-// free (so one operation's segments use every connection, and a slow lane takes fewer). Each
-// frame points into caller memory, which must stay valid until its on_sent() callback, called
-// exactly once per frame (success, failure or abandoned at an epoch change), unless the frame
-// was taken back with cancel().
+// Sending (adaptive striping): frames are queued in one FIFO per epoch and written by
+// whichever lane of the pool is free, so one operation's segments use every connection and a
+// slow lane (loss, a per-flow rate cap) takes fewer. TCP_NOTSENT_LOWAT keeps each socket's
+// unsent backlog small, so "free" means "the network took the last frame", not "the kernel
+// buffered it". Each frame points into caller memory, which must stay valid until its
+// on_sent() callback, called exactly once per frame (success, failure or abandoned at an
+// epoch change), unless the frame was taken back with cancel().
+//
+// Stalled lanes: every lane keeps a journal of the frames it wrote for owners still alive
+// (forget() ends that). A lane whose written bytes stay unacknowledged by TCP for the stall
+// time while another lane is healthy, or that fails with an I/O error while others live, is
+// retired: closed, and copies of all its journaled frames go to the front of the queue, for
+// the other lanes (the receiver drops the copies it already has, RingAllReduce::claim). A
+// stalled lane is replaced by a new connection; the epoch fails only when no lane is left.
 //
 // Receiving: inbound lanes are handed to the owner (on_inbound), which runs their reader.
-// The listener also accepts shared-state connections and bandwidth probes, and hands them to
-// the state and probe handlers.
-//
-// Any lane failing makes the whole epoch fail (on_failed, once): the ring is broken and the
-// master will move the group to a new epoch.
+// Losing one inbound lane is tolerated while others remain (inbound_lost): its sender resends
+// what it carried. The listener also accepts shared-state connections and bandwidth probes,
+// and hands them to the state and probe handlers.
 //
 // Thread-safety: loop thread only.
 #pragma once
@@ -61,19 +68,42 @@ struct OutFrame {
   FrameOwner* owner = nullptr;
   bool deferred = false;   // owner->fill(*this) before writing
   uint32_t index = 0;      // the owner's own reference, for fill()
+  // A resent copy: `data` points into `copy`, and the owner is not called (it is only the
+  // key that cancel() and forget() match).
+  std::shared_ptr<const std::vector<uint8_t>> copy;
+};
+
+// What the lanes did in the current epoch (for logs, tests and benchmarks).
+struct LaneStats {
+  uint32_t lanes_retired = 0;   // closed after a stall or an I/O error while others lived
+  uint32_t lanes_replaced = 0;  // new connections dialled for stalled ones
+  uint64_t frames_resent = 0;
+  uint64_t bytes_resent = 0;
 };
 
 // Faults injected on purpose, for tests only (never set by the public API). Each fires once.
 struct FaultInjection {
   uint64_t close_after_bytes = 0;        // close an outbound lane once this many bytes were sent
   uint64_t stall_reads_after_bytes = 0;  // stop reading inbound lanes after this many bytes
+  // One inbound lane stops reading half way through the first frame it starts after this many
+  // bytes (a connection stalled by loss or a cap while the others flow).
+  uint64_t stall_lane_after_bytes = 0;
 };
 
 struct LinkSettings {
   std::chrono::milliseconds heartbeat{1000};
   std::chrono::milliseconds timeout{10000};  // connect/handshake bound and TCP user timeout
   net::Secret secret;                        // every connection authenticates with it, if set
+  // A lane whose data stays unacknowledged this long, while another lane moves, is retired.
+  // 0 = timeout / 5, between 500 ms and 2 s.
+  std::chrono::milliseconds lane_stall{0};
+  uint32_t notsent_lowat = 256 * 1024;  // TCP_NOTSENT_LOWAT of outbound lanes; 0 = unset
 };
+
+// Tuning knobs from the environment (docs/performance.md): QCCL_LANE_STALL_MS (lane_stall)
+// and QCCL_TCP_NOTSENT_LOWAT (bytes; 0 = leave the kernel's default). A value that is not a
+// number is ignored with a warning.
+void apply_tuning_env(LinkSettings& settings);
 
 class DataLinks {
  public:
@@ -101,6 +131,7 @@ class DataLinks {
   void set_probe_handler(StateHandler h) { on_probe_ = std::move(h); }
   // Inbound side of the injection: true once reads should stall (checked by the reader).
   bool should_stall_reads(uint64_t bytes_read_total);
+  bool should_stall_lane(uint64_t bytes_read_total);
 
   // Moves to a new group epoch: drops every lane of older epochs (their queued frames are
   // abandoned), dials `lanes` connections to `next` and expects the pool of `prev`.
@@ -114,8 +145,17 @@ class DataLinks {
 
   // Queues a frame on the current epoch's pool. REQUIRES: ready(), !failed().
   void enqueue(OutFrame frame);
-  // Takes back the frames of `owner` that have not started; returns how many.
+  // Takes back the frames of `owner` that have not started and forgets it (see forget());
+  // returns how many of its own frames were taken back (resent copies are not counted).
   size_t cancel(const FrameOwner* owner);
+  // The owner is done (committed or failed): its frames are never resent, and its memory may
+  // go. Queued resent copies of its frames are dropped.
+  void forget(const FrameOwner* owner);
+  // An inbound lane's reader ended with `why` (EOF, reset, a stopped read). Returns true if
+  // the epoch goes on without it (other inbound lanes remain: the sender resends what the
+  // lane carried); otherwise fails the epoch and returns false.
+  bool inbound_lost(const std::shared_ptr<net::Connection>& conn, const Status& why);
+  const LaneStats& stats() const { return stats_; }
   // Marks the current epoch failed (e.g. a reader hit an error) and closes its lanes.
   void fail(const Status& why);
   void close_all();
@@ -123,8 +163,23 @@ class DataLinks {
  private:
   net::awaitable<void> accept_loop();
   net::awaitable<void> accept_one(std::shared_ptr<net::Connection> conn);
-  net::awaitable<void> dial(Epoch epoch, Neighbour next, uint16_t lane, uint16_t lanes);
-  net::awaitable<void> writer(Epoch epoch, std::shared_ptr<net::Connection> conn);
+  // One outbound connection and what it carries.
+  struct OutLane {
+    std::shared_ptr<net::Connection> conn;
+    uint16_t index = 0;
+    std::vector<OutFrame> journal;  // written frames of owners still alive
+    uint64_t acked = 0;             // bytes TCP has acknowledged, when last looked at
+    std::chrono::steady_clock::time_point moved;  // when `acked` last grew, or it had none out
+    bool retired = false;
+  };
+  net::awaitable<void> dial(Epoch epoch, Neighbour next, uint16_t lane, uint16_t lanes,
+                            bool replacement);
+  net::awaitable<void> writer(Epoch epoch, std::shared_ptr<OutLane> lane);
+  net::awaitable<void> stall_monitor(Epoch epoch);
+  std::chrono::milliseconds lane_stall() const;
+  // Closes `lane` and queues copies of its journal for the others; fails the epoch if no
+  // lane is left, or dials a replacement if `replace`.
+  void retire(OutLane& lane, const Status& why, bool replace);
   void adopt(std::shared_ptr<net::Connection> conn, const wire::Preamble& p);
   void check_ready();
   void abandon_queue(const Status& why);
@@ -142,9 +197,12 @@ class DataLinks {
 
   Epoch epoch_ = 0;
   PeerId prev_ = kNoPeer;
+  std::optional<Neighbour> next_;
+  uint32_t lanes_ = 0;         // the pool size of this epoch
+  uint16_t next_lane_ = 0;     // index of the next lane dialled (replacements count on)
   bool expect_inbound_ = false;
   uint32_t out_lanes_wanted_ = 0;
-  std::vector<std::shared_ptr<net::Connection>> out_lanes_;
+  std::vector<std::shared_ptr<OutLane>> out_lanes_;
   size_t out_acked_ = 0;
   std::vector<std::shared_ptr<net::Connection>> in_lanes_;
   uint32_t in_lanes_wanted_ = 0;  // announced by prev's preambles
@@ -161,6 +219,7 @@ class DataLinks {
   std::vector<Parked> parked_;
   FaultInjection faults_;
   uint64_t bytes_sent_ = 0;
+  LaneStats stats_;
 };
 
 }  // namespace qccl::peer

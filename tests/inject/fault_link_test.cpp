@@ -1,8 +1,10 @@
 // The ring all-reduce driven through data links that fail on purpose, in one process:
-// a lane that closes after N bytes (a reset connection) and a peer that stops reading after
-// N bytes (a hung process or a cut link, seen from its neighbour). Every peer's op must fail
-// with kPeerLost within the peer timeout, the in-place input must be restored, and an
-// immediate retry must succeed with all peers.
+// a lane that closes after N bytes (a reset connection), one lane that stops reading half way
+// through a frame (a connection stalled by loss or a per-flow cap), and a peer that stops
+// reading after N bytes (a hung process or a cut link, seen from its neighbour). While other
+// lanes to the neighbour live, a broken or stalled lane's frames are resent on them and the
+// operation succeeds; with no lane left every peer's op must fail with kPeerLost within the
+// peer timeout, the in-place input must be restored, and an immediate retry must succeed.
 #include <gtest/gtest.h>
 
 #include <chrono>
@@ -112,9 +114,21 @@ void expect_sum(const std::vector<Status>& st, const std::vector<std::vector<flo
   }
 }
 
-TEST(FaultLink, LaneClosedMidOperationFailsEveryPeerThenRetrySucceeds) {
-  Cluster c(3);
+TEST(FaultLink, LaneClosedMidOperationIsResentOnTheOtherLane) {
+  Cluster c(3, /*connections_per_peer=*/2);
   constexpr size_t kCount = 4 << 20;  // 16 MiB: many segments in flight
+  c.peers[1]->inject_fault_for_testing(/*close_after_bytes=*/1 << 20, 0);
+  auto bufs = inputs(3, kCount);
+  auto t0 = Clock::now();
+  auto st = c.all_reduce(bufs, 7);
+  expect_sum(st, bufs);
+  // Well within the stall watchdog (vote timeout): nothing waited for a timeout.
+  EXPECT_LT(Clock::now() - t0, std::chrono::milliseconds(kPeerTimeoutMs * 3));
+}
+
+TEST(FaultLink, LaneClosedMidOperationWithNoOtherLaneFailsEveryPeerThenRetrySucceeds) {
+  Cluster c(3, /*connections_per_peer=*/1);
+  constexpr size_t kCount = 4 << 20;
   c.peers[1]->inject_fault_for_testing(/*close_after_bytes=*/1 << 20, 0);
   auto bufs = inputs(3, kCount);
   auto t0 = Clock::now();
@@ -124,6 +138,27 @@ TEST(FaultLink, LaneClosedMidOperationFailsEveryPeerThenRetrySucceeds) {
   EXPECT_LT(failed_after, std::chrono::milliseconds(kPeerTimeoutMs));
   auto retry = c.all_reduce(bufs, 7);
   expect_sum(retry, bufs);
+}
+
+TEST(FaultLink, LaneStalledMidFrameIsDetectedAndItsFramesResent) {
+  // Peer 2 stops reading one inbound lane half way through a frame. Its neighbour sees that
+  // lane's data stay unacknowledged while the other lanes move, retires it after the lane
+  // stall time (peer timeout / 5, at least 500 ms), and resends its frames on the others;
+  // peer 2 takes the stalled frame in from the copy. Without that the operation would wait
+  // for the stall watchdog (vote timeout) and fail.
+  Cluster c(3, /*connections_per_peer=*/4);
+  constexpr size_t kCount = 4 << 20;
+  c.peers[2]->inject_fault_for_testing(0, 0, /*stall_lane_after_bytes=*/1 << 20);
+  auto bufs = inputs(3, kCount);
+  auto t0 = Clock::now();
+  auto st = c.all_reduce(bufs, 8);
+  auto took = Clock::now() - t0;
+  expect_sum(st, bufs);
+  EXPECT_LT(took, std::chrono::milliseconds(kVoteTimeoutMs / 2))
+      << std::chrono::duration_cast<std::chrono::milliseconds>(took).count() << " ms";
+  // The group goes on with the lanes it has, and a replacement.
+  bufs = inputs(3, kCount);
+  expect_sum(c.all_reduce(bufs, 8), bufs);
 }
 
 TEST(FaultLink, PeerThatStopsReadingFailsTheOperationWithinThePeerTimeout) {

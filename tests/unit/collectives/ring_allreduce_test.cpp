@@ -10,6 +10,7 @@
 #include <cmath>
 #include <cstring>
 #include <deque>
+#include <memory>
 #include <random>
 #include <string>
 #include <vector>
@@ -26,6 +27,7 @@ using quant::WireCodec;
 struct InFlight {
   uint32_t from;
   RingAllReduce::Send send;
+  std::shared_ptr<std::vector<uint8_t>> copy;  // a resent copy: these bytes, not send.data
 };
 
 struct RunResult {
@@ -34,8 +36,13 @@ struct RunResult {
 };
 
 // Runs one all-reduce over `inputs` (one byte buffer per rank) and returns every rank's result.
+//
+// With `resends`, frames also arrive twice, as when a sender resends the frames of a stalled
+// connection on another one (a copy of the bytes taken when it resends): after the first copy
+// was taken in; while the first copy is still being read (the copy takes over); or after the
+// first copy's read failed part way (unclaimed).
 RunResult run_ring(const ReduceDesc& desc, const std::vector<std::vector<uint8_t>>& inputs,
-                   uint64_t order_seed, bool in_place = false) {
+                   uint64_t order_seed, bool in_place = false, bool resends = false) {
   const auto world = static_cast<uint32_t>(inputs.size());
   RunResult r;
   r.out.resize(world);
@@ -52,7 +59,7 @@ RunResult run_ring(const ReduceDesc& desc, const std::vector<std::vector<uint8_t
   std::vector<InFlight> flight;
   for (uint32_t i = 0; i < world; ++i) {
     for (size_t j = 0; j < rings[i]->initial_frames(); ++j) {
-      flight.push_back({i, rings[i]->initial_frame(j)});
+      flight.push_back({i, rings[i]->initial_frame(j), nullptr});
     }
   }
   std::mt19937_64 rng(order_seed);
@@ -66,16 +73,42 @@ RunResult run_ring(const ReduceDesc& desc, const std::vector<std::vector<uint8_t
     }
     uint32_t to = (f.from + 1) % world;
     r.tx_bytes[f.from] += f.send.bytes;
-    auto target = rings[to]->claim(f.send.step, f.send.segment, f.send.bytes);
+    const uint8_t* bytes = f.copy ? f.copy->data() : f.send.data;
+    auto resent = [&] {
+      return InFlight{f.from, f.send, std::make_shared<std::vector<uint8_t>>(bytes, bytes + f.send.bytes)};
+    };
+    int mode = resends ? std::uniform_int_distribution<int>(0, 5)(rng) : 0;
+    auto target = rings[to]->claim(f.send.step, f.send.segment, f.send.bytes, /*claimant=*/1);
     EXPECT_TRUE(target.is_ok()) << target.status().message();
     if (!target.is_ok()) break;
-    if (target->staged) {
-      staging.assign(f.send.data, f.send.data + f.send.bytes);
-    } else {
-      std::memcpy(target->dst, f.send.data, f.send.bytes);
+    if (target->duplicate == RingAllReduce::Duplicate::kReceived) continue;  // skipped
+    EXPECT_EQ(target->duplicate, RingAllReduce::Duplicate::kNo);
+    if (mode == 1) {  // the read fails part way; the sender resends later
+      if (!target->staged) std::memset(target->dst, 0xEE, f.send.bytes / 2);
+      rings[to]->unclaim(f.send.step, f.send.segment, 1);
+      flight.push_back(resent());
+      continue;
     }
+    if (mode == 2) {  // the read stalls part way; a resent copy arrives on connection 2
+      if (!target->staged) std::memset(target->dst, 0xEE, f.send.bytes / 2);
+      auto dup = rings[to]->claim(f.send.step, f.send.segment, f.send.bytes, 2);
+      EXPECT_TRUE(dup.is_ok());
+      if (!dup.is_ok()) break;
+      EXPECT_EQ(dup->duplicate, RingAllReduce::Duplicate::kPending);
+      EXPECT_EQ(dup->claimant, 1u);
+      EXPECT_TRUE(dup->staged);
+      staging.assign(bytes, bytes + f.send.bytes);
+      rings[to]->take_over(f.send.step, f.send.segment, 2, staging.data());
+      rings[to]->unclaim(f.send.step, f.send.segment, 1);  // the stalled read's failure: no-op
+    } else if (target->staged) {
+      staging.assign(bytes, bytes + f.send.bytes);
+    } else {
+      std::memcpy(target->dst, bytes, f.send.bytes);
+    }
+    if (mode == 3) flight.push_back(resent());  // a copy that comes after this one
     auto fwd = rings[to]->on_received(f.send.step, f.send.segment, staging.data());
-    if (fwd) flight.push_back({to, *fwd});
+    EXPECT_TRUE(rings[to]->received(f.send.step, f.send.segment));
+    if (fwd) flight.push_back({to, *fwd, nullptr});
   }
   for (auto& ring : rings) EXPECT_TRUE(ring->complete());
   return r;
@@ -336,6 +369,39 @@ TEST(RingAllReduce, NonFiniteInputMakesItsBlockNaNOnEveryPeer) {
   EXPECT_TRUE(std::isnan(load(c.source, r.out[0].data() + 10 * 4)));
   // The last element is in another block on every hop (blocks never exceed kQuantBlockElems).
   EXPECT_FALSE(std::isnan(load(c.source, r.out[0].data() + (d.count - 1) * 4)));
+}
+
+TEST(RingAllReduce, ResentFramesAreTakenInOnceWhateverTheirTiming) {
+  ReduceDesc d;
+  d.count = 300007;
+  d.dtype = DataType::kInt64;
+  for (uint32_t world : {2u, 3u, 4u}) {
+    std::vector<std::vector<uint8_t>> in(world, std::vector<uint8_t>(d.count * 8));
+    for (uint32_t i = 0; i < world; ++i) {
+      for (size_t k = 0; k < d.count; ++k) {
+        int64_t v = static_cast<int64_t>(k) * 3 + (int64_t{1} << i);
+        std::memcpy(in[i].data() + k * 8, &v, 8);
+      }
+    }
+    for (bool in_place : {false, true}) {
+      SCOPED_TRACE("world " + std::to_string(world) + (in_place ? " in place" : ""));
+      RunResult r = run_ring(d, in, 5 + world, in_place, /*resends=*/true);
+      expect_parity(r);
+      for (size_t k = 0; k < d.count; ++k) {
+        int64_t got;
+        std::memcpy(&got, r.out[0].data() + k * 8, 8);
+        ASSERT_EQ(got, static_cast<int64_t>(k) * 3 * world + ((int64_t{1} << world) - 1)) << k;
+      }
+    }
+  }
+  // Quantized: still bit-identical everywhere, and equal to the run without resends.
+  Case c{DataType::kFloat32, QuantAlgorithm::kMinMax, DataType::kUint8};
+  ReduceDesc q = desc_for(c, ReduceOp::kSum, 100003);
+  auto in = make_inputs(DataType::kFloat32, 3, q.count, -1, 1, 17);
+  RunResult plain = run_ring(q, in, 1);
+  RunResult resent = run_ring(q, in, 2, false, /*resends=*/true);
+  expect_parity(resent);
+  EXPECT_EQ(resent.out[0], plain.out[0]);
 }
 
 TEST(RingAllReduce, ClaimRejectsAQuantizedFrameOfTheWrongSize) {
