@@ -116,7 +116,8 @@ typedef struct {
   size_t struct_size;             /* set by QCCL_COMM_CONFIG_INIT                               */
   const char *master_address;     /* "host:port"                                                */
   uint32_t peer_group;            /* collectives span one group only                           */
-  uint32_t connections_per_peer;  /* TCP connections to each ring neighbour; 0 = default (4)   */
+  uint32_t connections_per_peer;  /* TCP connections to each ring neighbour, at most 64;       *
+                                   * 0 = automatic: 16 to another host, 4 over loopback        */
   uint32_t connect_timeout_ms;    /* for qcclConnect; 0 = wait forever                          */
   QCCL_NULLABLE const char *auth_token;
 } qcclCommConfig_t;

@@ -1,6 +1,10 @@
 #include "common/address.hpp"
 
+#include <arpa/inet.h>
+
 #include <charconv>
+#include <cstring>
+#include <string>
 
 namespace qccl {
 
@@ -37,6 +41,17 @@ Result<HostPort> parse_host_port(std::string_view text) {
 std::string format_host_port(const HostPort& hp) {
   if (hp.host.find(':') != std::string::npos) return fmt::format("[{}]:{}", hp.host, hp.port);
   return fmt::format("{}:{}", hp.host, hp.port);
+}
+
+bool is_loopback_host(std::string_view host) {
+  if (host == "localhost") return true;
+  std::string h(host);
+  in_addr v4{};
+  if (::inet_pton(AF_INET, h.c_str(), &v4) == 1) return (ntohl(v4.s_addr) >> 24) == 127;
+  in6_addr v6{};
+  if (::inet_pton(AF_INET6, h.c_str(), &v6) != 1) return false;
+  if (IN6_IS_ADDR_LOOPBACK(&v6)) return true;
+  return IN6_IS_ADDR_V4MAPPED(&v6) && v6.s6_addr[12] == 127;
 }
 
 }  // namespace qccl

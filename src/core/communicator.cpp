@@ -356,7 +356,8 @@ class Communicator::Impl : public std::enable_shared_from_this<Impl> {
                 FailSource::kEpochChange);
       }
     }
-    links_->set_ring(group_epoch_, next, prev, connections());
+    links_->set_ring(group_epoch_, next, prev,
+                     ring_lanes_for(options_.connections_per_peer, next ? next->host : ""));
     ops_changed_.notify();
   }
 
@@ -851,6 +852,11 @@ Communicator::Communicator(std::shared_ptr<Impl> impl) : impl_(std::move(impl)) 
 Communicator::~Communicator() { impl_->shutdown(); }
 
 Status Communicator::connect() { return impl_->connect(); }
+
+uint32_t ring_lanes_for(uint32_t configured, std::string_view host) {
+  if (configured != 0) return configured;
+  return is_loopback_host(host) ? kDefaultLoopbackLanes : kDefaultRemoteLanes;
+}
 
 void Communicator::inject_fault_for_testing(uint64_t close_after_bytes,
                                             uint64_t stall_reads_after_bytes,

@@ -19,6 +19,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <string_view>
 
 #include "collectives/reduce_desc.hpp"
 #include "common/ids.hpp"
@@ -31,14 +32,22 @@ namespace qccl::core {
 struct CommOptions {
   std::string master_address;       // "host:port"
   GroupId peer_group = 0;
-  uint32_t connections_per_peer = 0;  // 0 = kDefaultConnections
+  uint32_t connections_per_peer = 0;  // 0 = automatic (ring_lanes_for)
   uint32_t connect_timeout_ms = 0;    // 0 = no deadline
   std::optional<std::string> auth_token;
   std::string listen_host = "0.0.0.0";  // where the data listener binds
   std::string advertised_host;          // "" = the address the master sees
 };
 
+// connections_per_peer = 0: ring lanes to a neighbour on another host (a WAN needs many:
+// per-flow rate caps, per-connection windows) and over loopback (where more only cost CPU);
+// shared-state downloads and bandwidth probes use kDefaultConnections. docs/performance.md
+// has the measurements behind these.
+inline constexpr uint32_t kDefaultRemoteLanes = 16;
+inline constexpr uint32_t kDefaultLoopbackLanes = 4;
 inline constexpr uint32_t kDefaultConnections = 4;
+// The ring lanes for a neighbour at `host` with `configured` connections_per_peer.
+uint32_t ring_lanes_for(uint32_t configured, std::string_view host);
 
 enum class Attribute {
   kGlobalWorldSize = 1,
