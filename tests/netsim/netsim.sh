@@ -189,7 +189,9 @@ cmd_up() {
   wait_status "ready generation 0" 0 "$pid"
   for i in "${!names[@]}"; do
     ip -n "${names[$i]}" addr add "${addrs[$i]}/24" dev "$DEV"
-    ip -n "${names[$i]}" link set "$DEV" mtu 1500 up
+    # txqueuelen: the TUN's ring of packets waiting for the forwarder (default 500); a longer
+    # one rides out the moments the forwarder is not scheduled instead of dropping.
+    ip -n "${names[$i]}" link set "$DEV" mtu 1500 txqueuelen 4096 up
   done
   [[ -z "$RATE" ]] || apply_rate "$RATE" "$PEERS"
   # Ready once every namespace routes the subnet through wan0.
