@@ -35,12 +35,14 @@ RUN_DIR=/run/qccl-netsim
 DEV=wan0
 READY_TIMEOUT_S=10
 
-usage() { sed -n '2,30p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2; }
+help() { sed -n '2,30p' "$0" | sed 's/^# \{0,1\}//'; }
+usage() { help >&2; exit 2; }
 die() { echo "netsim.sh: $*" >&2; exit 2; }
 
 [[ $# -ge 1 ]] || usage
 CMD="$1"
 shift
+[[ "$CMD" != -h && "$CMD" != --help ]] || { help; exit 0; }
 PREFIX="" PEERS="" SUBNET=10.77.0 BIN="${QCCL_NETSIM_BIN:-}" RATE=""
 KNOBS=()  # flags for the forwarder, as given
 while [[ $# -gt 0 ]]; do
@@ -52,7 +54,7 @@ while [[ $# -gt 0 ]]; do
     --bin) BIN="$2" ;;
     --rate) RATE="$2" ;;
     --delay-ms | --jitter-ms | --loss | --flow-cap | --flow-queue-kb | --seed) KNOBS+=("$1" "$2") ;;
-    -h | --help) usage ;;
+    -h | --help) help; exit 0 ;;
     *) die "unknown option $1" ;;
   esac
   shift 2
@@ -229,6 +231,5 @@ case "$CMD" in
   up) cmd_up ;;
   set) cmd_set ;;
   down) cmd_down ;;
-  -h | --help) usage ;;
   *) die "unknown command $CMD (up, set or down)" ;;
 esac

@@ -58,6 +58,14 @@ std::string socket_in(const Endpoint& e, int type, Fd* out) {
   if (::setns(home.get(), CLONE_NEWNET) != 0) return sys_error("setns back");
   errno = saved;
   if (s.get() < 0) return sys_error("socket in " + e.netns);
+  if (type == SOCK_DGRAM) {
+    // Room for a few hundred ms of datagrams, so that a receiver descheduled on a busy machine
+    // does not turn into loss (FORCE: beyond rmem_max, as root).
+    const int bytes = 8 << 20;
+    if (::setsockopt(s.get(), SOL_SOCKET, SO_RCVBUFFORCE, &bytes, sizeof bytes) != 0) {
+      ::setsockopt(s.get(), SOL_SOCKET, SO_RCVBUF, &bytes, sizeof bytes);
+    }
+  }
   sockaddr_in a{};
   a.sin_family = AF_INET;
   if (::inet_pton(AF_INET, e.address.c_str(), &a.sin_addr) != 1) return "bad address " + e.address;
