@@ -372,8 +372,9 @@ bool DataLinks::inbound_lost(const std::shared_ptr<net::Connection>& conn, const
   conn->close();
   std::erase(in_lanes_, conn);
   if (failure_) return false;
-  bool others = std::any_of(in_lanes_.begin(), in_lanes_.end(),
-                            [](const auto& c) { return c->is_open(); });
+  // Before the epoch is ready a lost lane would leave the pool short for good.
+  bool others = ready_ && std::any_of(in_lanes_.begin(), in_lanes_.end(),
+                                      [](const auto& c) { return c->is_open(); });
   if (!others) {
     fail(why);
     return false;

@@ -152,8 +152,8 @@ class DataLinks {
   // go. Queued resent copies of its frames are dropped.
   void forget(const FrameOwner* owner);
   // An inbound lane's reader ended with `why` (EOF, reset, a stopped read). Returns true if
-  // the epoch goes on without it (other inbound lanes remain: the sender resends what the
-  // lane carried); otherwise fails the epoch and returns false.
+  // the epoch goes on without it (it was ready and other inbound lanes remain: the sender
+  // resends what the lane carried); otherwise fails the epoch and returns false.
   bool inbound_lost(const std::shared_ptr<net::Connection>& conn, const Status& why);
   const LaneStats& stats() const { return stats_; }
   // Marks the current epoch failed (e.g. a reader hit an error) and closes its lanes.
