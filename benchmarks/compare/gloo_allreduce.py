@@ -5,6 +5,11 @@ Measured like qccl_allreduce_bench: for each N, N processes; per iteration an un
 each rank times its own all_reduce (float32 sum), the iteration's time is the slowest rank's
 (max-reduce), and every result is checked. Gloo reduces in place, so the input is restored
 before each op (untimed). Writes JSON with the same fields as the qccl benchmark.
+
+With --rank R --world-size N --master-addr IP --master-port P this process is one rank only
+(the caller starts all N, e.g. each in its own network namespace: benchmarks/wan.py); rank 0
+hosts the rendezvous on IP:P, prints the rows and writes the JSON. --ifname is the interface
+gloo uses (GLOO_SOCKET_IFNAME, default lo).
 """
 import argparse
 import json
@@ -23,15 +28,17 @@ def free_port():
         return s.getsockname()[1]
 
 
-def worker(rank, n, port, sizes_mib, iters, warmup, queue):
-    os.environ["GLOO_SOCKET_IFNAME"] = "lo"
+def worker(rank, n, port, sizes_mib, iters, warmup, queue, host="127.0.0.1", ifname="lo",
+           timeout_s=1800.0):
+    os.environ["GLOO_SOCKET_IFNAME"] = ifname
+    import datetime
     import torch
     import torch.distributed as dist
 
     torch.set_num_threads(1)  # like the baselines: processes outnumber cores already
     try:
-        dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}",
-                                rank=rank, world_size=n)
+        dist.init_process_group("gloo", init_method=f"tcp://{host}:{port}", rank=rank,
+                                world_size=n, timeout=datetime.timedelta(seconds=timeout_s))
         weight = n * (n + 1) / 2
         for mib in sizes_mib:
             count = mib << 18
@@ -71,6 +78,54 @@ def row(n, size_bytes, times):
             "busbw_gbs": algbw * 2 * (n - 1) / n}
 
 
+HEADER = (f"{'N':>3} {'size(MiB)':>10} {'iters':>6} {'median(ms)':>11} {'min(ms)':>9} "
+          f"{'max(ms)':>9} {'algbw(GB/s)':>12} {'busbw(GB/s)':>12}")
+
+
+def print_row(r):
+    print(f"{r['n']:3d} {r['size_bytes'] / 2**20:10.0f} {len(r['times_ms']):6d} "
+          f"{r['median_ms']:11.3f} {r['min_ms']:9.3f} {r['max_ms']:9.3f} "
+          f"{r['algbw_gbs']:12.3f} {r['busbw_gbs']:12.3f}", flush=True)
+
+
+def write_json(path, args, rows):
+    import torch
+    with open(path, "w") as f:
+        json.dump({"system": "gloo", "torch": torch.__version__, "iters": args.iters,
+                   "warmup": args.warmup, "results": rows}, f, indent=1)
+
+
+class Collect:
+    """Stands in for the queue when this process is a single rank (--rank)."""
+
+    def __init__(self):
+        self.msgs = []
+
+    def put(self, msg):
+        self.msgs.append(msg)
+
+
+def run_rank(args):
+    """One rank of a group whose other ranks the caller started (e.g. in other namespaces)."""
+    out = Collect()
+    worker(args.rank, args.world_size, args.master_port, args.sizes_mib, args.iters,
+           args.warmup, out, host=args.master_addr, ifname=args.ifname, timeout_s=args.timeout_s)
+    for msg in out.msgs:
+        if msg[0] == "error":
+            print(f"gloo N={args.world_size}: rank {msg[1]}: {msg[2]}", file=sys.stderr)
+            return 1
+    if args.rank == 0:
+        import torch
+        print(f"gloo (torch {torch.__version__}) all-reduce, float32 sum, "
+              f"{args.master_addr} via {args.ifname}, in place\n" + HEADER, flush=True)
+        rows = [row(*msg[1:]) for msg in out.msgs if msg[0] == "result"]
+        for r in rows:
+            print_row(r)
+        if args.json:
+            write_json(args.json, args, rows)
+    return 0
+
+
 def run_group(ctx, n, args, deadline):
     queue = ctx.Queue()
     port = free_port()
@@ -94,10 +149,7 @@ def run_group(ctx, n, args, deadline):
                 continue
             if msg[0] == "result":
                 rows.append(row(*msg[1:]))
-                r = rows[-1]
-                print(f"{n:3d} {r['size_bytes'] / 2**20:10.0f} {len(r['times_ms']):6d} "
-                      f"{r['median_ms']:11.3f} {r['min_ms']:9.3f} {r['max_ms']:9.3f} "
-                      f"{r['algbw_gbs']:12.3f} {r['busbw_gbs']:12.3f}", flush=True)
+                print_row(rows[-1])
             elif msg[0] == "done":
                 done += 1
             else:
@@ -121,14 +173,22 @@ def main():
     ap.add_argument("--warmup", type=int, default=3)
     ap.add_argument("--timeout-s", type=float, default=1800)
     ap.add_argument("--json")
+    ap.add_argument("--rank", type=int, help="be this one rank of --world-size (see above)")
+    ap.add_argument("--world-size", type=int)
+    ap.add_argument("--master-addr", default="127.0.0.1", help="rank 0's address (--rank)")
+    ap.add_argument("--master-port", type=int, default=29500, help="rendezvous port (--rank)")
+    ap.add_argument("--ifname", default="lo", help="GLOO_SOCKET_IFNAME (--rank)")
     args = ap.parse_args()
     args.sizes_mib = [int(x) for x in args.sizes_mib.split(",") if x]
+    if args.rank is not None:
+        if not args.world_size or not 0 <= args.rank < args.world_size:
+            ap.error("--rank needs --world-size > rank")
+        return run_rank(args)
     peers = [int(x) for x in args.peers.split(",") if x]
     deadline = time.monotonic() + args.timeout_s
     import torch
     print(f"gloo (torch {torch.__version__}) all-reduce, float32 sum, loopback, in place")
-    print(f"{'N':>3} {'size(MiB)':>10} {'iters':>6} {'median(ms)':>11} {'min(ms)':>9} "
-          f"{'max(ms)':>9} {'algbw(GB/s)':>12} {'busbw(GB/s)':>12}", flush=True)
+    print(HEADER, flush=True)
     ctx = mp.get_context("spawn")  # no fork of a process that already imported torch
     rows, all_ok = [], True
     for n in peers:
@@ -136,9 +196,7 @@ def main():
         rows += r
         all_ok = all_ok and ok
     if args.json:
-        with open(args.json, "w") as f:
-            json.dump({"system": "gloo", "torch": torch.__version__, "iters": args.iters,
-                       "warmup": args.warmup, "results": rows}, f, indent=1)
+        write_json(args.json, args, rows)
     return 0 if all_ok else 1
 
 
