@@ -152,15 +152,14 @@ void DataLinks::set_ring(Epoch epoch, std::optional<Neighbour> next, PeerId prev
   epoch_ = epoch;
   prev_ = prev;
   next_ = next;
-  lanes_ = next ? lanes : 0;
-  next_lane_ = static_cast<uint16_t>(lanes_);
   expect_inbound_ = prev != kNoPeer;
-  out_lanes_wanted_ = lanes_;
+  out_lanes_wanted_ = next ? lanes : 0;
+  next_lane_ = static_cast<uint16_t>(out_lanes_wanted_);
+  lanes_replaced_ = 0;
   out_acked_ = 0;
   in_lanes_wanted_ = 0;
   ready_ = false;
   failure_.reset();
-  stats_ = {};
   if (next) {
     for (uint16_t i = 0; i < lanes; ++i) {
       asio::co_spawn(ex_, dial(epoch, *next, i, static_cast<uint16_t>(lanes), false), asio::detached);
@@ -320,7 +319,7 @@ net::awaitable<void> DataLinks::stall_monitor(Epoch epoch) {
     // the stall watchdog deal with that. Replacements are limited to one pool per epoch.
     if (!healthy) continue;
     for (auto& lane : stalled) {
-      bool replace = stats_.lanes_replaced < lanes_;
+      bool replace = lanes_replaced_ < out_lanes_wanted_;
       retire(*lane,
              make_status(StatusCode::kPeerLost, "data lane {} to {} stalled for {} ms", lane->index,
                          lane->conn->remote(),
@@ -348,9 +347,6 @@ void DataLinks::retire(OutLane& lane, const Status& why, bool replace) {
   }
   size_t frames = lane.journal.size();
   lane.journal.clear();
-  ++stats_.lanes_retired;
-  stats_.frames_resent += frames;
-  stats_.bytes_resent += bytes;
   size_t live = static_cast<size_t>(std::count_if(
       out_lanes_.begin(), out_lanes_.end(), [](const auto& l) { return !l->retired; }));
   log::get("peer")->info("peer {}: {}; resending its {} frames ({} bytes) on the {} other lane(s)",
@@ -361,8 +357,9 @@ void DataLinks::retire(OutLane& lane, const Status& why, bool replace) {
     return;
   }
   if (replace && next_) {
-    ++stats_.lanes_replaced;
-    asio::co_spawn(ex_, dial(epoch_, *next_, next_lane_++, static_cast<uint16_t>(lanes_), true),
+    ++lanes_replaced_;
+    asio::co_spawn(ex_,
+                   dial(epoch_, *next_, next_lane_++, static_cast<uint16_t>(out_lanes_wanted_), true),
                    asio::detached);
   }
   work_->notify();

@@ -73,13 +73,6 @@ struct OutFrame {
   std::shared_ptr<const std::vector<uint8_t>> copy;
 };
 
-// What the lanes did in the current epoch (for logs, tests and benchmarks).
-struct LaneStats {
-  uint32_t lanes_retired = 0;   // closed after a stall or an I/O error while others lived
-  uint32_t lanes_replaced = 0;  // new connections dialled for stalled ones
-  uint64_t frames_resent = 0;
-  uint64_t bytes_resent = 0;
-};
 
 // Faults injected on purpose, for tests only (never set by the public API). Each fires once.
 struct FaultInjection {
@@ -155,7 +148,6 @@ class DataLinks {
   // the epoch goes on without it (it was ready and other inbound lanes remain: the sender
   // resends what the lane carried); otherwise fails the epoch and returns false.
   bool inbound_lost(const std::shared_ptr<net::Connection>& conn, const Status& why);
-  const LaneStats& stats() const { return stats_; }
   // Marks the current epoch failed (e.g. a reader hit an error) and closes its lanes.
   void fail(const Status& why);
   void close_all();
@@ -198,8 +190,8 @@ class DataLinks {
   Epoch epoch_ = 0;
   PeerId prev_ = kNoPeer;
   std::optional<Neighbour> next_;
-  uint32_t lanes_ = 0;         // the pool size of this epoch
-  uint16_t next_lane_ = 0;     // index of the next lane dialled (replacements count on)
+  uint16_t next_lane_ = 0;        // index of the next lane dialled (replacements count on)
+  uint32_t lanes_replaced_ = 0;   // in this epoch; at most one pool's worth
   bool expect_inbound_ = false;
   uint32_t out_lanes_wanted_ = 0;
   std::vector<std::shared_ptr<OutLane>> out_lanes_;
@@ -219,7 +211,6 @@ class DataLinks {
   std::vector<Parked> parked_;
   FaultInjection faults_;
   uint64_t bytes_sent_ = 0;
-  LaneStats stats_;
 };
 
 }  // namespace qccl::peer

@@ -57,7 +57,6 @@
 
 #include <bit>
 #include <chrono>
-#include <cstdarg>
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
@@ -68,8 +67,12 @@
 
 #include "chaos_model.hpp"
 #include "qccl/qccl.h"
+#include "support/peer_text.hpp"
 
 namespace {
+
+using qccl::test::result_name;
+using qccl::test::strf;
 
 using qccl::chaos::Model;
 
@@ -77,16 +80,6 @@ int64_t now_us() {
   return std::chrono::duration_cast<std::chrono::microseconds>(
              std::chrono::steady_clock::now().time_since_epoch())
       .count();
-}
-
-std::string strf(const char* fmt, ...) __attribute__((format(printf, 1, 2)));
-std::string strf(const char* fmt, ...) {
-  char buf[1024];
-  va_list ap;
-  va_start(ap, fmt);
-  std::vsnprintf(buf, sizeof buf, fmt, ap);
-  va_end(ap);
-  return buf;
 }
 
 // One event line with " at <now>" (and " msg <detail>") appended, written at once.
@@ -99,24 +92,6 @@ void emit(const std::string& line, const char* detail = nullptr) {
   s += '\n';
   std::fputs(s.c_str(), stdout);
   std::fflush(stdout);
-}
-
-const char* result_name(qcclResult_t r) {
-  switch (r) {
-    case qcclSuccess: return "qcclSuccess";
-    case qcclInvalidArgument: return "qcclInvalidArgument";
-    case qcclInvalidUsage: return "qcclInvalidUsage";
-    case qcclMasterUnreachable: return "qcclMasterUnreachable";
-    case qcclPeerLost: return "qcclPeerLost";
-    case qcclTooFewPeers: return "qcclTooFewPeers";
-    case qcclTimeout: return "qcclTimeout";
-    case qcclKicked: return "qcclKicked";
-    case qcclMismatch: return "qcclMismatch";
-    case qcclAuthFailed: return "qcclAuthFailed";
-    case qcclAborted: return "qcclAborted";
-    case qcclInternalError: return "qcclInternalError";
-    default: return "unknown";
-  }
 }
 
 std::string hex(uint64_t x) { return strf("%016llx", static_cast<unsigned long long>(x)); }

@@ -83,7 +83,6 @@
 #include <atomic>
 #include <bit>
 #include <chrono>
-#include <cstdarg>
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
@@ -97,8 +96,12 @@
 #include <vector>
 
 #include "qccl/qccl.h"
+#include "support/peer_text.hpp"
 
 namespace {
+
+using qccl::test::result_name;
+using qccl::test::strf;
 
 // ---------------------------------------------------------------- output
 
@@ -118,34 +121,6 @@ void emit(const std::string& line, const char* detail = nullptr) {
   std::lock_guard<std::mutex> lock(g_out_mu);
   std::fputs(s.c_str(), stdout);
   std::fflush(stdout);
-}
-
-std::string strf(const char* fmt, ...) __attribute__((format(printf, 1, 2)));
-std::string strf(const char* fmt, ...) {
-  char buf[512];
-  va_list ap;
-  va_start(ap, fmt);
-  std::vsnprintf(buf, sizeof buf, fmt, ap);
-  va_end(ap);
-  return buf;
-}
-
-const char* result_name(qcclResult_t r) {
-  switch (r) {
-    case qcclSuccess: return "qcclSuccess";
-    case qcclInvalidArgument: return "qcclInvalidArgument";
-    case qcclInvalidUsage: return "qcclInvalidUsage";
-    case qcclMasterUnreachable: return "qcclMasterUnreachable";
-    case qcclPeerLost: return "qcclPeerLost";
-    case qcclTooFewPeers: return "qcclTooFewPeers";
-    case qcclTimeout: return "qcclTimeout";
-    case qcclKicked: return "qcclKicked";
-    case qcclMismatch: return "qcclMismatch";
-    case qcclAuthFailed: return "qcclAuthFailed";
-    case qcclAborted: return "qcclAborted";
-    case qcclInternalError: return "qcclInternalError";
-    default: return "unknown";
-  }
 }
 
 // ---------------------------------------------------------------- options
