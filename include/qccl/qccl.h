@@ -137,13 +137,18 @@ QCCL_API qcclResult_t qcclConnect(qcclComm_t *comm);
 QCCL_API qcclResult_t qcclCommDestroy(qcclComm_t *comm);
 /* Collective over all accepted peers of all groups: admits pending peers, then (re)builds the
  * connections to this peer's ring neighbours. Returns once they are up. A newly admitted peer
- * returns from qcclConnect at the same point, so it must not vote in its first iteration.
- * qcclInvalidUsage (not connected, ops in flight, another control call running), qcclKicked,
+ * returns from qcclConnect at the same point: its next call must be the one the others make
+ * next (qcclArePeersPending at a loop head is always right; see docs/call-order.md).
+ * qcclInvalidUsage (out of step with the group: see below; or not connected, ops in flight,
+ * another control call running), qcclKicked,
  * qcclMasterUnreachable, qcclPeerLost (the ring connections did not come up within twice the
  * peer timeout: call again). */
 QCCL_API qcclResult_t qcclUpdateTopology(qcclComm_t *comm);
 /* Collective vote of all accepted peers: *pending_out = 1 if peers wait to be admitted. Every
- * peer gets the same answer. qcclInvalidUsage, qcclKicked, qcclMasterUnreachable. */
+ * peer gets the same answer, except a peer admitted since its last completed call while its
+ * group is already in a collective or a shared-state sync: it gets 0 at once (the admission
+ * vote it would join is the one that admitted it). qcclInvalidUsage, qcclKicked,
+ * qcclMasterUnreachable. */
 QCCL_API qcclResult_t qcclArePeersPending(qcclComm_t *comm, int *pending_out);
 /* Collective over all accepted peers of all groups: the master has the links of each group
  * that it has no recent measurement for probed (short timed transfers on
@@ -154,6 +159,24 @@ QCCL_API qcclResult_t qcclArePeersPending(qcclComm_t *comm, int *pending_out);
  * peer that no ring of reachable links can include is expelled (qcclKicked). Does not admit
  * pending peers. Errors as qcclUpdateTopology. See docs/topology.md. */
 QCCL_API qcclResult_t qcclOptimizeTopology(qcclComm_t *comm);
+
+/* Out of step: a vote, a collective and a shared-state sync each wait for every peer they
+ * concern. When the peers of a group make calls that can never meet (a vote while the others
+ * run a collective, two kinds of vote, a sync while the others vote...), the master keeps the
+ * phase that a settled peer entered first and answers the other calls at once with
+ * qcclInvalidUsage; qcclGetLastError() names what the group is doing. Nobody is expelled and
+ * the caller may call again (the right call this time). docs/call-order.md has the model. */
+
+/* The loop head of a training loop: qcclArePeersPending, then qcclUpdateTopology if peers are
+ * pending. *admitted_out (NULLABLE) = 1 if peers were admitted. Errors as the two calls. */
+QCCL_API qcclResult_t qcclAdmitPending(qcclComm_t *comm, QCCL_NULLABLE int *admitted_out);
+/* Start-up: repeats qcclAdmitPending (asking every 50 ms while nobody is pending) until this
+ * peer's group has at least min_size accepted peers (QCCL_ATTR_GROUP_WORLD_SIZE). Every peer,
+ * the first ones and later joiners alike, may call it after qcclConnect. timeout_ms = 0 waits
+ * without a deadline; otherwise qcclTimeout once timeout_ms passed (checked between votes; a
+ * vote in progress ends within the master's vote timeout). qcclInvalidArgument (min_size < 1),
+ * and the errors of qcclAdmitPending. */
+QCCL_API qcclResult_t qcclWaitForWorld(qcclComm_t *comm, int64_t min_size, uint32_t timeout_ms);
 
 typedef enum {
   QCCL_ATTR_GLOBAL_WORLD_SIZE = 1, /* accepted peers, all groups                                */

@@ -8,7 +8,9 @@ memory), NumPy arrays and any C-contiguous buffer.
     import qccl, torch
     with qccl.Communicator("127.0.0.1:48148") as comm:
         comm.connect()
+        comm.wait_for_world(2, timeout=60)   # until 2 peers are in the run
         grad = torch.ones(1024)
+        comm.admit_pending()                 # the loop head: lets later peers in
         info = comm.all_reduce(grad, op=qccl.ReduceOp.AVG)   # in place
 
 See docs/python.md for the whole API, errors, threading and lifetimes.

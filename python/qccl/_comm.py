@@ -10,7 +10,7 @@ from . import _qccl as _C
 from ._buffers import Buffer, resolve, resolve_pair
 from ._enums import (Attribute, Quantization, ReduceInfo, ReduceOp, SyncInfo,
                      SyncStrategy, _quantization_args)
-from ._errors import InvalidUsageError
+from ._errors import InvalidArgumentError, InvalidUsageError
 from ._handle import Handle
 
 __all__ = ["Communicator", "AllReduceOp", "SharedState"]
@@ -264,16 +264,34 @@ class Communicator(Handle):
     def update_topology(self) -> None:
         """Collective of all accepted peers: admits pending peers and rebuilds the rings.
 
-        A peer admitted by this call returns from :meth:`connect` at the same moment, so it
-        must not call this in its first iteration. Raises :class:`qccl.InvalidUsageError`
-        while all-reduces are in flight.
+        A peer admitted by this call returns from :meth:`connect` at the same moment; its
+        next call must be the one the others make next (:meth:`admit_pending` at the loop
+        head is always right; docs/call-order.md). Raises :class:`qccl.InvalidUsageError`
+        while all-reduces are in flight, or at once when the call is out of step with the
+        group (the message says what the group is doing; call again, the right call).
         """
         self._c.update_topology()
 
     def are_peers_pending(self) -> bool:
         """Collective vote of all accepted peers: True if peers wait to be admitted (the same
-        answer on every peer)."""
+        answer on every peer, except that a peer admitted since its last completed call gets
+        False at once when its group already runs a collective or a sync)."""
         return self._c.are_peers_pending()
+
+    def admit_pending(self) -> bool:
+        """The loop head: :meth:`are_peers_pending`, then :meth:`update_topology` if peers
+        are pending. Returns True if peers were admitted. Right for the first peers and for
+        peers that join later alike (docs/call-order.md)."""
+        return self._c.admit_pending()
+
+    def wait_for_world(self, min_size: int, timeout: Optional[float] = None) -> None:
+        """Start-up: admits peers (:meth:`admit_pending`, asking every 50 ms while nobody is
+        pending) until this peer's group has at least ``min_size`` accepted peers. Every peer
+        calls it after :meth:`connect`, the first ones and later joiners alike. ``timeout``
+        in seconds (None: no deadline) raises :class:`qccl.TimeoutError` when it passes."""
+        if isinstance(min_size, bool) or not isinstance(min_size, int) or min_size < 1:
+            raise InvalidArgumentError(f"min_size must be an int >= 1, not {min_size!r}")
+        self._c.wait_for_world(min_size, _timeout_ms(timeout))
 
     def optimize_topology(self) -> None:
         """Collective of all accepted peers of all groups: moves each group to its fastest ring.

@@ -378,6 +378,16 @@ class Comm {
     check(without_gil([&] { return qcclArePeersPending(comm_, &pending); }));
     return pending != 0;
   }
+  bool admit_pending() {
+    Use use(gate_, "communicator");
+    int admitted = 0;
+    check(without_gil([&] { return qcclAdmitPending(comm_, &admitted); }));
+    return admitted != 0;
+  }
+  void wait_for_world(int64_t min_size, uint32_t timeout_ms) {
+    Use use(gate_, "communicator");
+    check(without_gil([&] { return qcclWaitForWorld(comm_, min_size, timeout_ms); }));
+  }
   void optimize_topology() {
     Use use(gate_, "communicator");
     check(without_gil([&] { return qcclOptimizeTopology(comm_); }));
@@ -608,6 +618,8 @@ PYBIND11_MODULE(_qccl, m) {
       .def("connect", &Comm::connect)
       .def("update_topology", &Comm::update_topology)
       .def("are_peers_pending", &Comm::are_peers_pending)
+      .def("admit_pending", &Comm::admit_pending)
+      .def("wait_for_world", &Comm::wait_for_world, py::arg("min_size"), py::arg("timeout_ms"))
       .def("optimize_topology", &Comm::optimize_topology)
       .def("get_attribute", &Comm::get_attribute, py::arg("attribute"))
       .def("all_reduce", &Comm::all_reduce, py::arg("send"), py::arg("recv"), py::arg("count"),

@@ -12,6 +12,7 @@
 #include "capi/handles.hpp"
 #include "capi/last_error.hpp"
 #include "common/address.hpp"
+#include "core/admission.hpp"
 #include "core/multi_reduce.hpp"
 
 namespace {
@@ -34,9 +35,12 @@ qcclResult_t fail(qcclResult_t code, std::string message) {
   return code;
 }
 
+// "fn: message", naming the call once: the core names the call it ran ("qcclAllReduce: ..."),
+// which is replaced by the public one that the user called.
 qcclResult_t to_result(const Status& st, const char* fn) {
   if (st.is_ok()) return qcclSuccess;
-  return fail(static_cast<qcclResult_t>(st.code()), std::string(fn) + ": " + st.message());
+  return fail(static_cast<qcclResult_t>(st.code()),
+              std::string(fn) + ": " + std::string(qccl::strip_call_name(st.message())));
 }
 
 template <typename F>
@@ -294,6 +298,28 @@ qcclResult_t qcclArePeersPending(qcclComm_t* comm, int* pending_out) {
     if (!r.is_ok()) return to_result(r.status(), fn);
     *pending_out = *r ? 1 : 0;
     return qcclSuccess;
+  });
+}
+
+qcclResult_t qcclAdmitPending(qcclComm_t* comm, int* admitted_out) {
+  const char* fn = "qcclAdmitPending";
+  return guarded(fn, [&] {
+    QCCL_REQUIRE(valid(comm), fn, "comm is NULL or not a communicator");
+    auto r = qccl::core::admit_pending(*comm->rep);
+    if (!r.is_ok()) return to_result(r.status(), fn);
+    if (admitted_out != nullptr) *admitted_out = *r ? 1 : 0;
+    return qcclSuccess;
+  });
+}
+
+qcclResult_t qcclWaitForWorld(qcclComm_t* comm, int64_t min_size, uint32_t timeout_ms) {
+  const char* fn = "qcclWaitForWorld";
+  return guarded(fn, [&] {
+    QCCL_REQUIRE(valid(comm), fn, "comm is NULL or not a communicator");
+    QCCL_REQUIRE(min_size >= 1, fn, "min_size must be at least 1");
+    return to_result(qccl::core::wait_for_world(*comm->rep, min_size,
+                                                std::chrono::milliseconds(timeout_ms)),
+                     fn);
   });
 }
 

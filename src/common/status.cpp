@@ -1,5 +1,7 @@
 #include "common/status.hpp"
 
+#include <cctype>
+
 namespace qccl {
 
 std::string_view status_code_name(StatusCode code) {
@@ -24,6 +26,14 @@ std::string_view status_code_name(StatusCode code) {
 std::string Status::to_string() const {
   if (is_ok()) return "Ok";
   return fmt::format("{}: {}", status_code_name(code_), message_);
+}
+
+std::string_view strip_call_name(std::string_view message) {
+  if (!message.starts_with("qccl")) return message;
+  size_t i = 4;
+  while (i < message.size() && std::isalnum(static_cast<unsigned char>(message[i]))) ++i;
+  if (i == 4 || message.substr(i, 2) != ": ") return message;
+  return message.substr(i + 2);
 }
 
 }  // namespace qccl

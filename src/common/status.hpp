@@ -53,6 +53,10 @@ class [[nodiscard]] Status {
   std::string message_;
 };
 
+// `message` without a leading "qcclSomeCall: " (the public call a core message names), so
+// that the layer that knows which call the user made can name it once.
+std::string_view strip_call_name(std::string_view message);
+
 // Builds a Status with an fmt-formatted message.
 template <typename... Args>
 Status make_status(StatusCode code, fmt::format_string<Args...> f, Args&&... args) {

@@ -250,6 +250,9 @@ class Communicator::Impl : public std::enable_shared_from_this<Impl> {
 
   void on_vote_result(const wire::M2CVoteResult& r) {
     if (!vote_ || vote_->kind != r.kind) return;
+    if (r.status != StatusCode::kOk) {
+      return finish_vote(make_status(r.status, "{}: {}", vote_call_name(r.kind), r.message));
+    }
     if (r.kind == wire::VoteKind::kPeersPending) return finish_vote(r.peers_pending);
     vote_->pending = r.peers_pending;
     vote_->result_in = true;

@@ -6,12 +6,6 @@
 #include <fmt/ranges.h>
 
 namespace qccl::master {
-namespace {
-
-constexpr wire::VoteKind kVoteKinds[] = {wire::VoteKind::kUpdateTopology,
-                                         wire::VoteKind::kPeersPending,
-                                         wire::VoteKind::kOptimizeTopology};
-
 std::string_view vote_name(wire::VoteKind k) {
   switch (k) {
     case wire::VoteKind::kUpdateTopology: return "update-topology";
@@ -20,8 +14,6 @@ std::string_view vote_name(wire::VoteKind k) {
   }
   return "unknown";
 }
-
-}  // namespace
 
 Membership::Membership(MembershipConfig config) : config_(config) {}
 
@@ -200,8 +192,9 @@ void Membership::handle_vote(Peer& p, wire::VoteKind kind, TimePoint now, Outbox
     return;
   }
   p.vote = kind;
-  votes_.try_emplace(kind, VoteRound{now});
+  votes_.try_emplace(kind, VoteRound{now, ++next_order_});
   try_complete_votes(now, out);
+  resolve_phases(now, out);
 }
 
 void Membership::try_complete_votes(TimePoint now, Outbox& out) {
@@ -223,7 +216,8 @@ void Membership::try_complete_votes(TimePoint now, Outbox& out) {
       auto it = peers_.find(id);
       if (it == peers_.end()) continue;
       it->second.vote.reset();
-      out.sends.push_back({id, wire::M2CVoteResult{kind, pending}, global_epoch_});
+      settle(id);
+      out.sends.push_back({id, wire::M2CVoteResult{kind, pending, StatusCode::kOk, {}}, global_epoch_});
     }
   }
 }
@@ -250,6 +244,8 @@ void Membership::admit_registered(TimePoint now, Outbox& out) {
   for (auto& [id, p] : peers_) {
     if (p.phase != Phase::kRegistered) continue;
     p.phase = Phase::kAccepted;
+    p.fresh = true;
+    p.admitted_epoch = global_epoch_ + 1;
     groups_[p.group].ring.push_back(id);
     admitted.push_back(id);
   }
@@ -284,6 +280,7 @@ void Membership::handle_op_start(Peer& p, const wire::C2MOpStart& m, TimePoint n
   if (inserted) {
     op.desc_hash = m.desc_hash;
     op.first_start = now;
+    op.order = ++next_order_;
   } else if (op.desc_hash != m.desc_hash && !op.mismatch) {
     op.mismatch = fmt::format("peers passed different count, dtype, op or quantization for tag "
                               "{} (peer {} differs)",
@@ -291,6 +288,7 @@ void Membership::handle_op_start(Peer& p, const wire::C2MOpStart& m, TimePoint n
   }
   op.started.insert(p.id);
   maybe_declare_mismatch(p.group, key, out);
+  resolve_phases(now, out);
 }
 
 void Membership::maybe_declare_mismatch(GroupId gid, const OpKey& key, Outbox& out) {
@@ -328,6 +326,7 @@ void Membership::handle_op_done(Peer& p, const wire::C2MOpDone& m, Outbox& out) 
   }
   it->second.done.insert(p.id);
   if (it->second.done.size() == g.ring.size()) {
+    for (PeerId id : g.ring) settle(id);
     reply_op(g.ring, p.group, key, g.epoch, StatusCode::kOk, "", out);
     g.ops.erase(it);
   }
@@ -348,9 +347,10 @@ void Membership::abort_group(GroupId gid, std::optional<OpKey> culprit, StatusCo
   Group& g = groups_.at(gid);
   if (culprit && !g.ops.count(*culprit)) g.ops[*culprit];  // answer it even if unseen
   for (const auto& [key, op] : g.ops) {
+    for (PeerId id : op.started) settle(id);
     bool is_culprit = culprit && key == *culprit;
     bool plain = is_culprit || !culprit;
-    reply_op(g.ring, gid, key, g.epoch, is_culprit ? status : StatusCode::kPeerLost,
+    reply_op(g.ring, gid, key, g.epoch, plain ? status : StatusCode::kPeerLost,
              plain ? why : fmt::format("aborted with the group's other operations: {}", why), out);
     out.log.push_back(fmt::format("aborted operation tag {} seq {} of group {}: {}", key.tag,
                                   key.seq, gid, why));

@@ -59,6 +59,11 @@
 namespace qccl::master {
 
 using Clock = std::chrono::steady_clock;
+
+inline constexpr wire::VoteKind kVoteKinds[] = {wire::VoteKind::kUpdateTopology,
+                                                wire::VoteKind::kPeersPending,
+                                                wire::VoteKind::kOptimizeTopology};
+std::string_view vote_name(wire::VoteKind k);  // "peers-pending", for messages and logs
 using TimePoint = Clock::time_point;
 
 struct MembershipConfig {
@@ -119,6 +124,10 @@ class Membership {
     Phase phase = Phase::kRegistered;
     TimePoint last_seen;
     std::optional<wire::VoteKind> vote;
+    // Accepted, and no call of it has completed since: it joins the group wherever the group
+    // is (membership_phases.cpp).
+    bool fresh = false;
+    Epoch admitted_epoch = 0;
   };
   struct OpKey {
     OpTag tag;
@@ -127,6 +136,7 @@ class Membership {
   };
   struct OpState {
     uint64_t desc_hash = 0;
+    uint64_t order = 0;  // arrival order of its first start (next_order_)
     std::set<PeerId> started;
     std::set<PeerId> done;
     TimePoint first_start;
@@ -137,6 +147,7 @@ class Membership {
   struct SyncRound {
     uint64_t id = 0;
     TimePoint first_vote;
+    uint64_t order = 0;  // arrival order of its first vote (next_order_)
     std::map<PeerId, SyncVote> votes;
     bool decided = false;            // plans sent; transferring
     uint64_t revision = 0;           // decided: the elected revision
@@ -153,6 +164,7 @@ class Membership {
   };
   struct VoteRound {
     TimePoint started;
+    uint64_t order = 0;  // arrival order of its first vote (next_order_)
   };
   // A measured directed link.
   struct LinkSample {
@@ -173,6 +185,16 @@ class Membership {
   };
 
   void handle_vote(Peer& p, wire::VoteKind kind, TimePoint now, Outbox& out);
+  // Out-of-step calls (membership_phases.cpp, docs/call-order.md): after a call arrived,
+  // answers the calls that can never meet the group's (a vote where the others run a
+  // collective, two vote kinds, ...) with kInvalidUsage, keeping the phase that came first.
+  void resolve_phases(TimePoint now, Outbox& out);
+  struct Claim;
+  Claim vote_claim(wire::VoteKind kind, std::optional<GroupId> gid) const;
+  std::vector<Claim> claims_of(GroupId gid) const;
+  void drop_claim(const Claim& loser, const Claim& winner, TimePoint now, Outbox& out);
+  std::string describe(const Claim& c) const;
+  void settle(PeerId id);  // a call of the peer completed: it is no longer fresh
   void handle_op_start(Peer& p, const wire::C2MOpStart& m, TimePoint now, Outbox& out);
   void handle_op_done(Peer& p, const wire::C2MOpDone& m, Outbox& out);
   // Shared state (membership_sync.cpp).
@@ -220,6 +242,7 @@ class Membership {
   std::map<std::pair<PeerId, PeerId>, LinkSample> links_;  // (from, to) -> last measurement
   std::optional<ProbeRound> probe_;
   uint64_t probe_rounds_ = 0;
+  uint64_t next_order_ = 0;  // counts calls that open a vote, collective or sync: which came first
 };
 
 }  // namespace qccl::master

@@ -25,6 +25,7 @@ void Membership::handle_sync_state(Peer& p, const wire::C2MSyncState& m, TimePoi
     g.sync.emplace();
     g.sync->id = ++g.sync_rounds;
     g.sync->first_vote = now;
+    g.sync->order = ++next_order_;
   }
   if (g.sync->votes.count(p.id)) {
     kick(p.id, wire::KickReason::kProtocolError, "voted twice in one shared-state sync", now, out);
@@ -32,6 +33,7 @@ void Membership::handle_sync_state(Peer& p, const wire::C2MSyncState& m, TimePoi
   }
   g.sync->votes[p.id] = SyncVote{m.revision, m.strategy, m.entries};
   try_elect(p.group, now, out);
+  resolve_phases(now, out);
 }
 
 void Membership::try_elect(GroupId gid, TimePoint now, Outbox& out) {
@@ -45,6 +47,7 @@ void Membership::try_elect(GroupId gid, TimePoint now, Outbox& out) {
   Election e = elect_shared_state(g.next_revision, round.votes);
   if (e.status != StatusCode::kOk) {
     for (const auto& [id, vote] : round.votes) {
+      settle(id);
       out.sends.push_back(
           {id, wire::M2CSyncPlan{round.id, e.status, e.message, 0, {}, {}}, global_epoch_});
     }
@@ -103,6 +106,7 @@ void Membership::finish_sync(GroupId gid, StatusCode status, const std::string& 
   SyncRound round = std::move(*g.sync);
   g.sync.reset();
   for (PeerId id : round.participants) {
+    settle(id);
     out.sends.push_back(
         {id, wire::M2CSyncResult{round.id, status, why, round.revision}, global_epoch_});
   }

@@ -160,8 +160,9 @@ void Membership::finish_optimize(TimePoint now, Outbox& out) {
   for (auto& [id, p] : peers_) {
     if (p.vote != wire::VoteKind::kOptimizeTopology) continue;
     p.vote.reset();
+    p.fresh = false;
     out.sends.push_back(
-        {id, wire::M2CVoteResult{wire::VoteKind::kOptimizeTopology, pending}, global_epoch_});
+        {id, wire::M2CVoteResult{wire::VoteKind::kOptimizeTopology, pending, StatusCode::kOk, {}}, global_epoch_});
   }
 }
 

@@ -16,7 +16,7 @@
 //   M2CMembership  u64 group_epoch | u32 global_world_size | u32 group_world_size |
 //                  u32 num_groups | u32 largest_group_size | u32 n | n x (u64 id | str host |
 //                  u16 port)
-//   M2CVoteResult  u8 kind | bool peers_pending
+//   M2CVoteResult  u8 kind | bool peers_pending | u8 status | str message
 //   M2COpResult    u64 tag | u64 seq | u64 op_epoch | u8 status | u32 world_size | str message
 //   M2CKicked      u8 reason | str message
 //   M2CHeartbeat   (empty)
@@ -189,6 +189,8 @@ void put(ByteWriter& w, const M2CMembership& m) {
 void put(ByteWriter& w, const M2CVoteResult& m) {
   w.u8(static_cast<uint8_t>(m.kind));
   w.boolean(m.peers_pending);
+  w.u8(static_cast<uint8_t>(m.status));
+  w.string(clamp_string(m.message));
 }
 void put(ByteWriter& w, const M2COpResult& m) {
   w.u64(m.tag);
@@ -331,7 +333,9 @@ Status get(ByteReader& r, M2CMembership* m) {
 }
 Status get(ByteReader& r, M2CVoteResult* m) {
   QCCL_RETURN_IF_ERROR(read_vote_kind(r, &m->kind));
-  return r.boolean(&m->peers_pending, "peers_pending");
+  QCCL_RETURN_IF_ERROR(r.boolean(&m->peers_pending, "peers_pending"));
+  QCCL_RETURN_IF_ERROR(read_status_code(r, &m->status));
+  return r.string(&m->message, "message", kMaxStringBytes);
 }
 Status get(ByteReader& r, M2COpResult* m) {
   QCCL_RETURN_IF_ERROR(r.u64(&m->tag, "tag"));

@@ -158,6 +158,10 @@ struct M2CMembership {
 struct M2CVoteResult {
   VoteKind kind = VoteKind::kUpdateTopology;
   bool peers_pending = false;
+  // kOk: the vote completed. kInvalidUsage: this peer's vote was out of step with its group
+  // (docs/call-order.md) and was dropped; `message` says what the group is doing.
+  StatusCode status = StatusCode::kOk;
+  std::string message;
 };
 struct M2COpResult {
   OpTag tag = 0;

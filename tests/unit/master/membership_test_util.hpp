@@ -79,6 +79,10 @@ inline std::string describe(const wire::ControlMessage& msg) {
                              m.group_epoch, m.global_world_size, m.group_world_size, m.num_groups,
                              m.largest_group_size, ring_ids(m.ring));
         } else if constexpr (std::is_same_v<T, wire::M2CVoteResult>) {
+          if (m.status != StatusCode::kOk) {
+            return fmt::format("VoteResult{{{} {}}}", vote_kind_name(m.kind),
+                               status_code_name(m.status));
+          }
           return fmt::format("VoteResult{{{} pending={}}}", vote_kind_name(m.kind),
                              m.peers_pending ? 1 : 0);
         } else if constexpr (std::is_same_v<T, wire::M2COpResult>) {

@@ -212,7 +212,7 @@ TEST(WireCodec, RejectsOutOfRangeEnums) {
   for (uint8_t k : {0, 4, 255}) {
     EXPECT_TRUE(fails_with(decode_control(vote, std::vector<uint8_t>{k}), {"C2MVote", "kind"}));
   }
-  std::vector<uint8_t> vr = payload_bytes(M2CVoteResult{VoteKind::kPeersPending, true});
+  std::vector<uint8_t> vr = payload_bytes(M2CVoteResult{VoteKind::kPeersPending, true, StatusCode::kOk, ""});
   vr[0] = 4;
   EXPECT_TRUE(fails_with(decode_control(type_num(M2CVoteResult{}), vr), {"M2CVoteResult"}));
 
@@ -245,8 +245,8 @@ TEST(WireCodec, RejectsOutOfRangeEnums) {
 
 TEST(WireCodec, RejectsBadBoolBytes) {
   for (uint8_t b : {2, 0x80, 0xFF}) {
-    std::vector<uint8_t> p = payload_bytes(M2CVoteResult{VoteKind::kPeersPending, true});
-    ASSERT_EQ(p.size(), 2u);
+    std::vector<uint8_t> p = payload_bytes(M2CVoteResult{VoteKind::kPeersPending, true, StatusCode::kOk, ""});
+    ASSERT_EQ(p.size(), 2u + 1 + 4);  // kind, bool, status, empty message
     ASSERT_EQ(p[1], 1);
     p[1] = b;
     EXPECT_TRUE(fails_with(decode_control(type_num(M2CVoteResult{}), p),

@@ -43,7 +43,9 @@ inline auto fields(const M2CMembership& m) {
   return std::make_tuple(m.group_epoch, m.global_world_size, m.group_world_size, m.num_groups,
                          m.largest_group_size, std::move(ring));
 }
-inline auto fields(const M2CVoteResult& m) { return std::tie(m.kind, m.peers_pending); }
+inline auto fields(const M2CVoteResult& m) {
+  return std::tie(m.kind, m.peers_pending, m.status, m.message);
+}
 inline auto fields(const M2COpResult& m) {
   return std::tie(m.tag, m.seq, m.op_epoch, m.status, m.world_size, m.message);
 }
@@ -104,8 +106,9 @@ inline std::vector<ControlMessage> sample_messages() {
   ring.ring.push_back(member(12, "", 40002));
   ring.ring.push_back(member(~0ull, std::string(kMaxStringBytes, 'x'), 65535));
   v.push_back(ring);
-  v.push_back(M2CVoteResult{VoteKind::kPeersPending, true});
-  v.push_back(M2CVoteResult{VoteKind::kUpdateTopology, false});
+  v.push_back(M2CVoteResult{VoteKind::kPeersPending, true, StatusCode::kOk, ""});
+  v.push_back(M2CVoteResult{VoteKind::kUpdateTopology, false, StatusCode::kOk, ""});
+  v.push_back(M2CVoteResult{VoteKind::kPeersPending, false, StatusCode::kInvalidUsage, "out of step"});
   v.push_back(M2COpResult{99, 3, 12, StatusCode::kMismatch, 6, "descriptor hash differs"});
   v.push_back(M2COpResult{1, 0, 1, StatusCode::kOk, 64, ""});
   v.push_back(M2CKicked{KickReason::kStraggler, "missed vote 4"});
