@@ -105,27 +105,16 @@ static int run_peer(const char *master, int index, int steps, size_t count) {
   int synced_once = 0;
   int64_t step = 0;
   int retries = 0, bad = 0, ok_steps = 0;
-  /* A newcomer was admitted by the others' qcclUpdateTopology, after which they go on to
-   * the all-reduce: so it skips the votes in its first iteration, to be in step with them. */
-  int first = 1;
   while (step < steps) {
-    if (!first) {
-      int pending = 0;
-      if (!check(qcclArePeersPending(comm, &pending), "qcclArePeersPending", index)) break;
-      if (pending) {
-        if (!check(qcclUpdateTopology(comm), "qcclUpdateTopology", index)) break;
-        qcclGetAttribute(comm, QCCL_ATTR_GROUP_WORLD_SIZE, &world);
-        printf("[peer %d] admitted the waiting peers; world size %lld\n", index, (long long)world);
-      }
+    /* The loop head, the same for a newcomer: qcclAdmitPending, then wait (at most a minute)
+     * for a second peer if this one is alone (docs/call-order.md). */
+    int admitted = 0;
+    if (!check(qcclAdmitPending(comm, &admitted), "qcclAdmitPending", index)) break;
+    if (admitted) {
+      qcclGetAttribute(comm, QCCL_ATTR_GROUP_WORLD_SIZE, &world);
+      printf("[peer %d] admitted the waiting peers; world size %lld\n", index, (long long)world);
     }
-    first = 0;
-    qcclGetAttribute(comm, QCCL_ATTR_GROUP_WORLD_SIZE, &world);
-    if (world < 2) {
-      /* Nobody to reduce with: wait a little for newcomers (then admitted above). */
-      struct timespec ts = {0, 100 * 1000 * 1000};
-      nanosleep(&ts, NULL);
-      continue;
-    }
+    if (!check(qcclWaitForWorld(comm, 2, 60000), "qcclWaitForWorld", index)) break;
     /* Agree on the step, so that a newcomer falls into step with the others. */
     int64_t my_step = step, agreed = 0;
     qcclReduceDesc_t sd = {1, qcclInt64, qcclMax, 1, {qcclQuantNone, qcclInt64}};

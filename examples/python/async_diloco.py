@@ -87,7 +87,6 @@ class Peer:
         self.contribution: Optional[torch.Tensor] = None  # c of my previous round
         self.comm = qccl.Communicator(args.master)
         self.comm.connect(timeout=args.connect_timeout)
-        self.first = True
         self.started = False
 
     def sync(self) -> None:
@@ -155,9 +154,9 @@ class Peer:
     def run(self) -> None:
         n_rounds = self.args.outer_steps
         while True:
-            util.admit_and_wait(self.comm, self.first, lambda: util.need_peers(
-                self.started, self.args.min_peers, self.args.min_peers_from, int(self.k)))
-            self.first = False
+            util.admit_and_wait(self.comm, util.need_peers(
+                self.started, self.args.min_peers, self.args.min_peers_from, int(self.k)),
+                self.args.connect_timeout)
             self.sync()
             if self.id == 0 or self.args.join:
                 util.say("eval", peer=self.id, step=int(self.k), loss=self.eval_loss())

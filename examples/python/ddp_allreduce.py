@@ -23,8 +23,7 @@ One peer by hand (real multi-host use; a master runs elsewhere, ``qccl-master``)
 Output: ``sync peer=1 step=4 rev=5 hash=... rx=0 tx=0 world=2`` after every sync and
 ``step peer=1 step=5 loss=0.061 world=2 tx=... rx=...`` after every step.
 
-Pitfalls: a peer admitted by ``update_topology`` returns from ``connect`` in the same round and
-must not vote in that iteration (``first``). Every peer decides from the same values: the
+Pitfalls: every peer decides from the same values: the
 world size after the same vote, the step counter after the same sync. ``--min-peers`` only
 holds back the *start* (before the first step); afterwards a run goes on with 2 or more
 peers, and a peer left alone waits for company.
@@ -71,13 +70,12 @@ class Peer:
         self.tensors = tensors
         self.comm = qccl.Communicator(args.master)
         self.comm.connect(timeout=args.connect_timeout)
-        self.first = True
         self.started = False
 
     def membership(self) -> None:
-        util.admit_and_wait(self.comm, self.first, lambda: util.need_peers(
-            self.started, self.args.min_peers, self.args.min_peers_from, int(self.step)))
-        self.first = False
+        util.admit_and_wait(self.comm, util.need_peers(
+            self.started, self.args.min_peers, self.args.min_peers_from, int(self.step)),
+            self.args.connect_timeout)
 
     def sync(self) -> None:
         qccl = self.qccl

@@ -51,8 +51,8 @@ Pitfalls (each handled below, where it happens):
   that (the first membership phase) a rank may still be blocked in ``connect``, so the ranks
   decide on their own from the global attributes, which every peer reads the same after the
   same ``update_topology``.
-- A peer admitted by ``update_topology`` returns from ``connect`` at that moment and must not
-  vote in that iteration (``first``).
+- A peer admitted by ``update_topology`` returns from ``connect`` at that moment, while the
+  others go on; ``admit_pending`` is still its right first call (docs/call-order.md).
 - ``PeerLostError``: retried (``all_reduce_multiple_with_retry`` does it for the outer
   all-reduce; the sync and ``update_topology`` are retried here). ``TooFewPeersError``: every
   other machine left; the machine drops that outer step (all its ranks, agreed over FSDP) and
@@ -116,7 +116,6 @@ class Worker:
 
         self.comm = qccl.Communicator(args.master, peer_group=self.rank)
         self.comm.connect(timeout=args.connect_timeout)
-        self.first = True          # admitted just now: skip the votes once
         self.complete_once = False  # the machine has been complete (all ranks admitted)
 
     # ---- membership ----
@@ -141,15 +140,10 @@ class Worker:
         """Votes until the grid is complete with enough machines; returns the machine count."""
         qccl = self.qccl
         while True:
-            pending = False
-            if not self.first:
-                pending = self.comm.are_peers_pending()  # same answer on every peer
-                if pending:
-                    try:
-                        self.comm.update_topology()
-                    except qccl.PeerLostError:
-                        continue  # the new rings did not come up: vote again
-            self.first = False
+            try:
+                pending = self.comm.admit_pending()  # same answer on every peer
+            except qccl.PeerLostError:
+                continue  # the new rings did not come up: vote again
             world = self.comm.world_size
             machines = self.comm.get_attribute(qccl.Attribute.LARGEST_GROUP_SIZE)
             # world == fsdp x largest group <=> every group has `machines` peers: no machine

@@ -158,32 +158,24 @@ def wait_all(children: Iterable[Child], deadline: float) -> Dict[str, Optional[i
 
 # ---- membership (one peer per process: DDP, async DiLoCo) ----
 
-def admit_and_wait(comm, first: bool, need: Callable[[], int]) -> None:
+def admit_and_wait(comm, need: int, timeout: float) -> None:
     """The top of a training iteration: admit pending peers, and return once the group has
-    at least ``need()`` peers.
+    at least ``need`` peers (``qccl.TimeoutError`` after ``timeout`` seconds).
 
-    ``are_peers_pending`` and ``update_topology`` are votes of every accepted peer, so every
-    peer calls them at this same point of its loop; ``first`` is True right after ``connect``
-    returned (the peer was admitted by the others' ``update_topology`` of this very round and
-    must not vote in it). ``need()`` must give the same number on every peer (derive it from
-    shared state, not from per-peer facts), or some go on while others vote.
+    ``admit_pending`` is the right first call for every peer, a newly admitted one too
+    (docs/call-order.md); ``wait_for_world`` keeps admitting until the group is large enough.
+    ``need`` must be the same number on every peer (derive it from shared state, not from
+    per-peer facts), or some go on while others vote.
     """
     import qccl
 
     while True:
-        pending = False
-        if not first:
-            pending = comm.are_peers_pending()  # the same answer on every peer
-            if pending:
-                try:
-                    comm.update_topology()
-                except qccl.PeerLostError:
-                    continue  # the new ring did not come up: vote again
-        first = False
-        if comm.group_world_size >= need():
+        try:
+            comm.admit_pending()
+            comm.wait_for_world(need, timeout=timeout)
             return
-        if not pending:
-            time.sleep(0.005)  # pacing of the poll while too few peers are in
+        except qccl.PeerLostError:
+            continue  # the new ring did not come up: vote again
 
 
 def need_peers(started: bool, min_peers: int, min_peers_from: Optional[str], step: int) -> int:

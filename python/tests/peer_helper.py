@@ -44,11 +44,8 @@ def main() -> int:
     comm = qccl.Communicator(address)
     comm.connect(timeout=60)
     say("connected", comm.world_size)
-    # Admission loop: every accepted peer runs the same sequence of collectives (votes), so
-    # they stay in step; a peer admitted by update_topology starts at the next iteration.
-    while comm.world_size < world:
-        if comm.are_peers_pending():
-            comm.update_topology()
+    # Every peer, first or late, waits (admitting the others) until the group is complete.
+    comm.wait_for_world(world, timeout=60)
     say("ready", comm.world_size)
 
     for line in sys.stdin:

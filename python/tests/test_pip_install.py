@@ -36,9 +36,7 @@ CHECK = textwrap.dedent("""
     comms[0].connect(timeout=30)
     joining = threading.Thread(target=comms[1].connect, args=(30,))
     joining.start()
-    while not comms[0].are_peers_pending():
-        pass
-    comms[0].update_topology()
+    comms[0].wait_for_world(2, timeout=30)
     joining.join()
     tensors = [torch.full((1000,), float(i + 1)) for i in range(2)]
     threads = [threading.Thread(target=c.all_reduce, args=(t,)) for c, t in zip(comms, tensors)]

@@ -90,21 +90,9 @@ int main(int argc, char** argv) {
     ~Destroy() { qcclCommDestroy(c); }
   } destroy{comm};
   if (qcclResult_t r = qcclConnect(comm); r != qcclSuccess) return fail_setup("connect", r);
-  for (;;) {  // gather: the same lock-step sequence on every peer (see test_peer.cpp)
-    int64_t w = 0;
-    if (qcclResult_t r = qcclGetAttribute(comm, QCCL_ATTR_GROUP_WORLD_SIZE, &w); r != qcclSuccess) {
-      return fail_setup("attr", r);
-    }
-    if (w >= world) break;
-    int pending = 0;
-    if (qcclResult_t r = qcclArePeersPending(comm, &pending); r != qcclSuccess) {
-      return fail_setup("pending", r);
-    }
-    if (pending == 0) {
-      std::this_thread::sleep_for(std::chrono::milliseconds(2));  // pacing, not sync
-      continue;
-    }
-    if (qcclResult_t r = qcclUpdateTopology(comm); r != qcclSuccess) return fail_setup("update", r);
+  // Gather: every peer waits, admitting the others, until the group is complete.
+  if (qcclResult_t r = qcclWaitForWorld(comm, world, 60000); r != qcclSuccess) {
+    return fail_setup("wait for world", r);
   }
   emit("ready index " + std::to_string(index) + " world " + std::to_string(world));
 
