@@ -93,7 +93,7 @@ TEST(WireCodec, ProbeMessagesGoldenBytes) {
 
 TEST(WireCodec, EveryMessageRoundTrips) {
   const std::vector<ControlMessage> samples = sample_messages();
-  ASSERT_EQ(samples.size(), 31u);
+  ASSERT_EQ(samples.size(), 32u);
   for (const ControlMessage& m : samples) {
     const std::vector<uint8_t> frame = encode_frame(m, 0xFEDCBA9876543210ull);
     auto decoded = test::decode_whole_frame(frame);
