@@ -15,7 +15,7 @@ set -euo pipefail
 packages=(
   # toolchain
   g++ gcc make cmake ninja-build pkg-config binutils
-  # libraries (headers; Debian 12 versions are the ones STYLE.md names)
+  # libraries (headers; Debian 12's versions are the ones the build is tested with)
   libasio-dev libfmt-dev libspdlog-dev libgtest-dev libgmock-dev libcli11-dev libxxhash-dev libssl-dev
   # Python bindings and their tests (built when QCCL_BUILD_PYTHON=ON); the test modules
   # themselves come from pip, for the python3 on PATH (see the end of this script)

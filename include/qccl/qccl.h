@@ -99,7 +99,9 @@ QCCL_API qcclResult_t qcclMasterCreate(const qcclMasterConfig_t *config, qcclMas
 QCCL_API qcclResult_t qcclMasterStart(qcclMaster_t *master);
 /* The bound port (after qcclMasterStart). qcclInvalidUsage: not started. */
 QCCL_API qcclResult_t qcclMasterGetPort(const qcclMaster_t *master, uint16_t *port_out);
-/* Asks the master to stop; returns at once. Async-signal-safe apart from the first call. */
+/* Asks the master to stop; returns at once. Safe from any thread, but not from a signal
+ * handler (it takes a lock): to stop on a signal, block the signal and call this from a thread
+ * that waits for it with sigwait(), as qccl-master does. */
 QCCL_API qcclResult_t qcclMasterStop(qcclMaster_t *master);
 /* Blocks until the master has stopped. */
 QCCL_API qcclResult_t qcclMasterWait(qcclMaster_t *master);
@@ -123,8 +125,11 @@ typedef struct {
 } qcclCommConfig_t;
 #define QCCL_COMM_CONFIG_INIT { sizeof(qcclCommConfig_t), "127.0.0.1:0", 0, 0, 0, NULL }
 
-/* Creates a communicator (not yet connected). Copies every string of the config.
- * qcclInvalidArgument: NULL pointer, bad struct_size, malformed master address. */
+/* Creates a communicator (not yet connected). Copies every string of the config. A config
+ * from an older qccl.h (a smaller struct_size) is accepted: only the fields it has are read,
+ * the others take their defaults.
+ * qcclInvalidArgument: NULL pointer, bad struct_size (smaller than the first published layout
+ * or larger than this library's), malformed master address. */
 QCCL_API qcclResult_t qcclCommCreate(const qcclCommConfig_t *config, qcclComm_t **comm_out);
 /* Registers with the master and blocks until this peer is accepted into the run and its ring
  * connections are up. The first peer of a run is accepted at once; later peers wait until the

@@ -1,11 +1,12 @@
-// qccl-master: the standalone master process (API.md §3).
+// qccl-master: the standalone master process (README.md, "The master").
 //
 // Parses the command line, starts a MasterServer, prints one line
 // "qccl-master listening on HOST:PORT" (the port actually bound) to stdout and runs until
 // SIGINT or SIGTERM. Exit codes:
 //   0  stopped by SIGINT/SIGTERM (or --help / --version)
 //   1  the server could not start (e.g. the port is in use) or ended on its own
-//   2  bad command line: unknown flag, malformed value, unreadable or empty token file
+//   2  bad command line: unknown flag, malformed value, unreadable or empty token file,
+//      --heartbeat-ms not shorter than --peer-timeout-ms (the effective values)
 //
 // Signals: SIGINT and SIGTERM are blocked in every thread before the server starts its own
 // thread (threads inherit the mask), and main() collects them synchronously with sigwait().
@@ -146,6 +147,16 @@ int main(int argc, char** argv) {
   }
 
   options.probe_max_age_ms = probe_max_age_s * 1000;
+  // As qcclMasterCreate refuses it: the effective values, defaults included, so that
+  // --peer-timeout-ms 500 alone (heartbeat 1000 by default) is refused too.
+  if (options.heartbeat_interval_ms >= options.peer_timeout_ms) {
+    const qccl::master::MasterOptions defaults;
+    std::cerr << "qccl-master: --heartbeat-ms (" << options.heartbeat_interval_ms
+              << ") must be shorter than --peer-timeout-ms (" << options.peer_timeout_ms
+              << "); the defaults are " << defaults.heartbeat_interval_ms << " and "
+              << defaults.peer_timeout_ms << "\n";
+    return kExitUsage;
+  }
   if (!token_file.empty()) {
     auto token = read_token_file(token_file);
     if (!token.is_ok()) {

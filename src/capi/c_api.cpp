@@ -233,13 +233,43 @@ qcclResult_t qcclMasterDestroy(qcclMaster_t* master) {
 
 // ---- communicator ----
 
+namespace {
+
+// The communicator config as first published (qccl.h 0.1.0) ended with auth_token: every
+// caller's struct has at least these bytes. A program compiled against an older header passes
+// its smaller struct_size; fields appended since are read only when the caller's struct covers
+// them (comm_config_has), and otherwise keep their defaults. A field appended into the tail
+// padding of the previous layout would count as present in a struct_size of that layout (and
+// hold whatever the padding held): read such a field only together with a later field that
+// lies past that padding, as qcclMasterCreate does for probe_ms.
+constexpr size_t kCommConfigFirstSize =
+    offsetof(qcclCommConfig_t, auth_token) + sizeof(qcclCommConfig_t::auth_token);
+
+// Whether the caller's struct (of config->struct_size bytes) holds the field at `offset`.
+constexpr bool comm_config_has(const qcclCommConfig_t& config, size_t offset, size_t size) {
+  return config.struct_size >= offset + size;
+}
+#define QCCL_COMM_CONFIG_HAS_(config, field) \
+  comm_config_has((config), offsetof(qcclCommConfig_t, field), sizeof(qcclCommConfig_t::field))
+
+}  // namespace
+
 qcclResult_t qcclCommCreate(const qcclCommConfig_t* config, qcclComm_t** comm_out) {
   const char* fn = "qcclCommCreate";
   return guarded(fn, [&] {
     QCCL_REQUIRE(config != nullptr && comm_out != nullptr, fn, "config or comm_out is NULL");
-    QCCL_REQUIRE(config->struct_size == sizeof(qcclCommConfig_t), fn,
-                 "config->struct_size is wrong (initialise with QCCL_COMM_CONFIG_INIT)");
+    // Read struct_size alone first: nothing past it is known to exist yet.
+    QCCL_REQUIRE(config->struct_size >= kCommConfigFirstSize &&
+                     config->struct_size <= sizeof(qcclCommConfig_t),
+                 fn,
+                 "config->struct_size is " + std::to_string(config->struct_size) +
+                     ", not a qcclCommConfig_t size this library knows (" +
+                     std::to_string(kCommConfigFirstSize) + " to " +
+                     std::to_string(sizeof(qcclCommConfig_t)) +
+                     " bytes): initialise the config with QCCL_COMM_CONFIG_INIT");
     QCCL_REQUIRE(config->master_address != nullptr, fn, "config->master_address is NULL");
+    // Every field below is in the first layout; a field appended later is read as
+    //   if (QCCL_COMM_CONFIG_HAS_(*config, new_field)) o.new_field = config->new_field;
     qccl::core::CommOptions o;
     o.master_address = config->master_address;
     o.peer_group = config->peer_group;

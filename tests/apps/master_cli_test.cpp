@@ -1,5 +1,6 @@
-// The qccl-master command-line contract (API.md §3), tested on the built binary:
-// --help exits 0 with usage, a bad flag exits 2, a port in use exits 1 with a clear message,
+// The qccl-master command-line contract (README.md, "The master"), tested on the built
+// binary: --help exits 0 with usage, a bad flag (or a heartbeat not shorter than the peer
+// timeout) exits 2, a port in use exits 1 with a clear message,
 // and a started master prints its bound port, then exits 0 on SIGTERM and on SIGINT.
 //
 // The binary runs as a child (fork/exec) with stdout and stderr on pipes. Every wait is a
@@ -285,6 +286,38 @@ TEST(MasterCli, BadValuesExitTwo) {
   }
 }
 
+// qcclMasterCreate refuses heartbeat_interval_ms >= peer_timeout_ms; so does the binary, on
+// the effective values: a flag against the other's default counts too.
+TEST(MasterCli, HeartbeatNotShorterThanPeerTimeoutExitsTwo) {
+  const std::vector<std::vector<std::string>> cases = {
+      {"--heartbeat-ms", "500", "--peer-timeout-ms", "500"},
+      {"--heartbeat-ms", "700", "--peer-timeout-ms", "600"},
+      {"--heartbeat-ms", "10000"},     // the default peer timeout is 10000
+      {"--heartbeat-ms", "20000"},
+      {"--peer-timeout-ms", "1000"},   // the default heartbeat is 1000
+      {"--peer-timeout-ms", "999"},
+  };
+  for (const auto& args : cases) {
+    std::vector<std::string> full = {"--listen", "127.0.0.1:0"};
+    full.insert(full.end(), args.begin(), args.end());
+    MasterProcess p(full);
+    EXPECT_EQ(p.wait_exit(), 2) << args[0] << " " << args[1] << "\n" << p.describe();
+    EXPECT_NE(p.err().find("--heartbeat-ms"), std::string::npos) << p.describe();
+    EXPECT_NE(p.err().find("must be shorter than --peer-timeout-ms"), std::string::npos)
+        << p.describe();
+    EXPECT_EQ(p.out().find("listening on"), std::string::npos) << p.describe();
+  }
+}
+
+void run_until_signal(int sig, std::vector<std::string> extra_args = {});
+
+// The limit itself: one millisecond shorter is accepted, with and without the defaults.
+TEST(MasterCli, HeartbeatJustShorterThanPeerTimeoutRuns) {
+  run_until_signal(SIGTERM, {"--heartbeat-ms", "499", "--peer-timeout-ms", "500"});
+  run_until_signal(SIGTERM, {"--heartbeat-ms", "9999"});
+  run_until_signal(SIGTERM, {"--peer-timeout-ms", "1001"});
+}
+
 TEST(MasterCli, PortInUseExitsOneWithClearMessage) {
   BusyPort busy;
   ASSERT_NE(busy.port(), 0);
@@ -298,7 +331,7 @@ TEST(MasterCli, PortInUseExitsOneWithClearMessage) {
 
 // Starts a master on an ephemeral port, checks the printed port accepts connections, sends
 // `sig` and expects exit code 0.
-void run_until_signal(int sig, std::vector<std::string> extra_args = {}) {
+void run_until_signal(int sig, std::vector<std::string> extra_args) {
   std::vector<std::string> args = {"--listen", "127.0.0.1:0", "--log-level", "warn"};
   args.insert(args.end(), extra_args.begin(), extra_args.end());
   MasterProcess p(args);

@@ -276,8 +276,10 @@ TEST(CApi, BadStructSize) {
     EXPECT_EQ(m, nullptr) << size;
   }
   qcclComm_t* c = nullptr;
+  // The first published layout ended with auth_token: anything shorter is refused.
+  const size_t first_comm_size = offsetof(qcclCommConfig_t, auth_token) + sizeof(const char*);
   for (size_t size :
-       {size_t{0}, size_t{1}, sizeof(qcclCommConfig_t) - 1, sizeof(qcclCommConfig_t) + 8}) {
+       {size_t{0}, size_t{1}, first_comm_size - 1, sizeof(qcclCommConfig_t) + 8}) {
     qcclCommConfig_t cc = QCCL_COMM_CONFIG_INIT;
     cc.struct_size = size;
     EXPECT_RESULT(qcclCommCreate(&cc, &c), qcclInvalidArgument, "qcclCommCreate");
