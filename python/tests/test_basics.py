@@ -7,6 +7,7 @@ import builtins
 import gc
 import pickle
 import socket
+import time
 
 import pytest
 
@@ -203,6 +204,33 @@ def test_connect_timeout_then_retry_succeeds(master):
         assert isinstance(ei.value, builtins.TimeoutError)
         admit([first], [late])
         assert first.world_size == late.world_size == 2
+    finally:
+        late.close()
+        first.close()
+
+
+def test_wait_for_world_and_admit_pending(master):
+    first = qccl.Communicator(master.address)
+    late = qccl.Communicator(master.address)
+    try:
+        first.connect()
+        with pytest.raises(qccl.InvalidArgumentError):
+            first.wait_for_world(0)
+        assert first.admit_pending() is False  # alone, nobody waiting
+        t0 = time.monotonic()
+        with pytest.raises(qccl.TimeoutError) as ei:
+            first.wait_for_world(2, timeout=0.3)  # nobody comes
+        assert time.monotonic() - t0 < 5
+        assert "qcclWaitForWorld: the group has 1 of the 2 peers" in str(ei.value)
+        assert str(ei.value).count("qcclWaitForWorld") == 1  # the call is named once
+        joining = spawn(late.connect)
+        first.wait_for_world(2, timeout=30)  # admits the late peer once it has registered
+        join([joining], 30)[0].get()
+        late.wait_for_world(2, timeout=30)  # already there: returns at once, no vote
+        assert first.world_size == late.world_size == 2
+        # The same loop head on both: the newcomer's first admit_pending is an ordinary vote
+        # here, since the other one votes too.
+        assert parallel([first.admit_pending, late.admit_pending]) == [False, False]
     finally:
         late.close()
         first.close()
