@@ -20,11 +20,12 @@ KIND says how the test suite runs the block (tests/docs/test_docs.py):
                  the prelude, which declares at file scope what the fragment uses
   cpp-fragment   C++ statements of an internal API: compiled (not run) inside a function
                  body after the prelude (which includes the headers, from src/)
-  sh             shell commands, run with bash -eu in an empty temporary directory
+  sh             shell commands, run with bash -euo pipefail in an empty temporary directory
   cmake-fragment lines of a CMakeLists.txt: added to a project that builds files=... into
                  `app`, configured with -DCMAKE_PREFIX_PATH=P (an installed qccl), built, run
-  usage          a command synopsis: its --flags must be exactly those that the `--help` of
-                 of=PROGRAM prints (qccl-master: the build's binary; else a repository path)
+  usage          a command synopsis: its --flags must be exactly those that `PROGRAM --help`
+                 prints, for of=PROGRAM (qccl-master: the build's binary; else a path in the
+                 repository)
   text, output   a diagram, a table, sample output, a wire layout: not run. Only for blocks
                  without a code language (or ```text / ```console).
   skip           not run, for a reason that must be given (`skip: REASON`): name what runs it
@@ -41,8 +42,9 @@ OPTIONs (python, c, sh, cmake-fragment):
   files=A,B      copy tests/docs/fixtures/A, B into the working directory first
   prefix=NAME    make ./NAME a symbolic link to an installed qccl (cmake --install)
 
-A python or c block that contains MASTER_HOST:PORT (any port number) gets a real qccl-master,
-started by the test on 127.0.0.1 port 0, whose address replaces the placeholder. The prelude
+A python block (prelude included) or a c block that contains MASTER_HOST:PORT (any port
+number) gets a real qccl-master, started by the test on 127.0.0.1 port 0, whose address
+replaces the placeholder. The prelude
 of a python block runs before it, in the same program (e.g. to create the objects a fragment
 uses); that of a c-fragment or cpp-fragment goes at file scope.
 
