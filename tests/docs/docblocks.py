@@ -9,6 +9,8 @@ indentation:
     <!-- doctest: KIND [OPTION=VALUE ...]
     hidden setup code (the "prelude"), one or more lines
     -->
+    <!-- doctest: skip: a REASON too long for one line
+    goes on here -->
 
 KIND says how the test suite runs the block (tests/docs/test_docs.py):
 
@@ -153,7 +155,11 @@ def _apply_directive(block: Block, first: str, body: str) -> None:
                 block.options.setdefault("expect", []).append(value)
             else:
                 block.options[key] = value
-    block.prelude = body
+    if block.kind in KINDS_TEXT | {"skip"}:
+        # Nothing runs: more lines continue the reason (so that it can be wrapped).
+        block.reason = " ".join([block.reason] + body.split()).strip()
+    else:
+        block.prelude = body
     if block.kind not in KINDS:
         block.error = f"unknown kind {block.kind!r} (known: {', '.join(sorted(KINDS))})"
     elif block.kind == "skip" and not block.reason:
