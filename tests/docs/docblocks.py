@@ -9,6 +9,8 @@ indentation:
     <!-- doctest: KIND [OPTION=VALUE ...]
     hidden setup code (the "prelude"), one or more lines
     -->
+    <!-- doctest: skip: a REASON too long for one line
+    goes on here -->
 
 KIND says how the test suite runs the block (tests/docs/test_docs.py):
 
@@ -20,11 +22,12 @@ KIND says how the test suite runs the block (tests/docs/test_docs.py):
                  the prelude, which declares at file scope what the fragment uses
   cpp-fragment   C++ statements of an internal API: compiled (not run) inside a function
                  body after the prelude (which includes the headers, from src/)
-  sh             shell commands, run with bash -eu in an empty temporary directory
+  sh             shell commands, run with bash -euo pipefail in an empty temporary directory
   cmake-fragment lines of a CMakeLists.txt: added to a project that builds files=... into
                  `app`, configured with -DCMAKE_PREFIX_PATH=P (an installed qccl), built, run
-  usage          a command synopsis: its --flags must be exactly those that the `--help` of
-                 of=PROGRAM prints (qccl-master: the build's binary; else a repository path)
+  usage          a command synopsis: its --flags must be exactly those that `PROGRAM --help`
+                 prints, for of=PROGRAM (qccl-master: the build's binary; else a path in the
+                 repository)
   text, output   a diagram, a table, sample output, a wire layout: not run. Only for blocks
                  without a code language (or ```text / ```console).
   skip           not run, for a reason that must be given (`skip: REASON`): name what runs it
@@ -41,8 +44,9 @@ OPTIONs (python, c, sh, cmake-fragment):
   files=A,B      copy tests/docs/fixtures/A, B into the working directory first
   prefix=NAME    make ./NAME a symbolic link to an installed qccl (cmake --install)
 
-A python or c block that contains MASTER_HOST:PORT (any port number) gets a real qccl-master,
-started by the test on 127.0.0.1 port 0, whose address replaces the placeholder. The prelude
+A python block (prelude included) or a c block that contains MASTER_HOST:PORT (any port
+number) gets a real qccl-master, started by the test on 127.0.0.1 port 0, whose address
+replaces the placeholder. The prelude
 of a python block runs before it, in the same program (e.g. to create the objects a fragment
 uses); that of a c-fragment or cpp-fragment goes at file scope.
 
@@ -151,7 +155,11 @@ def _apply_directive(block: Block, first: str, body: str) -> None:
                 block.options.setdefault("expect", []).append(value)
             else:
                 block.options[key] = value
-    block.prelude = body
+    if block.kind in KINDS_TEXT | {"skip"}:
+        # Nothing runs: more lines continue the reason (so that it can be wrapped).
+        block.reason = " ".join([block.reason] + body.split()).strip()
+    else:
+        block.prelude = body
     if block.kind not in KINDS:
         block.error = f"unknown kind {block.kind!r} (known: {', '.join(sorted(KINDS))})"
     elif block.kind == "skip" and not block.reason:

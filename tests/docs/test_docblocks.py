@@ -59,6 +59,11 @@ def test_skip_needs_a_reason():
     assert b.error is None and b.reason == "the ctest x runs it"
 
 
+def test_a_skip_reason_may_be_wrapped():
+    (b,) = parse("<!-- doctest: skip: the ctest x\n  runs it\n-->\n```sh\nmake world\n```\n")
+    assert b.error is None and b.reason == "the ctest x runs it" and b.prelude == ""
+
+
 def test_code_cannot_hide_as_text():
     (b,) = parse("<!-- doctest: text -->\n```python\nprint(1)\n```\n")
     assert b.error and "is code" in b.error
