@@ -122,8 +122,26 @@ typedef struct {
                                    * 0 = automatic: 16 to another host, 4 over loopback        */
   uint32_t connect_timeout_ms;    /* for qcclConnect; 0 = wait forever                          */
   QCCL_NULLABLE const char *auth_token;
+  /* Appended: addressing on real hosts (docs/deployment.md). Each NULL field falls back to its
+   * environment variable, then to the default; an explicit setting wins over the environment.
+   * listen_address: the one data listener every peer-to-peer connection (ring lanes, shared-
+   *   state transfers, bandwidth probes) dials: "host:port" or "host:first-last", binding the
+   *   first free port of the range (e.g. "0.0.0.0:29500-29563", "[::]:29500").
+   *   $QCCL_LISTEN_ADDRESS; default "[::]:0": any free port, IPv4 and IPv6 (0.0.0.0 where the
+   *   host has no IPv6).
+   * advertise_address: the host other peers dial, "host" or "host:port" (a NAT's outside
+   *   address; the port only if the NAT maps it to another). $QCCL_ADVERTISE_ADDRESS; default:
+   *   the address the master sees the peer connect from, except that a peer that reaches the
+   *   master over loopback is announced to each other peer at the address that peer reaches
+   *   the master at.
+   * auth_token_file: a file holding the shared secret (one trailing newline is ignored), as
+   *   qccl-master --auth-token-file; not together with auth_token. $QCCL_AUTH_TOKEN_FILE. */
+  QCCL_NULLABLE const char *listen_address;
+  QCCL_NULLABLE const char *advertise_address;
+  QCCL_NULLABLE const char *auth_token_file;
 } qcclCommConfig_t;
-#define QCCL_COMM_CONFIG_INIT { sizeof(qcclCommConfig_t), "127.0.0.1:0", 0, 0, 0, NULL }
+#define QCCL_COMM_CONFIG_INIT \
+  { sizeof(qcclCommConfig_t), "127.0.0.1:0", 0, 0, 0, NULL, NULL, NULL, NULL }
 
 /* Creates a communicator (not yet connected). Copies every string of the config. A config
  * from an older qccl.h (a smaller struct_size) is accepted: only the fields it has are read,
@@ -189,12 +207,27 @@ typedef enum {
   QCCL_ATTR_NUM_GROUPS,
   QCCL_ATTR_LARGEST_GROUP_SIZE,
   QCCL_ATTR_RING_RANK,             /* this peer's position in its group's ring                 */
-  QCCL_ATTR_EPOCH                  /* membership generation; grows at every change              */
+  QCCL_ATTR_EPOCH,                 /* membership generation; grows at every change              */
+  QCCL_ATTR_PEER_ID                /* this peer's id: stable for the run, never reused; the     *
+                                    * master's log lines name peers by it                      */
 } qcclAttribute_t;
 /* Reads an attribute as of the last membership update this peer has seen.
  * qcclInvalidArgument: unknown attribute. qcclInvalidUsage: not connected. */
 QCCL_API qcclResult_t qcclGetAttribute(const qcclComm_t *comm, qcclAttribute_t attr,
                                        int64_t *value_out);
+
+/* One peer of this peer's group, as qcclGetPeers lists it. */
+typedef struct {
+  uint64_t peer_id;               /* QCCL_ATTR_PEER_ID of that peer                              */
+  uint32_t ring_rank;             /* its position in the ring                                   */
+  char address[280];              /* "host:port" others dial it at (NUL-terminated)              */
+} qcclPeerInfo_t;
+/* The peers of this peer's group in ring order (itself included), as of the last membership
+ * update it has seen: up to `capacity` entries into `peers` (NULLABLE when capacity is 0);
+ * *count_out = the group's size, which may exceed capacity (then call again with more room).
+ * qcclInvalidUsage: not connected. */
+QCCL_API qcclResult_t qcclGetPeers(const qcclComm_t *comm, QCCL_NULLABLE qcclPeerInfo_t *peers,
+                                   size_t capacity, size_t *count_out);
 
 /* ------------------------------------------------------------------------------------------ */
 /* All-reduce                                                                                 */

@@ -23,8 +23,8 @@ import atexit as _atexit
 from . import _errors, _qccl
 from ._comm import AllReduceOp, Communicator, SharedState
 from ._comm import _close_all as _close_all_comms
-from ._enums import (Attribute, DataType, QuantAlgorithm, Quantization, ReduceInfo, ReduceOp,
-                     Result, SyncInfo, SyncStrategy)
+from ._enums import (Attribute, DataType, PeerInfo, QuantAlgorithm, Quantization, ReduceInfo,
+                     ReduceOp, Result, SyncInfo, SyncStrategy)
 from ._errors import (AbortedError, AuthFailedError, InternalError, InvalidArgumentError,
                       InvalidUsageError, KickedError, MasterUnreachableError, MismatchError,
                       PeerLostError, QcclError, TimeoutError, TooFewPeersError)
@@ -44,6 +44,7 @@ __all__ = [
     # enums and values
     "Attribute",
     "DataType",
+    "PeerInfo",
     "QuantAlgorithm",
     "Quantization",
     "ReduceInfo",

@@ -8,7 +8,7 @@ from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 
 from . import _qccl as _C
 from ._buffers import Buffer, resolve, resolve_pair
-from ._enums import (Attribute, Quantization, ReduceInfo, ReduceOp, SyncInfo,
+from ._enums import (Attribute, PeerInfo, Quantization, ReduceInfo, ReduceOp, SyncInfo,
                      SyncStrategy, _quantization_args)
 from ._errors import InvalidArgumentError, InvalidUsageError
 from ._handle import Handle
@@ -201,9 +201,12 @@ class SharedState:
 class Communicator(Handle):
     """One peer of a qccl run (``qcclComm_t``).
 
-    ``Communicator(master_address, peer_group=0, connections_per_peer=0, auth_token=None)``
-    creates it (not yet connected; a malformed address raises
-    :class:`qccl.InvalidArgumentError`). :meth:`connect` joins the run. Use it as a context
+    ``Communicator(master_address, peer_group=0, connections_per_peer=0, auth_token=None,
+    *, listen_address=None, advertise_address=None, auth_token_file=None)`` creates it (not
+    yet connected; a malformed address raises :class:`qccl.InvalidArgumentError`).
+    ``listen_address`` ("host:port" or "host:first-last"), ``advertise_address`` ("host" or
+    "host:port") and ``auth_token_file`` default to ``$QCCL_LISTEN_ADDRESS``,
+    ``$QCCL_ADVERTISE_ADDRESS`` and ``$QCCL_AUTH_TOKEN_FILE``; see docs/deployment.md. :meth:`connect` joins the run. Use it as a context
     manager, or call :meth:`close`, to leave the run gracefully; a communicator that is
     garbage-collected or still open at interpreter exit is closed then.
 
@@ -214,14 +217,20 @@ class Communicator(Handle):
     """
 
     def __init__(self, master_address: str, peer_group: int = 0, connections_per_peer: int = 0,
-                 auth_token: Optional[str] = None) -> None:
+                 auth_token: Optional[str] = None, *, listen_address: Optional[str] = None,
+                 advertise_address: Optional[str] = None,
+                 auth_token_file: Optional[str] = None) -> None:
         if not isinstance(master_address, str):
             raise TypeError(f"master_address must be a str 'host:port', not "
                             f"{type(master_address).__name__}")
-        if auth_token is not None and not isinstance(auth_token, str):
-            raise TypeError(f"auth_token must be a str or None, not {type(auth_token).__name__}")
+        for name, value in (("auth_token", auth_token), ("listen_address", listen_address),
+                            ("advertise_address", advertise_address),
+                            ("auth_token_file", auth_token_file)):
+            if value is not None and not isinstance(value, str):
+                raise TypeError(f"{name} must be a str or None, not {type(value).__name__}")
         self._config = (master_address, _u32("peer_group", peer_group),
-                        _u32("connections_per_peer", connections_per_peer), auth_token)
+                        _u32("connections_per_peer", connections_per_peer), auth_token,
+                        listen_address, advertise_address, auth_token_file)
         self._lock = threading.Lock()
         self._connecting = False
         self._connected = False
@@ -230,8 +239,8 @@ class Communicator(Handle):
         _live.add(self)
 
     def _create(self, timeout_ms: int) -> "_C.Comm":
-        address, group, conns, token = self._config
-        return _C.Comm(address, group, conns, timeout_ms, token)
+        address, group, conns, token, listen, advertise, token_file = self._config
+        return _C.Comm(address, group, conns, timeout_ms, token, listen, advertise, token_file)
 
     # ---- membership ----
 
@@ -311,6 +320,17 @@ class Communicator(Handle):
         links can include is expelled: :class:`qccl.KickedError`.
         """
         self._c.optimize_topology()
+
+    @property
+    def peer_id(self) -> int:
+        """This peer's id: stable for the run, never reused; the master's log names peers by it."""
+        return self.get_attribute(Attribute.PEER_ID)
+
+    def peers(self) -> List[PeerInfo]:
+        """This peer's group in ring order (itself included), as of the last membership update
+        seen: :class:`qccl.PeerInfo` ``(peer_id, ring_rank, address)``, the address being the
+        "host:port" other peers dial."""
+        return [PeerInfo(*p) for p in self._c.peers()]
 
     def get_attribute(self, attribute: Attribute) -> int:
         """Reads an attribute (:class:`qccl.Attribute`) as of the last membership update seen."""

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass
-from typing import Optional
+from typing import NamedTuple, Optional
 
 from . import _qccl as _C
 
@@ -19,6 +19,7 @@ __all__ = [
     "QuantAlgorithm",
     "SyncStrategy",
     "Attribute",
+    "PeerInfo",
     "Quantization",
     "ReduceInfo",
     "SyncInfo",
@@ -115,6 +116,16 @@ class Attribute(enum.IntEnum):
     LARGEST_GROUP_SIZE = _C.ATTRIBUTES["LARGEST_GROUP_SIZE"]
     RING_RANK = _C.ATTRIBUTES["RING_RANK"]
     EPOCH = _C.ATTRIBUTES["EPOCH"]
+    PEER_ID = _C.ATTRIBUTES["PEER_ID"]
+
+
+class PeerInfo(NamedTuple):
+    """One peer of this peer's group, as :meth:`qccl.Communicator.peers` lists it
+    (``qcclPeerInfo_t``)."""
+
+    peer_id: int
+    ring_rank: int
+    address: str  # "host:port" the other peers dial it at
 
 
 @dataclass(frozen=True)

@@ -346,13 +346,18 @@ using TensorTuple = std::tuple<std::string, uintptr_t, size_t, int, bool>;
 class Comm {
  public:
   Comm(const std::string& master_address, uint32_t peer_group, uint32_t connections_per_peer,
-       uint32_t connect_timeout_ms, std::optional<std::string> auth_token) {
+       uint32_t connect_timeout_ms, std::optional<std::string> auth_token,
+       std::optional<std::string> listen_address, std::optional<std::string> advertise_address,
+       std::optional<std::string> auth_token_file) {
     qcclCommConfig_t cfg = QCCL_COMM_CONFIG_INIT;
     cfg.master_address = master_address.c_str();
     cfg.peer_group = peer_group;
     cfg.connections_per_peer = connections_per_peer;
     cfg.connect_timeout_ms = connect_timeout_ms;
     cfg.auth_token = auth_token ? auth_token->c_str() : nullptr;
+    cfg.listen_address = listen_address ? listen_address->c_str() : nullptr;
+    cfg.advertise_address = advertise_address ? advertise_address->c_str() : nullptr;
+    cfg.auth_token_file = auth_token_file ? auth_token_file->c_str() : nullptr;
     check(without_gil([&] { return qcclCommCreate(&cfg, &comm_); }));
   }
   ~Comm() {
@@ -377,6 +382,19 @@ class Comm {
     int pending = 0;
     check(without_gil([&] { return qcclArePeersPending(comm_, &pending); }));
     return pending != 0;
+  }
+  // [(peer_id, ring_rank, address), ...] in ring order.
+  std::vector<std::tuple<uint64_t, uint32_t, std::string>> peers() {
+    Use use(gate_, "communicator");
+    size_t n = 0;
+    check(qcclGetPeers(comm_, nullptr, 0, &n));
+    std::vector<qcclPeerInfo_t> infos(n);
+    check(qcclGetPeers(comm_, infos.data(), infos.size(), &n));
+    std::vector<std::tuple<uint64_t, uint32_t, std::string>> out;
+    for (size_t i = 0; i < std::min(n, infos.size()); ++i) {
+      out.emplace_back(infos[i].peer_id, infos[i].ring_rank, infos[i].address);
+    }
+    return out;
   }
   bool admit_pending() {
     Use use(gate_, "communicator");
@@ -557,6 +575,7 @@ PYBIND11_MODULE(_qccl, m) {
   attrs["LARGEST_GROUP_SIZE"] = static_cast<int>(QCCL_ATTR_LARGEST_GROUP_SIZE);
   attrs["RING_RANK"] = static_cast<int>(QCCL_ATTR_RING_RANK);
   attrs["EPOCH"] = static_cast<int>(QCCL_ATTR_EPOCH);
+  attrs["PEER_ID"] = static_cast<int>(QCCL_ATTR_PEER_ID);
   m.attr("ATTRIBUTES") = attrs;
 
   m.attr("HEADER_VERSION_CODE") = static_cast<int>(QCCL_VERSION_CODE);
@@ -612,9 +631,13 @@ PYBIND11_MODULE(_qccl, m) {
       .def_property_readonly("waited", &Op::waited);
 
   py::class_<Comm>(m, "Comm", "qcclComm_t: one peer.")
-      .def(py::init<const std::string&, uint32_t, uint32_t, uint32_t, std::optional<std::string>>(),
+      .def(py::init<const std::string&, uint32_t, uint32_t, uint32_t, std::optional<std::string>,
+                    std::optional<std::string>, std::optional<std::string>,
+                    std::optional<std::string>>(),
            py::arg("master_address"), py::arg("peer_group"), py::arg("connections_per_peer"),
-           py::arg("connect_timeout_ms"), py::arg("auth_token"))
+           py::arg("connect_timeout_ms"), py::arg("auth_token"), py::arg("listen_address"),
+           py::arg("advertise_address"), py::arg("auth_token_file"))
+      .def("peers", &Comm::peers)
       .def("connect", &Comm::connect)
       .def("update_topology", &Comm::update_topology)
       .def("are_peers_pending", &Comm::are_peers_pending)

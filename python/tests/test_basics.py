@@ -236,6 +236,44 @@ def test_wait_for_world_and_admit_pending(master):
         first.close()
 
 
+def test_addressing_keywords_peers_and_peer_id(master, tmp_path, monkeypatch):
+    a = qccl.Communicator(master.address, listen_address="127.0.0.1:0")
+    b = qccl.Communicator(master.address, advertise_address="127.0.0.2")
+    monkeypatch.setenv("QCCL_ADVERTISE_ADDRESS", "127.0.0.3")
+    c = qccl.Communicator(master.address)  # from the environment
+    monkeypatch.delenv("QCCL_ADVERTISE_ADDRESS")
+    try:
+        with pytest.raises(qccl.InvalidArgumentError, match="malformed listen address"):
+            qccl.Communicator(master.address, listen_address="127.0.0.1")
+        with pytest.raises(TypeError):
+            qccl.Communicator(master.address, advertise_address=5)
+        token = tmp_path / "token"
+        token.write_text("secret\n")
+        with pytest.raises(qccl.InvalidArgumentError, match="both set"):
+            qccl.Communicator(master.address, auth_token="x", auth_token_file=str(token))
+        a.connect()
+        # Every accepted peer takes part in the admission votes: each waits for the world.
+        joining = [spawn(lambda k=k: (k.connect(), k.wait_for_world(3, timeout=30)))
+                   for k in (b, c)]
+        a.wait_for_world(3, timeout=30)
+        [o.get() for o in join(joining, 30)]
+        peers = a.peers()
+        assert [p.ring_rank for p in peers] == [0, 1, 2]
+        assert all(isinstance(p, qccl.PeerInfo) for p in peers)
+        hosts = {p.peer_id: p.address.rsplit(":", 1)[0] for p in peers}
+        assert hosts == {a.peer_id: "127.0.0.1", b.peer_id: "127.0.0.2", c.peer_id: "127.0.0.3"}
+        assert peers[a.ring_rank].peer_id == a.peer_id
+        assert b.peers() == peers
+        xs = [bytearray(b"\x01\x00\x00\x00"), bytearray(b"\x02\x00\x00\x00"),
+              bytearray(b"\x04\x00\x00\x00")]
+        parallel([lambda x=x, k=k: k.all_reduce(memoryview(x).cast("i")) for x, k in
+                  zip(xs, (a, b, c))])
+        assert all(int.from_bytes(x, "little") == 7 for x in xs)
+    finally:
+        for x in (a, b, c):
+            x.close()
+
+
 def test_admission_topology_and_groups(master):
     a = qccl.Communicator(master.address, peer_group=0)
     b = qccl.Communicator(master.address, peer_group=1)

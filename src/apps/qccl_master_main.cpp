@@ -33,6 +33,7 @@
 
 #include "common/address.hpp"
 #include "common/logging.hpp"
+#include "common/secret_file.hpp"
 #include "common/status.hpp"
 #include "master/master_server.hpp"
 
@@ -47,26 +48,6 @@ constexpr const char* kDefaultListen = "0.0.0.0:48148";
 
 // Upper bound of the millisecond flags: about 24 days, far beyond any sane timeout.
 constexpr uint32_t kMaxMs = 1u << 31;
-
-// Reads the shared secret: the whole file less one trailing newline ("\n" or "\r\n").
-qccl::Result<std::string> read_token_file(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) {
-    return qccl::make_status(qccl::StatusCode::kInvalidArgument, "cannot read {}: {}", path,
-                             std::strerror(errno));
-  }
-  std::string token((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-  if (in.bad()) {
-    return qccl::make_status(qccl::StatusCode::kInvalidArgument, "cannot read {}: {}", path,
-                             std::strerror(errno));
-  }
-  if (!token.empty() && token.back() == '\n') token.pop_back();
-  if (!token.empty() && token.back() == '\r') token.pop_back();
-  if (token.empty()) {
-    return qccl::make_status(qccl::StatusCode::kInvalidArgument, "{} is empty", path);
-  }
-  return token;
-}
 
 const char* signal_name(int sig) {
   switch (sig) {
@@ -158,7 +139,7 @@ int main(int argc, char** argv) {
     return kExitUsage;
   }
   if (!token_file.empty()) {
-    auto token = read_token_file(token_file);
+    auto token = qccl::read_secret_file(token_file);
     if (!token.is_ok()) {
       std::cerr << "qccl-master: --auth-token-file: " << token.status().message() << "\n";
       return kExitUsage;

@@ -4,6 +4,7 @@
 #include "qccl/qccl.h"
 
 #include <algorithm>
+#include <cstdlib>
 #include <cstring>
 #include <exception>
 #include <string>
@@ -12,6 +13,7 @@
 #include "capi/handles.hpp"
 #include "capi/last_error.hpp"
 #include "common/address.hpp"
+#include "common/secret_file.hpp"
 #include "core/admission.hpp"
 #include "core/multi_reduce.hpp"
 
@@ -252,6 +254,13 @@ constexpr bool comm_config_has(const qcclCommConfig_t& config, size_t offset, si
 #define QCCL_COMM_CONFIG_HAS_(config, field) \
   comm_config_has((config), offsetof(qcclCommConfig_t, field), sizeof(qcclCommConfig_t::field))
 
+// A setting: the caller's value if given, else the environment variable's if set, else "".
+std::string setting(const char* explicit_value, const char* env_name) {
+  if (explicit_value != nullptr) return explicit_value;
+  const char* env = std::getenv(env_name);
+  return env != nullptr ? env : "";
+}
+
 }  // namespace
 
 qcclResult_t qcclCommCreate(const qcclCommConfig_t* config, qcclComm_t** comm_out) {
@@ -268,14 +277,29 @@ qcclResult_t qcclCommCreate(const qcclCommConfig_t* config, qcclComm_t** comm_ou
                      std::to_string(sizeof(qcclCommConfig_t)) +
                      " bytes): initialise the config with QCCL_COMM_CONFIG_INIT");
     QCCL_REQUIRE(config->master_address != nullptr, fn, "config->master_address is NULL");
-    // Every field below is in the first layout; a field appended later is read as
-    //   if (QCCL_COMM_CONFIG_HAS_(*config, new_field)) o.new_field = config->new_field;
+    // The fields of the first layout; those appended later only if the caller's struct has
+    // them (QCCL_COMM_CONFIG_HAS_), else NULL: the environment or the default.
     qccl::core::CommOptions o;
     o.master_address = config->master_address;
     o.peer_group = config->peer_group;
     o.connections_per_peer = config->connections_per_peer;
     o.connect_timeout_ms = config->connect_timeout_ms;
     if (config->auth_token) o.auth_token = config->auth_token;
+    const bool addressing = QCCL_COMM_CONFIG_HAS_(*config, auth_token_file);
+    o.listen_address = setting(addressing ? config->listen_address : nullptr,
+                               "QCCL_LISTEN_ADDRESS");
+    o.advertise_address = setting(addressing ? config->advertise_address : nullptr,
+                                  "QCCL_ADVERTISE_ADDRESS");
+    std::string token_file = setting(addressing ? config->auth_token_file : nullptr,
+                                     "QCCL_AUTH_TOKEN_FILE");
+    if (!token_file.empty()) {
+      QCCL_REQUIRE(!config->auth_token, fn,
+                   "auth_token and auth_token_file (or $QCCL_AUTH_TOKEN_FILE) are both set: "
+                   "give the secret one way");
+      auto token = qccl::read_secret_file(token_file);
+      if (!token.is_ok()) return to_result(token.status(), fn);
+      o.auth_token = std::move(token).value();
+    }
     auto comm = qccl::core::Communicator::create(std::move(o));
     if (!comm.is_ok()) return to_result(comm.status(), fn);
     auto c = std::make_unique<qcclComm>();
@@ -353,12 +377,34 @@ qcclResult_t qcclWaitForWorld(qcclComm_t* comm, int64_t min_size, uint32_t timeo
   });
 }
 
+qcclResult_t qcclGetPeers(const qcclComm_t* comm, qcclPeerInfo_t* peers, size_t capacity,
+                          size_t* count_out) {
+  const char* fn = "qcclGetPeers";
+  return guarded(fn, [&] {
+    QCCL_REQUIRE(valid(comm) && count_out != nullptr, fn, "comm or count_out is NULL");
+    QCCL_REQUIRE(peers != nullptr || capacity == 0, fn, "peers is NULL but capacity is not 0");
+    auto r = comm->rep->peers();
+    if (!r.is_ok()) return to_result(r.status(), fn);
+    *count_out = r->size();
+    for (size_t i = 0; i < r->size() && i < capacity; ++i) {
+      qcclPeerInfo_t& out = peers[i];
+      out.peer_id = (*r)[i].id;
+      out.ring_rank = static_cast<uint32_t>(i);
+      const std::string& a = (*r)[i].address;
+      size_t n = std::min(a.size(), sizeof out.address - 1);
+      std::memcpy(out.address, a.data(), n);
+      out.address[n] = '\0';
+    }
+    return qcclSuccess;
+  });
+}
+
 qcclResult_t qcclGetAttribute(const qcclComm_t* comm, qcclAttribute_t attr, int64_t* value_out) {
   const char* fn = "qcclGetAttribute";
   return guarded(fn, [&] {
     QCCL_REQUIRE(valid(comm) && value_out != nullptr, fn, "comm or value_out is NULL");
     unsigned raw = raw_enum(attr);
-    QCCL_REQUIRE(raw >= QCCL_ATTR_GLOBAL_WORLD_SIZE && raw <= QCCL_ATTR_EPOCH, fn,
+    QCCL_REQUIRE(raw >= QCCL_ATTR_GLOBAL_WORLD_SIZE && raw <= QCCL_ATTR_PEER_ID, fn,
                  "unknown attribute " + std::to_string(static_cast<int>(raw)));
     auto r = comm->rep->attribute(static_cast<qccl::core::Attribute>(raw));
     if (!r.is_ok()) return to_result(r.status(), fn);

@@ -55,7 +55,7 @@ class Communicator::Impl : public std::enable_shared_from_this<Impl> {
       });
       settings_.secret = options_.auth_token;  // before listening: every connection needs it
       links_->set_identity(kNoPeer, settings_);
-      return links_->listen(options_.listen_host, 0);
+      return links_->listen(listen_);
     });
   }
 
@@ -98,10 +98,24 @@ class Communicator::Impl : public std::enable_shared_from_this<Impl> {
         case Attribute::kLargestGroupSize: return int64_t{view_.largest_group_size};
         case Attribute::kRingRank: return int64_t{rank_};
         case Attribute::kEpoch: return static_cast<int64_t>(global_epoch_);
+        case Attribute::kPeerId: return static_cast<int64_t>(self_);
       }
       return make_status(StatusCode::kInvalidArgument, "unknown attribute {}", static_cast<int>(attr));
     });
   }
+
+  Result<std::vector<PeerEntry>> peers() {
+    return io_.run_sync([&]() -> Result<std::vector<PeerEntry>> {
+      if (state_ != State::kConnected) return not_connected("qcclGetPeers");
+      std::vector<PeerEntry> out;
+      for (const auto& m : view_.ring) out.push_back({m.id, format_host_port({m.host, m.port})});
+      return out;
+    });
+  }
+
+  // Parsed CommOptions::listen_address and advertise_address; set before init().
+  ListenAddress listen_;
+  HostPort advertise_;
 
   Result<std::shared_ptr<OpHandle>> all_reduce_async(const void* sendbuf, void* recvbuf,
                                                      const collectives::ReduceDesc& desc) {
@@ -174,7 +188,9 @@ class Communicator::Impl : public std::enable_shared_from_this<Impl> {
   net::awaitable<void> connect_flow(Clock::time_point deadline) {
     auto self = shared_from_this();
     auto link = master_;
-    wire::C2MRegister reg{options_.peer_group, links_->port(), options_.advertised_host};
+    wire::C2MRegister reg{options_.peer_group,
+                          advertise_.port != 0 ? advertise_.port : links_->port(),
+                          advertise_.host};
     auto welcome = co_await link->connect(reg, deadline);
     if (link != master_ || state_ != State::kConnecting) co_return;  // timed out meanwhile
     if (!welcome.is_ok()) {
@@ -845,7 +861,17 @@ Result<std::unique_ptr<Communicator>> Communicator::create(CommOptions options) 
     return make_status(StatusCode::kInvalidArgument,
                        "connections_per_peer = {} is over the limit of 64", options.connections_per_peer);
   }
+  ListenAddress listen{"::", 0, 0};
+  if (!options.listen_address.empty()) {
+    QCCL_ASSIGN_OR_RETURN(listen, parse_listen_address(options.listen_address));
+  }
+  HostPort advertise;
+  if (!options.advertise_address.empty()) {
+    QCCL_ASSIGN_OR_RETURN(advertise, parse_advertise_address(options.advertise_address));
+  }
   auto impl = std::make_shared<Impl>(std::move(options), std::move(master));
+  impl->listen_ = std::move(listen);
+  impl->advertise_ = std::move(advertise);
   QCCL_RETURN_IF_ERROR(impl->init());
   return std::unique_ptr<Communicator>(new Communicator(std::move(impl)));
 }
@@ -855,6 +881,8 @@ Communicator::Communicator(std::shared_ptr<Impl> impl) : impl_(std::move(impl)) 
 Communicator::~Communicator() { impl_->shutdown(); }
 
 Status Communicator::connect() { return impl_->connect(); }
+
+Result<std::vector<Communicator::PeerEntry>> Communicator::peers() const { return impl_->peers(); }
 
 uint32_t ring_lanes_for(uint32_t configured, std::string_view host) {
   if (configured != 0) return configured;

@@ -20,6 +20,7 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "collectives/reduce_desc.hpp"
 #include "common/ids.hpp"
@@ -35,8 +36,12 @@ struct CommOptions {
   uint32_t connections_per_peer = 0;  // 0 = automatic (ring_lanes_for)
   uint32_t connect_timeout_ms = 0;    // 0 = no deadline
   std::optional<std::string> auth_token;
-  std::string listen_host = "0.0.0.0";  // where the data listener binds
-  std::string advertised_host;          // "" = the address the master sees
+  // The data listener: "host:port" or "host:first-last" (parse_listen_address); "" = any free
+  // port on every address, IPv6 and IPv4 ("[::]:0", or "0.0.0.0:0" without IPv6).
+  std::string listen_address;
+  // What other peers dial: "host" or "host:port" (parse_advertise_address); "" = the address
+  // the master sees this peer connect from.
+  std::string advertise_address;
 };
 
 // connections_per_peer = 0: ring lanes to a neighbour on another host (a WAN needs many:
@@ -56,6 +61,7 @@ enum class Attribute {
   kLargestGroupSize,
   kRingRank,
   kEpoch,
+  kPeerId,
 };
 
 class Communicator {
@@ -71,6 +77,12 @@ class Communicator {
   // Probes the links the master lacks, then moves to the best ring (docs/topology.md).
   Status optimize_topology();
   Result<int64_t> attribute(Attribute attr) const;
+  // This peer's group in ring order, as of the last membership seen (REQUIRES: connected).
+  struct PeerEntry {
+    PeerId id = kNoPeer;
+    std::string address;  // "host:port" it is dialled at
+  };
+  Result<std::vector<PeerEntry>> peers() const;
 
   // REQUIRES: validate(desc) ok; buffers valid until the handle completes.
   Result<std::shared_ptr<OpHandle>> all_reduce_async(const void* sendbuf, void* recvbuf,

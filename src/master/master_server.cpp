@@ -6,6 +6,7 @@
 #include "common/address.hpp"
 #include "common/logging.hpp"
 #include "master/membership.hpp"
+#include "master/peer_hosts.hpp"
 #include "net/auth.hpp"
 #include "net/connection.hpp"
 #include "net/io_thread.hpp"
@@ -199,7 +200,9 @@ class MasterServer::Impl {
     for (const auto& line : out.debug) log_->debug("{}", line);
     for (auto& s : out.sends) {
       auto it = sessions_.find(s.to);
-      if (it != sessions_.end()) it->second->enqueue(wire::encode_frame(s.message, s.epoch));
+      if (it == sessions_.end()) continue;
+      localize_peer_hosts(s.message, it->second->local_ip());
+      it->second->enqueue(wire::encode_frame(s.message, s.epoch));
     }
     for (PeerId id : out.disconnects) {
       auto it = sessions_.find(id);

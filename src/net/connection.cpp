@@ -11,12 +11,28 @@
 
 namespace qccl::net {
 
+namespace {
+
+// An IPv4 peer reaching a dual-stack listener shows as ::ffff:a.b.c.d: name it as IPv4, which
+// others can dial whether or not they have IPv6.
+asio::ip::address unmapped(asio::ip::address addr) {
+  if (addr.is_v6() && addr.to_v6().is_v4_mapped()) {
+    return asio::ip::make_address_v4(asio::ip::v4_mapped, addr.to_v6());
+  }
+  return addr;
+}
+
+}  // namespace
+
 Connection::Connection(tcp::socket socket)
     : socket_(std::move(socket)), wake_writer_(socket_.get_executor()) {
   asio::error_code ec;
   socket_.set_option(tcp::no_delay(true), ec);
+  auto local = socket_.local_endpoint(ec);
+  if (!ec) local_ip_ = unmapped(local.address()).to_string();
   auto ep = socket_.remote_endpoint(ec);
   if (!ec) {
+    ep.address(unmapped(ep.address()));
     remote_ip_ = ep.address().to_string();
     remote_ = ep.address().is_v6() ? fmt::format("[{}]:{}", remote_ip_, ep.port())
                                    : fmt::format("{}:{}", remote_ip_, ep.port());

@@ -76,6 +76,8 @@ class Connection : public std::enable_shared_from_this<Connection> {
   // "ip:port" of the remote end, captured at construction.
   const std::string& remote() const { return remote_; }
   std::string remote_ip() const { return remote_ip_; }
+  // This end's address (for the master: the address the peer reached it at).
+  const std::string& local_ip() const { return local_ip_; }
 
   uint64_t bytes_read() const { return bytes_read_; }
   uint64_t bytes_written() const { return bytes_written_; }
@@ -88,6 +90,7 @@ class Connection : public std::enable_shared_from_this<Connection> {
   tcp::socket socket_;
   std::string remote_;
   std::string remote_ip_;
+  std::string local_ip_;
   bool open_ = true;
   bool closing_ = false;
   bool writer_running_ = false;

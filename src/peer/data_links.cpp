@@ -44,23 +44,37 @@ DataLinks::DataLinks(asio::any_io_executor ex, InboundHandler on_inbound, EpochH
 
 DataLinks::~DataLinks() { close_all(); }
 
-Status DataLinks::listen(const std::string& host, uint16_t port) {
+Status DataLinks::listen(const ListenAddress& where) {
   asio::error_code ec;
-  auto addr = asio::ip::make_address(host, ec);
-  if (ec) return make_status(StatusCode::kInvalidArgument, "bad listen host '{}'", host);
-  acceptor_.emplace(ex_);
-  net::tcp::endpoint ep(addr, port);
-  acceptor_->open(ep.protocol(), ec);
-  if (!ec) acceptor_->bind(ep, ec);
-  if (!ec) acceptor_->listen(asio::socket_base::max_listen_connections, ec);
-  if (ec) {
+  auto addr = asio::ip::make_address(where.host, ec);
+  if (ec) return make_status(StatusCode::kInvalidArgument, "bad listen host '{}'", where.host);
+  const bool any_v6 = addr.is_v6() && addr.to_v6().is_unspecified();
+  std::string tried;
+  for (uint32_t port = where.port_lo; port <= where.port_hi; ++port) {
+    acceptor_.emplace(ex_);
+    net::tcp::endpoint ep(addr, static_cast<uint16_t>(port));
+    acceptor_->open(ep.protocol(), ec);
+    if (ec && any_v6) {
+      // No IPv6 on this host: the IPv4 wildcard serves every peer that can reach it.
+      return listen(ListenAddress{"0.0.0.0", where.port_lo, where.port_hi});
+    }
+    if (!ec && any_v6) acceptor_->set_option(asio::ip::v6_only(false), ec);
+    if (!ec) acceptor_->set_option(net::tcp::acceptor::reuse_address(true), ec);
+    if (!ec) acceptor_->bind(ep, ec);
+    if (!ec) acceptor_->listen(asio::socket_base::max_listen_connections, ec);
+    if (!ec) {
+      port_ = acceptor_->local_endpoint().port();
+      asio::co_spawn(ex_, accept_loop(), asio::detached);
+      return Status::ok();
+    }
+    tried = ec.message();
     acceptor_.reset();
-    return make_status(StatusCode::kInvalidArgument, "cannot listen for peers on {}:{}: {}", host,
-                       port, ec.message());
+    if (ec != asio::error::address_in_use) break;  // another port would fail alike
   }
-  port_ = acceptor_->local_endpoint().port();
-  asio::co_spawn(ex_, accept_loop(), asio::detached);
-  return Status::ok();
+  std::string where_text = format_host_port({where.host, where.port_lo});
+  if (where.port_hi != where.port_lo) where_text += fmt::format("-{}", where.port_hi);
+  return make_status(StatusCode::kInvalidArgument, "cannot listen for peers on {}: {}", where_text,
+                     tried);
 }
 
 net::awaitable<void> DataLinks::accept_loop() {
@@ -202,8 +216,8 @@ net::awaitable<void> DataLinks::dial(Epoch epoch, Neighbour next, uint16_t lane,
     }
   };
   if (!sock.is_ok()) {
-    give_up(make_status(StatusCode::kPeerLost, "cannot connect to peer {} at {}:{}: {}", next.id,
-                        next.host, next.port, sock.status().message()));
+    give_up(make_status(StatusCode::kPeerLost, "cannot connect to peer {} at {}: {}", next.id,
+                        format_host_port({next.host, next.port}), sock.status().message()));
     co_return;
   }
   auto conn = std::make_shared<net::Connection>(std::move(sock).value());

@@ -39,6 +39,7 @@
 #include <string>
 #include <vector>
 
+#include "common/address.hpp"
 #include "net/asio_common.hpp"
 #include "net/auth.hpp"
 #include "net/connection.hpp"
@@ -112,8 +113,10 @@ class DataLinks {
             EpochHandler on_failed);
   ~DataLinks();
 
-  // Binds the data listener (port 0 = ephemeral) and starts accepting.
-  Status listen(const std::string& host, uint16_t port);
+  // Binds the data listener to the first free port of the address's range (port 0 =
+  // ephemeral) and starts accepting. Host "::" listens on IPv6 and IPv4 alike (falling back to
+  // "0.0.0.0" where the host has no IPv6). kInvalidArgument names the address if nothing binds.
+  Status listen(const ListenAddress& where);
   uint16_t port() const { return port_; }
   void set_identity(PeerId self, LinkSettings settings) { self_ = self; settings_ = settings; }
   void set_fault_injection(FaultInjection f) { faults_ = f; }

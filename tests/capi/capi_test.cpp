@@ -443,7 +443,7 @@ TEST(CApi, UnknownAttribute) {
     SCOPED_TRACE(connect ? "connected" : "not connected");
     Comm comm(master.address(), connect);
     ASSERT_NE(comm.c, nullptr);
-    for (int a : {0, -1, static_cast<int>(QCCL_ATTR_EPOCH) + 1, 99}) {
+    for (int a : {0, -1, static_cast<int>(QCCL_ATTR_PEER_ID) + 1, 99}) {
       int64_t value = 42;
       EXPECT_RESULT(qcclGetAttribute(comm.c, static_cast<qcclAttribute_t>(a), &value),
                     qcclInvalidArgument, "qcclGetAttribute");

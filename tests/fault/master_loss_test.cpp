@@ -39,6 +39,7 @@
 #include <algorithm>
 #include <csignal>
 #include <cstdio>
+#include <fstream>
 #include <functional>
 #include <map>
 #include <random>
@@ -120,11 +121,32 @@ class ExternalMaster {
   const std::string& error() const { return error_; }
   const std::string& address() const { return address_; }
   // Sends `sig` by pid; returns the CLOCK_MONOTONIC µs taken just before kill().
-  int64_t signal(int sig) { return pc_.signal(h_, sig); }
+  // Returns the time of the kill(). After SIGSTOP, returns once the process is stopped: kill()
+  // only queues the stop, and a master still running would answer the calls sent next (calls
+  // of different kinds are out of step: it answers them at once).
+  int64_t signal(int sig) {
+    int64_t t = pc_.signal(h_, sig);
+    if (sig == SIGSTOP) wait_stopped();
+    return t;
+  }
   // After SIGKILL: the process is gone (reaped) within the deadline.
   bool reaped(Deadline d) { return pc_.wait_exit(h_, d).has_value(); }
 
  private:
+  void wait_stopped() {
+    const std::string stat = "/proc/" + std::to_string(pc_.pid(h_)) + "/stat";
+    auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(5);
+    while (std::chrono::steady_clock::now() < deadline) {
+      std::ifstream in(stat);
+      std::string line;
+      std::getline(in, line);
+      auto close = line.rfind(')');  // "pid (comm) S ...": the state follows the name
+      if (close != std::string::npos && close + 2 < line.size() && line[close + 2] == 'T') return;
+      std::this_thread::yield();
+    }
+    ADD_FAILURE() << "the master did not stop within 5 s of SIGSTOP";
+  }
+
   ProcCluster pc_;
   ProcCluster::Handle h_ = 0;
   std::string address_;
