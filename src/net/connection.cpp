@@ -7,6 +7,7 @@
 
 #include <asio/experimental/awaitable_operators.hpp>
 
+#include "common/address.hpp"
 #include "common/logging.hpp"
 
 namespace qccl::net {
@@ -226,11 +227,14 @@ awaitable<Result<tcp::socket>> connect_tcp(const asio::any_io_executor& ex, cons
   };
   auto outcome = co_await (attempt() || deadline.async_wait(use_nothrow));
   if (outcome.index() == 1) {
-    co_return make_status(StatusCode::kTimeout, "connect to {}:{}: no answer within {} ms", host,
-                          port, timeout.count());
+    co_return make_status(StatusCode::kTimeout, "connect to {}: no answer within {} ms",
+                          format_host_port({host, port}), timeout.count());
   }
   asio::error_code ec = std::get<0>(outcome);
-  if (ec) co_return io_status(StatusCode::kMasterUnreachable, fmt::format("connect to {}:{}", host, port), ec);
+  if (ec) {
+    co_return io_status(StatusCode::kMasterUnreachable,
+                        fmt::format("connect to {}", format_host_port({host, port})), ec);
+  }
   socket.set_option(tcp::no_delay(true), ec);
   co_return std::move(socket);
 }
