@@ -179,6 +179,7 @@ def test_single_peer_attributes_and_too_few_peers(master):
         with pytest.raises(qccl.TooFewPeersError) as ei:
             c.all_reduce(bytearray(8))
         assert ei.value.code == qccl.Result.TOO_FEW_PEERS
+        assert str(ei.value).count("qcclAllReduce") == 1, str(ei.value)  # named once
         with pytest.raises(qccl.InvalidUsageError):
             c.connect()  # already connected
 
