@@ -276,12 +276,23 @@ class Communicator::Impl : public std::enable_shared_from_this<Impl> {
     vote_deadline_->async_wait([self = shared_from_this()](const asio::error_code& ec) {
       if (!ec && self->vote_) {
         self->finish_vote(make_status(StatusCode::kPeerLost,
-                                      "the connections to the ring neighbours did not come up "
-                                      "in time; call {} again",
+                                      "the connections to the next ring neighbour ({}) did not "
+                                      "come up in time{}; call {} again",
+                                      self->next_neighbour(),
+                                      self->links_->failed()
+                                          ? ": " + self->links_->failure().message()
+                                          : std::string(),
                                       vote_call_name(self->vote_->kind)));
       }
     });
     maybe_finish_vote();
+  }
+
+  // "peer N at host:port", the ring neighbour this peer dials, for messages.
+  std::string next_neighbour() const {
+    if (view_.ring.size() < 2) return "none";
+    const auto& nx = view_.ring[(rank_ + 1) % view_.ring.size()];
+    return fmt::format("peer {} at {}", nx.id, format_host_port({nx.host, nx.port}));
   }
 
   static std::string_view vote_call_name(wire::VoteKind kind) {
@@ -610,7 +621,8 @@ class Communicator::Impl : public std::enable_shared_from_this<Impl> {
             now - op->last_progress() > stall_timeout_) {
           fail_op(op, make_status(StatusCode::kPeerLost,
                                   "no data moved for {} ms (a neighbour is hung or its link is "
-                                  "cut)", stall_timeout_.count()),
+                                  "cut; this peer sends to {})",
+                                  stall_timeout_.count(), next_neighbour()),
                   FailSource::kLocal);
         }
       }

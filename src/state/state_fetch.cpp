@@ -2,6 +2,7 @@
 
 #include <array>
 
+#include "common/address.hpp"
 #include "common/logging.hpp"
 #include "state/state_hash.hpp"
 #include "wire/codec.hpp"
@@ -53,8 +54,9 @@ net::awaitable<Status> StateFetch::run() {
   if (cancelled_) co_return *cancelled_;
   if (remaining_ > 0) {
     co_return make_status(StatusCode::kPeerLost,
-                          "shared-state download lost every donor with {} of {} pieces missing",
-                          remaining_, pieces_.size());
+                          "shared-state download lost every donor with {} of {} pieces missing "
+                          "(last: {})",
+                          remaining_, pieces_.size(), last_failure_);
   }
   co_return verify_targets();
 }
@@ -155,6 +157,9 @@ net::awaitable<void> StateFetch::worker(PeerId donor_id, uint16_t lane) {
   }
   if (!why.is_ok() && !cancelled_ && !donor.dropped) {
     log->info("state download from peer {} (lane {}): {}", donor_id, lane, why.message());
+    last_failure_ = fmt::format("donor {} at {}: {}", donor_id,
+                                format_host_port({donor.info.host, donor.info.port}),
+                                why.message());
   }
   // Unanswered pieces go back to the front of the queue for the other connections.
   for (auto it = outstanding.rbegin(); it != outstanding.rend(); ++it) queue_.push_front(*it);

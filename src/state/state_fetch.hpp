@@ -96,6 +96,7 @@ class StateFetch : public std::enable_shared_from_this<StateFetch> {
   std::vector<Piece> pieces_;
   std::deque<size_t> queue_;  // indices into pieces_
   size_t remaining_ = 0;
+  std::string last_failure_ = "none";  // the last donor connection that failed, and why
   size_t in_flight_ = 1;  // requests per connection (run() decides)
   size_t workers_ = 0;
   std::optional<Status> cancelled_;
