@@ -290,12 +290,14 @@ qcclResult_t qcclCommCreate(const qcclCommConfig_t* config, qcclComm_t** comm_ou
                                "QCCL_LISTEN_ADDRESS");
     o.advertise_address = setting(addressing ? config->advertise_address : nullptr,
                                   "QCCL_ADVERTISE_ADDRESS");
-    std::string token_file = setting(addressing ? config->auth_token_file : nullptr,
-                                     "QCCL_AUTH_TOKEN_FILE");
+    // An explicit auth_token wins over $QCCL_AUTH_TOKEN_FILE, like every explicit setting;
+    // only the two explicit fields together are a contradiction.
+    const char* file_field = addressing ? config->auth_token_file : nullptr;
+    std::string token_file =
+        config->auth_token && !file_field ? "" : setting(file_field, "QCCL_AUTH_TOKEN_FILE");
     if (!token_file.empty()) {
       QCCL_REQUIRE(!config->auth_token, fn,
-                   "auth_token and auth_token_file (or $QCCL_AUTH_TOKEN_FILE) are both set: "
-                   "give the secret one way");
+                   "auth_token and auth_token_file are both set: give the secret one way");
       auto token = qccl::read_secret_file(token_file);
       if (!token.is_ok()) return to_result(token.status(), fn);
       o.auth_token = std::move(token).value();

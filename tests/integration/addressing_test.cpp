@@ -227,12 +227,18 @@ TEST(Addressing, SecretFromAFileOrTheEnvironment) {
   ASSERT_EQ(setenv("QCCL_AUTH_TOKEN_FILE", path.c_str(), 1), 0);
   qcclCommConfig_t b = config(master.address);
   ASSERT_EQ(qcclCommCreate(&b, &comms[1]), qcclSuccess) << qcclGetLastError();
-  // A token given both ways is refused, and so is a file that cannot be read.
+  // An explicit token wins over the environment's file (a wrong one here).
   qcclComm_t* bad = nullptr;
+  ASSERT_EQ(setenv("QCCL_AUTH_TOKEN_FILE", "/nonexistent/env.token", 1), 0);
   b.auth_token = "s3cret";
+  qcclComm_t* explicit_token = nullptr;
+  EXPECT_EQ(qcclCommCreate(&b, &explicit_token), qcclSuccess) << qcclGetLastError();
+  if (explicit_token) qcclCommDestroy(explicit_token);
+  unsetenv("QCCL_AUTH_TOKEN_FILE");
+  // Both explicit fields is a contradiction; a file that cannot be read is refused too.
+  b.auth_token_file = path.c_str();
   EXPECT_EQ(qcclCommCreate(&b, &bad), qcclInvalidArgument);
   EXPECT_NE(std::string(qcclGetLastError()).find("both set"), std::string::npos);
-  unsetenv("QCCL_AUTH_TOKEN_FILE");
   qcclCommConfig_t c = config(master.address);
   c.auth_token_file = "/nonexistent/qccl.token";
   EXPECT_EQ(qcclCommCreate(&c, &bad), qcclInvalidArgument);
