@@ -10,14 +10,17 @@
 //   with QCCL_ADVERTISE_ADDRESS=10.81.S.21 it joins, downloads shared state, all-reduces, and,
 //   once the first peer left, is the only donor of a later joiner's download; every peer lists
 //   it at 10.81.S.21:PORT.
-// LoopbackPeerIsAnnouncedAtTheMastersAddress: one peer on the master's host dials the master
-//   at 127.0.0.1, three remote peers at 10.81.S.1; no address is configured. They all-reduce,
-//   and every remote peer lists the local one at 10.81.S.1:PORT, never 127.0.0.1.
+// LoopbackPeerIsAnnouncedAtTheMastersAddress: the master listens dual stack ([::]:0); one peer
+//   on the master's host dials it at 127.0.0.1, three remote peers at 10.81.S.1; no address is
+//   configured. They all-reduce, and every remote peer lists the local one at 10.81.S.1:PORT
+//   (never 127.0.0.1) and every peer at a plain IPv4 address (not ::ffff:...).
 // Ipv6OnlyLoopSurvivesAKillAndAJoin: hosts with IPv6 addresses only (fd81:S::/64; no IPv4 on
 //   their links); master on [::]:0, peers dial [fd81:S::1]:PORT. The demo loop (test_peer
 //   --mode loop --admit: all-reduce, then admit pending peers) with 3 peers; one is SIGKILLed,
 //   the survivors go on with exactly their own contributions; a new peer joins and every
 //   result includes it.
+// Ipv6PeersAreListedInBrackets: the same IPv6-only hosts, the master on its host's address,
+//   QCCL_LISTEN_ADDRESS=[::]:29500-29563: every peer is listed as "[fd81:S::1x]:29500".
 // TwoInterfacesAdvertiseTheRoutableOne: host h0 reaches the master over a second network
 //   (10.82.S.0/24) that the other peers have no route to; it advertises its address on the
 //   shared network through the explicit advertise_address field (the environment holds the
@@ -163,7 +166,8 @@ TEST(AddressingNetnsTest, LoopbackPeerIsAnnouncedAtTheMastersAddress) {
         << lab.error();
   }
   ASSERT_TRUE(lab.wait_ready()) << lab.error();
-  HostMaster master(lab, "m", "0.0.0.0:0");
+  // Dual stack, as docs/deployment.md suggests: IPv4 peers are seen as IPv4 addresses.
+  HostMaster master(lab, "m", "[::]:0");
   ASSERT_TRUE(master.ok()) << master.error();
   ProcCluster pc(QCCL_HOSTS_PEER_BIN);
   HostsDriver d(pc, lab);
@@ -190,8 +194,26 @@ TEST(AddressingNetnsTest, LoopbackPeerIsAnnouncedAtTheMastersAddress) {
     PeerList list = d.peers(h, deadline_in(5s));
     const std::string addr = list.address_of(d.id(*local));
     EXPECT_EQ(host_of(addr), net + "1") << pc.label(h) << " lists the local peer at " << addr;
-    EXPECT_EQ(addr.find("127."), std::string::npos) << pc.label(h) << ": " << addr;
+    for (const PeerEntry& p : list.peers) {  // plain IPv4, not ::ffff:10.81.S.x
+      EXPECT_EQ(p.address.rfind(net, 0), 0u) << pc.label(h) << " lists " << p.address;
+    }
   }
+}
+
+// Master host "m" (fd81:S::1) and hosts h0..h{n-1} (fd81:S::10+i), IPv6 only on their links.
+bool build_ipv6_only(HostLab& lab, int n) {
+  const std::string net = "fd81:" + lab.s() + "::";
+  if (!lab.add_network("lan") || !lab.add_host("m") ||
+      !lab.attach("m", "lan", "eth0", {net + "1/64"})) {
+    return false;
+  }
+  for (int i = 0; i < n; ++i) {
+    const std::string h = "h" + std::to_string(i);
+    if (!lab.add_host(h) || !lab.attach(h, "lan", "eth0", {net + std::to_string(10 + i) + "/64"})) {
+      return false;
+    }
+  }
+  return lab.wait_ready();
 }
 
 TEST(AddressingNetnsTest, Ipv6OnlyLoopSurvivesAKillAndAJoin) {
@@ -200,16 +222,7 @@ TEST(AddressingNetnsTest, Ipv6OnlyLoopSurvivesAKillAndAJoin) {
   }
   HostLab lab;
   const std::string net = "fd81:" + lab.s() + "::";
-  ASSERT_TRUE(lab.add_network("lan") && lab.add_host("m") &&
-              lab.attach("m", "lan", "eth0", {net + "1/64"}))
-      << lab.error();
-  for (int i = 0; i < 4; ++i) {
-    const std::string h = "h" + std::to_string(i);
-    ASSERT_TRUE(lab.add_host(h) &&
-                lab.attach(h, "lan", "eth0", {net + std::to_string(10 + i) + "/64"}))
-        << lab.error();
-  }
-  ASSERT_TRUE(lab.wait_ready()) << lab.error();
+  ASSERT_TRUE(build_ipv6_only(lab, 4)) << lab.error();
   HostMaster master(lab, "m", "[::]:0");
   ASSERT_TRUE(master.ok()) << master.error();
   const std::string maddr = master.address("[" + net + "1]");
@@ -261,6 +274,38 @@ TEST(AddressingNetnsTest, Ipv6OnlyLoopSurvivesAKillAndAJoin) {
   EXPECT_EQ(e->unum("sum"), after) << e->raw;
   std::printf("[ measure  ] IPv6: kill -> join -> first joined op %.1f ms after the join\n",
               (e->at_us() - t_join) / 1000.0);
+}
+
+TEST(AddressingNetnsTest, Ipv6PeersAreListedInBrackets) {
+  if (std::string why = HostLab::unavailable_reason(false); !why.empty()) {
+    GTEST_SKIP() << "network-namespace test skipped: " << why;
+  }
+  HostLab lab;
+  const std::string net = "fd81:" + lab.s() + "::";
+  ASSERT_TRUE(build_ipv6_only(lab, 2)) << lab.error();
+  HostMaster master(lab, "m", "[" + net + "1]:0");  // the host's own address this time
+  ASSERT_TRUE(master.ok()) << master.error();
+  ProcCluster pc(QCCL_HOSTS_PEER_BIN);
+  HostsDriver d(pc, lab);
+  std::vector<Handle> g;
+  for (int i = 0; i < 2; ++i) {
+    auto h = d.start("peer " + std::to_string(i), "h" + std::to_string(i),
+                     peer_args(master.address("[" + net + "1]"), i),
+                     {std::string("QCCL_LISTEN_ADDRESS=[::]:") + kRange});
+    ASSERT_TRUE(h);
+    g.push_back(*h);
+  }
+  d.expect(g, "world 2", "ok", deadline_in(20s));
+  for (const Event& e : d.expect(g, "allreduce", "op", deadline_in(10s))) {
+    EXPECT_EQ(e.unum("sum"), sum_of({0, 1})) << e.raw;
+  }
+  ASSERT_FALSE(::testing::Test::HasFailure());
+  for (int i = 0; i < 2; ++i) {
+    const std::string want = "[" + net + std::to_string(10 + i) + "]:29500";
+    for (auto h : g) {
+      EXPECT_EQ(d.peers(h, deadline_in(5s)).address_of(d.id(g[i])), want) << pc.label(h);
+    }
+  }
 }
 
 TEST(AddressingNetnsTest, TwoInterfacesAdvertiseTheRoutableOne) {
