@@ -22,6 +22,8 @@ packages=(
   python3 python3-dev python3-venv python3-pip pybind11-dev python3-numpy python3-pytest
   # process and network tools used by the demo and the multi-process tests
   iproute2 procps psmisc
+  # the multi-host tests (tests/netns: deploy/qccl-firewall.nft, NAT) and docs/deployment.md
+  nftables
   # the fuzz step of scripts/test.sh (scripts/fuzz.sh): clang and its libFuzzer/sanitizer
   # runtimes, which clang only recommends
   clang libclang-rt-14-dev
