@@ -214,14 +214,10 @@ std::string log_naming(ProcCluster& pc, Handle h, const std::vector<std::string>
 }
 
 // Issue 17's contract: a call that fails because a peer's listener cannot be reached names
-// that "host:port" in qcclGetLastError(). The library logs it (QCCL_LOG_LEVEL=info: "state
-// download from peer P (lane L): connect to HOST:PORT: no answer within T ms", "data links of
-// epoch E failed: connect to HOST:PORT: ..."), but the messages of qcclSyncSharedState ("lost
-// every donor with N of N pieces missing", src/state/state_fetch.cpp) and of a topology vote
-// whose lanes do not come up ("did not come up in time", src/core/communicator.cpp) drop it.
-// Until they carry it, the test checks the log line and prints the message; set this to true
-// to require it in the message as well.
-constexpr bool kMessageNamesTheAddress = false;
+// that "host:port" in qcclGetLastError() (qcclSyncSharedState: "lost every donor ... (last:
+// donor P at HOST:PORT: ...)"; a vote whose lanes do not come up: "the next ring neighbour
+// (peer P at HOST:PORT) did not come up in time"). The log has it too.
+constexpr bool kMessageNamesTheAddress = true;
 
 // Checks one failed call of peer h: qcclPeerLost within `bound_ms`, and the unreachable
 // listener (one of `addresses`) named in the message (see kMessageNamesTheAddress) or the log.
