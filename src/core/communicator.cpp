@@ -575,9 +575,12 @@ class Communicator::Impl : public std::enable_shared_from_this<Impl> {
   // If it is the next op of this peer's sequence for that tag (same group epoch, seq = the
   // next one), the peers that had started it failed it: remember, so that this peer's call
   // fails too (start_aborted_op) instead of starting alone in the epoch the abort opened.
-  // Anything else is a late answer about an op this peer already finished; it is ignored.
+  // Anything else is a late answer about an op this peer already finished; it is ignored. So
+  // are refusals of out-of-step calls (kInvalidUsage, docs/call-order.md): those calls are as
+  // if never made, and the peers that made them call again in step with this one.
   void note_abort_ahead(const wire::M2COpResult& r) {
-    if (r.status == StatusCode::kOk || r.tag == kRingFailureTag || r.op_epoch != group_epoch_) {
+    if (r.status != StatusCode::kPeerLost || r.tag == kRingFailureTag ||
+        r.op_epoch != group_epoch_) {
       return;
     }
     auto next = next_seq_.find(r.tag);
