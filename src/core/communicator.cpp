@@ -414,6 +414,7 @@ class Communicator::Impl : public std::enable_shared_from_this<Impl> {
     }
     ring_failure_reported_ = false;
     uint32_t n = static_cast<uint32_t>(m.ring.size());
+    if (n < 2) aborted_ahead_.clear();  // the peers that failed those ops are gone
     std::optional<peer::DataLinks::Neighbour> next;
     PeerId prev = kNoPeer;
     if (n >= 2) {

@@ -298,7 +298,15 @@ class Peer {
     }
     if (qcclResult_t r = qcclConnect(comm_); r != qcclSuccess) return error("connect", r);
     emit("connected " + view());
-    if (opt_.watch_ms > 0) watcher_ = std::thread([this] { watch(); });
+    if (opt_.watch_ms > 0) {
+      // The baseline is read here, not in the thread: a thread that starts late (a loaded
+      // machine) would read a view that already changed and never print that change.
+      // (KillTest.SigkillWhileIdle's rare "never saw the group shrink": the last joiner was
+      // killed-next-to about 1 ms after connecting, before its watcher had read anything.)
+      int64_t w0 = world();
+      int64_t e0 = attr(QCCL_ATTR_EPOCH);
+      watcher_ = std::thread([this, w0, e0] { watch(w0, e0); });
+    }
     if (int rc = gather(opt_.world); rc != 0) return rc;
     emit("ready " + view());
     return 0;
@@ -324,9 +332,7 @@ class Peer {
 
   // Prints every change of the group's view, so the driver learns when the master's
   // membership update reached this peer.
-  void watch() {
-    int64_t last_world = world();
-    int64_t last_epoch = attr(QCCL_ATTR_EPOCH);
+  void watch(int64_t last_world, int64_t last_epoch) {
     while (!stop_.load()) {
       std::this_thread::sleep_for(std::chrono::milliseconds(opt_.watch_ms));
       // Epoch, world, epoch again: a pair read across a membership update is read again.
