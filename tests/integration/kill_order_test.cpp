@@ -30,15 +30,17 @@
 
 #include <algorithm>
 #include <cstdio>
+#include <cstring>
 #include <memory>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "support/cluster.hpp"
 #include "support/control_proxy.hpp"
 #include "support/watchdog.hpp"
 
-QCCL_TEST_WATCHDOG(170);
+QCCL_TEST_WATCHDOG(80);
 
 namespace qccl::test {
 namespace {
