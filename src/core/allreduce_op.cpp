@@ -69,6 +69,7 @@ void AllReduceOp::on_sent(const Status& status, size_t bytes) {
 
 bool AllReduceOp::fail(Status why, peer::DataLinks* links, FailSource source) {
   if (phase_ == Phase::kDone) return false;
+  if (source == FailSource::kMaster) restart_ = false;  // the master failed it everywhere
   if (phase_ == Phase::kFailing) {
     if (source > failure_source_) {
       failure_ = std::move(why);
@@ -87,6 +88,12 @@ bool AllReduceOp::fail(Status why, peer::DataLinks* links, FailSource source) {
 void AllReduceOp::commit(uint32_t world) {
   phase_ = Phase::kDone;
   handle_->complete(Status::ok(), ReduceInfo{world, tx_, rx_});
+}
+
+std::shared_ptr<OpHandle> AllReduceOp::take_for_restart() {
+  if (!backup_.empty()) std::memcpy(recvbuf_, backup_.data(), backup_.size());
+  phase_ = Phase::kDone;
+  return handle_;
 }
 
 bool AllReduceOp::try_finish(bool epoch_moved) {

@@ -7,7 +7,11 @@
 //   kWaitCommit  local part done, C2MOpDone(ok) sent; waiting for the master's M2COpResult
 //   kFailing     failed; waiting until no frame still touches the user's buffers and the
 //                group has moved past the op's epoch, so that a retry runs on the new ring
-//   kDone        the handle was completed
+//   kDone        the handle was completed, or handed to a new attempt (restart)
+//
+// Restart: an op whose group epoch ended without the master aborting it (no member's start
+// had reached the master, so every member runs this call in the new epoch) is not failed but
+// run again there, with the same handle, once its I/O has drained (Communicator).
 //
 // Thread-safety: loop thread only.
 #pragma once
@@ -33,6 +37,8 @@ class AllReduceOp : public peer::FrameOwner {
               uint64_t seq, Epoch epoch, std::shared_ptr<OpHandle> handle);
 
   const collectives::ReduceDesc& desc() const { return desc_; }
+  const void* sendbuf() const { return sendbuf_; }
+  void* recvbuf() const { return recvbuf_; }
   OpTag tag() const { return desc_.tag; }
   uint64_t seq() const { return seq_; }
   Epoch epoch() const { return epoch_; }
@@ -69,6 +75,16 @@ class AllReduceOp : public peer::FrameOwner {
   // decides that op's fate now.
   bool fail(Status why, peer::DataLinks* links, FailSource source);
   const Status& failure() const { return failure_; }
+  FailSource failure_source() const { return failure_source_; }
+  // To be run again in the group's new epoch instead of failing (see the file comment). A
+  // master's abort cancels it.
+  void set_restart() { restart_ = true; }
+  bool restart_pending() const { return restart_ && phase_ == Phase::kFailing; }
+  // No frame reads from or writes into the user's buffers any more.
+  bool drained() const { return sends_in_flight_ == 0 && reads_ == 0; }
+  // kFailing and drained() -> kDone without completing the handle: restores an in-place input
+  // and returns the handle for the new attempt.
+  std::shared_ptr<OpHandle> take_for_restart();
   // Completes the handle with success. REQUIRES: phase kWaitCommit.
   void commit(uint32_t world);
   // Completes a failing op if nothing touches the buffers any more and `epoch_moved`
@@ -98,6 +114,7 @@ class AllReduceOp : public peer::FrameOwner {
   uint64_t rx_ = 0;
   Status failure_;
   FailSource failure_source_ = FailSource::kLocal;
+  bool restart_ = false;
   std::chrono::steady_clock::time_point last_progress_;
   std::function<void(AllReduceOp&)> progress_;
 };

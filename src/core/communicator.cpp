@@ -125,6 +125,19 @@ class Communicator::Impl : public std::enable_shared_from_this<Impl> {
     return handle;
   }
 
+  Status await_ring(std::chrono::milliseconds bound) {
+    auto promise = std::make_shared<std::promise<Status>>();
+    auto fut = promise->get_future();
+    io_.post([self = shared_from_this(), promise, bound] { self->start_ring_wait(promise, bound); });
+    return fut.get();
+  }
+
+  std::chrono::milliseconds peer_timeout() {
+    return io_.run_sync([&] {
+      return state_ == State::kConnected ? settings_.timeout : std::chrono::milliseconds(0);
+    });
+  }
+
   void inject_fault(peer::FaultInjection f) {
     io_.run_sync([&] { links_->set_fault_injection(f); });
   }
@@ -151,6 +164,14 @@ class Communicator::Impl : public std::enable_shared_from_this<Impl> {
     OpTag tag;
     uint64_t seq;
     auto operator<=>(const EarlyKey&) const = default;
+  };
+
+  // The next op of a tag that the master aborted before this peer started it (a group epoch's
+  // seq-th op of the tag, and why).
+  struct AbortedAhead {
+    uint64_t seq;
+    Epoch epoch;
+    Status why;
   };
 
   Status not_connected(std::string_view call) const {
@@ -329,6 +350,40 @@ class Communicator::Impl : public std::enable_shared_from_this<Impl> {
     v.promise->set_value(std::move(result));
   }
 
+  // ---- waiting for the ring (await_ring) ----
+
+  bool ring_up() const {
+    return links_->epoch() == group_epoch_ && links_->ready() && !links_->failed();
+  }
+
+  void start_ring_wait(std::shared_ptr<std::promise<Status>> promise,
+                       std::chrono::milliseconds bound) {
+    if (state_ != State::kConnected) return promise->set_value(not_connected("qcclAllReduce"));
+    if (ring_up()) return promise->set_value(Status::ok());
+    uint64_t id = ++last_ring_waiter_;
+    auto timer = std::make_shared<asio::steady_timer>(io_.context(), bound);
+    ring_waiters_.emplace(id, RingWaiter{promise, timer});
+    timer->async_wait([self = shared_from_this(), id](const asio::error_code& ec) {
+      if (ec) return;
+      auto it = self->ring_waiters_.find(id);
+      if (it == self->ring_waiters_.end()) return;
+      auto p = std::move(it->second.promise);
+      self->ring_waiters_.erase(it);
+      p->set_value(Status::ok());  // the bound: the caller retries anyway
+    });
+  }
+
+  // After any change of the links or of the membership, and when the communicator dies.
+  void check_ring_waiters() {
+    if (ring_waiters_.empty() || (!fatal_ && !ring_up())) return;
+    auto waiters = std::move(ring_waiters_);
+    ring_waiters_.clear();
+    for (auto& [id, w] : waiters) {
+      w.timer->cancel();
+      w.promise->set_value(fatal_ ? *fatal_ : Status::ok());
+    }
+  }
+
   // ---- membership ----
 
   void on_master_message(const wire::ControlMessage& m, Epoch epoch) {
@@ -370,6 +425,7 @@ class Communicator::Impl : public std::enable_shared_from_this<Impl> {
     }
     ring_failure_reported_ = false;
     uint32_t n = static_cast<uint32_t>(m.ring.size());
+    if (n < 2) aborted_ahead_.clear();  // the peers that failed those ops are gone
     std::optional<peer::DataLinks::Neighbour> next;
     PeerId prev = kNoPeer;
     if (n >= 2) {
@@ -378,9 +434,17 @@ class Communicator::Impl : public std::enable_shared_from_this<Impl> {
       prev = m.ring[(*rank + n - 1) % n].id;
     }
     log_->debug("peer {}: group epoch {}, rank {} of {}", self_, group_epoch_, rank_, n);
-    // Operations of the old epoch fail; they finish once their I/O has drained.
+    // Operations of the old epoch end; they finish once their I/O has drained. Those the
+    // master aborted (its M2COpResult came before this membership) fail. The others are run
+    // again in the new epoch (restart_op): the master had no start of them when the group
+    // changed, so it aborted them for no member, and the members that had not started them
+    // yet start them in the new epoch. Failing them here would leave those members alone in
+    // the op while this peer goes on to its next call: a stall until the vote timeout.
     for (auto& [tag, op] : snapshot_ops()) {
       if (op->epoch() < group_epoch_) {
+        bool aborted = op->phase() == AllReduceOp::Phase::kFailing &&
+                       op->failure_source() == FailSource::kMaster;
+        if (!aborted && op->phase() != AllReduceOp::Phase::kDone) op->set_restart();
         fail_op(op, make_status(StatusCode::kPeerLost, "the group changed while the operation "
                                 "ran (a peer left, failed or joined); retry"),
                 FailSource::kEpochChange);
@@ -403,6 +467,7 @@ class Communicator::Impl : public std::enable_shared_from_this<Impl> {
       if (op->epoch() == e && op->phase() == AllReduceOp::Phase::kWaitLinks) begin_op(op);
     }
     ops_changed_.notify();  // readers may be waiting for an op to begin
+    check_ring_waiters();
   }
 
   void on_links_failed(Epoch e, const Status& why) {
@@ -439,6 +504,7 @@ class Communicator::Impl : public std::enable_shared_from_this<Impl> {
     links_->close_all();
     if (master_) master_->close();
     ops_changed_.notify();
+    check_ring_waiters();
   }
 
   void begin_shutdown(std::shared_ptr<std::promise<void>> drained) {
@@ -480,6 +546,10 @@ class Communicator::Impl : public std::enable_shared_from_this<Impl> {
                          "qcclAllReduce: the peer group has {} accepted peer(s); at least 2 are needed",
                          view_.group_world_size);
     }
+    if (auto ahead = aborted_ahead_.extract(desc.tag)) {
+      start_aborted_op(sendbuf, recvbuf, desc, ahead.mapped(), std::move(handle));
+      return Status::ok();
+    }
     uint64_t seq = next_seq_[desc.tag]++;
     auto op = std::make_shared<AllReduceOp>(desc, sendbuf, recvbuf, seq, group_epoch_, std::move(handle));
     op->set_progress_callback([this, raw = op.get()](AllReduceOp&) { after_io(raw); });
@@ -492,6 +562,42 @@ class Communicator::Impl : public std::enable_shared_from_this<Impl> {
     }
     ops_changed_.notify();
     return Status::ok();
+  }
+
+  // This call is an op that the master aborted before this peer started it (note_abort_ahead):
+  // it fails as it failed on the peers that had started it, who go on to retry it or to their
+  // next step. Started alone in the new epoch instead, it would wait for peers that never come
+  // (until the vote timeout). Nothing goes to the master, which has forgotten the op.
+  void start_aborted_op(const void* sendbuf, void* recvbuf, const collectives::ReduceDesc& desc,
+                        const AbortedAhead& ahead, std::shared_ptr<OpHandle> handle) {
+    auto op = std::make_shared<AllReduceOp>(desc, sendbuf, recvbuf, ahead.seq, ahead.epoch,
+                                            std::move(handle));
+    op->set_progress_callback([this, raw = op.get()](AllReduceOp&) { after_io(raw); });
+    // The abort came before the new membership, which may not be here yet: then the op is
+    // this epoch's `seq` and completes when the membership arrives (try_finish).
+    if (ahead.epoch == group_epoch_) next_seq_[desc.tag] = ahead.seq + 1;
+    ops_[desc.tag] = op;
+    log_->debug("peer {}: tag {} seq {} epoch {} was aborted before this call started it: {}",
+                self_, desc.tag, ahead.seq, ahead.epoch, ahead.why.message());
+    fail_op(op, ahead.why, FailSource::kMaster);
+    ops_changed_.notify();
+  }
+
+  // The master aborted an op that this peer has not started (M2COpResult without a local op).
+  // If it is the next op of this peer's sequence for that tag (same group epoch, seq = the
+  // next one), the peers that had started it failed it: remember, so that this peer's call
+  // fails too (start_aborted_op) instead of starting alone in the epoch the abort opened.
+  // Anything else is a late answer about an op this peer already finished; it is ignored. So
+  // are refusals of out-of-step calls (kInvalidUsage, docs/call-order.md): those calls are as
+  // if never made, and the peers that made them call again in step with this one.
+  void note_abort_ahead(const wire::M2COpResult& r) {
+    if (r.status != StatusCode::kPeerLost || r.tag == kRingFailureTag ||
+        r.op_epoch != group_epoch_) {
+      return;
+    }
+    auto next = next_seq_.find(r.tag);
+    if (r.seq != (next == next_seq_.end() ? 0 : next->second)) return;
+    aborted_ahead_[r.tag] = AbortedAhead{r.seq, r.op_epoch, Status(r.status, r.message)};
   }
 
   void begin_op(const std::shared_ptr<AllReduceOp>& op) {
@@ -560,10 +666,32 @@ class Communicator::Impl : public std::enable_shared_from_this<Impl> {
 
   void try_finish(const std::shared_ptr<AllReduceOp>& op) {
     bool moved = fatal_.has_value() || group_epoch_ > op->epoch();
+    if (moved && !fatal_ && op->restart_pending() && op->drained()) {
+      // Deferred: we may be inside on_membership, before the new epoch's links are set up.
+      asio::post(io_.context(), [self = shared_from_this(), op] { self->restart_op(op); });
+      return;
+    }
     if (!op->try_finish(moved)) return;
     links_->forget(op.get());
     auto it = ops_.find(op->tag());
     if (it != ops_.end() && it->second == op) ops_.erase(it);
+    ops_changed_.notify();
+    check_drained();
+  }
+
+  // Runs an op of an older epoch again in the current one (see on_membership), with the same
+  // handle and buffers; an in-place input is restored first.
+  void restart_op(const std::shared_ptr<AllReduceOp>& op) {
+    auto it = ops_.find(op->tag());
+    if (it == ops_.end() || it->second != op || !op->restart_pending() || !op->drained()) return;
+    if (fatal_) return try_finish(op);
+    links_->forget(op.get());
+    ops_.erase(it);
+    auto handle = op->take_for_restart();
+    log_->debug("peer {}: tag {} seq {} of epoch {} was not aborted by the master; run again in "
+                "epoch {}", self_, op->tag(), op->seq(), op->epoch(), group_epoch_);
+    Status st = start_op(op->sendbuf(), op->recvbuf(), op->desc(), handle);
+    if (!st.is_ok()) handle->complete(st, ReduceInfo{});
     ops_changed_.notify();
     check_drained();
   }
@@ -583,9 +711,15 @@ class Communicator::Impl : public std::enable_shared_from_this<Impl> {
 
   void on_op_result(const wire::M2COpResult& r) {
     auto it = ops_.find(r.tag);
-    if (it == ops_.end()) return;
+    if (it == ops_.end() || it->second->seq() != r.seq || it->second->epoch() != r.op_epoch) {
+      note_abort_ahead(r);
+      return;
+    }
     auto op = it->second;
-    if (op->seq() != r.seq || op->epoch() != r.op_epoch) return;
+    // The master's aborts come before the membership that ends the op's epoch; an answer about
+    // an epoch this peer has already left is its reply to our own late start or report
+    // (reject_stale), which must not undo a restart (on_membership).
+    if (r.status != StatusCode::kOk && r.op_epoch < group_epoch_ && op->restart_pending()) return;
     if (r.status == StatusCode::kOk) {
       if (op->phase() != AllReduceOp::Phase::kWaitCommit) {
         log_->error("commit for tag {} seq {} before this peer finished; ignored", r.tag, r.seq);
@@ -842,6 +976,8 @@ class Communicator::Impl : public std::enable_shared_from_this<Impl> {
   uint32_t last_lane_id_ = 0;
   std::map<uint32_t, std::weak_ptr<net::Connection>> readers_;
   std::map<OpTag, uint64_t> next_seq_;
+  // Per tag: the next op of this peer's sequence, aborted by the master before it started here.
+  std::map<OpTag, AbortedAhead> aborted_ahead_;
   net::Signal ops_changed_;
   static constexpr size_t kMaxEarlyBytes = size_t{64} << 20;
   std::map<EarlyKey, std::vector<EarlyFrame>> early_;
@@ -857,6 +993,12 @@ class Communicator::Impl : public std::enable_shared_from_this<Impl> {
   std::optional<VoteWait> vote_;
   std::optional<asio::steady_timer> vote_deadline_;
   std::shared_ptr<peer::LinkProber> prober_;
+  struct RingWaiter {
+    std::shared_ptr<std::promise<Status>> promise;
+    std::shared_ptr<asio::steady_timer> timer;
+  };
+  std::map<uint64_t, RingWaiter> ring_waiters_;  // await_ring() calls, by id
+  uint64_t last_ring_waiter_ = 0;
   std::shared_ptr<std::promise<void>> drained_;
   bool leaving_ = false;
   uint64_t inbound_bytes_ = 0;
@@ -906,6 +1048,10 @@ void Communicator::inject_fault_for_testing(uint64_t close_after_bytes,
                                             uint64_t stall_lane_after_bytes) {
   impl_->inject_fault({close_after_bytes, stall_reads_after_bytes, stall_lane_after_bytes});
 }
+
+Status Communicator::await_ring(std::chrono::milliseconds bound) { return impl_->await_ring(bound); }
+
+std::chrono::milliseconds Communicator::peer_timeout() const { return impl_->peer_timeout(); }
 
 Status Communicator::update_topology() {
   auto r = impl_->vote(wire::VoteKind::kUpdateTopology);

@@ -13,6 +13,7 @@
 // loop). Control calls are refused with kInvalidUsage while operations are in flight.
 #pragma once
 
+#include <chrono>
 #include <cstdint>
 #include <functional>
 #include <span>
@@ -89,6 +90,16 @@ class Communicator {
                                                      const collectives::ReduceDesc& desc);
   Status all_reduce(const void* sendbuf, void* recvbuf, const collectives::ReduceDesc& desc,
                     ReduceInfo* info);
+
+  // After a qcclPeerLost, before a retry: waits until this peer's ring lanes of its current
+  // group epoch are up. While they are failed (a neighbour gone that the master has not
+  // expelled yet) it waits for the next group epoch, so that the retry does not run into the
+  // broken ring again (each such attempt fails at once and only makes the master move the
+  // group on with the same members). Returns ok when the lanes are up or at `bound` (the retry
+  // then goes ahead and reports the ring, as any op does), or the communicator's fatal status.
+  Status await_ring(std::chrono::milliseconds bound);
+  // The peer timeout the master announced (0 before qcclConnect succeeded).
+  std::chrono::milliseconds peer_timeout() const;
 
   // Makes this peer's shared state identical to the content the master elects among the
   // group (docs/shared-state.md). On success *revision is the elected revision.

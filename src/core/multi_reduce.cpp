@@ -3,6 +3,8 @@
 #include <deque>
 #include <vector>
 
+#include "common/logging.hpp"
+
 namespace qccl::core {
 
 Status all_reduce_multiple_with_retry(Communicator& comm, std::span<const MultiOp> ops,
@@ -53,11 +55,21 @@ Status all_reduce_multiple_with_retry(Communicator& comm, std::span<const MultiO
       }
     }
     if (lost) {
+      // Not at once: wait for the ring that the failure leads to (bounded by the peer
+      // timeout). A retry into a ring whose neighbour is gone but not yet expelled would fail
+      // at once, again and again, each time making the master move the group on.
+      Status ring = comm.await_ring(comm.peer_timeout());
+      if (!ring.is_ok()) {
+        if (info) *info = total;
+        return ring;
+      }
       auto ws = comm.attribute(Attribute::kGroupWorldSize);
       if (!ws.is_ok()) {
         if (info) *info = total;
         return ws.status();
       }
+      log::get("peer")->debug("{} operation(s) failed with qcclPeerLost; retrying {} in a group "
+                              "of {}", retry.size(), todo.size(), *ws);
       if (*ws < 2) {
         if (info) *info = total;
         return make_status(StatusCode::kTooFewPeers,

@@ -1,8 +1,10 @@
 // all_reduce_multiple_with_retry: the recovery policy of qcclAllReduceMultipleWithRetry.
 //
 // Runs the operations in order, up to `max_in_flight` at a time; those that fail with
-// kPeerLost are retried before any later one starts (the ring has been rebuilt when the failure is reported) until all succeeded, or
-// the group shrank below two peers (kTooFewPeers). Any other failure ends the call with that
+// kPeerLost are retried before any later one starts, until all succeeded, or the group shrank
+// below two peers (kTooFewPeers). A retry waits for the ring of the group's new epoch to be up
+// (Communicator::await_ring, at most the peer timeout): it never spins into a ring that is
+// known to be broken. Any other failure ends the call with that
 // status once the operations in flight have finished. Operations that committed before a
 // failure keep their results (computed with the world size of their time).
 #pragma once

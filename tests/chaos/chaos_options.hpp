@@ -21,7 +21,7 @@ struct Options {
   int max_peers = 8;
   int64_t peer_timeout_ms = 2000;
   int64_t heartbeat_ms = 200;
-  int64_t vote_timeout_ms = 4000;
+  int64_t vote_timeout_ms = 60000;  // the user default: a stuck peer must show as a stall
   int64_t stall_margin_ms = 3000;
   int64_t fault_interval_ms = 2000;
   int max_impaired = 2;
@@ -44,7 +44,7 @@ struct Options {
                "  --max-peers N          at most N peers alive (default 8, at most 16)\n"
                "  --peer-timeout-ms N    master --peer-timeout-ms (default 2000)\n"
                "  --heartbeat-ms N       master --heartbeat-ms (default 200)\n"
-               "  --vote-timeout-ms N    master --vote-timeout-ms (default 4000)\n"
+               "  --vote-timeout-ms N    master --vote-timeout-ms (default 60000, as for users)\n"
                "  --stall-margin-ms N    progress bound = peer timeout + N (default 3000)\n"
                "  --fault-interval-ms N  mean time between faults (default 2000)\n"
                "  --max-impaired N       at most N peers stopped or cut off at once (default 2)\n"

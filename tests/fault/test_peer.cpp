@@ -21,6 +21,11 @@
 //          is followed by qcclArePeersPending on all peers and, if 1, qcclUpdateTopology, so
 //          newcomers are admitted between ops. --inplace reduces in place. --quant sends
 //          float64 2^I as MinMax uint8 codes (constant blocks: still exact sums).
+//          --no-retry: a qcclPeerLost ends the iteration instead (the loop goes on to the
+//          votes, as the loop of issue 16 does: [qcclArePeersPending, qcclUpdateTopology when
+//          pending, all-reduce]); with it every vote prints its result ("pending P"), so that
+//          each call's return is seen. A peer that joined later enters the loop at its
+//          all-reduce, which is where its elders are after the vote that admitted it.
 //   idle   reads commands from stdin, one per line (EOF or "quit" ends the process):
 //            allreduce [count]  one all-reduce, retried on qcclPeerLost
 //            try [count]        one attempt, no retry
@@ -134,6 +139,7 @@ struct Options {
   uint64_t tag = 0;
   int world = 0;  // gather until the group has this many peers
   bool admit = false;
+  bool retry = true;  // loop: retry an all-reduce at once on qcclPeerLost
   bool inplace = false;
   bool quant = false;
   bool announce = false;  // idle: "call" before each call, "destroyed" after qcclCommDestroy
@@ -159,7 +165,8 @@ struct Options {
                "qccl_test_peer: %s\n"
                "usage: qccl_test_peer --master HOST:PORT --index I\n"
                "  --mode loop|idle|multi|state|topo\n"
-               "  [--world W] [--count N] [--iters K] [--tag T] [--admit] [--inplace] [--quant]\n"
+               "  [--world W] [--count N] [--iters K] [--tag T] [--admit] [--no-retry]\n"
+               "  [--inplace] [--quant]\n"
                "  [--announce]\n"
                "  [--tensors M] [--inflight F] [--connections C] [--connect-timeout-ms MS]\n"
                "  [--watch-ms MS] [--pace-ms MS]\n"
@@ -186,6 +193,7 @@ Options parse(int argc, char** argv) {
       else if (a == "--tag") o.tag = std::stoull(val());
       else if (a == "--world") o.world = std::stoi(val());
       else if (a == "--admit") o.admit = true;
+      else if (a == "--no-retry") o.retry = false;
       else if (a == "--inplace") o.inplace = true;
       else if (a == "--quant") o.quant = true;
       else if (a == "--announce") o.announce = true;
@@ -290,7 +298,15 @@ class Peer {
     }
     if (qcclResult_t r = qcclConnect(comm_); r != qcclSuccess) return error("connect", r);
     emit("connected " + view());
-    if (opt_.watch_ms > 0) watcher_ = std::thread([this] { watch(); });
+    if (opt_.watch_ms > 0) {
+      // The baseline is read here, not in the thread: a thread that starts late (a loaded
+      // machine) would read a view that already changed and never print that change.
+      // (KillTest.SigkillWhileIdle's rare "never saw the group shrink": the last joiner was
+      // killed-next-to about 1 ms after connecting, before its watcher had read anything.)
+      int64_t w0 = world();
+      int64_t e0 = attr(QCCL_ATTR_EPOCH);
+      watcher_ = std::thread([this, w0, e0] { watch(w0, e0); });
+    }
     if (int rc = gather(opt_.world); rc != 0) return rc;
     emit("ready " + view());
     return 0;
@@ -316,9 +332,7 @@ class Peer {
 
   // Prints every change of the group's view, so the driver learns when the master's
   // membership update reached this peer.
-  void watch() {
-    int64_t last_world = world();
-    int64_t last_epoch = attr(QCCL_ATTR_EPOCH);
+  void watch(int64_t last_world, int64_t last_epoch) {
     while (!stop_.load()) {
       std::this_thread::sleep_for(std::chrono::milliseconds(opt_.watch_ms));
       // Epoch, world, epoch again: a pair read across a membership update is read again.
@@ -418,6 +432,7 @@ class Peer {
       emit(strf("vote-fail %d %s", static_cast<int>(r), result_name(r)), qcclGetLastError());
       return r == qcclPeerLost;  // the others saw the same change; carry on
     }
+    if (!opt_.retry) emit(strf("pending %d", pending));
     if (pending == 0) return true;
     r = qcclUpdateTopology(comm_);
     if (r != qcclSuccess) {
@@ -431,7 +446,8 @@ class Peer {
 
   int loop() {
     while (opt_.iters == 0 || ops_done_ < opt_.iters) {
-      if (one_op(opt_.count, true) != qcclSuccess) return 4;
+      qcclResult_t r = one_op(opt_.count, opt_.retry);
+      if (r != qcclSuccess && (opt_.retry || r != qcclPeerLost)) return 4;
       if (opt_.admit && !admit_round()) return 4;
       if (opt_.pace_ms > 0) std::this_thread::sleep_for(std::chrono::milliseconds(opt_.pace_ms));
     }
