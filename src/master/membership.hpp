@@ -27,6 +27,11 @@
 // started it (a member that only starts after an abort would run its call as the others'
 // retry instead of failing it).
 //
+// Out-of-step calls (membership_phases.cpp, docs/call-order.md): after every vote, collective
+// start and sync request, calls of a group that can never meet (a vote and a collective, two
+// vote kinds, ...) are resolved at once: the phase a settled peer entered first stays, the
+// others are answered kInvalidUsage (a fresh peer's peers-pending vote: "nothing pending").
+//
 // Topology (membership_topology.cpp, docs/topology.md): a completed kOptimizeTopology vote
 // starts a probe round: every peer gets an M2CProbePlan naming the links of its group (directed,
 // out of it) that have no measurement younger than probe_max_age, scheduled in time slots of
