@@ -5,10 +5,11 @@
 //   qccl_chaos_peer --master HOST:PORT --slot I [--pace-ms P] [--connect-timeout-ms MS]
 //
 // Each step, on every accepted peer (chaos_model.hpp says what each step computes):
-//   1. unless this is the first step after qcclConnect returned: qcclArePeersPending and, if
-//      peers wait, qcclUpdateTopology (admits them). A newcomer skips these once: the accepted
-//      peers admitted it inside their qcclUpdateTopology, so their next call, like its first,
-//      is the sync. qcclPeerLost from either vote does not end the step: the vote itself was
+//   1. qcclArePeersPending and, if peers wait, qcclUpdateTopology (admits them), on every
+//      step, a newcomer's first one included: the accepted peers admitted it inside their
+//      qcclUpdateTopology and went on to the sync, and the master answers a fresh peer's
+//      peers-pending vote while its group syncs with "nothing pending" (docs/call-order.md),
+//      so it follows them. qcclPeerLost from either vote does not end the step: the vote itself was
 //      answered on every voter, only this peer's ring did not come up, and the next
 //      collective reports that and moves the group to a new ring. Going back to the vote
 //      instead would leave this peer voting while the others sync.
@@ -233,10 +234,8 @@ class Peer {
     bool first = true;
     for (;;) {
       if (leave_requested(first ? 0 : opt_.pace_ms)) return Fatal{qcclSuccess, ""};
-      if (!first) {
-        if (auto f = admit(); f.code != qcclSuccess) return f;
-      }
       first = false;
+      if (auto f = admit(); f.code != qcclSuccess) return f;
       if (auto f = step(); f.code != qcclSuccess) return f;
     }
   }
