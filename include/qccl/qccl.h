@@ -169,7 +169,8 @@ QCCL_API qcclResult_t qcclCommDestroy(qcclComm_t *comm);
 QCCL_API qcclResult_t qcclUpdateTopology(qcclComm_t *comm);
 /* Collective vote of all accepted peers: *pending_out = 1 if peers wait to be admitted. Every
  * peer gets the same answer, except a peer admitted since its last completed call while its
- * group is already in a collective or a shared-state sync: it gets 0 at once (the admission
+ * group is already in another call (a collective, a shared-state sync, another kind of vote):
+ * it gets 0 at once (the admission
  * vote it would join is the one that admitted it). qcclInvalidUsage, qcclKicked,
  * qcclMasterUnreachable. */
 QCCL_API qcclResult_t qcclArePeersPending(qcclComm_t *comm, int *pending_out);

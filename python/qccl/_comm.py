@@ -284,7 +284,8 @@ class Communicator(Handle):
     def are_peers_pending(self) -> bool:
         """Collective vote of all accepted peers: True if peers wait to be admitted (the same
         answer on every peer, except that a peer admitted since its last completed call gets
-        False at once when its group already runs a collective or a sync)."""
+        False at once when its group is already in another call: a collective, a sync, another
+        kind of vote)."""
         return self._c.are_peers_pending()
 
     def admit_pending(self) -> bool:

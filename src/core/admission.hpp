@@ -3,7 +3,7 @@
 //
 // The call-order model they rely on is docs/call-order.md: a peer's first ArePeersPending
 // vote after admission is answered "nothing pending" by the master when the group has
-// already moved on to a collective or a sync, so the same loop
+// already moved on to another call (a collective, a sync, another vote), so the same loop
 //     connect(); wait_for_world(n, timeout); loop { admit_pending(); all_reduce(...); }
 // is right for the first peers and for every peer that joins later.
 //

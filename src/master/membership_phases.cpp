@@ -18,9 +18,10 @@
 // "Settled" means a call of the peer has completed since it was admitted. A fresh peer joins
 // its group wherever the group is, so a phase that only fresh peers entered never wins over
 // one that a settled peer entered, however early. And the loop head that every peer runs,
-// qcclArePeersPending, is not an error for a fresh peer: if the group is in a collective or
-// a sync, its vote is answered "nothing pending" (the admission vote it would have joined is
-// the one that admitted it), so the same loop is right for the first peers and for late ones.
+// qcclArePeersPending, is not an error for a fresh peer: if the group is in any other call (a
+// collective, a sync, another kind of vote), its vote is answered "nothing pending" (the
+// admission vote it would have joined is the one that admitted it), so the same loop is right
+// for the first peers and for late ones.
 #include <algorithm>
 
 #include <fmt/format.h>
@@ -147,8 +148,7 @@ void Membership::drop_claim(const Claim& loser, const Claim& winner, TimePoint n
         wire::M2CVoteResult r{loser.vote, false, StatusCode::kInvalidUsage, why};
         // The loop head of every peer: for a fresh one, "nothing pending" is the truth of
         // the admission round that let it in.
-        if (p.fresh && loser.vote == wire::VoteKind::kPeersPending &&
-            winner.kind != Claim::Kind::kVote) {
+        if (p.fresh && loser.vote == wire::VoteKind::kPeersPending) {
           r = wire::M2CVoteResult{loser.vote, false, StatusCode::kOk, {}};
         }
         out.sends.push_back({id, std::move(r), global_epoch_});

@@ -243,6 +243,20 @@ TEST(MembershipPhases, JoinerVotingFirstWhileOthersSyncIsToldNothingIsPending) {
   for (PeerId p : {1, 2, 3}) EXPECT_EQ(answers_to(done, p).back(), "SyncResult:Ok") << p;
 }
 
+TEST(MembershipPhases, JoinerVotingFirstWhileOthersOptimizeIsToldNothingIsPending) {
+  // A loop that optimises the ring right after admitting: the newcomer's loop head is void.
+  Joined j;
+  j.h.vote(1, VoteKind::kOptimizeTopology);
+  j.h.vote(3, VoteKind::kPeersPending);
+  Outbox out = j.h.take();
+  EXPECT_EQ(answers_to(out, 3), Lines{"Vote:pending=0"});
+  EXPECT_TRUE(answers_to(out, 1).empty());
+  EXPECT_TRUE(out.disconnects.empty());
+  // A settled peer's peers-pending vote against the same optimize vote is an error.
+  j.h.vote(2, VoteKind::kPeersPending);
+  EXPECT_EQ(answers_to(j.h.take(), 2), Lines{"Vote:InvalidUsage"});
+}
+
 TEST(MembershipPhases, JoinerAllReducingFirstWhileOthersVoteGetsInvalidUsage) {
   Joined j;
   Epoch e = *j.h.m.group_epoch(0);
