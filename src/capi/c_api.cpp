@@ -28,9 +28,8 @@ static_assert(static_cast<int>(qccl::DataType::kNumTypes) == qcclNumDataTypes);
 static_assert(static_cast<int>(qccl::DataType::kBFloat16) == qcclBFloat16);
 static_assert(static_cast<int>(qccl::ReduceOp::kNumOps) == qcclNumRedOps);
 static_assert(static_cast<int>(qccl::QuantAlgorithm::kZeroPointScale) == qcclQuantZeroPointScale);
-static_assert(static_cast<int>(qccl::wire::SyncStrategy::kSendOnly) == qcclSyncSendOnly);
-static_assert(static_cast<int>(qccl::wire::SyncStrategy::kReceiveOnly) == qcclSyncReceiveOnly);
-static_assert(qccl::wire::kNumDataTypes == qcclNumDataTypes);
+static_assert(static_cast<int>(qccl::core::SyncStrategy::kSendOnly) == qcclSyncSendOnly);
+static_assert(static_cast<int>(qccl::core::SyncStrategy::kReceiveOnly) == qcclSyncReceiveOnly);
 
 qcclResult_t fail(qcclResult_t code, std::string message) {
   qccl::capi::set_last_error(std::move(message));
@@ -552,7 +551,7 @@ qcclResult_t qcclSyncSharedState(qcclComm_t* comm, qcclSharedState_t* state,
     uint64_t revision = state->revision;
     qccl::core::Communicator::SyncInfo info;
     Status st = comm->rep->sync_shared_state(
-        tensors, &revision, static_cast<qccl::wire::SyncStrategy>(raw_strategy), &info);
+        tensors, &revision, static_cast<qccl::core::SyncStrategy>(raw_strategy), &info);
     if (st.is_ok()) {
       state->revision = revision;
       if (info_out) *info_out = {info.tx_bytes, info.rx_bytes};

@@ -2,19 +2,16 @@
 
 #include <cstring>
 
-#include "wire/codec.hpp"
-
 namespace qccl::core {
+
+using collectives::RingAllReduce;
 
 AllReduceOp::AllReduceOp(const collectives::ReduceDesc& desc, const void* sendbuf, void* recvbuf,
                          uint64_t seq, Epoch epoch, std::shared_ptr<OpHandle> handle)
-    : desc_(desc),
+    : Op(desc.tag, seq, epoch, collectives::desc_hash(desc), std::move(handle)),
+      desc_(desc),
       sendbuf_(sendbuf),
-      recvbuf_(recvbuf),
-      seq_(seq),
-      epoch_(epoch),
-      desc_hash_(collectives::desc_hash(desc)),
-      handle_(std::move(handle)) {
+      recvbuf_(recvbuf) {
   if (sendbuf_ == recvbuf_ && desc_.count > 0) {
     // In place: keep the input so that a failed op can give it back (all or nothing).
     size_t bytes = desc_.count * dtype_size(desc_.dtype);
@@ -23,87 +20,62 @@ AllReduceOp::AllReduceOp(const collectives::ReduceDesc& desc, const void* sendbu
   }
 }
 
-void AllReduceOp::begin(uint32_t world, uint32_t rank, peer::DataLinks& links) {
-  ring_ = std::make_unique<collectives::RingAllReduce>(desc_, sendbuf_, recvbuf_, world, rank);
-  phase_ = Phase::kRunning;
-  last_progress_ = std::chrono::steady_clock::now();
+void AllReduceOp::start(uint32_t world, uint32_t rank) {
+  ring_ = std::make_unique<RingAllReduce>(desc_, sendbuf_, recvbuf_, world, rank);
   bool deferred = ring_->initial_frames_need_fill();
-  for (size_t j = 0; j < ring_->initial_frames(); ++j) send(ring_->initial_frame(j), links, deferred);
+  for (size_t j = 0; j < ring_->initial_frames(); ++j) send(ring_->initial_frame(j), deferred);
 }
 
-void AllReduceOp::fill(const peer::OutFrame& frame) {
+void AllReduceOp::fill(uint32_t index) {
   // Only frames of a running op are still queued (fail() takes the others back).
-  ring_->fill_initial_frame(frame.index);
+  ring_->fill_initial_frame(index);
 }
 
-void AllReduceOp::send(const collectives::RingAllReduce::Send& s, peer::DataLinks& links,
-                       bool deferred) {
-  peer::OutFrame f;
-  wire::FrameHeader fh{static_cast<uint32_t>(wire::kP2PDataHeaderSize + s.bytes),
-                       static_cast<uint16_t>(wire::MsgType::kP2PData), 0, epoch_};
-  auto fh_bytes = wire::encode_frame_header(fh);
-  auto dh_bytes = wire::encode_data_header({desc_.tag, seq_, desc_hash_, s.step, s.segment});
-  std::memcpy(f.header.data(), fh_bytes.data(), fh_bytes.size());
-  std::memcpy(f.header.data() + fh_bytes.size(), dh_bytes.data(), dh_bytes.size());
-  f.data = s.data;
-  f.bytes = s.bytes;
-  f.owner = this;
-  f.deferred = deferred;
-  f.index = s.segment;
-  ++sends_in_flight_;
-  links.enqueue(f);
+void AllReduceOp::send(const RingAllReduce::Send& s, bool deferred) {
+  send_frame(s.step, s.segment, s.data, s.bytes, deferred, s.segment);
 }
 
-bool AllReduceOp::locally_complete() const {
-  return phase_ == Phase::kRunning && ring_ && ring_->complete() && sends_in_flight_ == 0;
-}
-
-void AllReduceOp::on_sent(const Status& status, size_t bytes) {
-  --sends_in_flight_;
-  if (status.is_ok()) {
-    tx_ += bytes + wire::kFrameHeaderSize + wire::kP2PDataHeaderSize;
-    last_progress_ = std::chrono::steady_clock::now();
+Result<FrameTarget> AllReduceOp::claim(uint32_t step, uint32_t segment, size_t bytes,
+                                       uint32_t lane) {
+  QCCL_ASSIGN_OR_RETURN(RingAllReduce::RecvTarget t, ring_->claim(step, segment, bytes, lane));
+  FrameTarget out{t.dst, t.bytes, t.staged, FrameTarget::Duplicate::kNo, t.claimant};
+  if (t.duplicate == RingAllReduce::Duplicate::kReceived) {
+    out.duplicate = FrameTarget::Duplicate::kReceived;
+  } else if (t.duplicate == RingAllReduce::Duplicate::kPending) {
+    out.duplicate = FrameTarget::Duplicate::kPending;
   }
-  if (progress_) progress_(*this);
+  return out;
 }
 
-bool AllReduceOp::fail(Status why, peer::DataLinks* links, FailSource source) {
-  if (phase_ == Phase::kDone) return false;
-  if (source == FailSource::kMaster) restart_ = false;  // the master failed it everywhere
-  if (phase_ == Phase::kFailing) {
-    if (source > failure_source_) {
-      failure_ = std::move(why);
-      failure_source_ = source;
-    }
-    return false;
-  }
-  if (phase_ == Phase::kWaitCommit && source == FailSource::kLocal) return false;
-  phase_ = Phase::kFailing;
-  failure_ = std::move(why);
-  failure_source_ = source;
-  if (links) sends_in_flight_ -= links->cancel(this);
-  return true;
+void AllReduceOp::unclaim(uint32_t step, uint32_t segment, uint32_t lane) {
+  ring_->unclaim(step, segment, lane);
 }
 
-void AllReduceOp::commit(uint32_t world) {
-  phase_ = Phase::kDone;
-  handle_->complete(Status::ok(), ReduceInfo{world, tx_, rx_});
+bool AllReduceOp::received(uint32_t step, uint32_t segment) const {
+  return ring_->received(step, segment);
 }
 
-std::shared_ptr<OpHandle> AllReduceOp::take_for_restart() {
+void AllReduceOp::take_over(uint32_t step, uint32_t segment, uint32_t lane,
+                            const uint8_t* staging) {
+  ring_->take_over(step, segment, lane, staging);
+}
+
+void AllReduceOp::on_received(uint32_t step, uint32_t segment, const uint8_t* staging) {
+  auto fwd = ring_->on_received(step, segment, staging);
+  if (fwd) send(*fwd);
+}
+
+bool AllReduceOp::frames_complete() const { return ring_ && ring_->complete(); }
+
+size_t AllReduceOp::max_frame_bytes() const { return ring_->max_segment_bytes(); }
+
+void AllReduceOp::restore_input() {
   if (!backup_.empty()) std::memcpy(recvbuf_, backup_.data(), backup_.size());
-  phase_ = Phase::kDone;
-  return handle_;
 }
 
-bool AllReduceOp::try_finish(bool epoch_moved) {
-  if (phase_ != Phase::kFailing || !epoch_moved || sends_in_flight_ > 0 || reads_ > 0) {
-    return phase_ == Phase::kDone;
-  }
-  if (!backup_.empty()) std::memcpy(recvbuf_, backup_.data(), backup_.size());
-  phase_ = Phase::kDone;
-  handle_->complete(failure_, ReduceInfo{0, tx_, rx_});
-  return true;
+std::shared_ptr<Op> AllReduceOp::again(uint64_t seq, Epoch epoch,
+                                       std::shared_ptr<OpHandle> handle) const {
+  return std::make_shared<AllReduceOp>(desc_, sendbuf_, recvbuf_, seq, epoch, std::move(handle));
 }
 
 }  // namespace qccl::core

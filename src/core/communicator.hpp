@@ -1,12 +1,13 @@
 // Communicator: one peer of a qccl run, the C++ facade that the C API wraps.
 //
-// Owns an IoThread on which everything happens: the master link, the data links, the
-// membership view and the operations in flight. Public methods are called from user threads;
-// they post work to the loop and block on its answer. Every wait ends: connect() at its
-// deadline, votes when the master decides (it expels stragglers at the vote deadline), and
-// operations by commit, abort, epoch change or loss of the master.
+// Everything happens on the communicator's own loop thread (core/runtime.hpp): the master
+// link, the data lanes, the membership view and the operations in flight (core/op_engine.hpp).
+// Public methods are called from user threads; they hand the call to the loop and block on its
+// answer. Every wait ends: connect() at its deadline, votes when the master decides (it expels
+// stragglers at the vote deadline), and operations by commit, abort, epoch change or loss of
+// the master.
 //
-// After qcclPeerLost the ring has already been rebuilt by the time the call returns, so the
+// After kPeerLost the ring has already been rebuilt by the time the call returns, so the
 // caller may retry at once (see docs/errors.md).
 //
 // Thread-safety: every public method may be called from any user thread (never from the
@@ -16,9 +17,9 @@
 #include <chrono>
 #include <cstdint>
 #include <functional>
-#include <span>
 #include <memory>
 #include <optional>
+#include <span>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -27,9 +28,15 @@
 #include "common/ids.hpp"
 #include "common/status.hpp"
 #include "core/op_handle.hpp"
-#include "core/state_sync.hpp"
+#include "core/state_tensor.hpp"
+
+namespace qccl::net {
+class FaultPolicy;
+}
 
 namespace qccl::core {
+
+class Runtime;
 
 struct CommOptions {
   std::string master_address;       // "host:port"
@@ -90,6 +97,9 @@ class Communicator {
                                                      const collectives::ReduceDesc& desc);
   Status all_reduce(const void* sendbuf, void* recvbuf, const collectives::ReduceDesc& desc,
                     ReduceInfo* info);
+  // Completes once every member of the group has called it with `tag` (core/barrier_op.hpp).
+  Result<std::shared_ptr<OpHandle>> barrier_async(OpTag tag);
+  Status barrier(OpTag tag);
 
   // After a qcclPeerLost, before a retry: waits until this peer's ring lanes of its current
   // group epoch are up. While they are failed (a neighbour gone that the master has not
@@ -109,20 +119,17 @@ class Communicator {
     uint64_t rx_bytes = 0;
   };
   Status sync_shared_state(std::span<const StateTensor> tensors, uint64_t* revision,
-                           wire::SyncStrategy strategy, SyncInfo* info);
+                           SyncStrategy strategy, SyncInfo* info);
 
   // Tests only: called on the loop after every shared-state piece this peer served.
   void set_state_piece_hook_for_testing(std::function<void(uint64_t)> hook);
-
-  // Tests only: inject a fault in this peer's data links (see peer::FaultInjection).
-  void inject_fault_for_testing(uint64_t close_after_bytes, uint64_t stall_reads_after_bytes,
-                                uint64_t stall_lane_after_bytes = 0);
-
-  class Impl;
+  // Tests only: every data lane of this peer consults `policy` (net/fault_policy.hpp); the
+  // ready-made ones are in tests/support/lane_faults.hpp.
+  void set_fault_policy_for_testing(std::shared_ptr<net::FaultPolicy> policy);
 
  private:
-  explicit Communicator(std::shared_ptr<Impl> impl);
-  std::shared_ptr<Impl> impl_;
+  explicit Communicator(std::shared_ptr<Runtime> runtime);
+  std::shared_ptr<Runtime> runtime_;
 };
 
 }  // namespace qccl::core

@@ -9,6 +9,9 @@
 
 namespace qccl::core {
 
+// The wire names tensor dtypes by DataType's values (and the C API by qcclDataType_t's).
+static_assert(wire::kNumDataTypes == static_cast<int>(DataType::kNumTypes));
+
 Result<SyncRequest> prepare_sync(std::span<const StateTensor> tensors, uint64_t revision,
                                  wire::SyncStrategy strategy) {
   if (tensors.size() > wire::kMaxStateEntries) {

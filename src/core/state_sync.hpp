@@ -32,6 +32,7 @@
 
 #include "common/ids.hpp"
 #include "common/status.hpp"
+#include "core/state_tensor.hpp"
 #include "peer/data_links.hpp"
 #include "quant/dtype.hpp"
 #include "state/state_fetch.hpp"
@@ -39,15 +40,6 @@
 #include "wire/messages.hpp"
 
 namespace qccl::core {
-
-// One tensor of the caller's shared state.
-struct StateTensor {
-  std::string_view name;
-  void* data = nullptr;
-  size_t count = 0;
-  DataType dtype = DataType::kFloat32;
-  bool allow_inequality = false;
-};
 
 // A sync ready to start: the vote and the memory behind it, in sorted order.
 struct SyncRequest {

@@ -64,22 +64,38 @@ void Connection::set_notsent_lowat(uint32_t bytes) {
   ::setsockopt(socket_.native_handle(), IPPROTO_TCP, TCP_NOTSENT_LOWAT, &bytes, sizeof(bytes));
 }
 
-void Connection::shrink_receive_buffer_for_testing() {
-  asio::error_code ec;
-  socket_.set_option(asio::socket_base::receive_buffer_size(4096), ec);
-}
-
 TcpProgress Connection::tcp_progress() {
   if (!open_) return {};
   return read_tcp_progress(socket_.native_handle());
 }
 
 awaitable<Status> Connection::read_exact(std::span<uint8_t> dst) {
+  if (faults_) {
+    ReadFault fault = faults_->before_read(dst.size());
+    if (fault.hang) co_return co_await read_faulty(dst, fault);
+  }
   auto [ec, n] = co_await asio::async_read(socket_, asio::buffer(dst.data(), dst.size()),
                                            use_nothrow);
   bytes_read_ += n;
   if (ec) co_return io_status(StatusCode::kPeerLost, fmt::format("read from {}", remote_), ec);
   co_return Status::ok();
+}
+
+awaitable<Status> Connection::read_faulty(std::span<uint8_t> dst, ReadFault fault) {
+  if (fault.close_window) {
+    asio::error_code ec;
+    socket_.set_option(asio::socket_base::receive_buffer_size(4096), ec);
+  }
+  // Only what has arrived already: with the window closed, waiting for more would trickle.
+  size_t first = std::min({fault.bytes_first, dst.size(), bytes_available()});
+  auto [ec, n] = co_await asio::async_read(socket_, asio::buffer(dst.data(), first), use_nothrow);
+  bytes_read_ += n;
+  if (ec) co_return io_status(StatusCode::kPeerLost, fmt::format("read from {}", remote_), ec);
+  // Shared: the callback may outlive this frame when the loop is torn down mid-hang.
+  auto closed = std::make_shared<Signal>(socket_.get_executor());
+  on_closed([closed] { closed->notify(); });
+  while (open_) co_await closed->wait();
+  co_return make_status(StatusCode::kPeerLost, "injected stall of the connection from {}", remote_);
 }
 
 awaitable<Result<size_t>> Connection::read_some(std::span<uint8_t> dst) {
@@ -122,6 +138,7 @@ awaitable<Status> Connection::write_gather(std::span<const asio::const_buffer> b
   auto [ec, n] = co_await asio::async_write(socket_, buffers, use_nothrow);
   bytes_written_ += n;
   if (ec) co_return io_status(StatusCode::kPeerLost, fmt::format("write to {}", remote_), ec);
+  if (faults_ && faults_->close_after_write(n)) close();
   co_return Status::ok();
 }
 

@@ -22,6 +22,7 @@
 #include <vector>
 
 #include "net/asio_common.hpp"
+#include "net/fault_policy.hpp"
 #include "net/signal.hpp"
 #include "net/tcp_progress.hpp"
 #include "wire/frame.hpp"
@@ -41,9 +42,8 @@ class Connection : public std::enable_shared_from_this<Connection> {
   // write completes once its tail is within `bytes` of the wire, so a slow connection does
   // not swallow frames that a faster one could send. Bytes in flight are not limited.
   void set_notsent_lowat(uint32_t bytes);
-  // Tests only: shrinks the receive buffer, so that once the reader stops, the window closes
-  // and the sender's bytes stay unacknowledged (as on a stalled path).
-  void shrink_receive_buffer_for_testing();
+  // Tests only: faults to inject into this connection's reads and writes (net/fault_policy.hpp).
+  void set_fault_policy(std::shared_ptr<FaultPolicy> policy) { faults_ = std::move(policy); }
   // How far TCP got with what was written (net/tcp_progress.hpp); zeros when closed.
   TcpProgress tcp_progress();
 
@@ -86,6 +86,8 @@ class Connection : public std::enable_shared_from_this<Connection> {
 
  private:
   awaitable<void> writer_loop();
+  // read_exact as the fault policy says: part of it, then nothing until close().
+  awaitable<Status> read_faulty(std::span<uint8_t> dst, ReadFault fault);
 
   tcp::socket socket_;
   std::string remote_;
@@ -101,6 +103,7 @@ class Connection : public std::enable_shared_from_this<Connection> {
   std::vector<std::function<void()>> closed_callbacks_;
   uint64_t bytes_read_ = 0;
   uint64_t bytes_written_ = 0;
+  std::shared_ptr<FaultPolicy> faults_;
 };
 
 // Connects to host:port within `timeout` (resolution included), with TCP_NODELAY set.

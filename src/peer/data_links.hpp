@@ -21,10 +21,17 @@
 // the other lanes (the receiver drops the copies it already has, RingAllReduce::claim). A
 // stalled lane is replaced by a new connection; the epoch fails only when no lane is left.
 //
-// Receiving: inbound lanes are handed to the owner (on_inbound), which runs their reader.
-// Losing one inbound lane is tolerated while others remain (inbound_lost): its sender resends
-// what it carried. The listener also accepts shared-state connections and bandwidth probes,
-// and hands them to the state and probe handlers.
+// Receiving: every inbound lane has a reader here that decodes each frame's head and asks the
+// FrameSink (the op engine) where the payload goes (peer/frames.hpp), reads it there and
+// reports back. A frame may arrive twice (a resent copy): the sink says so, and the reader
+// reads the copy aside; if the copy completes first, the lane still reading the first copy is
+// stopped (stop_inbound_lane). Losing one inbound lane is tolerated while others remain: its
+// sender resends what it carried. Malformed bytes drop the lane and fail the epoch. The
+// listener also accepts shared-state connections and bandwidth probes, and hands them to the
+// state and probe handlers.
+//
+// Files: data_links.cpp (listener, epochs, readiness), lane_writer.cpp (outbound lanes),
+// lane_reader.cpp (inbound lanes).
 //
 // Thread-safety: loop thread only.
 #pragma once
@@ -43,46 +50,13 @@
 #include "net/asio_common.hpp"
 #include "net/auth.hpp"
 #include "net/connection.hpp"
+#include "net/fault_policy.hpp"
 #include "net/signal.hpp"
-#include "wire/frame.hpp"
+#include "peer/data_frame.hpp"
+#include "peer/frames.hpp"
 #include "wire/messages.hpp"
 
 namespace qccl::peer {
-
-struct OutFrame;
-
-// Receives the completion of a queued frame.
-class FrameOwner {
- public:
-  virtual ~FrameOwner() = default;
-  virtual void on_sent(const Status& status, size_t bytes) = 0;
-  // Called by the lane that is about to write a frame with `deferred` set, right before it
-  // reads [data, data + bytes): the owner fills the payload then (e.g. encodes it), so that
-  // filling frame k+1 overlaps the write of frame k instead of preceding all of them.
-  virtual void fill(const OutFrame& frame) { (void)frame; }
-};
-
-struct OutFrame {
-  std::array<uint8_t, wire::kFrameHeaderSize + wire::kP2PDataHeaderSize> header{};
-  const uint8_t* data = nullptr;
-  size_t bytes = 0;
-  FrameOwner* owner = nullptr;
-  bool deferred = false;   // owner->fill(*this) before writing
-  uint32_t index = 0;      // the owner's own reference, for fill()
-  // A resent copy: `data` points into `copy`, and the owner is not called (it is only the
-  // key that cancel() and forget() match).
-  std::shared_ptr<const std::vector<uint8_t>> copy;
-};
-
-
-// Faults injected on purpose, for tests only (never set by the public API). Each fires once.
-struct FaultInjection {
-  uint64_t close_after_bytes = 0;        // close an outbound lane once this many bytes were sent
-  uint64_t stall_reads_after_bytes = 0;  // stop reading inbound lanes after this many bytes
-  // One inbound lane stops reading half way through the first frame it starts after this many
-  // bytes (a connection stalled by loss or a cap while the others flow).
-  uint64_t stall_lane_after_bytes = 0;
-};
 
 struct LinkSettings {
   std::chrono::milliseconds heartbeat{1000};
@@ -106,10 +80,10 @@ class DataLinks {
     std::string host;
     uint16_t port = 0;
   };
-  using InboundHandler = std::function<void(std::shared_ptr<net::Connection>, Epoch)>;
   using EpochHandler = std::function<void(Epoch, const Status&)>;
 
-  DataLinks(asio::any_io_executor ex, InboundHandler on_inbound, EpochHandler on_ready,
+  // `sink` takes the inbound frames; it outlives this object.
+  DataLinks(asio::any_io_executor ex, FrameSink& sink, EpochHandler on_ready,
             EpochHandler on_failed);
   ~DataLinks();
 
@@ -119,15 +93,14 @@ class DataLinks {
   Status listen(const ListenAddress& where);
   uint16_t port() const { return port_; }
   void set_identity(PeerId self, LinkSettings settings) { self_ = self; settings_ = settings; }
-  void set_fault_injection(FaultInjection f) { faults_ = f; }
+  // Tests only: every data lane (both directions, those up now and those to come) consults
+  // `policy` (net/fault_policy.hpp).
+  void set_fault_policy(std::shared_ptr<net::FaultPolicy> policy);
   // Where accepted shared-state connections (ConnKind::kState) go, after their preamble.
   using StateHandler = std::function<void(std::shared_ptr<net::Connection>, const wire::Preamble&)>;
   void set_state_handler(StateHandler h) { on_state_ = std::move(h); }
   // Where accepted bandwidth probes (ConnKind::kProbe) go, after their preamble.
   void set_probe_handler(StateHandler h) { on_probe_ = std::move(h); }
-  // Inbound side of the injection: true once reads should stall (checked by the reader).
-  bool should_stall_reads(uint64_t bytes_read_total);
-  bool should_stall_lane(uint64_t bytes_read_total);
 
   // Moves to a new group epoch: drops every lane of older epochs (their queued frames are
   // abandoned), dials `lanes` connections to `next` and expects the pool of `prev`.
@@ -139,23 +112,47 @@ class DataLinks {
   bool failed() const { return failure_.has_value(); }
   const Status& failure() const { return *failure_; }  // REQUIRES: failed()
 
-  // Queues a frame on the current epoch's pool. REQUIRES: ready(), !failed().
-  void enqueue(OutFrame frame);
+  // Queues frame `id` of `owner`'s op of group epoch `epoch`, payload [data, data + bytes),
+  // on the current epoch's pool. `deferred`: owner->fill(index) before the lane reads the
+  // payload. REQUIRES: ready(), !failed().
+  void send(FrameOwner* owner, Epoch epoch, const FrameId& id, const uint8_t* data, size_t bytes,
+            bool deferred, uint32_t index);
   // Takes back the frames of `owner` that have not started and forgets it (see forget());
   // returns how many of its own frames were taken back (resent copies are not counted).
   size_t cancel(const FrameOwner* owner);
   // The owner is done (committed or failed): its frames are never resent, and its memory may
   // go. Queued resent copies of its frames are dropped.
   void forget(const FrameOwner* owner);
-  // An inbound lane's reader ended with `why` (EOF, reset, a stopped read). Returns true if
-  // the epoch goes on without it (it was ready and other inbound lanes remain: the sender
-  // resends what the lane carried); otherwise fails the epoch and returns false.
-  bool inbound_lost(const std::shared_ptr<net::Connection>& conn, const Status& why);
+  // The sink's answers may have changed (an op began or ended): readers waiting (kWait, or
+  // for an op to begin) ask again.
+  void wake_readers() { readers_wake_->notify(); }
+  // A resent copy took over the frame inbound lane `lane` is still reading: stop that lane
+  // (its sender resends nothing more on it; the others carry on).
+  void stop_inbound_lane(uint32_t lane);
   // Marks the current epoch failed (e.g. a reader hit an error) and closes its lanes.
   void fail(const Status& why);
   void close_all();
 
  private:
+  // A frame queued on the pool. A resent copy points into `copy`, and its owner is not
+  // called (it is only the key that cancel() and forget() match).
+  struct OutFrame {
+    DataHead head{};
+    const uint8_t* data = nullptr;
+    size_t bytes = 0;
+    FrameOwner* owner = nullptr;
+    bool deferred = false;
+    uint32_t index = 0;
+    std::shared_ptr<const std::vector<uint8_t>> copy;
+  };
+  // One inbound lane's reader state.
+  struct InLane {
+    std::shared_ptr<net::Connection> conn;
+    uint32_t id = 0;  // the claimant id the sink sees
+    std::vector<uint8_t> staging;
+    bool io_error = false;  // the failure was the connection's (not malformed bytes)
+  };
+
   net::awaitable<void> accept_loop();
   net::awaitable<void> accept_one(std::shared_ptr<net::Connection> conn);
   // One outbound connection and what it carries.
@@ -176,11 +173,19 @@ class DataLinks {
   // lane is left, or dials a replacement if `replace`.
   void retire(OutLane& lane, const Status& why, bool replace);
   void adopt(std::shared_ptr<net::Connection> conn, const wire::Preamble& p);
+  net::awaitable<void> read_lane(std::shared_ptr<net::Connection> conn, Epoch epoch);
+  net::awaitable<Status> read_frame(InLane& lane, Epoch epoch);
+  net::awaitable<Status> lane_read(InLane& lane, std::span<uint8_t> dst);
+  net::awaitable<Status> lane_skip(InLane& lane, size_t bytes);
+  // An inbound lane's reader ended with `why` (EOF, reset, a stopped read). The epoch goes on
+  // without it if it was ready and other inbound lanes remain (the sender resends what the
+  // lane carried); otherwise it fails.
+  void inbound_lost(const std::shared_ptr<net::Connection>& conn, const Status& why);
   void check_ready();
   void abandon_queue(const Status& why);
 
   asio::any_io_executor ex_;
-  InboundHandler on_inbound_;
+  FrameSink& sink_;
   EpochHandler on_ready_;
   EpochHandler on_failed_;
   StateHandler on_state_;
@@ -212,8 +217,11 @@ class DataLinks {
     std::shared_ptr<asio::steady_timer> timer;
   };
   std::vector<Parked> parked_;
-  FaultInjection faults_;
-  uint64_t bytes_sent_ = 0;
+  std::shared_ptr<net::FaultPolicy> faults_;
+  // Inbound lane readers by claimant id, to stop one whose frame a resent copy took over.
+  uint32_t last_lane_id_ = 0;
+  std::map<uint32_t, std::weak_ptr<net::Connection>> readers_;
+  std::unique_ptr<net::Signal> readers_wake_;
 };
 
 }  // namespace qccl::peer

@@ -49,7 +49,7 @@ enum class MsgType : uint16_t {
 inline constexpr uint32_t kMaxStringBytes = 4096;
 inline constexpr uint32_t kMaxRingMembers = 65536;
 inline constexpr uint32_t kMaxStateEntries = 1u << 18;
-// Data types on the wire: qcclDataType_t values 0 .. kNumDataTypes-1 (checked in the C API).
+// Data types on the wire: qcclDataType_t values 0 .. kNumDataTypes-1 (checked in core/state_sync.cpp).
 inline constexpr uint8_t kNumDataTypes = 12;
 
 enum class VoteKind : uint8_t {

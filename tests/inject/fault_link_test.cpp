@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "core/communicator.hpp"
+#include "support/lane_faults.hpp"
 #include "master/master_server.hpp"
 #include "support/watchdog.hpp"
 
@@ -117,7 +118,7 @@ void expect_sum(const std::vector<Status>& st, const std::vector<std::vector<flo
 TEST(FaultLink, LaneClosedMidOperationIsResentOnTheOtherLane) {
   Cluster c(3, /*connections_per_peer=*/2);
   constexpr size_t kCount = 4 << 20;  // 16 MiB: many segments in flight
-  c.peers[1]->inject_fault_for_testing(/*close_after_bytes=*/1 << 20, 0);
+  c.peers[1]->set_fault_policy_for_testing(test_support::lane_faults({.close_after_bytes = 1 << 20}));
   auto bufs = inputs(3, kCount);
   auto t0 = Clock::now();
   auto st = c.all_reduce(bufs, 7);
@@ -129,7 +130,7 @@ TEST(FaultLink, LaneClosedMidOperationIsResentOnTheOtherLane) {
 TEST(FaultLink, LaneClosedMidOperationWithNoOtherLaneFailsEveryPeerThenRetrySucceeds) {
   Cluster c(3, /*connections_per_peer=*/1);
   constexpr size_t kCount = 4 << 20;
-  c.peers[1]->inject_fault_for_testing(/*close_after_bytes=*/1 << 20, 0);
+  c.peers[1]->set_fault_policy_for_testing(test_support::lane_faults({.close_after_bytes = 1 << 20}));
   auto bufs = inputs(3, kCount);
   auto t0 = Clock::now();
   auto st = c.all_reduce(bufs, 7);
@@ -148,7 +149,8 @@ TEST(FaultLink, LaneStalledMidFrameIsDetectedAndItsFramesResent) {
   // for the stall watchdog (vote timeout) and fail.
   Cluster c(3, /*connections_per_peer=*/4);
   constexpr size_t kCount = 4 << 20;
-  c.peers[2]->inject_fault_for_testing(0, 0, /*stall_lane_after_bytes=*/1 << 20);
+  c.peers[2]->set_fault_policy_for_testing(
+      test_support::lane_faults({.stall_lane_after_bytes = 1 << 20}));
   auto bufs = inputs(3, kCount);
   auto t0 = Clock::now();
   auto st = c.all_reduce(bufs, 8);
@@ -168,7 +170,8 @@ TEST(FaultLink, PeerThatStopsReadingFailsTheOperationWithinThePeerTimeout) {
   // the stall watchdog (vote timeout) would notice.
   Cluster c(3, /*connections_per_peer=*/1);
   constexpr size_t kCount = 16 << 20;
-  c.peers[2]->inject_fault_for_testing(0, /*stall_reads_after_bytes=*/1 << 20);
+  c.peers[2]->set_fault_policy_for_testing(
+      test_support::lane_faults({.stall_reads_after_bytes = 1 << 20}));
   auto bufs = inputs(3, kCount);
   auto t0 = Clock::now();
   auto st = c.all_reduce(bufs, 9);
