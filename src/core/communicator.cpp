@@ -112,10 +112,6 @@ Status Communicator::sync_shared_state(std::span<const StateTensor> tensors, uin
   return Status::ok();
 }
 
-void Communicator::set_state_piece_hook_for_testing(std::function<void(uint64_t)> hook) {
-  runtime_->set_state_piece_hook(std::move(hook));
-}
-
 void Communicator::set_fault_policy_for_testing(std::shared_ptr<net::FaultPolicy> policy) {
   runtime_->set_fault_policy(std::move(policy));
 }

@@ -16,17 +16,15 @@
 
 #include <chrono>
 #include <cstdint>
-#include <functional>
 #include <memory>
-#include <optional>
 #include <span>
 #include <string>
-#include <string_view>
 #include <vector>
 
 #include "collectives/reduce_desc.hpp"
 #include "common/ids.hpp"
 #include "common/status.hpp"
+#include "core/comm_options.hpp"
 #include "core/op_handle.hpp"
 #include "core/state_tensor.hpp"
 
@@ -37,40 +35,6 @@ class FaultPolicy;
 namespace qccl::core {
 
 class Runtime;
-
-struct CommOptions {
-  std::string master_address;       // "host:port"
-  GroupId peer_group = 0;
-  uint32_t connections_per_peer = 0;  // 0 = automatic (ring_lanes_for)
-  uint32_t connect_timeout_ms = 0;    // 0 = no deadline
-  std::optional<std::string> auth_token;
-  // The data listener: "host:port" or "host:first-last" (parse_listen_address); "" = any free
-  // port on every address, IPv6 and IPv4 ("[::]:0", or "0.0.0.0:0" without IPv6).
-  std::string listen_address;
-  // What other peers dial: "host" or "host:port" (parse_advertise_address); "" = the address
-  // the master sees this peer connect from.
-  std::string advertise_address;
-};
-
-// connections_per_peer = 0: ring lanes to a neighbour on another host (a WAN needs many:
-// per-flow rate caps, per-connection windows) and over loopback (where more only cost CPU);
-// shared-state downloads and bandwidth probes use kDefaultConnections. docs/performance.md
-// has the measurements behind these.
-inline constexpr uint32_t kDefaultRemoteLanes = 16;
-inline constexpr uint32_t kDefaultLoopbackLanes = 4;
-inline constexpr uint32_t kDefaultConnections = 4;
-// The ring lanes for a neighbour at `host` with `configured` connections_per_peer.
-uint32_t ring_lanes_for(uint32_t configured, std::string_view host);
-
-enum class Attribute {
-  kGlobalWorldSize = 1,
-  kGroupWorldSize,
-  kNumGroups,
-  kLargestGroupSize,
-  kRingRank,
-  kEpoch,
-  kPeerId,
-};
 
 class Communicator {
  public:
@@ -121,8 +85,6 @@ class Communicator {
   Status sync_shared_state(std::span<const StateTensor> tensors, uint64_t* revision,
                            SyncStrategy strategy, SyncInfo* info);
 
-  // Tests only: called on the loop after every shared-state piece this peer served.
-  void set_state_piece_hook_for_testing(std::function<void(uint64_t)> hook);
   // Tests only: every data lane of this peer consults `policy` (net/fault_policy.hpp); the
   // ready-made ones are in tests/support/lane_faults.hpp.
   void set_fault_policy_for_testing(std::shared_ptr<net::FaultPolicy> policy);

@@ -114,10 +114,6 @@ Result<SyncOutcome> Runtime::sync_shared_state(SyncRequest request) {
   return fut.get();
 }
 
-void Runtime::set_state_piece_hook(std::function<void(uint64_t)> hook) {
-  io_.run_sync([&] { sync_->set_piece_hook(std::move(hook)); });
-}
-
 void Runtime::set_fault_policy(std::shared_ptr<net::FaultPolicy> policy) {
   io_.run_sync([&] { links_->set_fault_policy(std::move(policy)); });
 }

@@ -54,7 +54,6 @@ class Runtime : public std::enable_shared_from_this<Runtime> {
   Status await_ring(std::chrono::milliseconds bound);
   std::chrono::milliseconds peer_timeout();
   Result<SyncOutcome> sync_shared_state(SyncRequest request);
-  void set_state_piece_hook(std::function<void(uint64_t)> hook);
   void set_fault_policy(std::shared_ptr<net::FaultPolicy> policy);
   // Leaves, fails what is in flight with kAborted, waits (bounded) and stops the loop.
   void shutdown();

@@ -78,8 +78,6 @@ class StateSync : public std::enable_shared_from_this<StateSync> {
 
   // A kState connection accepted by the data listener.
   void adopt(std::shared_ptr<net::Connection> conn, const wire::Preamble& preamble);
-  // Tests: called on the loop after every piece this peer served.
-  void set_piece_hook(std::function<void(uint64_t)> hook) { server_->set_piece_hook(std::move(hook)); }
 
  private:
   enum class Phase { kVoted, kFetching, kWaitResult };

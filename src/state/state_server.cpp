@@ -99,7 +99,6 @@ net::awaitable<Status> StateServer::answer(net::Connection& conn, const wire::P2
     ++pieces_sent_;
     log_->debug("served piece {} of entry {} ({} bytes) to peer {}", q.piece,
                              q.entry, len, receiver);
-    if (piece_hook_) piece_hook_(pieces_sent_);
   }
   check_drained();
   co_return st;

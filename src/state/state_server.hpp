@@ -54,7 +54,6 @@ class StateServer : public std::enable_shared_from_this<StateServer> {
   uint64_t bytes_sent() const { return bytes_sent_; }
   uint64_t pieces_sent() const { return pieces_sent_; }
   // Tests: called after every piece written (with the running count).
-  void set_piece_hook(std::function<void(uint64_t)> hook) { piece_hook_ = std::move(hook); }
 
  private:
   net::awaitable<void> serve_connection(std::shared_ptr<net::Connection> conn, PeerId receiver);
@@ -71,7 +70,6 @@ class StateServer : public std::enable_shared_from_this<StateServer> {
   std::function<void()> drained_;
   uint64_t bytes_sent_ = 0;
   uint64_t pieces_sent_ = 0;
-  std::function<void(uint64_t)> piece_hook_;
 };
 
 }  // namespace qccl::state
