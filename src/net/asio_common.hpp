@@ -1,5 +1,6 @@
-// Shared asio vocabulary for the modules allowed to touch sockets (net/, master_server,
-// peer/): the awaitable type, the no-throw completion token and error conversion.
+// Shared asio vocabulary for the modules allowed to touch sockets and the loop (which ones:
+// the `asio` rule of docs/architecture.md §2, enforced by layering_test): the awaitable type,
+// the no-throw completion token and error conversion.
 #pragma once
 
 #include <string_view>
