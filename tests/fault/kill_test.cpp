@@ -15,7 +15,10 @@
 #include <random>
 #include <thread>
 
+#include "support/loop_recovery.hpp"
 #include "support/proc_cluster.hpp"
+#include "support/stats.hpp"
+#include "support/test_master.hpp"
 #include "support/watchdog.hpp"
 
 QCCL_TEST_WATCHDOG(110);

@@ -47,7 +47,9 @@
 #include <thread>
 #include <vector>
 
+#include "qccl/qccl.h"
 #include "support/proc_cluster.hpp"
+#include "support/stats.hpp"
 #include "support/watchdog.hpp"
 
 QCCL_TEST_WATCHDOG(115);

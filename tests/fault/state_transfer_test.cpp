@@ -26,6 +26,7 @@
 #include <vector>
 
 #include "support/proc_cluster.hpp"
+#include "support/test_master.hpp"
 #include "support/watchdog.hpp"
 
 QCCL_TEST_WATCHDOG(140);

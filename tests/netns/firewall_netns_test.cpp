@@ -31,6 +31,7 @@
 #include <vector>
 
 #include "netns/hosts_driver.hpp"
+#include "qccl/qccl.h"
 #include "support/host_lab.hpp"
 #include "support/proc_cluster.hpp"
 #include "support/watchdog.hpp"
