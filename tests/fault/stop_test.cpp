@@ -58,15 +58,8 @@ TEST(StopTest, SigstopWhileIdleIsExpelledAfterThePeerTimeoutAndKickedOnResume) {
     EXPECT_GE(ms, kLowerMs) << "expelled before the peer timeout could have run out";
   }
   // The survivors work on at once with their own contributions only.
-  for (int i : alive) ASSERT_TRUE(pc.send_line(peers[i], "allreduce"));
-  for (int i : alive) {
-    auto e = pc.wait_for(peers[i], [](const Event& ev) { return ev.is("op"); }, deadline_in(10s),
-                         [&](const Event& ev) {
-                           if (!ev.is("world")) ADD_FAILURE() << pc.label(peers[i]) << ": " << ev.raw;
-                         });
-    ASSERT_TRUE(e) << pc.label(peers[i]) << " did not complete the all-reduce";
-    EXPECT_EQ(e->unum("sum"), sum_of(alive)) << e->raw;
-  }
+  std::vector<Event> ops;
+  ASSERT_NO_FATAL_FAILURE(all_reduce_of_survivors(g, alive, ops));
   // Resumed, the expelled peer learns it at its next call.
   pc.signal(peers[victim], SIGCONT);
   ASSERT_TRUE(pc.send_line(peers[victim], "try"));
@@ -146,13 +139,7 @@ TEST(StopTest, SigstopBeforeAVoteTheVoteCompletesOnceThePeerIsExpelled) {
                 "%.1f ms\n", pc.label(peers[i]).c_str(), ms);
     EXPECT_LE(ms, kUpperMs) << "the vote waited past peer timeout + heartbeat";
   }
-  for (int i : {0, 1}) ASSERT_TRUE(pc.send_line(peers[i], "allreduce"));
-  for (int i : {0, 1}) {
-    auto e = pc.wait_for(peers[i], [](const Event& ev) { return ev.is("op") || ev.is("fail"); },
-                         deadline_in(10s));
-    ASSERT_TRUE(e && e->is("op")) << pc.label(peers[i]) << ": " << (e ? e->raw : "no result");
-    EXPECT_EQ(e->unum("sum"), sum_of({0, 1})) << e->raw;
-  }
+  ASSERT_NO_FATAL_FAILURE(all_reduce_on(g, {0, 1}));
 }
 
 // Bounded votes, the other way: a live peer (heartbeats flowing) that does not join a vote is
@@ -183,13 +170,7 @@ TEST(StopTest, APeerThatSkipsAVoteIsExpelledAsAStragglerAtTheVoteTimeout) {
                        deadline_in(5s));
   ASSERT_TRUE(e) << "the straggler's call did not return";
   EXPECT_TRUE(e->is("fail") && e->pos(2) == qcclKicked) << "expected qcclKicked, got: " << e->raw;
-  for (int i : {0, 1}) ASSERT_TRUE(pc.send_line(peers[i], "allreduce"));
-  for (int i : {0, 1}) {
-    auto r = pc.wait_for(peers[i], [](const Event& ev) { return ev.is("op") || ev.is("fail"); },
-                         deadline_in(10s));
-    ASSERT_TRUE(r && r->is("op")) << pc.label(peers[i]) << ": " << (r ? r->raw : "no result");
-    EXPECT_EQ(r->unum("sum"), sum_of({0, 1})) << r->raw;
-  }
+  ASSERT_NO_FATAL_FAILURE(all_reduce_on(g, {0, 1}));
 }
 
 }  // namespace
