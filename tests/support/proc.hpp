@@ -109,7 +109,9 @@ class Procs {
       sigset_t none;
       ::sigemptyset(&none);
       ::sigprocmask(SIG_SETMASK, &none, nullptr);
-      ::sigaction(SIGPIPE, &dfl, nullptr);  // as in any program the user starts
+      // Default dispositions, as in any program the user starts: an ignored SIGINT or SIGTERM
+      // (e.g. a test run in a background job) would otherwise stay ignored across exec.
+      for (int sig : {SIGPIPE, SIGINT, SIGTERM}) ::sigaction(sig, &dfl, nullptr);
       ::execve(argv[0], argv.data(), envp.data());
       ::_exit(127);
     }
