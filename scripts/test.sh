@@ -193,7 +193,7 @@ if [[ "$test_tsan" == 1 ]]; then
     -DQCCL_SANITIZE=thread -DQCCL_WERROR=OFF -DQCCL_BUILD_EXAMPLES=OFF \
     -DQCCL_BUILD_BENCHMARKS=OFF -DQCCL_BUILD_PYTHON=OFF
   # Integration tests are named after their targets (qccl_add_test).
-  # (`inject`: fault_link_test's timing races do not hold under TSan's slowdown.)
+  # (`inject`: lane_faults_test's timing races do not hold under TSan's slowdown.)
   mapfile -t tsan_targets < <(ctest --test-dir "$tsan_dir" -N -L integration -LE inject |
                               awk '$1 == "Test" && $2 ~ /^#/ {print $3}')
   step "tsan: build ${tsan_targets[*]} ($build_jobs jobs)"

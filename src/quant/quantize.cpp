@@ -61,6 +61,7 @@
 #include <string_view>
 #include <type_traits>
 
+#include "quant/canonical_nan.hpp"
 #include "quant/half.hpp"
 #include "quant/quantize_isa.hpp"
 #include "quant/reduce_kernels.hpp"
@@ -86,10 +87,9 @@ bool is_code_type(DataType t) {
 
 template <typename C>
 BlockParams<C> params_for(QuantAlgorithm algorithm, CodeRange q, BlockRange<C> r) {
-  constexpr C kNaN = std::numeric_limits<C>::quiet_NaN();  // 0x7fc00000 / 0x7ff8...: canonical
   BlockParams<C> p{};
   if (!r.finite) {
-    p.meta[0] = kNaN;  // MinMax lo / ZeroPointScale scale
+    p.meta[0] = kCanonicalNaN<C>;  // MinMax lo / ZeroPointScale scale
     p.meta[1] = 0;
     p.finite = false;
     p.fill = algorithm == QuantAlgorithm::kMinMax ? q.qmin : std::clamp(0, q.qmin, q.qmax);

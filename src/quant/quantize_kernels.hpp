@@ -35,6 +35,8 @@
 #error "define QCCL_QUANT_ISA_NAMESPACE, QCCL_QUANT_TARGET and QCCL_QUANT_F16C first"
 #endif
 
+#include "quant/canonical_nan.hpp"
+
 // The code loops take their clamp bounds as run-time arguments and must not be specialized
 // for them (noipa: no inlining, no constant-propagating clones). With constant bounds GCC 12
 // notices that a clamped element's code is a constant and rewrites each clamp as compare masks
@@ -68,10 +70,6 @@ using KeyOf = std::conditional_t<sizeof(C) == 4, int32_t, int64_t>;
 template <typename C>
 constexpr KeyOf<C> kMagnitudeMask = static_cast<KeyOf<C>>(sizeof(C) == 4 ? 0x7fffffffll
                                                                          : 0x7fffffffffffffffll);
-
-template <typename C>
-constexpr C kCanonicalNaN = std::bit_cast<C>(
-    static_cast<KeyOf<C>>(sizeof(C) == 4 ? 0x7fc00000ll : 0x7ff8000000000000ll));
 
 // 1.5 * 2^23 (float) / 1.5 * 2^52 (double): t + kMagic has its units digit in the last
 // mantissa bit for |t| <= 2^22, so the addition rounds t to an integer, ties to even.

@@ -22,6 +22,7 @@
 #include <cstring>
 #include <type_traits>
 
+#include "quant/canonical_nan.hpp"
 #include "quant/fp16_f16c.hpp"
 #include "quant/half.hpp"
 
@@ -96,15 +97,11 @@ struct Bf16 {
 template <typename T>
 using BitsOf = std::conditional_t<sizeof(T) == 4, uint32_t, uint64_t>;
 
-// The canonical quiet NaN's bits (sign clear). fp16/bf16 inherit it through narrow().
-template <typename F>
-constexpr BitsOf<F> kCanonicalNaN = static_cast<BitsOf<F>>(sizeof(F) == 4 ? 0x7fc00000ull
-                                                                          : 0x7ff8000000000000ull);
-
-// Replaces any NaN by the canonical one (a blend once vectorized).
+// Replaces any NaN by the canonical one (canonical_nan.hpp; a blend once vectorized).
+// fp16/bf16 inherit it through narrow().
 template <typename F>
 F canonicalize(F x) {
-  return x != x ? std::bit_cast<F>(kCanonicalNaN<F>) : x;
+  return x != x ? kCanonicalNaN<F> : x;
 }
 
 // Integer Sum/Prod wrap: compute in an unsigned type at least as wide as `unsigned`, because
@@ -146,7 +143,7 @@ T op_extremum(T x, T y) {
     const B xy = std::bit_cast<B>(kMax ? (x > y ? x : y) : (x < y ? x : y));
     const B yx = std::bit_cast<B>(kMax ? (y > x ? y : x) : (y < x ? y : x));
     const T ordered = std::bit_cast<T>(kMax ? (xy & yx) : (xy | yx));
-    return (x != x) | (y != y) ? std::bit_cast<T>(kCanonicalNaN<T>) : ordered;
+    return (x != x) | (y != y) ? kCanonicalNaN<T> : ordered;
   } else {
     return kMax ? (x > y ? x : y) : (x < y ? x : y);
   }

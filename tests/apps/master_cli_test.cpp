@@ -3,15 +3,12 @@
 // timeout) exits 2, a port in use exits 1 with a clear message,
 // and a started master prints its bound port, then exits 0 on SIGTERM and on SIGINT.
 //
-// The binary runs as a child (fork/exec) with stdout and stderr on pipes. Every wait is a
-// poll() with a deadline on the pipes and on a pidfd of the child, never a sleep; every child
-// is SIGKILLed and reaped by its pid when its MasterProcess goes out of scope.
+// The binary runs as a child (support/proc.hpp) with stdout and stderr on pipes. Every wait is
+// a poll() with a deadline on the pipes, never a sleep; every child is SIGKILLed and reaped by
+// its pid when its MasterProcess goes out of scope.
 #include <arpa/inet.h>
-#include <fcntl.h>
 #include <netinet/in.h>
-#include <poll.h>
 #include <sys/socket.h>
-#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -31,6 +28,7 @@
 
 #include <gtest/gtest.h>
 
+#include "support/proc.hpp"
 #include "support/watchdog.hpp"
 
 QCCL_TEST_WATCHDOG(100);
@@ -48,70 +46,31 @@ bool contains_ci(std::string_view haystack, std::string_view needle) {
   return it != haystack.end();
 }
 
-// One run of the qccl-master binary.
+// One run of the qccl-master binary, a child of support/proc.hpp's Procs: stdin closed at once,
+// stdout and stderr collected; SIGKILLed and reaped by its pid when the MasterProcess goes.
 class MasterProcess {
  public:
   explicit MasterProcess(const std::vector<std::string>& args) {
-    std::vector<std::string> argv_storage;
-    argv_storage.emplace_back(QCCL_MASTER_BIN);
-    argv_storage.insert(argv_storage.end(), args.begin(), args.end());
-    std::vector<char*> argv;
-    for (auto& a : argv_storage) argv.push_back(a.data());
-    argv.push_back(nullptr);
-
-    int out[2], err[2];
-    if (pipe2(out, O_CLOEXEC) != 0 || pipe2(err, O_CLOEXEC) != 0) {
-      ADD_FAILURE() << "pipe2: " << std::strerror(errno);
+    std::vector<std::string> argv{QCCL_MASTER_BIN};
+    argv.insert(argv.end(), args.begin(), args.end());
+    auto id = procs_.spawn("qccl-master", argv);
+    if (!id) {
+      ADD_FAILURE() << "cannot start qccl-master: " << procs_.error();
       return;
     }
-    const int devnull = open("/dev/null", O_RDONLY | O_CLOEXEC);
-    pid_ = fork();
-    if (pid_ == 0) {
-      // Child: only async-signal-safe calls until exec.
-      std::signal(SIGINT, SIG_DFL);
-      std::signal(SIGTERM, SIG_DFL);
-      if (devnull >= 0) dup2(devnull, STDIN_FILENO);
-      dup2(out[1], STDOUT_FILENO);
-      dup2(err[1], STDERR_FILENO);
-      execv(argv[0], argv.data());
-      static const char kMsg[] = "master_cli_test: execv failed\n";
-      (void)!write(STDERR_FILENO, kMsg, sizeof kMsg - 1);
-      _exit(127);
-    }
-    if (devnull >= 0) close(devnull);
-    close(out[1]);
-    close(err[1]);
-    out_fd_ = out[0];
-    err_fd_ = err[0];
-    if (pid_ < 0) {
-      ADD_FAILURE() << "fork: " << std::strerror(errno);
-      return;
-    }
-#ifdef SYS_pidfd_open
-    pidfd_ = static_cast<int>(syscall(SYS_pidfd_open, pid_, 0));
-#endif
-  }
-
-  ~MasterProcess() {
-    if (pid_ > 0 && !exited_) {
-      kill(pid_, SIGKILL);
-      int status = 0;
-      waitpid(pid_, &status, 0);  // bounded: SIGKILL cannot be ignored
-    }
-    for (int fd : {out_fd_, err_fd_, pidfd_}) {
-      if (fd >= 0) close(fd);
-    }
+    id_ = *id;
+    procs_.close_stdin(*id_);  // it reads nothing: EOF at once
   }
 
   MasterProcess(const MasterProcess&) = delete;
   MasterProcess& operator=(const MasterProcess&) = delete;
 
-  pid_t pid() const { return pid_; }
+  pid_t pid() const { return id_ ? procs_.pid(*id_) : -1; }
   const std::string& out() const { return out_; }
   const std::string& err() const { return err_; }
 
-  // Waits for a complete stdout line that starts with `prefix`; returns it without the
-  // newline, or nullopt if the process ended or the deadline passed first.
+  // Waits for a stdout line that starts with `prefix`; returns it without the newline, or
+  // nullopt if the process ended or the deadline passed first.
   std::optional<std::string> wait_for_line(std::string_view prefix) {
     std::optional<std::string> found;
     auto find = [&] {
@@ -123,7 +82,7 @@ class MasterProcess {
           return true;
         }
       }
-      return exited_ && out_fd_ < 0;
+      return procs_.finished(*id_);
     };
     pump_until(Clock::now() + kTimeout, find);
     return found;
@@ -132,78 +91,37 @@ class MasterProcess {
   // Waits for the process to exit and for both pipes to reach EOF; returns its exit code, or
   // -1 if it was killed by a signal, or nullopt if the deadline passed first.
   std::optional<int> wait_exit() {
-    bool done =
-        pump_until(Clock::now() + kTimeout, [&] { return exited_ && out_fd_ < 0 && err_fd_ < 0; });
-    if (!done) return std::nullopt;
-    return WIFEXITED(status_) ? WEXITSTATUS(status_) : -1;
+    if (!pump_until(Clock::now() + kTimeout, [&] { return procs_.finished(*id_); })) {
+      return std::nullopt;
+    }
+    const int status = procs_.status(*id_);
+    return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
   }
 
   std::string describe() const { return "stdout:\n" + out_ + "\nstderr:\n" + err_; }
 
  private:
-  // Moves output from the pipes into out_/err_ and notices the exit until `done()` holds or
-  // the deadline passes (then returns false).
+  // Collects output and notices the exit until `done()` holds or the deadline passes (then
+  // returns false). Each wait is a poll() on the pipes, at most 10 ms once they are closed.
   bool pump_until(Clock::time_point deadline, const std::function<bool()>& done) {
+    if (!id_) return false;
     for (;;) {
+      procs_.try_reap(*id_);
       if (done()) return true;
       auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now());
       if (left.count() <= 0) return false;
-      if (pid_ <= 0) return false;
-
-      std::vector<pollfd> fds;
-      if (out_fd_ >= 0) fds.push_back({out_fd_, POLLIN, 0});
-      if (err_fd_ >= 0) fds.push_back({err_fd_, POLLIN, 0});
-      if (!exited_ && pidfd_ >= 0) fds.push_back({pidfd_, POLLIN, 0});
-      if (fds.empty()) {
-        // No pidfd (kernel < 5.3) and both pipes closed: the child is exiting, so this
-        // blocking wait is short; the watchdog bounds it in any case.
-        reap(0);
-        continue;
-      }
-      int n = poll(fds.data(), fds.size(), static_cast<int>(left.count()));
-      if (n < 0 && errno != EINTR) {
-        ADD_FAILURE() << "poll: " << std::strerror(errno);
-        return false;
-      }
-      for (const pollfd& p : fds) {
-        if (p.revents == 0) continue;
-        if (p.fd == pidfd_) {
-          reap(WNOHANG);
-        } else {
-          drain(p.fd == out_fd_ ? out_fd_ : err_fd_, p.fd == out_fd_ ? out_ : err_);
-        }
-      }
+      const int timeout = static_cast<int>(
+          procs_.any_output_open() ? left.count() : std::min<int64_t>(left.count(), 10));
+      procs_.poll_once(timeout, [this](qccl::test::Procs::Id, bool is_out, const std::string& l) {
+        (is_out ? out_ : err_) += l + "\n";
+      });
     }
   }
 
-  void drain(int& fd, std::string& sink) {
-    char buf[4096];
-    ssize_t n = read(fd, buf, sizeof buf);
-    if (n > 0) {
-      sink.append(buf, static_cast<size_t>(n));
-    } else if (n == 0 || (errno != EINTR && errno != EAGAIN)) {
-      close(fd);
-      fd = -1;
-    }
-  }
-
-  void reap(int flags) {
-    int status = 0;
-    pid_t r = waitpid(pid_, &status, flags);
-    if (r == pid_) {
-      exited_ = true;
-      status_ = status;
-    }
-  }
-
-  pid_t pid_ = -1;
-  int out_fd_ = -1;
-  int err_fd_ = -1;
-  int pidfd_ = -1;
+  qccl::test::Procs procs_;
+  std::optional<qccl::test::Procs::Id> id_;
   std::string out_;
   std::string err_;
-  bool exited_ = false;
-  int status_ = 0;
 };
 
 // A TCP socket bound to 127.0.0.1 on a port the kernel picked, listening; closed on scope exit.

@@ -35,10 +35,12 @@
 #include <utility>
 #include <vector>
 
-#include "chaos_event.hpp"
 #include "chaos_model.hpp"
+#include "support/peer_events.hpp"
 
 namespace qccl::chaos {
+
+using test::Event;
 
 enum class Inv { kProgress, kAllReduce, kAgreement, kParticipants, kState, kRevisions, kLocal,
                  kPeers, kMaster, kMemory, kCount };

@@ -45,14 +45,16 @@
 #include <vector>
 
 #include "chaos_checker.hpp"
-#include "chaos_event.hpp"
 #include "chaos_net.hpp"
 #include "chaos_options.hpp"
-#include "chaos_proc.hpp"
 #include "chaos_report.hpp"
+#include "support/peer_events.hpp"
+#include "support/proc.hpp"
 
 namespace qccl::chaos {
 namespace {
+
+using test::Procs;
 
 // SIGINT / SIGTERM: end the run early, still cleaning up (children, namespaces) and reporting.
 volatile std::sig_atomic_t g_interrupted = 0;

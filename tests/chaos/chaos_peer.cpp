@@ -72,28 +72,12 @@
 
 namespace {
 
+using qccl::test::emit;
+using qccl::test::now_us;
 using qccl::test::result_name;
 using qccl::test::strf;
 
 using qccl::chaos::Model;
-
-int64_t now_us() {
-  return std::chrono::duration_cast<std::chrono::microseconds>(
-             std::chrono::steady_clock::now().time_since_epoch())
-      .count();
-}
-
-// One event line with " at <now>" (and " msg <detail>") appended, written at once.
-void emit(const std::string& line, const char* detail = nullptr) {
-  std::string s = line + " at " + std::to_string(now_us());
-  if (detail != nullptr) {
-    s += " msg ";
-    for (const char* p = detail; *p != '\0'; ++p) s += (*p == '\n' ? ' ' : *p);
-  }
-  s += '\n';
-  std::fputs(s.c_str(), stdout);
-  std::fflush(stdout);
-}
 
 std::string hex(uint64_t x) { return strf("%016llx", static_cast<unsigned long long>(x)); }
 

@@ -12,7 +12,9 @@
 #include <random>
 #include <thread>
 
+#include "support/loop_recovery.hpp"
 #include "support/proc_cluster.hpp"
+#include "support/test_master.hpp"
 #include "support/watchdog.hpp"
 
 QCCL_TEST_WATCHDOG(80);

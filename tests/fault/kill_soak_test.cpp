@@ -26,6 +26,8 @@
 #include <thread>
 
 #include "support/proc_cluster.hpp"
+#include "support/stats.hpp"
+#include "support/test_master.hpp"
 #include "support/watchdog.hpp"
 
 QCCL_TEST_WATCHDOG(110);  // re-armed in the test from QCCL_SOAK_ROUNDS

@@ -15,7 +15,10 @@
 #include <random>
 #include <thread>
 
+#include "fault/fault_group.hpp"
+#include "support/loop_recovery.hpp"
 #include "support/proc_cluster.hpp"
+#include "support/stats.hpp"
 #include "support/watchdog.hpp"
 
 QCCL_TEST_WATCHDOG(110);
@@ -56,26 +59,17 @@ struct Figures {
 };
 
 void kill_round(int n, bool inplace, bool quant, std::mt19937_64& rng, Figures& fig) {
-  TestMaster master;
-  ASSERT_TRUE(master.ok()) << master.error();
-  ProcCluster pc;
+  FaultGroup g;
   // Every other round reduces in place: a failed op must give the input back for the retry.
   // The later half of the rounds quantize (MinMax uint8), whose frames are encoded copies.
   std::vector<std::string> args{"--mode", "loop", "--count", std::to_string(kCount)};
   if (inplace) args.push_back("--inplace");
   if (quant) args.push_back("--quant");  // quantized frames: the same recovery, exact sums
-  auto peers = start_group(pc, master.address(), n, args, deadline_in(20s));
-  ASSERT_EQ(peers.size(), static_cast<size_t>(n));
-  std::vector<int> all = indices_without(n, -1);
-  const uint64_t full = sum_of(all);
-
-  // Warm up: every peer has completed two ops with everyone's sum.
-  for (auto h : peers) {
-    auto e = pc.wait_for(h, [](const Event& ev) { return ev.is("op") && ev.pos(1) >= 1; },
-                         deadline_in(10s));
-    ASSERT_TRUE(e) << pc.label(h) << " did not complete two ops";
-    ASSERT_EQ(e->unum("sum"), full) << e->raw;
-  }
+  ASSERT_NO_FATAL_FAILURE(start_peers(g, n, args));
+  ProcCluster& pc = g.pc;
+  const auto& peers = g.peers;
+  const uint64_t full = g.full_sum();
+  ASSERT_NO_FATAL_FAILURE(wait_two_loop_ops(g));  // warm up
   // A random moment of the loop (sleeping here only picks the moment; nothing waits on it).
   std::this_thread::sleep_for(std::chrono::microseconds(rng() % 40000));
   const int victim = static_cast<int>(rng() % static_cast<uint64_t>(n));
@@ -158,19 +152,12 @@ TEST(KillTest, SigkillOfTwoPeersAtOnceLeavesTheOtherTwoWorking) {
   std::mt19937_64 rng(seed() + 1);
   for (int round = 0; round < 2; ++round) {
     SCOPED_TRACE("round " + std::to_string(round));
-    TestMaster master;
-    ASSERT_TRUE(master.ok()) << master.error();
-    ProcCluster pc;
+    FaultGroup g;
     constexpr int n = 4;
-    auto peers = start_group(pc, master.address(), n,
-                             {"--mode", "loop", "--count", std::to_string(kCount)},
-                             deadline_in(20s));
-    ASSERT_EQ(peers.size(), static_cast<size_t>(n));
-    for (auto h : peers) {
-      auto e = pc.wait_for(h, [](const Event& ev) { return ev.is("op") && ev.pos(1) >= 1; },
-                           deadline_in(10s));
-      ASSERT_TRUE(e) << pc.label(h) << " did not complete two ops";
-    }
+    ASSERT_NO_FATAL_FAILURE(start_peers(g, n, {"--mode", "loop", "--count", std::to_string(kCount)}));
+    ASSERT_NO_FATAL_FAILURE(wait_two_loop_ops(g));
+    ProcCluster& pc = g.pc;
+    const auto& peers = g.peers;
     std::this_thread::sleep_for(std::chrono::microseconds(rng() % 40000));
     const int a = static_cast<int>(rng() % n);
     const int b = (a + 1 + static_cast<int>(rng() % (n - 1))) % n;
@@ -199,21 +186,13 @@ TEST(KillTest, SigkillOfTwoPeersAtOnceLeavesTheOtherTwoWorking) {
 }
 
 TEST(KillTest, SigkillWhileIdleShrinksTheWorldAtTheNextUpdateTopology) {
-  TestMaster master;
-  ASSERT_TRUE(master.ok()) << master.error();
-  ProcCluster pc;
+  FaultGroup g;
   constexpr int n = 3;
   constexpr int victim = 1;
-  auto peers = start_group(pc, master.address(), n, {"--mode", "idle"}, deadline_in(20s));
-  ASSERT_EQ(peers.size(), static_cast<size_t>(n));
-  // Everyone idle: prove the group works first.
-  for (auto h : peers) ASSERT_TRUE(pc.send_line(h, "allreduce"));
-  for (auto h : peers) {
-    auto e = pc.wait_for(h, [](const Event& ev) { return ev.is("op") || ev.is("fail"); },
-                         deadline_in(10s));
-    ASSERT_TRUE(e && e->is("op")) << pc.label(h) << ": " << (e ? e->raw : "no result");
-    EXPECT_EQ(e->unum("sum"), sum_of({0, 1, 2}));
-  }
+  ASSERT_NO_FATAL_FAILURE(start_peers(g, n, {"--mode", "idle"}));
+  ASSERT_NO_FATAL_FAILURE(prove_with_one_all_reduce(g));  // everyone idle: the group works
+  ProcCluster& pc = g.pc;
+  const auto& peers = g.peers;
   const int64_t t_kill = pc.signal(peers[victim], SIGKILL);
   const std::vector<int> alive = indices_without(n, victim);
   for (int i : alive) {
@@ -235,16 +214,9 @@ TEST(KillTest, SigkillWhileIdleShrinksTheWorldAtTheNextUpdateTopology) {
     ASSERT_TRUE(e && e->is("updated")) << pc.label(peers[i]) << ": " << (e ? e->raw : "no result");
     EXPECT_EQ(e->num("world"), 2) << e->raw;
   }
-  for (int i : alive) ASSERT_TRUE(pc.send_line(peers[i], "allreduce"));
-  for (int i : alive) {
-    auto e = pc.wait_for(peers[i], [](const Event& ev) { return ev.is("op"); }, deadline_in(10s),
-                         [&](const Event& ev) {
-                           if (!ev.is("world")) ADD_FAILURE() << pc.label(peers[i]) << ": " << ev.raw;
-                         });
-    ASSERT_TRUE(e) << pc.label(peers[i]) << " did not complete the all-reduce";
-    EXPECT_EQ(e->unum("sum"), sum_of(alive)) << e->raw;
-    EXPECT_EQ(e->num("world"), 2) << e->raw;
-  }
+  std::vector<Event> ops;
+  ASSERT_NO_FATAL_FAILURE(all_reduce_of_survivors(g, alive, ops));
+  for (const Event& e : ops) EXPECT_EQ(e.num("world"), 2) << e.raw;
 }
 
 }  // namespace

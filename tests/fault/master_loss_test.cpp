@@ -47,7 +47,9 @@
 #include <thread>
 #include <vector>
 
+#include "qccl/qccl.h"
 #include "support/proc_cluster.hpp"
+#include "support/stats.hpp"
 #include "support/watchdog.hpp"
 
 QCCL_TEST_WATCHDOG(115);
@@ -232,32 +234,14 @@ using PerPeer = std::function<std::vector<std::string>(int)>;
 std::vector<ProcCluster::Handle> start_peers(ProcCluster& pc, const std::string& master, int n,
                                              const PerPeer& args, Deadline deadline,
                                              const PerPeer& env = {}) {
-  std::vector<ProcCluster::Handle> hs;
-  for (int i = 0; i < n; ++i) {
-    std::vector<std::string> a{"--master", master, "--index", std::to_string(i), "--world",
-                               std::to_string(n), "--mode", "idle", "--announce",
-                               "--state-mib", "1"};
+  return start_group(pc, master, n, [&](int i) {
+    PeerSpec s{{"--mode", "idle", "--announce", "--state-mib", "1"}, {}, false};
     auto extra = args(i);
-    a.insert(a.end(), extra.begin(), extra.end());
-    const std::vector<std::string> e = env ? env(i) : std::vector<std::string>{};
-    auto h = pc.spawn("peer " + std::to_string(i), a, e);
-    if (!h) {
-      ADD_FAILURE() << "cannot start qccl_test_peer: " << pc.error();
-      return {};
-    }
-    if (!e.empty()) pc.capture_stderr_lines(*h);
-    hs.push_back(*h);
-  }
-  for (auto h : hs) {
-    auto e = pc.wait_for(h, [](const Event& ev) { return ev.is("ready") || ev.is("error"); },
-                         deadline);
-    if (!e || !e->is("ready") || e->num("world") != n) {
-      ADD_FAILURE() << pc.label(h) << " did not get ready with world " << n << ": "
-                    << (e ? e->raw : std::string("no line before the deadline"));
-      return {};
-    }
-  }
-  return hs;
+    s.args.insert(s.args.end(), extra.begin(), extra.end());
+    if (env) s.env = env(i);
+    s.capture_stderr = !s.env.empty();
+    return s;
+  }, deadline);
 }
 
 // Sends the lines; false (after a gtest failure) if a peer is gone.

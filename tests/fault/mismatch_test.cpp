@@ -6,6 +6,7 @@
 #include <gtest/gtest.h>
 
 #include "support/proc_cluster.hpp"
+#include "support/test_master.hpp"
 #include "support/watchdog.hpp"
 
 QCCL_TEST_WATCHDOG(60);

@@ -14,6 +14,7 @@
 #include <thread>
 
 #include "support/proc_cluster.hpp"
+#include "support/test_master.hpp"
 #include "support/watchdog.hpp"
 
 QCCL_TEST_WATCHDOG(80);

@@ -26,6 +26,7 @@
 #include <vector>
 
 #include "support/proc_cluster.hpp"
+#include "support/test_master.hpp"
 #include "support/watchdog.hpp"
 
 QCCL_TEST_WATCHDOG(140);
@@ -124,6 +125,29 @@ void expect_clean_end(ProcCluster& pc, Handle h, Deadline d) {
 
 double ms_between(int64_t from_us, int64_t to_us) { return (to_us - from_us) / 1000.0; }
 
+// The donors a test starts with: `n` peers (indices 0..n-1, world n) with `mib` MiB of state,
+// `extra` arguments and `env` (the stderr lines of donor `capture` are queued, -1: none's).
+struct Donors {
+  std::vector<Handle> handles;
+  std::vector<Initial> init;  // what each printed before connecting
+};
+
+// Starts them and waits until each built its state and got ready with world n (fatal gtest
+// failures: call inside ASSERT_NO_FATAL_FAILURE).
+void start_donors(ProcCluster& pc, const std::string& master, int n, int mib,
+                  const std::vector<std::string>& extra, const std::vector<std::string>& env,
+                  int capture, Deadline setup, Donors& out) {
+  for (int i = 0; i < n; ++i) {
+    auto h = pc.spawn("donor " + std::to_string(i), state_args(master, i, n, mib) + extra, env);
+    ASSERT_TRUE(h) << pc.error();
+    if (i == capture) pc.capture_stderr_lines(*h);
+    out.handles.push_back(*h);
+  }
+  for (auto h : out.handles) out.init.push_back(wait_state_ready(pc, h, setup));
+  ASSERT_FALSE(::testing::Test::HasFailure());
+  for (auto h : out.handles) ASSERT_TRUE(wait_ready(pc, h, n, setup));
+}
+
 // ------------------------------------------------------------------------------------------
 
 // Four peers (one sync among themselves first, so the group has a revision), then a fifth
@@ -137,22 +161,14 @@ TEST(StateTransferTest, JoinerDownloadsTheStateItLacksFromSeveralDonors) {
   constexpr int kDonors = 4;
   constexpr int kMib = 96;
   const Deadline setup = deadline_in(30s);
-  std::vector<Handle> donors;
-  for (int i = 0; i < kDonors; ++i) {
-    auto h = pc.spawn("donor " + std::to_string(i),
-                      state_args(master.address(), i, kDonors, kMib) +
-                          std::vector<std::string>{"--syncs-before", "1", "--grow-to", "5",
-                                                   "--syncs", "2"});
-    ASSERT_TRUE(h) << pc.error();
-    donors.push_back(*h);
-  }
-  std::vector<Initial> init;
-  for (auto h : donors) init.push_back(wait_state_ready(pc, h, setup));
-  ASSERT_FALSE(::testing::Test::HasFailure());
-  const uint64_t bytes = init[0].bytes;
-  const std::string donor_hash = init[0].hash;
+  Donors d;
+  ASSERT_NO_FATAL_FAILURE(start_donors(pc, master.address(), kDonors, kMib,
+                                       {"--syncs-before", "1", "--grow-to", "5", "--syncs", "2"},
+                                       {}, -1, setup, d));
+  const std::vector<Handle>& donors = d.handles;
+  const uint64_t bytes = d.init[0].bytes;
+  const std::string donor_hash = d.init[0].hash;
   ASSERT_GE(bytes, uint64_t{kMib} << 20);
-  for (auto h : donors) ASSERT_TRUE(wait_ready(pc, h, kDonors, setup));
   // The four agree already: nothing moves.
   for (auto h : donors) {
     auto e = expect_synced(pc, h, 0, setup);
@@ -232,22 +248,13 @@ TEST(StateTransferTest, DonorKilledMidTransferTheJoinerFinishesFromTheOtherDonor
   constexpr int kMib = 256;
   constexpr int kVictim = 1;
   const Deadline setup = deadline_in(30s);
-  std::vector<Handle> donors;
-  for (int i = 0; i < kDonors; ++i) {
-    auto h = pc.spawn("donor " + std::to_string(i),
-                      state_args(master.address(), i, kDonors, kMib) +
-                          std::vector<std::string>{"--grow-to", "4", "--syncs", "1"},
-                      {"QCCL_LOG_LEVEL=debug"});
-    ASSERT_TRUE(h) << pc.error();
-    if (i == kVictim) pc.capture_stderr_lines(*h);
-    donors.push_back(*h);
-  }
-  std::vector<Initial> init;
-  for (auto h : donors) init.push_back(wait_state_ready(pc, h, setup));
-  ASSERT_FALSE(::testing::Test::HasFailure());
-  const uint64_t bytes = init[0].bytes;
-  const std::string donor_hash = init[0].hash;
-  for (auto h : donors) ASSERT_TRUE(wait_ready(pc, h, kDonors, setup));
+  Donors d;
+  ASSERT_NO_FATAL_FAILURE(start_donors(pc, master.address(), kDonors, kMib,
+                                       {"--grow-to", "4", "--syncs", "1"},
+                                       {"QCCL_LOG_LEVEL=debug"}, kVictim, setup, d));
+  const std::vector<Handle>& donors = d.handles;
+  const uint64_t bytes = d.init[0].bytes;
+  const std::string donor_hash = d.init[0].hash;
 
   auto joiner = pc.spawn("joiner 3", state_args(master.address(), 3, 4, kMib) +
                                          std::vector<std::string>{"--stale", "--strategy",
@@ -316,22 +323,12 @@ TEST(StateTransferTest, DownloaderKilledMidTransferTheDonorsSyncSucceedsAndTheGr
   constexpr int kDonors = 3;
   constexpr int kMib = 128;
   const Deadline setup = deadline_in(30s);
-  std::vector<Handle> donors;
-  for (int i = 0; i < kDonors; ++i) {
-    auto h = pc.spawn("donor " + std::to_string(i),
-                      state_args(master.address(), i, kDonors, kMib) +
-                          std::vector<std::string>{"--grow-to", "4", "--syncs", "2", "--strategy",
-                                                   "send"},
-                      {"QCCL_LOG_LEVEL=debug"});
-    ASSERT_TRUE(h) << pc.error();
-    if (i == 0) pc.capture_stderr_lines(*h);
-    donors.push_back(*h);
-  }
-  std::vector<Initial> init;
-  for (auto h : donors) init.push_back(wait_state_ready(pc, h, setup));
-  ASSERT_FALSE(::testing::Test::HasFailure());
-  const std::string donor_hash = init[0].hash;
-  for (auto h : donors) ASSERT_TRUE(wait_ready(pc, h, kDonors, setup));
+  Donors d;
+  ASSERT_NO_FATAL_FAILURE(start_donors(pc, master.address(), kDonors, kMib,
+                                       {"--grow-to", "4", "--syncs", "2", "--strategy", "send"},
+                                       {"QCCL_LOG_LEVEL=debug"}, 0, setup, d));
+  const std::vector<Handle>& donors = d.handles;
+  const std::string donor_hash = d.init[0].hash;
 
   auto joiner = pc.spawn("joiner 3", state_args(master.address(), 3, 4, kMib) +
                                          std::vector<std::string>{"--stale", "--syncs", "1"});

@@ -14,6 +14,8 @@
 #include <random>
 #include <thread>
 
+#include "fault/fault_group.hpp"
+#include "support/loop_recovery.hpp"
 #include "support/proc_cluster.hpp"
 #include "support/watchdog.hpp"
 
@@ -33,20 +35,13 @@ constexpr double kUpperMs = kTimes.peer_timeout_ms + kTimes.heartbeat_ms + kSlac
 constexpr double kLowerMs = kTimes.peer_timeout_ms - 2.0 * kTimes.heartbeat_ms;
 
 TEST(StopTest, SigstopWhileIdleIsExpelledAfterThePeerTimeoutAndKickedOnResume) {
-  TestMaster master(kTimes);
-  ASSERT_TRUE(master.ok()) << master.error();
-  ProcCluster pc;
+  FaultGroup g(kTimes);
   constexpr int n = 3;
   constexpr int victim = 1;
-  auto peers = start_group(pc, master.address(), n, {"--mode", "idle"}, deadline_in(20s));
-  ASSERT_EQ(peers.size(), static_cast<size_t>(n));
-  for (auto h : peers) ASSERT_TRUE(pc.send_line(h, "allreduce"));
-  for (auto h : peers) {
-    auto e = pc.wait_for(h, [](const Event& ev) { return ev.is("op") || ev.is("fail"); },
-                         deadline_in(10s));
-    ASSERT_TRUE(e && e->is("op")) << pc.label(h) << ": " << (e ? e->raw : "no result");
-    EXPECT_EQ(e->unum("sum"), sum_of({0, 1, 2}));
-  }
+  ASSERT_NO_FATAL_FAILURE(start_peers(g, n, {"--mode", "idle"}));
+  ASSERT_NO_FATAL_FAILURE(prove_with_one_all_reduce(g));
+  ProcCluster& pc = g.pc;
+  const auto& peers = g.peers;
 
   const int64_t t_stop = pc.signal(peers[victim], SIGSTOP);
   const std::vector<int> alive{0, 2};
@@ -63,15 +58,8 @@ TEST(StopTest, SigstopWhileIdleIsExpelledAfterThePeerTimeoutAndKickedOnResume) {
     EXPECT_GE(ms, kLowerMs) << "expelled before the peer timeout could have run out";
   }
   // The survivors work on at once with their own contributions only.
-  for (int i : alive) ASSERT_TRUE(pc.send_line(peers[i], "allreduce"));
-  for (int i : alive) {
-    auto e = pc.wait_for(peers[i], [](const Event& ev) { return ev.is("op"); }, deadline_in(10s),
-                         [&](const Event& ev) {
-                           if (!ev.is("world")) ADD_FAILURE() << pc.label(peers[i]) << ": " << ev.raw;
-                         });
-    ASSERT_TRUE(e) << pc.label(peers[i]) << " did not complete the all-reduce";
-    EXPECT_EQ(e->unum("sum"), sum_of(alive)) << e->raw;
-  }
+  std::vector<Event> ops;
+  ASSERT_NO_FATAL_FAILURE(all_reduce_of_survivors(g, alive, ops));
   // Resumed, the expelled peer learns it at its next call.
   pc.signal(peers[victim], SIGCONT);
   ASSERT_TRUE(pc.send_line(peers[victim], "try"));
@@ -83,19 +71,13 @@ TEST(StopTest, SigstopWhileIdleIsExpelledAfterThePeerTimeoutAndKickedOnResume) {
 }
 
 TEST(StopTest, SigstopMidOpSurvivorsFailWithinThePeerTimeoutThenSucceed) {
-  TestMaster master(kTimes);
-  ASSERT_TRUE(master.ok()) << master.error();
-  ProcCluster pc;
+  FaultGroup g(kTimes);
   constexpr int n = 3;
   std::mt19937_64 rng(7);
-  auto peers = start_group(pc, master.address(), n, {"--mode", "loop", "--count", "65536"},
-                           deadline_in(20s));
-  ASSERT_EQ(peers.size(), static_cast<size_t>(n));
-  for (auto h : peers) {
-    auto e = pc.wait_for(h, [](const Event& ev) { return ev.is("op") && ev.pos(1) >= 1; },
-                         deadline_in(10s));
-    ASSERT_TRUE(e) << pc.label(h) << " did not complete two ops";
-  }
+  ASSERT_NO_FATAL_FAILURE(start_peers(g, n, {"--mode", "loop", "--count", "65536"}));
+  ASSERT_NO_FATAL_FAILURE(wait_two_loop_ops(g));
+  ProcCluster& pc = g.pc;
+  const auto& peers = g.peers;
   std::this_thread::sleep_for(std::chrono::microseconds(rng() % 20000));  // a random moment
   constexpr int victim = 2;
   const int64_t t_stop = pc.signal(peers[victim], SIGSTOP);
@@ -140,11 +122,10 @@ TEST(StopTest, SigstopMidOpSurvivorsFailWithinThePeerTimeoutThenSucceed) {
 
 // Bounded votes: a stopped peer cannot hold a vote up for longer than the peer timeout.
 TEST(StopTest, SigstopBeforeAVoteTheVoteCompletesOnceThePeerIsExpelled) {
-  TestMaster master(kTimes);
-  ASSERT_TRUE(master.ok()) << master.error();
-  ProcCluster pc;
-  auto peers = start_group(pc, master.address(), 3, {"--mode", "idle"}, deadline_in(20s));
-  ASSERT_EQ(peers.size(), 3u);
+  FaultGroup g(kTimes);
+  ASSERT_NO_FATAL_FAILURE(start_peers(g, 3, {"--mode", "idle"}));
+  ProcCluster& pc = g.pc;
+  const auto& peers = g.peers;
   const int64_t t_stop = pc.signal(peers[2], SIGSTOP);
   for (int i : {0, 1}) ASSERT_TRUE(pc.send_line(peers[i], "pending"));
   for (int i : {0, 1}) {
@@ -158,24 +139,17 @@ TEST(StopTest, SigstopBeforeAVoteTheVoteCompletesOnceThePeerIsExpelled) {
                 "%.1f ms\n", pc.label(peers[i]).c_str(), ms);
     EXPECT_LE(ms, kUpperMs) << "the vote waited past peer timeout + heartbeat";
   }
-  for (int i : {0, 1}) ASSERT_TRUE(pc.send_line(peers[i], "allreduce"));
-  for (int i : {0, 1}) {
-    auto e = pc.wait_for(peers[i], [](const Event& ev) { return ev.is("op") || ev.is("fail"); },
-                         deadline_in(10s));
-    ASSERT_TRUE(e && e->is("op")) << pc.label(peers[i]) << ": " << (e ? e->raw : "no result");
-    EXPECT_EQ(e->unum("sum"), sum_of({0, 1})) << e->raw;
-  }
+  ASSERT_NO_FATAL_FAILURE(all_reduce_on(g, {0, 1}));
 }
 
 // Bounded votes, the other way: a live peer (heartbeats flowing) that does not join a vote is
 // expelled as a straggler at the vote timeout, and learns it at its next call.
 TEST(StopTest, APeerThatSkipsAVoteIsExpelledAsAStragglerAtTheVoteTimeout) {
   constexpr MasterTimes times{100, 1000, 1000};
-  TestMaster master(times);
-  ASSERT_TRUE(master.ok()) << master.error();
-  ProcCluster pc;
-  auto peers = start_group(pc, master.address(), 3, {"--mode", "idle"}, deadline_in(20s));
-  ASSERT_EQ(peers.size(), 3u);
+  FaultGroup g(times);
+  ASSERT_NO_FATAL_FAILURE(start_peers(g, 3, {"--mode", "idle"}));
+  ProcCluster& pc = g.pc;
+  const auto& peers = g.peers;
   const int64_t t0 = monotonic_us();
   for (int i : {0, 1}) ASSERT_TRUE(pc.send_line(peers[i], "pending"));
   for (int i : {0, 1}) {
@@ -196,13 +170,7 @@ TEST(StopTest, APeerThatSkipsAVoteIsExpelledAsAStragglerAtTheVoteTimeout) {
                        deadline_in(5s));
   ASSERT_TRUE(e) << "the straggler's call did not return";
   EXPECT_TRUE(e->is("fail") && e->pos(2) == qcclKicked) << "expected qcclKicked, got: " << e->raw;
-  for (int i : {0, 1}) ASSERT_TRUE(pc.send_line(peers[i], "allreduce"));
-  for (int i : {0, 1}) {
-    auto r = pc.wait_for(peers[i], [](const Event& ev) { return ev.is("op") || ev.is("fail"); },
-                         deadline_in(10s));
-    ASSERT_TRUE(r && r->is("op")) << pc.label(peers[i]) << ": " << (r ? r->raw : "no result");
-    EXPECT_EQ(r->unum("sum"), sum_of({0, 1})) << r->raw;
-  }
+  ASSERT_NO_FATAL_FAILURE(all_reduce_on(g, {0, 1}));
 }
 
 }  // namespace

@@ -94,39 +94,21 @@
 #include <cstring>
 #include <iostream>
 #include <memory>
-#include <mutex>
 #include <sstream>
 #include <string>
 #include <thread>
 #include <vector>
 
 #include "qccl/qccl.h"
+#include "support/peer_args.hpp"
 #include "support/peer_text.hpp"
 
 namespace {
 
+using qccl::test::emit;
+using qccl::test::now_us;
 using qccl::test::result_name;
 using qccl::test::strf;
-
-// ---------------------------------------------------------------- output
-
-int64_t now_us() {
-  return std::chrono::duration_cast<std::chrono::microseconds>(
-             std::chrono::steady_clock::now().time_since_epoch())
-      .count();
-}
-
-std::mutex g_out_mu;
-
-// Prints one event line with " at <now>" appended (and " msg <detail>" if given).
-void emit(const std::string& line, const char* detail = nullptr) {
-  std::string s = line + " at " + std::to_string(now_us());
-  if (detail != nullptr) s += std::string(" msg ") + detail;
-  s += '\n';
-  std::lock_guard<std::mutex> lock(g_out_mu);
-  std::fputs(s.c_str(), stdout);
-  std::fflush(stdout);
-}
 
 // ---------------------------------------------------------------- options
 
@@ -178,44 +160,36 @@ struct Options {
 
 Options parse(int argc, char** argv) {
   Options o;
-  for (int i = 1; i < argc; ++i) {
-    std::string a = argv[i];
-    auto val = [&]() -> std::string {
-      if (i + 1 >= argc) usage("missing value for " + a);
-      return argv[++i];
-    };
-    try {
-      if (a == "--master") o.master = val();
-      else if (a == "--mode") o.mode = val();
-      else if (a == "--index") o.index = std::stoi(val());
-      else if (a == "--count") o.count = std::stoull(val());
-      else if (a == "--iters") o.iters = std::stoll(val());
-      else if (a == "--tag") o.tag = std::stoull(val());
-      else if (a == "--world") o.world = std::stoi(val());
-      else if (a == "--admit") o.admit = true;
-      else if (a == "--no-retry") o.retry = false;
-      else if (a == "--inplace") o.inplace = true;
-      else if (a == "--quant") o.quant = true;
-      else if (a == "--announce") o.announce = true;
-      else if (a == "--tensors") o.tensors = std::stoi(val());
-      else if (a == "--inflight") o.inflight = std::stoi(val());
-      else if (a == "--connections") o.connections = static_cast<uint32_t>(std::stoul(val()));
-      else if (a == "--connect-timeout-ms") o.connect_timeout_ms = static_cast<uint32_t>(std::stoul(val()));
-      else if (a == "--watch-ms") o.watch_ms = std::stoi(val());
-      else if (a == "--pace-ms") o.pace_ms = std::stoi(val());
-      else if (a == "--state-mib") o.state_mib = std::stoull(val());
-      else if (a == "--stale") o.stale = true;
-      else if (a == "--strategy") o.strategy = val();
-      else if (a == "--syncs") o.syncs = std::stoi(val());
-      else if (a == "--syncs-before") o.syncs_before = std::stoi(val());
-      else if (a == "--grow-to") o.grow_to = std::stoi(val());
-      else if (a == "--revision") o.revision = std::stoll(val());
-      else if (a == "--seed") o.seed = std::stoull(val());
-      else usage("unknown argument " + a);
-    } catch (const std::exception&) {
-      usage("bad value for " + a);
-    }
-  }
+  qccl::test::parse_options(argc, argv, usage, [&](const std::string& a, const auto& val) {
+    if (a == "--master") o.master = val();
+    else if (a == "--mode") o.mode = val();
+    else if (a == "--index") o.index = std::stoi(val());
+    else if (a == "--count") o.count = std::stoull(val());
+    else if (a == "--iters") o.iters = std::stoll(val());
+    else if (a == "--tag") o.tag = std::stoull(val());
+    else if (a == "--world") o.world = std::stoi(val());
+    else if (a == "--admit") o.admit = true;
+    else if (a == "--no-retry") o.retry = false;
+    else if (a == "--inplace") o.inplace = true;
+    else if (a == "--quant") o.quant = true;
+    else if (a == "--announce") o.announce = true;
+    else if (a == "--tensors") o.tensors = std::stoi(val());
+    else if (a == "--inflight") o.inflight = std::stoi(val());
+    else if (a == "--connections") o.connections = static_cast<uint32_t>(std::stoul(val()));
+    else if (a == "--connect-timeout-ms") o.connect_timeout_ms = static_cast<uint32_t>(std::stoul(val()));
+    else if (a == "--watch-ms") o.watch_ms = std::stoi(val());
+    else if (a == "--pace-ms") o.pace_ms = std::stoi(val());
+    else if (a == "--state-mib") o.state_mib = std::stoull(val());
+    else if (a == "--stale") o.stale = true;
+    else if (a == "--strategy") o.strategy = val();
+    else if (a == "--syncs") o.syncs = std::stoi(val());
+    else if (a == "--syncs-before") o.syncs_before = std::stoi(val());
+    else if (a == "--grow-to") o.grow_to = std::stoi(val());
+    else if (a == "--revision") o.revision = std::stoll(val());
+    else if (a == "--seed") o.seed = std::stoull(val());
+    else return false;
+    return true;
+  });
   if (o.master.empty()) usage("--master is required");
   if (o.index < 0 || o.index > 62) usage("--index must be in [0, 62]");
   if (o.mode != "loop" && o.mode != "idle" && o.mode != "multi" && o.mode != "state" &&

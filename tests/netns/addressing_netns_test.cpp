@@ -35,7 +35,9 @@
 #include <vector>
 
 #include "netns/hosts_driver.hpp"
+#include "qccl/qccl.h"
 #include "support/host_lab.hpp"
+#include "support/loop_recovery.hpp"
 #include "support/proc_cluster.hpp"
 #include "support/watchdog.hpp"
 

@@ -26,11 +26,13 @@
 // Skips (with the reason) when not root or ip/nft are missing.
 #include <gtest/gtest.h>
 
+#include <memory>
 #include <set>
 #include <string>
 #include <vector>
 
 #include "netns/hosts_driver.hpp"
+#include "qccl/qccl.h"
 #include "support/host_lab.hpp"
 #include "support/proc_cluster.hpp"
 #include "support/watchdog.hpp"
@@ -130,16 +132,28 @@ std::map<uint64_t, std::string> check_peers(const PeerList& list, size_t n,
   return by_id;
 }
 
-TEST(FirewallNetnsTest, OpenRangeCarriesEveryConnectionKind) {
-  if (std::string why = HostLab::unavailable_reason(true); !why.empty()) {
-    GTEST_SKIP() << "network-namespace test skipped: " << why;
+// The tests' common start: four peer hosts and the master's host on one network, the master
+// running, and every host's firewall open to the master's port and kRange. Members outlive
+// the test body's ProcCluster, so its peers end before the namespaces go.
+class FirewallNetnsTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    if (std::string why = HostLab::unavailable_reason(true); !why.empty()) {
+      GTEST_SKIP() << "network-namespace test skipped: " << why;
+    }
+    ASSERT_TRUE(fw.build()) << fw.lab.error();
+    master = std::make_unique<HostMaster>(fw.lab, "m", "0.0.0.0:0");
+    ASSERT_TRUE(master->ok()) << master->error();
+    ASSERT_TRUE(fw.firewall(master->port(), kRange)) << fw.lab.error();
+    maddr = master->address(fw.ip("m"));
   }
-  FirewallLab fw(4);
-  ASSERT_TRUE(fw.build()) << fw.lab.error();
-  HostMaster master(fw.lab, "m", "0.0.0.0:0");
-  ASSERT_TRUE(master.ok()) << master.error();
-  ASSERT_TRUE(fw.firewall(master.port(), kRange)) << fw.lab.error();
-  const std::string maddr = master.address(fw.ip("m"));
+
+  FirewallLab fw{4};
+  std::unique_ptr<HostMaster> master;
+  std::string maddr;  // the master's address on the network
+};
+
+TEST_F(FirewallNetnsTest, OpenRangeCarriesEveryConnectionKind) {
   ProcCluster pc(QCCL_HOSTS_PEER_BIN);
   HostsDriver d(pc, fw.lab);
 
@@ -237,16 +251,7 @@ void expect_unreachable(ProcCluster& pc, Handle h, const Event& e,
   }
 }
 
-TEST(FirewallNetnsTest, ClosedRangeNamesTheUnreachableAddress) {
-  if (std::string why = HostLab::unavailable_reason(true); !why.empty()) {
-    GTEST_SKIP() << "network-namespace test skipped: " << why;
-  }
-  FirewallLab fw(4);
-  ASSERT_TRUE(fw.build()) << fw.lab.error();
-  HostMaster master(fw.lab, "m", "0.0.0.0:0");
-  ASSERT_TRUE(master.ok()) << master.error();
-  ASSERT_TRUE(fw.firewall(master.port(), kRange)) << fw.lab.error();
-  const std::string maddr = master.address(fw.ip("m"));
+TEST_F(FirewallNetnsTest, ClosedRangeNamesTheUnreachableAddress) {
   ProcCluster pc(QCCL_HOSTS_PEER_BIN);
   HostsDriver d(pc, fw.lab);
   d.capture_logs();
@@ -268,7 +273,7 @@ TEST(FirewallNetnsTest, ClosedRangeNamesTheUnreachableAddress) {
   ASSERT_EQ(addresses.size(), 3u);
   ASSERT_FALSE(::testing::Test::HasFailure());
 
-  ASSERT_TRUE(fw.close_range(master.port())) << fw.lab.error();
+  ASSERT_TRUE(fw.close_range(master->port())) << fw.lab.error();
   // The lanes already up carry on.
   for (const Event& e : d.expect(g, "allreduce", "op", deadline_in(10s))) {
     EXPECT_EQ(e.unum("sum"), sum_of({0, 1, 2})) << e.raw;

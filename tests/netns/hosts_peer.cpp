@@ -42,26 +42,15 @@
 #include <vector>
 
 #include "qccl/qccl.h"
+#include "support/peer_args.hpp"
 #include "support/peer_text.hpp"
 
 namespace {
 
+using qccl::test::emit;
+using qccl::test::now_us;
 using qccl::test::result_name;
 using qccl::test::strf;
-
-int64_t now_us() {
-  return std::chrono::duration_cast<std::chrono::microseconds>(
-             std::chrono::steady_clock::now().time_since_epoch())
-      .count();
-}
-
-void emit(const std::string& line, const char* detail = nullptr) {
-  std::string s = line + " at " + std::to_string(now_us());
-  if (detail != nullptr) s += std::string(" msg ") + detail;
-  s += '\n';
-  std::fputs(s.c_str(), stdout);
-  std::fflush(stdout);
-}
 
 struct Options {
   std::string master, listen, advertise;
@@ -82,25 +71,17 @@ struct Options {
 
 Options parse(int argc, char** argv) {
   Options o;
-  for (int i = 1; i < argc; ++i) {
-    std::string a = argv[i];
-    auto val = [&]() -> std::string {
-      if (i + 1 >= argc) usage("missing value for " + a);
-      return argv[++i];
-    };
-    try {
-      if (a == "--master") o.master = val();
-      else if (a == "--index") o.index = std::stoi(val());
-      else if (a == "--listen") o.listen = val();
-      else if (a == "--advertise") o.advertise = val();
-      else if (a == "--connect-timeout-ms") o.connect_timeout_ms = static_cast<uint32_t>(std::stoul(val()));
-      else if (a == "--state-mib") o.state_mib = std::stoull(val());
-      else if (a == "--stale") o.stale = true;
-      else usage("unknown argument " + a);
-    } catch (const std::exception&) {
-      usage("bad value for " + a);
-    }
-  }
+  qccl::test::parse_options(argc, argv, usage, [&](const std::string& a, const auto& val) {
+    if (a == "--master") o.master = val();
+    else if (a == "--index") o.index = std::stoi(val());
+    else if (a == "--listen") o.listen = val();
+    else if (a == "--advertise") o.advertise = val();
+    else if (a == "--connect-timeout-ms") o.connect_timeout_ms = static_cast<uint32_t>(std::stoul(val()));
+    else if (a == "--state-mib") o.state_mib = std::stoull(val());
+    else if (a == "--stale") o.stale = true;
+    else return false;
+    return true;
+  });
   if (o.master.empty()) usage("--master is required");
   if (o.index < 0 || o.index > 62) usage("--index must be in [0, 62]");
   if (o.state_mib < 1 || o.state_mib > 1024) usage("--state-mib must be in [1, 1024]");

@@ -18,8 +18,10 @@
 #include <string>
 #include <vector>
 
+#include "qccl/qccl.h"
 #include "support/netns.hpp"
 #include "support/proc_cluster.hpp"
+#include "support/stats.hpp"
 #include "support/watchdog.hpp"
 
 QCCL_TEST_WATCHDOG(110);

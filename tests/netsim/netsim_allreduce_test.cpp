@@ -9,7 +9,7 @@
 //      docs/quantization.md §4 (and above 0), and every peer must get the same bytes;
 //   3. a peer killed mid-run: 3 peers loop on 512 KiB all-reduces; after each has done 2,
 //      peer 2 is SIGKILLed; both survivors must fail only with qcclPeerLost and then complete
-//      2 all-reduces whose sum is 3 (tests/support/proc_cluster.hpp's follow_recovery).
+//      2 all-reduces whose sum is 3 (tests/support/loop_recovery.hpp's follow_recovery).
 //
 // Skips (with the reason) when not root or when ip, tc or /dev/net/tun are missing.
 #include <gtest/gtest.h>
@@ -19,7 +19,10 @@
 #include <vector>
 
 #include "netsim_lab.hpp"
+#include "qccl/qccl.h"
+#include "support/loop_recovery.hpp"
 #include "support/proc_cluster.hpp"
+#include "support/stats.hpp"
 #include "support/watchdog.hpp"
 
 QCCL_TEST_WATCHDOG(110);

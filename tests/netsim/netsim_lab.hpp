@@ -5,7 +5,7 @@
 // easier to read (each lab's forwarder sees only its own namespaces).
 //
 // QCCL_NETSIM_SCRIPT and QCCL_NETSIM_BIN are set by CMake. Every command runs with a
-// deadline (tests/support/netns.hpp's run_command). Processes still inside a namespace keep
+// deadline (tests/support/run_command.hpp). Processes still inside a namespace keep
 // it alive: declare the lab before anything that starts processes in it (a ProcCluster), so
 // that those die first.
 //

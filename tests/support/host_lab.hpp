@@ -16,7 +16,7 @@
 //
 // IPv6 addresses are added with `nodad`, so they are usable at once (no duplicate address
 // detection to wait for). Nothing is added to the root namespace. Every command runs with a
-// deadline (run_command, netns.hpp); a failed one leaves its command line and output in
+// deadline (run_command.hpp); a failed one leaves its command line and output in
 // error(). The destructor deletes exactly the namespaces this lab created, by name (the hub
 // last; deleting a namespace deletes its veth ends). Processes inside a namespace keep it
 // alive until they exit, so end them first (declare the lab before the ProcCluster).
@@ -34,7 +34,8 @@
 #include <string>
 #include <vector>
 
-#include "support/netns.hpp"
+#include "support/namespace_lab.hpp"
+#include "support/run_command.hpp"
 
 namespace qccl::test {
 
@@ -45,10 +46,8 @@ inline std::string sysctl_binary() {
   return find_executable({"/usr/sbin/sysctl", "/sbin/sysctl", "/usr/bin/sysctl", "/bin/sysctl"});
 }
 
-class HostLab {
+class HostLab : public NamespaceLab {
  public:
-  static constexpr std::chrono::milliseconds kCommandTimeout{10000};
-
   // Why a lab (with nftables if `need_nft`) cannot be built here; "" if it can.
   static std::string unavailable_reason(bool need_nft) {
     if (::geteuid() != 0) return "needs root (network namespaces, veth, nftables)";
@@ -61,25 +60,14 @@ class HostLab {
   }
 
   HostLab()
-      : prefix_("qh" + std::to_string(::getpid()) + "-"),
-        s_(std::to_string(1 + ::getpid() % 250)),
-        ip_(ip_binary()) {}
-  ~HostLab() {
-    for (auto it = created_.rbegin(); it != created_.rend(); ++it) {
-      std::string err = run_command({ip_, "netns", "del", *it}, kCommandTimeout);
-      if (!err.empty()) {
-        std::fprintf(stderr, "HostLab: could not delete %s: %s\n", it->c_str(), err.c_str());
-      }
-    }
-  }
-  HostLab(const HostLab&) = delete;
-  HostLab& operator=(const HostLab&) = delete;
+      : NamespaceLab("HostLab"),
+        prefix_("qh" + std::to_string(::getpid()) + "-"),
+        s_(std::to_string(1 + ::getpid() % 250)) {}
 
   // S in addresses: 1 + pid % 250, so that logs of concurrent labs are told apart.
   const std::string& s() const { return s_; }
   // The namespace of host `name`.
   std::string ns(const std::string& name) const { return prefix_ + name; }
-  const std::string& error() const { return error_; }
 
   // The command prefix that runs a program inside host `name` (ProcCluster::spawn's prefix).
   std::vector<std::string> exec_prefix(const std::string& name) const {
@@ -88,14 +76,7 @@ class HostLab {
 
   bool add_host(const std::string& name) {
     if (std::string why = unavailable_reason(false); !why.empty()) return fail(why);
-    const std::string n = ns(name);
-    if (::access(("/run/netns/" + n).c_str(), F_OK) == 0) {
-      return fail("namespace " + n + " exists already (left by a crashed run of this pid?); "
-                  "remove it with 'ip netns del " + n + "'");
-    }
-    if (!run({ip_, "netns", "add", n})) return false;
-    created_.push_back(n);
-    return run({ip_, "-n", n, "link", "set", "lo", "up"});
+    return add_namespace(ns(name));
   }
 
   // A network: bridge br-<name> in the hub namespace (created with the first network).
@@ -184,14 +165,6 @@ class HostLab {
   }
 
  private:
-  bool fail(std::string why) {
-    error_ = std::move(why);
-    return false;
-  }
-  bool run(const std::vector<std::string>& argv) {
-    std::string err = run_command(argv, kCommandTimeout);
-    return err.empty() ? true : fail(err);
-  }
   bool configure(const std::string& host, const std::string& ifname,
                  const std::vector<std::string>& addresses) {
     for (const auto& a : addresses) {
@@ -204,10 +177,7 @@ class HostLab {
 
   std::string prefix_;
   std::string s_;
-  std::string ip_;
-  std::string error_;
   bool hub_ = false;
-  std::vector<std::string> created_;          // namespace names, in creation order
   std::map<std::string, std::string> ports_;  // hub veth port -> network
 };
 

@@ -31,12 +31,7 @@
 #pragma once
 
 #include <fcntl.h>
-#include <poll.h>
 #include <sched.h>
-#include <signal.h>
-#include <sys/prctl.h>
-#include <sys/syscall.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -46,92 +41,15 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
-#include <initializer_list>
 #include <set>
 #include <string>
 #include <utility>
 #include <vector>
 
+#include "support/namespace_lab.hpp"
+#include "support/run_command.hpp"
+
 namespace qccl::test {
-
-// The first executable among `candidates`, or "" if none.
-inline std::string find_executable(std::initializer_list<const char*> candidates) {
-  for (const char* p : candidates) {
-    if (::access(p, X_OK) == 0) return p;
-  }
-  return "";
-}
-inline std::string ip_binary() {
-  return find_executable({"/usr/sbin/ip", "/sbin/ip", "/usr/bin/ip", "/bin/ip"});
-}
-inline std::string tc_binary() {
-  return find_executable({"/usr/sbin/tc", "/sbin/tc", "/usr/bin/tc", "/bin/tc"});
-}
-
-// Runs argv (argv[0] an absolute path) with stdout and stderr captured into `output`, and
-// SIGKILLs it (by pid) if it is still running after `timeout`. Returns an empty string on exit
-// status 0, else what went wrong (with the command line and its output).
-inline std::string run_command(const std::vector<std::string>& argv,
-                               std::chrono::milliseconds timeout, std::string* output = nullptr) {
-  std::string cmdline;
-  for (const auto& a : argv) cmdline += (cmdline.empty() ? "" : " ") + a;
-  std::vector<char*> args;
-  for (const auto& a : argv) args.push_back(const_cast<char*>(a.c_str()));
-  args.push_back(nullptr);
-  int out[2];
-  if (::pipe2(out, O_CLOEXEC) != 0) return cmdline + ": pipe: " + std::strerror(errno);
-  const pid_t parent = ::getpid();
-  const pid_t pid = ::fork();
-  if (pid < 0) {
-    ::close(out[0]);
-    ::close(out[1]);
-    return cmdline + ": fork: " + std::strerror(errno);
-  }
-  if (pid == 0) {  // async-signal-safe calls only: the test process may have threads
-    ::prctl(PR_SET_PDEATHSIG, SIGKILL);
-    if (::getppid() != parent) ::_exit(127);
-    ::dup2(out[1], 1);
-    ::dup2(out[1], 2);
-    ::execv(args[0], args.data());
-    ::_exit(127);
-  }
-  ::close(out[1]);
-  const auto deadline = std::chrono::steady_clock::now() + timeout;
-  std::string text;
-  bool timed_out = false;
-  for (;;) {  // read until EOF (the command exited or closed its output) or the deadline
-    auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
-        deadline - std::chrono::steady_clock::now());
-    if (left.count() <= 0) {
-      timed_out = true;
-      break;
-    }
-    pollfd p{out[0], POLLIN, 0};
-    int n = ::poll(&p, 1, static_cast<int>(std::min<int64_t>(left.count(), 1000)));
-    if (n < 0 && errno != EINTR) break;
-    if (n <= 0) continue;
-    char buf[4096];
-    ssize_t r = ::read(out[0], buf, sizeof buf);
-    if (r < 0 && errno == EINTR) continue;
-    if (r <= 0) break;
-    text.append(buf, static_cast<size_t>(r));
-  }
-  ::close(out[0]);
-  if (timed_out) ::kill(pid, SIGKILL);
-  int status = 0;
-  while (::waitpid(pid, &status, 0) < 0 && errno == EINTR) {
-  }
-  if (output != nullptr) *output = text;
-  if (timed_out) {
-    return cmdline + ": still running after " + std::to_string(timeout.count()) +
-           " ms (killed); output: " + text;
-  }
-  if (WIFEXITED(status) && WEXITSTATUS(status) == 0) return "";
-  std::string how = WIFEXITED(status) ? "exit status " + std::to_string(WEXITSTATUS(status))
-                                      : "signal " + std::to_string(WTERMSIG(status));
-  if (WIFEXITED(status) && WEXITSTATUS(status) == 127) how += " (could not exec?)";
-  return cmdline + ": " + how + "; output: " + text;
-}
 
 // Switches the calling thread into network namespace `ns` (a name under /run/netns) for the
 // object's lifetime. Threads the calling thread creates meanwhile stay in `ns` for good, and
@@ -179,10 +97,8 @@ class ScopedNetns {
   std::string error_;
 };
 
-class NetnsLab {
+class NetnsLab : public NamespaceLab {
  public:
-  static constexpr std::chrono::milliseconds kCommandTimeout{10000};
-
   // Why a lab cannot be built here; "" if it can.
   static std::string unavailable_reason() {
     if (::geteuid() != 0) return "needs root (network namespaces, veth, tc)";
@@ -191,22 +107,13 @@ class NetnsLab {
     return "";
   }
 
+  // The destructor (NamespaceLab's) deletes the hosts first, the hub last: the hub's veth ends
+  // go with it either way.
   NetnsLab()
-      : prefix_("qt" + std::to_string(::getpid()) + "-"),
+      : NamespaceLab("NetnsLab"),
+        prefix_("qt" + std::to_string(::getpid()) + "-"),
         subnet_("10.79." + std::to_string(1 + ::getpid() % 250) + "."),
-        ip_(ip_binary()),
         tc_(tc_binary()) {}
-  ~NetnsLab() {
-    // Hosts first, the hub last: the hub's veth ends go with it either way.
-    for (auto it = created_.rbegin(); it != created_.rend(); ++it) {
-      std::string err = run_command({ip_, "netns", "del", *it}, kCommandTimeout);
-      if (!err.empty()) {
-        std::fprintf(stderr, "NetnsLab: could not delete %s: %s\n", it->c_str(), err.c_str());
-      }
-    }
-  }
-  NetnsLab(const NetnsLab&) = delete;
-  NetnsLab& operator=(const NetnsLab&) = delete;
 
   // Creates the hub, the master's namespace and `hosts` host namespaces, and waits (bounded)
   // until every bridge port forwards. False with error() on the first failure (what was
@@ -232,7 +139,6 @@ class NetnsLab {
   std::string host_ip(int i) const { return subnet_ + std::to_string(10 + i); }
   std::string master_ns() const { return prefix_ + "m"; }
   std::string master_ip() const { return subnet_ + "1"; }
-  const std::string& error() const { return error_; }
 
   // The command prefix that runs a program inside namespace `ns`: ip execs it in place, so
   // the spawned pid is the program's (ProcCluster::spawn's `prefix`).
@@ -286,25 +192,6 @@ class NetnsLab {
   }
 
  private:
-  bool fail(std::string why) {
-    error_ = std::move(why);
-    return false;
-  }
-  bool run(const std::vector<std::string>& argv) {
-    std::string err = run_command(argv, kCommandTimeout);
-    return err.empty() ? true : fail(err);
-  }
-
-  bool add_namespace(const std::string& ns) {
-    if (::access(("/run/netns/" + ns).c_str(), F_OK) == 0) {
-      return fail("namespace " + ns + " exists already (left by a crashed run of this pid?); "
-                  "remove it with 'ip netns del " + ns + "'");
-    }
-    if (!run({ip_, "netns", "add", ns})) return false;
-    created_.push_back(ns);
-    return run({ip_, "-n", ns, "link", "set", "lo", "up"});
-  }
-
   // Namespace <prefix><name> with eth0 = `address`/24, the other end h-<name> on br0.
   bool add_host(const std::string& name, const std::string& address) {
     const std::string ns = prefix_ + name, hub = prefix_ + "hub", port = "h-" + name;
@@ -347,9 +234,7 @@ class NetnsLab {
 
   std::string prefix_;
   std::string subnet_;  // "10.79.S."
-  std::string ip_, tc_;
-  std::string error_;
-  std::vector<std::string> created_;  // namespace names, in creation order
+  std::string tc_;
   std::set<int> htb_hosts_;
   std::set<std::pair<int, int>> shaped_;
   int hosts_ = 0;
