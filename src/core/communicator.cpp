@@ -15,7 +15,8 @@ Result<std::unique_ptr<Communicator>> Communicator::create(CommOptions options) 
   }
   if (options.connections_per_peer > 64) {
     return make_status(StatusCode::kInvalidArgument,
-                       "connections_per_peer = {} is over the limit of 64", options.connections_per_peer);
+                       "connections_per_peer = {} is over the limit of 64",
+                       options.connections_per_peer);
   }
   ListenAddress listen{"::", 0, 0};
   if (!options.listen_address.empty()) {

@@ -210,7 +210,8 @@ Placement OpEngine::place(Epoch epoch, const peer::FrameId& id, size_t payload, 
   if (target->duplicate == Duplicate::kReceived) return skip;
   Placement p;
   p.bytes = target->bytes;
-  p.staging = target->staged || target->duplicate == Duplicate::kPending ? op->max_frame_bytes() : 0;
+  bool staged = target->staged || target->duplicate == Duplicate::kPending;
+  p.staging = staged ? op->max_frame_bytes() : 0;
   if (target->duplicate == Duplicate::kPending) {
     p.kind = Placement::Kind::kReadCopy;
     p.claimant = target->claimant;

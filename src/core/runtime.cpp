@@ -69,7 +69,8 @@ Result<int64_t> Runtime::attribute(Attribute attr) {
       case Attribute::kEpoch: return static_cast<int64_t>(global_epoch_);
       case Attribute::kPeerId: return static_cast<int64_t>(self_);
     }
-    return make_status(StatusCode::kInvalidArgument, "unknown attribute {}", static_cast<int>(attr));
+    return make_status(StatusCode::kInvalidArgument, "unknown attribute {}",
+                       static_cast<int>(attr));
   });
 }
 
