@@ -195,9 +195,7 @@ Placement OpEngine::place(Epoch epoch, const peer::FrameId& id, size_t payload, 
   }
   if (!op->accepts_frames()) return skip;
   if (id.fingerprint != op->fingerprint()) {
-    fail(op, make_status(StatusCode::kMismatch, "peers passed different arguments to {} for tag "
-                         "{} (count, dtype, op, quantization or kind)", op->call(), id.tag),
-         FailSource::kLocal);
+    fail_mismatch(op);
     return skip;
   }
   auto target = op->claim(id.step, id.segment, payload, lane);
@@ -268,9 +266,7 @@ Status OpEngine::keep(Epoch epoch, const peer::FrameId& id, std::vector<uint8_t>
 // A frame kept aside before its op began, now taken in like one just read.
 Status OpEngine::deliver_early(const std::shared_ptr<Op>& op, const EarlyFrame& f) {
   if (f.id.fingerprint != op->fingerprint()) {
-    fail(op, make_status(StatusCode::kMismatch, "peers passed different arguments to {} for tag "
-                         "{} (count, dtype, op, quantization or kind)", op->call(), f.id.tag),
-         FailSource::kLocal);
+    fail_mismatch(op);
     return Status::ok();
   }
   auto target = op->claim(f.id.step, f.id.segment, f.payload.size(), kEarlyClaimant);
@@ -299,6 +295,13 @@ void OpEngine::take_over(const std::shared_ptr<Op>& op, const peer::FrameId& id,
 }
 
 // ---- completion ----
+
+// A frame of the op's (tag, seq) with another fingerprint: its sender's call differs.
+void OpEngine::fail_mismatch(const std::shared_ptr<Op>& op) {
+  fail(op, make_status(StatusCode::kMismatch, "peers passed different arguments to {} for tag {} "
+                       "(count, dtype, op, quantization or kind)", op->call(), op->tag()),
+       FailSource::kLocal);
+}
 
 void OpEngine::check_local_done(const std::shared_ptr<Op>& op) {
   if (!op->locally_complete()) return;

@@ -107,6 +107,7 @@ class OpEngine final : public peer::FrameSink, public std::enable_shared_from_th
   void take_over(const std::shared_ptr<Op>& op, const peer::FrameId& id, uint32_t claimant,
                  uint32_t lane, const uint8_t* payload);
   void check_local_done(const std::shared_ptr<Op>& op);
+  void fail_mismatch(const std::shared_ptr<Op>& op);
   // Returns true if this call failed the op and reported it to the master (kLocal failures
   // are; the others came from it, from the group's epoch moving on, or from shutdown).
   bool fail(const std::shared_ptr<Op>& op, const Status& why, FailSource source);
