@@ -37,7 +37,7 @@ bool Op::locally_complete() const {
 void Op::on_sent(const Status& status, size_t bytes) {
   --sends_in_flight_;
   if (status.is_ok()) {
-    tx_ += bytes + peer::kDataFrameOverhead;
+    tx_ += bytes + peer::kDataHeadBytes;
     last_progress_ = Clock::now();
   }
   if (progress_) progress_(*this);

@@ -164,14 +164,19 @@ void OpEngine::on_op_result(const wire::M2COpResult& r) {
 
 // ---- inbound frames ----
 
+namespace {
+
+// `op` is the one frame `id` of group epoch `epoch` belongs to, and has begun.
+bool is_begun(const Op& op, Epoch epoch, const peer::FrameId& id) {
+  return op.epoch() == epoch && op.seq() == id.seq && op.phase() != Op::Phase::kWaitLinks;
+}
+
+}  // namespace
+
 std::shared_ptr<Op> OpEngine::begun(Epoch epoch, const peer::FrameId& id) const {
   auto it = ops_.find(id.tag);
-  if (it == ops_.end()) return nullptr;
-  const auto& op = it->second;
-  if (op->epoch() != epoch || op->seq() != id.seq || op->phase() == Op::Phase::kWaitLinks) {
-    return nullptr;
-  }
-  return op;
+  if (it == ops_.end() || !is_begun(*it->second, epoch, id)) return nullptr;
+  return it->second;
 }
 
 Placement OpEngine::place(Epoch epoch, const peer::FrameId& id, size_t payload, uint32_t lane) {
@@ -185,14 +190,14 @@ Placement OpEngine::place(Epoch epoch, const peer::FrameId& id, size_t payload, 
   auto next = next_seq_.find(id.tag);
   if (it == ops_.end() && next != next_seq_.end() && next->second > id.seq) return skip;
   // The op must also have begun: our outbound lanes may come up after the neighbour's.
-  auto op = begun(epoch, id);
-  if (!op) {
+  if (it == ops_.end() || !is_begun(*it->second, epoch, id)) {
     // Not begun here yet. Keep the frame aside rather than block this lane; past the budget,
     // wait: that is backpressure, bounded like any straggler.
     Placement p;
     p.kind = early_.fits(payload) ? Placement::Kind::kKeep : Placement::Kind::kWait;
     return p;
   }
+  const auto& op = it->second;
   if (!op->accepts_frames()) return skip;
   if (id.fingerprint != op->fingerprint()) {
     fail_mismatch(op);
@@ -230,7 +235,7 @@ Status OpEngine::landed(Epoch epoch, const peer::FrameId& id, size_t payload, ui
     return read;
   }
   auto op = it->second;
-  op->read_finished(payload + peer::kDataFrameOverhead);
+  op->read_finished(payload + peer::kDataHeadBytes);
   if (!read.is_ok() || !op->accepts_frames()) {
     // The sender resends a frame whose read broke off (or another lane took it over).
     if (!read.is_ok() && op->accepts_frames()) op->unclaim(id.step, id.segment, lane);
@@ -278,7 +283,7 @@ Status OpEngine::deliver_early(const std::shared_ptr<Op>& op, const EarlyFrame& 
   }
   if (!target->staged) std::memcpy(target->dst, f.payload.data(), f.payload.size());
   op->read_started();
-  op->read_finished(f.payload.size() + peer::kDataFrameOverhead);
+  op->read_finished(f.payload.size() + peer::kDataHeadBytes);
   op->on_received(f.id.step, f.id.segment, f.payload.data());
   return Status::ok();
 }

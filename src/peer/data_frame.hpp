@@ -15,9 +15,8 @@
 
 namespace qccl::peer {
 
+// What a frame costs on the wire besides its payload.
 inline constexpr size_t kDataHeadBytes = wire::kFrameHeaderSize + wire::kP2PDataHeaderSize;
-// What a frame costs on the wire besides its payload (for byte counts).
-inline constexpr size_t kDataFrameOverhead = kDataHeadBytes;
 
 using DataHead = std::array<uint8_t, kDataHeadBytes>;
 

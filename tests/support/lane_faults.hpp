@@ -14,6 +14,7 @@
 #include <memory>
 
 #include "net/fault_policy.hpp"
+#include "peer/data_frame.hpp"
 
 namespace qccl::test_support {
 
@@ -34,9 +35,9 @@ class LaneFaultPolicy final : public net::FaultPolicy {
       fault.hang = true;
       return fault;
     }
-    // A payload, not a frame head (48 bytes): the hang is mid-frame.
+    // A payload, not a frame head: the hang is mid-frame.
     if (faults_.stall_lane_after_bytes != 0 && read_ >= faults_.stall_lane_after_bytes &&
-        bytes > kHeadBytes) {
+        bytes > peer::kDataHeadBytes) {
       faults_.stall_lane_after_bytes = 0;
       fault.hang = true;
       fault.bytes_first = bytes / 2;
@@ -55,7 +56,6 @@ class LaneFaultPolicy final : public net::FaultPolicy {
   }
 
  private:
-  static constexpr size_t kHeadBytes = 64;
   LaneFaults faults_;
   uint64_t read_ = 0;
   uint64_t written_ = 0;
