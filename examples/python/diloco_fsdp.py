@@ -49,8 +49,9 @@ Pitfalls (each handled below, where it happens):
   drop an outer step), or they end up in different collectives and hang in gloo. Once the
   machine is complete, rank 0 decides and broadcasts over the FSDP process group. Before
   that (the first membership phase) a rank may still be blocked in ``connect``, so the ranks
-  decide on their own from the global attributes, which every peer reads the same after the
-  same ``update_topology``.
+  decide on their own from the global attributes, which every peer reads the same after a
+  round of ``admit_pending`` that admitted nobody (after an admitting round, one group may
+  get ``PeerLostError`` while the others go on: deciding then splits the groups).
 - A peer admitted by ``update_topology`` returns from ``connect`` at that moment, while the
   others go on; ``admit_pending`` is still its right first call (docs/call-order.md).
 - ``PeerLostError``: retried (``all_reduce_multiple_with_retry`` does it for the outer
@@ -144,6 +145,13 @@ class Worker:
                 pending = self.comm.admit_pending()  # same answer on every peer
             except qccl.PeerLostError:
                 continue  # the new rings did not come up: vote again
+            if pending:
+                # Decide only in a round that admitted nobody. After an admission, one group's
+                # new ring may fail to come up (PeerLostError above) while the others' succeed:
+                # deciding now would let those groups leave the loop one round ahead of it. A
+                # round with nobody pending changes nothing, so every peer of every group
+                # leaves it with the same view and the same decision.
+                continue
             world = self.comm.world_size
             machines = self.comm.get_attribute(qccl.Attribute.LARGEST_GROUP_SIZE)
             # world == fsdp x largest group <=> every group has `machines` peers: no machine
@@ -152,8 +160,7 @@ class Worker:
             if self.decide(go):
                 self.complete_once = True
                 return machines
-            if not pending:
-                time.sleep(0.005)  # pacing of the poll (nobody is waiting to be admitted yet)
+            time.sleep(0.005)  # pacing of the poll (nobody is waiting to be admitted yet)
 
     # ---- the loop ----
 
