@@ -18,6 +18,14 @@
 // (c0+c1+c2; rank 1 owns chunk 2). Step 2 (all-gather): send C, receive final A. Step 3:
 // send A, receive final B. Done: recvbuf = A B C, all final.
 //
+// Reduce-scatter mode (Mode::kReduceScatter). Only steps 0..N-2 run: N-1 steps, each peer
+// ending with the one chunk it completes, (r + 1) mod N, in recvbuf at its offset. In the
+// example above rank 1 stops after step 1 with C final; A and B in its recvbuf are scratch.
+// The last reduce step is the all-reduce's own, including the Avg division and, quantized,
+// the owner's encode-and-replace (into one extra wire slot, never sent), so the owned chunk
+// is bit-identical to the same chunk of the all-reduce. Ring rank r owns chunk r when the
+// caller passes rank (r + N - 1) mod N (ring_allreduce.hpp owned_chunk()).
+//
 // Determinism and bit parity. Each chunk is reduced exactly once along a fixed path (from
 // its rank-c peer around the ring to its owner), in the same order on every run, and then
 // only copied. So every peer ends with the same bytes, whatever the timing. fp16/bf16 are
@@ -53,12 +61,13 @@
 namespace qccl::collectives {
 
 RingAllReduce::RingAllReduce(const ReduceDesc& desc, const void* sendbuf, void* recvbuf,
-                             uint32_t world, uint32_t rank)
+                             uint32_t world, uint32_t rank, Mode mode)
     : desc_(desc),
       send_(static_cast<const uint8_t*>(sendbuf)),
       recv_(static_cast<uint8_t*>(recvbuf)),
       world_(world),
       rank_(rank),
+      mode_(mode),
       elem_size_(dtype_size(desc.dtype)),
       segment_elems_(choose_segment_elems(desc.count, elem_size_, world)),
       codec_(wire_codec(desc)),
@@ -67,12 +76,13 @@ RingAllReduce::RingAllReduce(const ReduceDesc& desc, const void* sendbuf, void* 
   for (uint32_t s = 0; s < num_steps(); ++s) {
     expected_ += num_segments(chunk_range(desc.count, world, recv_chunk(s)).count, segment_elems_);
   }
-  claimed_.assign(static_cast<size_t>(num_steps()) * max_segments_, 0);
-  claimant_.assign(claimed_.size(), 0);
+  size_t frames = static_cast<size_t>(num_steps()) * max_segments_;
+  claims_ = FrameClaims(frames);
   max_frame_bytes_ = frame_bytes(segment_elems_);
   if (coded_) {
     slot_bytes_ = (max_frame_bytes_ + 7) & ~size_t{7};
-    wire_ = std::make_unique_for_overwrite<uint8_t[]>(claimed_.size() * slot_bytes_);
+    size_t slots = frames + (mode_ == Mode::kReduceScatter ? max_segments_ : 0);
+    wire_ = std::make_unique_for_overwrite<uint8_t[]>(slots * slot_bytes_);
   }
 }
 
@@ -104,40 +114,23 @@ void RingAllReduce::fill_initial_frame(size_t j) {
 
 Result<RingAllReduce::RecvTarget> RingAllReduce::claim(uint32_t step, uint32_t segment,
                                                        size_t payload_bytes, uint32_t claimant) {
-  if (step >= num_steps()) {
-    return make_status(StatusCode::kPeerLost, "data frame for step {} of a {}-step operation",
-                       step, num_steps());
-  }
+  QCCL_RETURN_IF_ERROR(check_step(step, 0, num_steps()));
   Range chunk = chunk_range(desc_.count, world_, recv_chunk(step));
-  if (segment >= num_segments(chunk.count, segment_elems_)) {
-    return make_status(StatusCode::kPeerLost, "data frame for segment {} of step {}: out of range",
-                       segment, step);
-  }
-  Range seg = segment_range(chunk, segment_elems_, segment);
+  QCCL_ASSIGN_OR_RETURN(Range seg, check_segment(step, segment, chunk, segment_elems_));
   size_t bytes = frame_bytes(seg.count);
-  if (payload_bytes != bytes) {
-    return make_status(StatusCode::kPeerLost,
-                       "data frame (step {}, segment {}) has {} bytes, expected {}", step, segment,
-                       payload_bytes, bytes);
-  }
-  size_t index = frame_index(step, segment);
-  uint8_t& state = claimed_[index];
-  if (state == 2) return RecvTarget{nullptr, bytes, true, Duplicate::kReceived, 0};
-  if (state == 1) return RecvTarget{nullptr, bytes, true, Duplicate::kPending, claimant_[index]};
-  state = 1;
-  claimant_[index] = claimant;
+  QCCL_RETURN_IF_ERROR(check_payload(step, segment, payload_bytes, bytes));
+  auto c = claims_.claim(frame_index(step, segment), claimant);
+  if (c.duplicate != Duplicate::kNo) return FrameClaims::duplicate_target(c, bytes);
   return claim_target(step, segment);
 }
 
 void RingAllReduce::unclaim(uint32_t step, uint32_t segment, uint32_t claimant) {
-  size_t index = frame_index(step, segment);
-  if (claimed_[index] == 1 && claimant_[index] == claimant) claimed_[index] = 0;
+  claims_.unclaim(frame_index(step, segment), claimant);
 }
 
 void RingAllReduce::take_over(uint32_t step, uint32_t segment, uint32_t claimant,
                               const uint8_t* staging) {
-  size_t index = frame_index(step, segment);
-  claimant_[index] = claimant;
+  claims_.take_over(frame_index(step, segment), claimant);
   // Where the first copy was being read to; staged targets have no such place.
   auto target = claim_target(step, segment);
   if (!target.staged && target.dst) std::memcpy(target.dst, staging, target.bytes);
@@ -157,8 +150,7 @@ RingAllReduce::RecvTarget RingAllReduce::claim_target(uint32_t step, uint32_t se
 
 std::optional<RingAllReduce::Send> RingAllReduce::on_received(uint32_t step, uint32_t segment,
                                                              const uint8_t* staging) {
-  claimed_[frame_index(step, segment)] = 2;
-  ++received_;
+  claims_.mark_received(frame_index(step, segment));
   Range chunk = chunk_range(desc_.count, world_, recv_chunk(step));
   Range seg = segment_range(chunk, segment_elems_, segment);
   uint8_t* dst = recv_ + seg.offset * elem_size_;

@@ -10,9 +10,10 @@
 #include <cstdint>
 #include <memory>
 #include <optional>
-#include <vector>
 
 #include "collectives/chunking.hpp"
+#include "collectives/frame_claims.hpp"
+#include "collectives/ring_frames.hpp"
 #include "collectives/reduce_desc.hpp"
 #include "common/status.hpp"
 #include "quant/quantize.hpp"
@@ -21,34 +22,23 @@ namespace qccl::collectives {
 
 class RingAllReduce {
  public:
-  // A frame to send to the next peer: bytes [data, data + bytes) of a user buffer, or of this
-  // object's wire buffer when the operation is quantized.
-  struct Send {
-    uint32_t step = 0;
-    uint32_t segment = 0;
-    const uint8_t* data = nullptr;
-    size_t bytes = 0;
-  };
-  // Where the payload of an incoming frame goes. staged: into the caller's staging buffer
-  // (at least max_segment_bytes()), then on_received() reduces it into place; otherwise
-  // straight into `dst`, its final place (or, quantized, the wire slot it is forwarded from).
-  // A frame that arrives twice (the sender resent it on another connection after one
-  // stalled, peer/data_links.hpp) is not an error: `duplicate` says whether the first copy was
-  // taken in already (kReceived: skip the payload) or is still being read by connection
-  // `claimant` (kPending: read this copy into staging; take_over() if it completes first).
-  enum class Duplicate { kNo, kReceived, kPending };
-  struct RecvTarget {
-    uint8_t* dst = nullptr;
-    size_t bytes = 0;
-    bool staged = false;
-    Duplicate duplicate = Duplicate::kNo;
-    uint32_t claimant = 0;  // kPending: the connection reading the first copy
-  };
+  // The frame vocabulary of every ring dataflow (ring_frames.hpp), under the names the op
+  // layer has always used.
+  using Send = collectives::Send;
+  using Duplicate = collectives::Duplicate;
+  using RecvTarget = collectives::RecvTarget;
+
+  // kAllReduce: every peer ends with the whole reduced buffer in recvbuf.
+  // kReduceScatter: only the reduce-scatter half runs (steps 0..N-2); the peer ends with the
+  // fully reduced chunk it owns, owned_chunk(), at that chunk's offset in recvbuf, bit for bit
+  // what the all-reduce of the same inputs gives there (Avg divided, quantized values as the
+  // all-reduce's owner encodes them); the rest of recvbuf is scratch.
+  enum class Mode { kAllReduce, kReduceScatter };
 
   // REQUIRES: world >= 2, rank < world, validate(desc) ok, buffers of desc.count elements
   // (equal for in-place). The caller owns the buffers and keeps them alive.
   RingAllReduce(const ReduceDesc& desc, const void* sendbuf, void* recvbuf, uint32_t world,
-                uint32_t rank);
+                uint32_t rank, Mode mode = Mode::kAllReduce);
 
   // The frames of step 0 (this peer's own chunk), to send at once: initial_frames() of them,
   // frame j being initial_frame(j). When initial_frames_need_fill(), frame j's bytes are
@@ -74,23 +64,31 @@ class RingAllReduce {
   // stopped (its connection closed), so nothing else writes the frame's memory.
   void take_over(uint32_t step, uint32_t segment, uint32_t claimant, const uint8_t* staging);
   bool received(uint32_t step, uint32_t segment) const {
-    return claimed_[frame_index(step, segment)] == 2;
+    return claims_.received(frame_index(step, segment));
   }
   // The claimed frame's payload is in place (in `staging` if staged). Reduces it and returns
   // the frame to forward to the next peer, if any.
   std::optional<Send> on_received(uint32_t step, uint32_t segment, const uint8_t* staging);
 
-  bool complete() const { return received_ == expected_; }
+  bool complete() const { return claims_.received_count() == expected_; }
   size_t expected_frames() const { return expected_; }
   // The largest frame payload: what a staging buffer must hold.
   size_t max_segment_bytes() const { return max_frame_bytes_; }
-  uint32_t num_steps() const { return 2 * (world_ - 1); }
+  uint32_t num_steps() const {
+    return mode_ == Mode::kReduceScatter ? world_ - 1 : 2 * (world_ - 1);
+  }
+  // The absolute element range of the chunk this peer completes: chunk (rank + 1) mod N
+  // (chunking.hpp: the first count % N chunks have one element more). In kReduceScatter mode
+  // the only part of recvbuf that holds a result. A caller that wants ring rank r to own
+  // chunk r (the usual reduce-scatter contract) constructs the peer of ring rank r with
+  // rank (r + N - 1) mod N: a rotation of the labels, so the neighbours stay the same.
+  Range owned_chunk() const { return chunk_range(desc_.count, world_, (rank_ + 1) % world_); }
 
  private:
   uint32_t recv_chunk(uint32_t step) const { return (rank_ + 2 * world_ - step - 1) % world_; }
   uint32_t send_chunk(uint32_t step) const { return (rank_ + 2 * world_ - step) % world_; }
   size_t frame_index(uint32_t step, uint32_t segment) const {
-    return static_cast<size_t>(step) * max_segments_ + segment;
+    return collectives::frame_index(step, segment, max_segments_);
   }
   size_t frame_bytes(size_t elems) const {
     return coded_ ? quant::encoded_bytes(codec_, elems) : elems * elem_size_;
@@ -109,6 +107,7 @@ class RingAllReduce {
   uint8_t* recv_;
   uint32_t world_;
   uint32_t rank_;
+  Mode mode_;
   size_t elem_size_;
   size_t segment_elems_;
   size_t max_segments_;
@@ -116,11 +115,11 @@ class RingAllReduce {
   bool coded_;
   size_t max_frame_bytes_;
   size_t slot_bytes_ = 0;
-  std::unique_ptr<uint8_t[]> wire_;  // quantized only: one slot per (step, segment) sent
+  // Quantized only: one slot per (step, segment) sent; in kReduceScatter mode one step more,
+  // where the owner encodes its final chunk (only for what that decodes to).
+  std::unique_ptr<uint8_t[]> wire_;
   size_t expected_ = 0;
-  size_t received_ = 0;
-  std::vector<uint8_t> claimed_;     // per (step, segment): 0 free, 1 claimed, 2 received
-  std::vector<uint32_t> claimant_;  // per (step, segment): who holds a claim (state 1)
+  FrameClaims claims_;
 };
 
 }  // namespace qccl::collectives
