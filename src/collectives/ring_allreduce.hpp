@@ -1,7 +1,8 @@
-// RingAllReduce: the dataflow of one ring all-reduce, without any I/O.
+// RingAllReduce: the dataflow of one ring all-reduce, or of its first half alone (a
+// reduce-scatter, Mode::kReduceScatter), without any I/O.
 //
-// The transport (core/) feeds it frames and sends what it returns; tests drive N of them
-// through in-memory queues. See ring_allreduce.cpp for the algorithm.
+// The transport (core/) feeds it frames and sends what it returns (ring_frames.hpp); tests
+// drive N of them through in-memory queues. See ring_allreduce.cpp for the algorithm.
 //
 // Thread-safety: none; one operation is driven by one thread (the communicator's loop).
 #pragma once
