@@ -44,7 +44,7 @@ void check_allgather(const std::vector<size_t>& counts, size_t elem, bool in_pla
     recv[i].assign(total * elem, 0xAB);
     const void* src = send[i].data();
     if (in_place) {
-      std::memcpy(recv[i].data() + offset * elem, own, counts[i] * elem);
+      if (counts[i] > 0) std::memcpy(recv[i].data() + offset * elem, own, counts[i] * elem);
       src = recv[i].data() + offset * elem;
     }
     rings.push_back(std::make_unique<RingAllGather>(src, recv[i].data(), counts, elem, world, i));
