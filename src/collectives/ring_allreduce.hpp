@@ -14,8 +14,8 @@
 
 #include "collectives/chunking.hpp"
 #include "collectives/frame_claims.hpp"
-#include "collectives/ring_frames.hpp"
 #include "collectives/reduce_desc.hpp"
+#include "collectives/ring_frames.hpp"
 #include "common/status.hpp"
 #include "quant/quantize.hpp"
 
