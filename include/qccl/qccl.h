@@ -294,6 +294,89 @@ QCCL_API qcclResult_t qcclAllReduceMultipleWithRetry(const qcclReduceOp_t *ops, 
                                                      QCCL_NULLABLE qcclReduceInfo_t *info_out);
 
 /* ------------------------------------------------------------------------------------------ */
+/* Broadcast, all-gather, reduce-scatter, barrier                                             */
+/* ------------------------------------------------------------------------------------------ */
+
+/* What an operation covered. Set peer_ids (NULLABLE) to room for peer_ids_capacity ids before
+ * the call; on success the first min(world_size, peer_ids_capacity) entries are the
+ * participants' peer ids (QCCL_ATTR_PEER_ID) in ring order: the order of an all-gather's
+ * blocks and of a reduce-scatter's block assignment. On failure world_size is 0. */
+typedef struct {
+  uint32_t world_size;            /* peers that took part                                       */
+  uint64_t epoch;                 /* the group epoch it ran in (QCCL_ATTR_EPOCH then)            */
+  uint64_t tx_bytes, rx_bytes;    /* bytes this peer sent and received for the operation       */
+  QCCL_NULLABLE uint64_t *peer_ids;
+  size_t peer_ids_capacity;
+} qcclOpInfo_t;
+
+/* Every operation below runs over the accepted peers of this peer's group, like qcclAllReduce,
+ * with the same guarantees: all or nothing (on failure it failed on every peer, inputs are
+ * untouched and a buffer that is both input and output holds its input again); every peer
+ * calls it with the same tag, kind and descriptor (or all get qcclMismatch); qcclPeerLost
+ * means the ring was rebuilt, retry at once; a group of fewer than 2 peers gives
+ * qcclTooFewPeers. Each has an ...Async form returning a qcclOp_t for qcclTest / qcclWait /
+ * qcclWaitInfo (buffers valid until then). Errors as qcclAllReduce. docs/c_api.md has each
+ * one's details. */
+
+/* Broadcast of count elements from the peer whose QCCL_ATTR_PEER_ID is root_peer_id (a stable
+ * id, unlike a ring rank, so a retry after churn sends the same data) into buf on every other
+ * peer, pipelined along the ring. A root that is not in the group fails it on every peer with
+ * qcclInvalidArgument. */
+QCCL_API qcclResult_t qcclBroadcast(void *buf, size_t count, qcclDataType_t dtype,
+                                    uint64_t root_peer_id, uint64_t tag, qcclComm_t *comm,
+                                    QCCL_NULLABLE qcclOpInfo_t *info_out);
+QCCL_API qcclResult_t qcclBroadcastAsync(void *buf, size_t count, qcclDataType_t dtype,
+                                         uint64_t root_peer_id, uint64_t tag, qcclComm_t *comm,
+                                         qcclOp_t **op_out);
+/* All-gather: every peer contributes sendcount elements; recvbuf (room for recvcount elements)
+ * receives world_size x sendcount elements, the contributions in ring order. The group's size
+ * is known only when the operation runs: if recvbuf is too small then, it fails on every peer
+ * with qcclInvalidArgument. In place: sendbuf is this peer's block of recvbuf (recvbuf + ring
+ * rank x sendcount). */
+QCCL_API qcclResult_t qcclAllGather(const void *sendbuf, void *recvbuf, size_t sendcount,
+                                    size_t recvcount, qcclDataType_t dtype, uint64_t tag,
+                                    qcclComm_t *comm, QCCL_NULLABLE qcclOpInfo_t *info_out);
+QCCL_API qcclResult_t qcclAllGatherAsync(const void *sendbuf, void *recvbuf, size_t sendcount,
+                                         size_t recvcount, qcclDataType_t dtype, uint64_t tag,
+                                         qcclComm_t *comm, qcclOp_t **op_out);
+/* All-gather of variable sizes: every peer contributes its own sendcount (0 allowed); recvbuf
+ * (room for recvcount elements) receives the contributions concatenated in ring order, and
+ * counts (NULLABLE; room for counts_capacity entries, at least the group's size) each peer's
+ * count in ring order; peer i's block starts at the sum of counts[0..i). The counts travel
+ * first (a small all-gather), so no peer needs to know the others'. Too little room in recvbuf
+ * or counts fails it on every peer with qcclInvalidArgument. */
+QCCL_API qcclResult_t qcclAllGatherV(const void *sendbuf, size_t sendcount, void *recvbuf,
+                                     size_t recvcount, qcclDataType_t dtype,
+                                     QCCL_NULLABLE size_t *counts, size_t counts_capacity,
+                                     uint64_t tag, qcclComm_t *comm,
+                                     QCCL_NULLABLE qcclOpInfo_t *info_out);
+QCCL_API qcclResult_t qcclAllGatherVAsync(const void *sendbuf, size_t sendcount, void *recvbuf,
+                                          size_t recvcount, qcclDataType_t dtype,
+                                          QCCL_NULLABLE size_t *counts, size_t counts_capacity,
+                                          uint64_t tag, qcclComm_t *comm, qcclOp_t **op_out);
+/* Reduce-scatter: every peer passes desc->count elements in sendbuf (every dtype, op and
+ * quantization of qcclAllReduce); the peer at ring rank r receives block r of the reduction
+ * in recvbuf (room for recvcount elements). Blocks: desc->count split into world_size
+ * contiguous blocks whose sizes differ by at most one, the first desc->count % world_size
+ * one element larger. Each block is bit-identical to the same block of a qcclAllReduce of the
+ * same inputs. In place: recvbuf == sendbuf (the block lands at its start). A block larger than
+ * recvcount fails it on every peer with qcclInvalidArgument. */
+QCCL_API qcclResult_t qcclReduceScatter(const void *sendbuf, void *recvbuf, size_t recvcount,
+                                        const qcclReduceDesc_t *desc, qcclComm_t *comm,
+                                        QCCL_NULLABLE qcclOpInfo_t *info_out);
+QCCL_API qcclResult_t qcclReduceScatterAsync(const void *sendbuf, void *recvbuf,
+                                             size_t recvcount, const qcclReduceDesc_t *desc,
+                                             qcclComm_t *comm, qcclOp_t **op_out);
+/* Returns once every peer of the group has called it with this tag (the master commits it
+ * when all have). */
+QCCL_API qcclResult_t qcclBarrier(uint64_t tag, qcclComm_t *comm,
+                                  QCCL_NULLABLE qcclOpInfo_t *info_out);
+QCCL_API qcclResult_t qcclBarrierAsync(uint64_t tag, qcclComm_t *comm, qcclOp_t **op_out);
+/* qcclWait with the full qcclOpInfo_t (any operation, all-reduce included): waits, returns the
+ * operation's result and frees the handle. */
+QCCL_API qcclResult_t qcclWaitInfo(qcclOp_t *op, QCCL_NULLABLE qcclOpInfo_t *info_out);
+
+/* ------------------------------------------------------------------------------------------ */
 /* Shared state                                                                               */
 /* ------------------------------------------------------------------------------------------ */
 

@@ -21,10 +21,10 @@ from __future__ import annotations
 import atexit as _atexit
 
 from . import _errors, _qccl
-from ._comm import AllReduceOp, Communicator, SharedState
+from ._comm import AllReduceOp, Communicator, Op, SharedState
 from ._comm import _close_all as _close_all_comms
-from ._enums import (Attribute, DataType, PeerInfo, QuantAlgorithm, Quantization, ReduceInfo,
-                     ReduceOp, Result, SyncInfo, SyncStrategy)
+from ._enums import (Attribute, DataType, OpInfo, PeerInfo, QuantAlgorithm, Quantization,
+                     ReduceInfo, ReduceOp, Result, SyncInfo, SyncStrategy)
 from ._errors import (AbortedError, AuthFailedError, InternalError, InvalidArgumentError,
                       InvalidUsageError, KickedError, MasterUnreachableError, MismatchError,
                       PeerLostError, QcclError, TimeoutError, TooFewPeersError)
@@ -40,10 +40,12 @@ __all__ = [
     "Master",
     "Communicator",
     "AllReduceOp",
+    "Op",
     "SharedState",
     # enums and values
     "Attribute",
     "DataType",
+    "OpInfo",
     "PeerInfo",
     "QuantAlgorithm",
     "Quantization",

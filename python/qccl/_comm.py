@@ -13,7 +13,7 @@ from ._enums import (Attribute, PeerInfo, Quantization, ReduceInfo, ReduceOp, Sy
 from ._errors import InvalidArgumentError, InvalidUsageError
 from ._handle import Handle
 
-__all__ = ["Communicator", "AllReduceOp", "SharedState"]
+__all__ = ["Communicator", "Op", "AllReduceOp", "SharedState"]
 
 _U32 = 2**32
 _U64 = 2**64
@@ -57,6 +57,19 @@ def _enum(cls, name: str, value: Any):
         raise ValueError(f"{name} must be a qccl.{cls.__name__}, not {value!r}") from None
 
 
+def _gather_buffers(tensor: Any, out: Any) -> Tuple[Buffer, Buffer]:
+    """(send, recv) of an all-gather or reduce-scatter: ``out`` is a separate buffer of the
+    same dtype (any shape; its element count is the room the op may use)."""
+    if out is None:
+        raise TypeError("out is required (the buffer that receives the result)")
+    s = resolve(tensor, writable=False, what="tensor")
+    r = resolve(out, writable=True, what="out", copy_in=False)
+    if r.dtype != s.dtype:
+        raise TypeError(f"out has dtype {r.dtype.name.lower()} but tensor has "
+                        f"{s.dtype.name.lower()}: they must match")
+    return s, r
+
+
 class _Desc:
     """An all-reduce's buffers and descriptor, resolved and checked."""
 
@@ -80,8 +93,29 @@ class _Desc:
         self.recv.copy_back()
 
 
-class AllReduceOp:
-    """An asynchronous all-reduce started by :meth:`Communicator.all_reduce_async`.
+def _info(t: Tuple[Any, ...], counts: Sequence[int] = ()) -> ReduceInfo:
+    """The binding's (world, tx, rx, epoch, [peers]) as a ReduceInfo."""
+    world, tx, rx, epoch, peers = t
+    return ReduceInfo(world, tx, rx, epoch, tuple(peers), tuple(counts))
+
+
+class _Outputs:
+    """The buffers an operation writes, for copy_back after success (staged CUDA tensors)."""
+
+    __slots__ = ("buffers",)
+
+    def __init__(self, buffers: Sequence[Buffer]) -> None:
+        self.buffers = list(buffers)
+
+    def copy_back(self) -> None:
+        for b in self.buffers:
+            b.copy_back()
+
+
+class Op:
+    """An asynchronous operation started by one of :class:`Communicator`'s ``..._async``
+    methods (``all_reduce_async``, ``broadcast_async``, ``all_gather_async``,
+    ``all_gather_v_async``, ``reduce_scatter_async``, ``barrier_async``).
 
     Holds references to its tensors until it has been waited for, so the caller may drop
     its own. ``wait()`` returns the :class:`qccl.ReduceInfo` or raises the operation's
@@ -93,21 +127,21 @@ class AllReduceOp:
 
     __slots__ = ("_op", "_desc", "_info", "_lock", "__weakref__")
 
-    def __init__(self, op: "_C.Op", desc: _Desc) -> None:
+    def __init__(self, op: "_C.Op", desc: Any) -> None:
         self._op = op
-        self._desc: Optional[_Desc] = desc
+        self._desc: Any = desc  # has copy_back(): _Desc or _Outputs
         self._info: Optional[ReduceInfo] = None
         self._lock = threading.Lock()
 
     def wait(self) -> ReduceInfo:
         """Blocks (without the GIL) until the operation ended; returns its info or raises."""
-        world, tx, rx = self._op.wait()  # raises the op's error, every time
+        t = self._op.wait()  # raises the op's error, every time
         with self._lock:
             if self._info is None:
                 if self._desc is not None:
                     self._desc.copy_back()
                     self._desc = None
-                self._info = ReduceInfo(world, tx, rx)
+                self._info = _info(t, self._op.counts())
             return self._info
 
     def done(self) -> bool:
@@ -119,7 +153,7 @@ class AllReduceOp:
         return self._op.test()
 
     def __repr__(self) -> str:
-        return f"<qccl.AllReduceOp {'done' if self.done() else 'in flight'}>"
+        return f"<qccl.Op {'done' if self.done() else 'in flight'}>"
 
     def __del__(self) -> None:
         # Dropped without wait(): the library may still use the buffers, so the C op (which
@@ -132,6 +166,9 @@ class AllReduceOp:
                                  daemon=True).start()
         except Exception:  # never raise from __del__ (at shutdown, the C op waits itself)
             pass
+
+
+AllReduceOp = Op  # the name before the other collectives came
 
 
 def _reap(op: "_C.Op") -> None:
@@ -375,22 +412,22 @@ class Communicator(Handle):
         Blocks without the GIL. Returns a :class:`qccl.ReduceInfo`.
         """
         d = _Desc(tensor, out, op, tag, quantization)
-        world, tx, rx = self._c.all_reduce(*d.args())
+        info = _info(self._c.all_reduce(*d.args()))
         d.copy_back()
-        return ReduceInfo(world, tx, rx)
+        return info
 
     def all_reduce_async(self, tensor: Any, out: Any = None, op: ReduceOp = ReduceOp.SUM,
                          tag: int = 0,
-                         quantization: Optional[Quantization] = None) -> AllReduceOp:
+                         quantization: Optional[Quantization] = None) -> Op:
         """Starts an all-reduce and returns at once; see :meth:`all_reduce`.
 
         Ops in flight at the same time need different tags. The returned
-        :class:`AllReduceOp` keeps the tensors alive until it has been waited for; do not
+        :class:`Op` keeps the tensors alive until it has been waited for; do not
         touch their contents before ``wait()`` returned.
         """
         d = _Desc(tensor, out, op, tag, quantization)
         c_op = self._c.all_reduce_async(*d.args(), [b.keep for b in d.buffers()])
-        return AllReduceOp(c_op, d)
+        return Op(c_op, d)
 
     def all_reduce_multiple_with_retry(
             self, ops: Sequence[Tuple[Any, ...]], max_in_flight: int = 4) -> ReduceInfo:
@@ -418,11 +455,90 @@ class Communicator(Handle):
                                 f"(allowed: op, tag, quantization)")
             descs.append(_Desc(entry[0], entry[1], kwargs.get("op", ReduceOp.SUM),
                                kwargs.get("tag", i), kwargs.get("quantization")))
-        world, tx, rx = self._c.all_reduce_multiple_with_retry([d.args() for d in descs],
-                                                               max_in_flight)
+        world, tx, rx, _, _ = self._c.all_reduce_multiple_with_retry(
+            [d.args() for d in descs], max_in_flight)
         for d in descs:
             d.copy_back()
         return ReduceInfo(world, tx, rx)
+
+    # ---- broadcast, all-gather, reduce-scatter, barrier ----
+    # Each runs over the accepted peers of this peer's group with all-reduce's guarantees (all
+    # or nothing, retry after PeerLostError, MismatchError when peers disagree) and returns a
+    # ReduceInfo saying what it covered; each has an ``_async`` form returning an :class:`Op`.
+
+    def broadcast(self, tensor: Any, root: int, tag: int = 0) -> ReduceInfo:
+        """Broadcasts ``tensor`` from the peer whose :attr:`peer_id` is ``root`` into
+        ``tensor`` on every other peer of the group (pipelined along the ring). Every peer
+        passes the same count, dtype, root and tag. A root not in the group raises
+        :class:`qccl.InvalidArgumentError` on every peer. On failure ``tensor`` is as it was.
+        """
+        return self.broadcast_async(tensor, root, tag).wait()
+
+    def broadcast_async(self, tensor: Any, root: int, tag: int = 0) -> Op:
+        """Starts :meth:`broadcast` and returns at once."""
+        b = resolve(tensor, writable=True, what="tensor")
+        c_op = self._c.broadcast_async(b.ptr, b.count, int(b.dtype), _u64("root", root),
+                                       _u64("tag", tag), [b.keep])
+        return Op(c_op, _Outputs([b]))
+
+    def all_gather(self, tensor: Any, out: Any, tag: int = 0) -> ReduceInfo:
+        """Gathers every peer's ``tensor`` (the same element count everywhere) into ``out``,
+        concatenated in ring order (``info.peers`` names the peer of each block). ``out``
+        (same dtype, any shape) needs room for ``world_size x tensor.numel()`` elements when
+        the op runs, else :class:`qccl.InvalidArgumentError` on every peer.
+        """
+        return self.all_gather_async(tensor, out, tag).wait()
+
+    def all_gather_async(self, tensor: Any, out: Any, tag: int = 0) -> Op:
+        """Starts :meth:`all_gather` and returns at once."""
+        s, r = _gather_buffers(tensor, out)
+        c_op = self._c.all_gather_async(s.ptr, r.ptr, s.count, r.count, int(s.dtype),
+                                        _u64("tag", tag), [s.keep, r.keep])
+        return Op(c_op, _Outputs([r]))
+
+    def all_gather_v(self, tensor: Any, out: Any, tag: int = 0) -> ReduceInfo:
+        """Like :meth:`all_gather`, but each peer contributes its own number of elements
+        (zero included): ``out`` receives them concatenated in ring order, and
+        ``info.counts`` each peer's count (peer i's block starts at ``sum(counts[:i])``).
+        ``out`` needs room for the total, else :class:`qccl.InvalidArgumentError` everywhere.
+        """
+        return self.all_gather_v_async(tensor, out, tag).wait()
+
+    def all_gather_v_async(self, tensor: Any, out: Any, tag: int = 0) -> Op:
+        """Starts :meth:`all_gather_v` and returns at once."""
+        s, r = _gather_buffers(tensor, out)
+        c_op = self._c.all_gather_v_async(s.ptr, s.count, r.ptr, r.count, int(s.dtype),
+                                          _u64("tag", tag), [s.keep, r.keep])
+        return Op(c_op, _Outputs([r]))
+
+    def reduce_scatter(self, tensor: Any, out: Any, op: ReduceOp = ReduceOp.SUM, tag: int = 0,
+                       quantization: Optional[Quantization] = None) -> ReduceInfo:
+        """Reduces every peer's ``tensor`` (same count, dtype, op, quantization everywhere)
+        and leaves block r of the result in ``out`` on the peer at ring rank r. Blocks split
+        ``tensor.numel()`` N ways, the first ``numel % N`` one element larger; ``out`` needs
+        room for this peer's block. Bit-identical to the same block of :meth:`all_reduce`.
+        """
+        return self.reduce_scatter_async(tensor, out, op, tag, quantization).wait()
+
+    def reduce_scatter_async(self, tensor: Any, out: Any, op: ReduceOp = ReduceOp.SUM,
+                             tag: int = 0,
+                             quantization: Optional[Quantization] = None) -> Op:
+        """Starts :meth:`reduce_scatter` and returns at once."""
+        s, r = _gather_buffers(tensor, out)
+        red = _enum(ReduceOp, "op", op)
+        q_algorithm, q_dtype = _quantization_args(quantization, s.dtype)
+        c_op = self._c.reduce_scatter_async(s.ptr, r.ptr, r.count, s.count, int(s.dtype),
+                                            int(red), _u64("tag", tag), q_algorithm, q_dtype,
+                                            [s.keep, r.keep])
+        return Op(c_op, _Outputs([r]))
+
+    def barrier(self, tag: int = 0) -> ReduceInfo:
+        """Returns once every peer of the group has called it with ``tag``."""
+        return self.barrier_async(tag).wait()
+
+    def barrier_async(self, tag: int = 0) -> Op:
+        """Starts :meth:`barrier` and returns at once."""
+        return Op(self._c.barrier_async(_u64("tag", tag)), None)
 
     # ---- shared state ----
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass
-from typing import NamedTuple, Optional
+from typing import NamedTuple, Optional, Tuple
 
 from . import _qccl as _C
 
@@ -149,16 +149,26 @@ class Quantization:
 
 @dataclass(frozen=True)
 class ReduceInfo:
-    """What an all-reduce did (``qcclReduceInfo_t``).
+    """What a collective operation covered (``qcclOpInfo_t``).
 
-    ``world_size``: peers whose contributions are in the result. ``tx_bytes`` /
-    ``rx_bytes``: bytes this peer sent / received for the operation (for
+    ``world_size``: peers that took part (whose contributions are in the result).
+    ``tx_bytes`` / ``rx_bytes``: bytes this peer sent / received for the operation (for
     ``all_reduce_multiple_with_retry``: summed over the ops, world size of the last op).
+    ``epoch``: the group epoch it ran in; ``peers``: the participants' peer ids in ring order
+    (the order of an all-gather's blocks; ring rank r received block r of a reduce-scatter);
+    both empty for ``all_reduce_multiple_with_retry``. ``counts``: for ``all_gather_v``, each
+    peer's contribution in elements, in the same order.
     """
 
     world_size: int
     tx_bytes: int
     rx_bytes: int
+    epoch: int = 0
+    peers: Tuple[int, ...] = ()
+    counts: Tuple[int, ...] = ()
+
+
+OpInfo = ReduceInfo  # the C API's name (qcclOpInfo_t)
 
 
 @dataclass(frozen=True)

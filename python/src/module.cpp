@@ -24,8 +24,11 @@
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
+#include <algorithm>
 #include <condition_variable>
 #include <cstdint>
+#include <functional>
+#include <memory>
 #include <mutex>
 #include <optional>
 #include <string>
@@ -89,7 +92,27 @@ void check(qcclResult_t r) {
 }
 
 py::tuple reduce_info(const qcclReduceInfo_t& info) {
-  return py::make_tuple(info.world_size, info.tx_bytes, info.rx_bytes);
+  return py::make_tuple(info.world_size, info.tx_bytes, info.rx_bytes, 0, py::list());
+}
+
+// Room for what an operation covered (qcclOpInfo_t): the participants' peer ids.
+struct OpInfo {
+  explicit OpInfo(size_t capacity) : peers(capacity) {
+    c.peer_ids = peers.data();
+    c.peer_ids_capacity = peers.size();
+  }
+  qcclOpInfo_t c{};
+  std::vector<uint64_t> peers;
+};
+
+// (world_size, tx_bytes, rx_bytes, epoch, [peer ids in ring order]).
+py::tuple op_info(const OpInfo& info) {
+  py::list peers;
+  for (size_t i = 0; i < info.c.world_size && i < info.peers.size(); ++i) {
+    peers.append(info.peers[i]);
+  }
+  return py::make_tuple(info.c.world_size, info.c.tx_bytes, info.c.rx_bytes, info.c.epoch,
+                        peers);
 }
 
 // Counts the calls in progress on a handle so that it is destroyed only when none is.
@@ -259,6 +282,7 @@ class Master {
   int active_calls() const { return gate_.active(); }
 
  private:
+
   qcclMaster_t* master_ = nullptr;
   UseGate gate_;
 };
@@ -267,7 +291,12 @@ class Master {
 
 class Op {
  public:
-  Op(qcclOp_t* op, py::object keepalive) : op_(op), keepalive_(std::move(keepalive)) {}
+  // `peers_capacity`: room for the participants' ids; `counts`: an all-gather-v's per-peer
+  // counts, written by the library when the op completes (so owned here until then).
+  Op(qcclOp_t* op, py::object keepalive, size_t peers_capacity,
+     std::unique_ptr<std::vector<size_t>> counts = nullptr)
+      : op_(op), keepalive_(std::move(keepalive)), info_(peers_capacity),
+        counts_(std::move(counts)) {}
   ~Op() {
     // Never raise from a destructor; an unwaited op is waited for here, without the GIL, so
     // that the buffers it uses outlive it. keepalive_ is released after this body, with the
@@ -292,7 +321,15 @@ class Op {
   py::tuple wait() {
     finish();
     if (result_ != qcclSuccess) raise_result(result_, message_);
-    return reduce_info(info_);
+    return op_info(info_);
+  }
+  // An all-gather-v's per-peer counts (after a successful wait()).
+  std::vector<size_t> counts() {
+    finish();
+    if (!counts_ || result_ != qcclSuccess) return {};
+    return std::vector<size_t>(counts_->begin(),
+                               counts_->begin() + std::min<size_t>(info_.c.world_size,
+                                                                   counts_->size()));
   }
 
   bool waited() {
@@ -311,13 +348,11 @@ class Op {
         state_ = State::kWaiting;
         qcclOp_t* op = std::exchange(op_, nullptr);
         lock.unlock();
-        qcclReduceInfo_t info{};
-        qcclResult_t r = qcclWait(op, &info);
+        qcclResult_t r = qcclWaitInfo(op, &info_.c);
         std::string message = r == qcclSuccess ? std::string() : qcclGetLastError();
         lock.lock();
         result_ = r;
         message_ = std::move(message);
-        info_ = info;
         state_ = State::kDone;
         cv_.notify_all();
       } else {
@@ -334,8 +369,9 @@ class Op {
   qcclOp_t* op_;
   qcclResult_t result_ = qcclSuccess;
   std::string message_;
-  qcclReduceInfo_t info_{};
   py::object keepalive_;
+  OpInfo info_;
+  std::unique_ptr<std::vector<size_t>> counts_;
 };
 
 // ---- communicator ---------------------------------------------------------------------------
@@ -421,12 +457,72 @@ class Comm {
                        uint64_t tag, int q_algorithm, int q_dtype) {
     Use use(gate_, "communicator");
     qcclReduceDesc_t d = make_desc(count, dtype, op, tag, q_algorithm, q_dtype);
-    qcclReduceInfo_t info{};
-    check(without_gil([&] {
-      return qcclAllReduce(reinterpret_cast<const void*>(send), reinterpret_cast<void*>(recv),
-                           &d, comm_, &info);
-    }));
-    return reduce_info(info);
+    return blocking([&](qcclOp_t** h) {
+      return qcclAllReduceAsync(reinterpret_cast<const void*>(send),
+                                reinterpret_cast<void*>(recv), &d, comm_, h);
+    });
+  }
+
+  // ---- the other collectives: each blocking (returns op_info) and async (returns an Op) ----
+
+  py::tuple broadcast(uintptr_t buf, size_t count, int dtype, uint64_t root, uint64_t tag) {
+    Use use(gate_, "communicator");
+    return blocking(broadcast_start(buf, count, dtype, root, tag));
+  }
+  std::unique_ptr<Op> broadcast_async(uintptr_t buf, size_t count, int dtype, uint64_t root,
+                                      uint64_t tag, py::object keepalive) {
+    Use use(gate_, "communicator");
+    return async(broadcast_start(buf, count, dtype, root, tag), std::move(keepalive));
+  }
+  py::tuple all_gather(uintptr_t send, uintptr_t recv, size_t count, size_t recv_count,
+                       int dtype, uint64_t tag) {
+    Use use(gate_, "communicator");
+    return blocking(all_gather_start(send, recv, count, recv_count, dtype, tag));
+  }
+  std::unique_ptr<Op> all_gather_async(uintptr_t send, uintptr_t recv, size_t count,
+                                       size_t recv_count, int dtype, uint64_t tag,
+                                       py::object keepalive) {
+    Use use(gate_, "communicator");
+    return async(all_gather_start(send, recv, count, recv_count, dtype, tag),
+                 std::move(keepalive));
+  }
+  // The counts come back through the Op (Op.counts()), blocking or not.
+  std::unique_ptr<Op> all_gather_v_async(uintptr_t send, size_t count, uintptr_t recv,
+                                         size_t recv_count, int dtype, uint64_t tag,
+                                         py::object keepalive) {
+    Use use(gate_, "communicator");
+    auto counts = std::make_unique<std::vector<size_t>>(peers_capacity());
+    size_t* out = counts->data();
+    size_t cap = counts->size();
+    return async(
+        [=, this](qcclOp_t** h) {
+          return qcclAllGatherVAsync(reinterpret_cast<const void*>(send), count,
+                                     reinterpret_cast<void*>(recv), recv_count,
+                                     static_cast<qcclDataType_t>(dtype), out, cap, tag, comm_, h);
+        },
+        std::move(keepalive), std::move(counts));
+  }
+  py::tuple reduce_scatter(uintptr_t send, uintptr_t recv, size_t recv_count, size_t count,
+                           int dtype, int op, uint64_t tag, int q_algorithm, int q_dtype) {
+    Use use(gate_, "communicator");
+    qcclReduceDesc_t d = make_desc(count, dtype, op, tag, q_algorithm, q_dtype);
+    return blocking(reduce_scatter_start(send, recv, recv_count, d));
+  }
+  std::unique_ptr<Op> reduce_scatter_async(uintptr_t send, uintptr_t recv, size_t recv_count,
+                                           size_t count, int dtype, int op, uint64_t tag,
+                                           int q_algorithm, int q_dtype, py::object keepalive) {
+    Use use(gate_, "communicator");
+    qcclReduceDesc_t d = make_desc(count, dtype, op, tag, q_algorithm, q_dtype);
+    return async(reduce_scatter_start(send, recv, recv_count, d), std::move(keepalive));
+  }
+  py::tuple barrier(uint64_t tag) {
+    Use use(gate_, "communicator");
+    return blocking([=, this](qcclOp_t** h) { return qcclBarrierAsync(tag, comm_, h); });
+  }
+  std::unique_ptr<Op> barrier_async(uint64_t tag) {
+    Use use(gate_, "communicator");
+    return async([=, this](qcclOp_t** h) { return qcclBarrierAsync(tag, comm_, h); },
+                 py::none());
   }
 
   std::unique_ptr<Op> all_reduce_async(uintptr_t send, uintptr_t recv, size_t count, int dtype,
@@ -439,7 +535,7 @@ class Comm {
       return qcclAllReduceAsync(reinterpret_cast<const void*>(send),
                                 reinterpret_cast<void*>(recv), &d, comm_, &handle);
     }));
-    return std::make_unique<Op>(handle, std::move(keepalive));
+    return std::make_unique<Op>(handle, std::move(keepalive), peers_capacity());
   }
 
   py::tuple all_reduce_multiple_with_retry(const std::vector<DescTuple>& ops, int max_in_flight) {
@@ -502,6 +598,51 @@ class Comm {
   int active_calls() const { return gate_.active(); }
 
  private:
+  // Starts an op: start(&handle), a qccl*Async call.
+  using Starter = std::function<qcclResult_t(qcclOp_t**)>;
+  // Room for the participants of an op: the group as last seen, with margin for joiners.
+  size_t peers_capacity() const {
+    int64_t n = 0;
+    if (qcclGetAttribute(comm_, QCCL_ATTR_GROUP_WORLD_SIZE, &n) != qcclSuccess) n = 0;
+    return static_cast<size_t>(std::max<int64_t>(n, 0)) + 256;
+  }
+  // Starts an op with start(&handle) and returns it as an Op.
+  template <typename Start>
+  std::unique_ptr<Op> async(Start&& start, py::object keepalive,
+                            std::unique_ptr<std::vector<size_t>> counts = nullptr) {
+    qcclOp_t* handle = nullptr;
+    check(without_gil([&] { return start(&handle); }));
+    return std::make_unique<Op>(handle, std::move(keepalive), peers_capacity(),
+                                std::move(counts));
+  }
+  // Starts an op and waits for it (without the GIL); returns op_info or raises.
+  template <typename Start>
+  py::tuple blocking(Start&& start) {
+    auto op = async(std::forward<Start>(start), py::none());
+    return op->wait();
+  }
+  Starter broadcast_start(uintptr_t buf, size_t count, int dtype, uint64_t root, uint64_t tag) {
+    return [=, this](qcclOp_t** h) {
+      return qcclBroadcastAsync(reinterpret_cast<void*>(buf), count,
+                                static_cast<qcclDataType_t>(dtype), root, tag, comm_, h);
+    };
+  }
+  Starter all_gather_start(uintptr_t send, uintptr_t recv, size_t count, size_t recv_count,
+                        int dtype, uint64_t tag) {
+    return [=, this](qcclOp_t** h) {
+      return qcclAllGatherAsync(reinterpret_cast<const void*>(send), reinterpret_cast<void*>(recv),
+                                count, recv_count, static_cast<qcclDataType_t>(dtype), tag, comm_,
+                                h);
+    };
+  }
+  Starter reduce_scatter_start(uintptr_t send, uintptr_t recv, size_t recv_count,
+                            qcclReduceDesc_t d) {
+    return [=, this](qcclOp_t** h) {
+      return qcclReduceScatterAsync(reinterpret_cast<const void*>(send),
+                                    reinterpret_cast<void*>(recv), recv_count, &d, comm_, h);
+    };
+  }
+
   qcclComm_t* comm_ = nullptr;
   UseGate gate_;
 };
@@ -625,9 +766,10 @@ PYBIND11_MODULE(_qccl, m) {
       .def_property_readonly("closed", &Master::closed)
       .def_property_readonly("active_calls", &Master::active_calls);
 
-  py::class_<Op>(m, "Op", "qcclOp_t: an asynchronous all-reduce.")
+  py::class_<Op>(m, "Op", "qcclOp_t: an asynchronous collective operation.")
       .def("test", &Op::test)
       .def("wait", &Op::wait)
+      .def("counts", &Op::counts)
       .def_property_readonly("waited", &Op::waited);
 
   py::class_<Comm>(m, "Comm", "qcclComm_t: one peer.")
@@ -651,6 +793,27 @@ PYBIND11_MODULE(_qccl, m) {
       .def("all_reduce_async", &Comm::all_reduce_async, py::arg("send"), py::arg("recv"),
            py::arg("count"), py::arg("dtype"), py::arg("op"), py::arg("tag"),
            py::arg("q_algorithm"), py::arg("q_dtype"), py::arg("keepalive"))
+      .def("broadcast", &Comm::broadcast, py::arg("buf"), py::arg("count"), py::arg("dtype"),
+           py::arg("root"), py::arg("tag"))
+      .def("broadcast_async", &Comm::broadcast_async, py::arg("buf"), py::arg("count"),
+           py::arg("dtype"), py::arg("root"), py::arg("tag"), py::arg("keepalive"))
+      .def("all_gather", &Comm::all_gather, py::arg("send"), py::arg("recv"), py::arg("count"),
+           py::arg("recv_count"), py::arg("dtype"), py::arg("tag"))
+      .def("all_gather_async", &Comm::all_gather_async, py::arg("send"), py::arg("recv"),
+           py::arg("count"), py::arg("recv_count"), py::arg("dtype"), py::arg("tag"),
+           py::arg("keepalive"))
+      .def("all_gather_v_async", &Comm::all_gather_v_async, py::arg("send"), py::arg("count"),
+           py::arg("recv"), py::arg("recv_count"), py::arg("dtype"), py::arg("tag"),
+           py::arg("keepalive"))
+      .def("reduce_scatter", &Comm::reduce_scatter, py::arg("send"), py::arg("recv"),
+           py::arg("recv_count"), py::arg("count"), py::arg("dtype"), py::arg("op"),
+           py::arg("tag"), py::arg("q_algorithm"), py::arg("q_dtype"))
+      .def("reduce_scatter_async", &Comm::reduce_scatter_async, py::arg("send"),
+           py::arg("recv"), py::arg("recv_count"), py::arg("count"), py::arg("dtype"),
+           py::arg("op"), py::arg("tag"), py::arg("q_algorithm"), py::arg("q_dtype"),
+           py::arg("keepalive"))
+      .def("barrier", &Comm::barrier, py::arg("tag"))
+      .def("barrier_async", &Comm::barrier_async, py::arg("tag"))
       .def("all_reduce_multiple_with_retry", &Comm::all_reduce_multiple_with_retry,
            py::arg("ops"), py::arg("max_in_flight"))
       .def("sync_shared_state", &Comm::sync_shared_state, py::arg("revision"),

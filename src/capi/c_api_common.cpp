@@ -26,4 +26,39 @@ qcclResult_t to_result(const Status& st, const char* fn) {
               std::string(fn) + ": " + std::string(qccl::strip_call_name(st.message())));
 }
 
+qcclResult_t to_reduce_desc(const qcclReduceDesc_t* d, qccl::collectives::ReduceDesc* out,
+                            const char* fn) {
+  out->count = d->count;
+  unsigned dtype = raw_enum(d->dtype), op = raw_enum(d->op);
+  unsigned algorithm = raw_enum(d->quantization.algorithm);
+  unsigned quant_dtype = raw_enum(d->quantization.quantized_dtype);
+  if (dtype >= qcclNumDataTypes || op >= qcclNumRedOps || algorithm > qcclQuantZeroPointScale) {
+    return fail(qcclInvalidArgument, std::string(fn) + ": desc has an unknown dtype, op or "
+                                                       "quantization algorithm");
+  }
+  out->dtype = static_cast<qccl::DataType>(dtype);
+  out->op = static_cast<qccl::ReduceOp>(op);
+  out->tag = d->tag;
+  out->quant_algorithm = static_cast<qccl::QuantAlgorithm>(algorithm);
+  if (algorithm != qcclQuantNone && quant_dtype >= qcclNumDataTypes) {
+    return fail(qcclInvalidArgument, std::string(fn) + ": desc has an unknown quantized_dtype");
+  }
+  // With qcclQuantNone an out-of-range quantized_dtype is ignored, like any non-float one.
+  out->quant_dtype = quant_dtype < qcclNumDataTypes ? static_cast<qccl::DataType>(quant_dtype)
+                                                    : out->dtype;
+  return to_result(qccl::collectives::validate(*out), fn);
+}
+
+void fill_info(const qccl::core::ReduceInfo& info, qcclOpInfo_t* out) {
+  if (!out) return;
+  out->world_size = info.world_size;
+  out->epoch = info.epoch;
+  out->tx_bytes = info.tx_bytes;
+  out->rx_bytes = info.rx_bytes;
+  if (!out->peer_ids) return;
+  for (size_t i = 0; i < info.peers.size() && i < out->peer_ids_capacity; ++i) {
+    out->peer_ids[i] = info.peers[i];
+  }
+}
+
 }  // namespace qccl::capi

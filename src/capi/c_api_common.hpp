@@ -8,6 +8,7 @@
 #include <string>
 
 #include "capi/handles.hpp"
+#include "collectives/reduce_desc.hpp"
 #include "common/status.hpp"
 #include "qccl/qccl.h"
 
@@ -47,6 +48,14 @@ unsigned raw_enum(const E& e) {
   std::memcpy(&v, &e, sizeof v);
   return v;
 }
+
+// Converts and checks a public reduce descriptor (qcclInvalidArgument with a message naming
+// `fn` if it is bad).
+qcclResult_t to_reduce_desc(const qcclReduceDesc_t* d, qccl::collectives::ReduceDesc* out,
+                            const char* fn);
+
+// Fills a caller's info (NULLABLE) from what an operation covered.
+void fill_info(const qccl::core::ReduceInfo& info, qcclOpInfo_t* out);
 
 inline bool valid(const qcclMaster* m) { return m != nullptr && m->magic == qcclMaster::kMagic; }
 inline bool valid(const qcclComm* c) {

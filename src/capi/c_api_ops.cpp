@@ -13,33 +13,11 @@ using qccl::Status;
 using qccl::capi::fail;
 using qccl::capi::guarded;
 using qccl::capi::raw_enum;
+using qccl::capi::to_reduce_desc;
 using qccl::capi::to_result;
 using qccl::capi::valid;
 
 namespace {
-
-// Converts and checks a public descriptor.
-qcclResult_t to_desc(const qcclReduceDesc_t* d, qccl::collectives::ReduceDesc* out, const char* fn) {
-  out->count = d->count;
-  unsigned dtype = raw_enum(d->dtype), op = raw_enum(d->op);
-  unsigned algorithm = raw_enum(d->quantization.algorithm);
-  unsigned quant_dtype = raw_enum(d->quantization.quantized_dtype);
-  if (dtype >= qcclNumDataTypes || op >= qcclNumRedOps || algorithm > qcclQuantZeroPointScale) {
-    return fail(qcclInvalidArgument, std::string(fn) + ": desc has an unknown dtype, op or "
-                                                       "quantization algorithm");
-  }
-  out->dtype = static_cast<qccl::DataType>(dtype);
-  out->op = static_cast<qccl::ReduceOp>(op);
-  out->tag = d->tag;
-  out->quant_algorithm = static_cast<qccl::QuantAlgorithm>(algorithm);
-  if (algorithm != qcclQuantNone && quant_dtype >= qcclNumDataTypes) {
-    return fail(qcclInvalidArgument, std::string(fn) + ": desc has an unknown quantized_dtype");
-  }
-  // With qcclQuantNone an out-of-range quantized_dtype is ignored, like any non-float one.
-  out->quant_dtype = quant_dtype < qcclNumDataTypes ? static_cast<qccl::DataType>(quant_dtype)
-                                                    : out->dtype;
-  return to_result(qccl::collectives::validate(*out), fn);
-}
 
 qcclResult_t check_buffers(const void* sendbuf, const void* recvbuf, const qcclReduceDesc_t* d,
                            const char* fn) {
@@ -62,7 +40,7 @@ qcclResult_t start_all_reduce(const char* fn, const void* sendbuf, void* recvbuf
   QCCL_REQUIRE(valid(comm), fn, "comm is NULL or not a communicator");
   QCCL_REQUIRE(desc != nullptr, fn, "desc is NULL");
   qccl::collectives::ReduceDesc d;
-  if (qcclResult_t r = to_desc(desc, &d, fn); r != qcclSuccess) return r;
+  if (qcclResult_t r = to_reduce_desc(desc, &d, fn); r != qcclSuccess) return r;
   if (qcclResult_t r = check_buffers(sendbuf, recvbuf, desc, fn); r != qcclSuccess) return r;
   auto h = comm->rep->all_reduce_async(sendbuf, recvbuf, d);
   if (!h.is_ok()) return to_result(h.status(), fn);
@@ -109,6 +87,19 @@ qcclResult_t qcclWait(qcclOp_t* op, qcclReduceInfo_t* info_out) {
   });
 }
 
+qcclResult_t qcclWaitInfo(qcclOp_t* op, qcclOpInfo_t* info_out) {
+  const char* fn = "qcclWaitInfo";
+  return guarded(fn, [&] {
+    QCCL_REQUIRE(valid(op), fn, "op is NULL or not an operation handle");
+    qccl::core::ReduceInfo info;
+    Status st = op->rep->wait(&info);
+    qccl::capi::fill_info(info, info_out);
+    op->magic = 0;
+    delete op;
+    return to_result(st, fn);
+  });
+}
+
 qcclResult_t qcclAllReduce(const void* sendbuf, void* recvbuf, const qcclReduceDesc_t* desc,
                            qcclComm_t* comm, qcclReduceInfo_t* info_out) {
   const char* fn = "qcclAllReduce";
@@ -133,7 +124,7 @@ qcclResult_t qcclAllReduceMultipleWithRetry(const qcclReduceOp_t* ops, size_t nu
     QCCL_REQUIRE(max_in_flight >= 1, fn, "max_in_flight must be at least 1");
     std::vector<qccl::core::MultiOp> multi(num_ops);
     for (size_t i = 0; i < num_ops; ++i) {
-      if (qcclResult_t r = to_desc(&ops[i].desc, &multi[i].desc, fn); r != qcclSuccess) return r;
+      if (qcclResult_t r = to_reduce_desc(&ops[i].desc, &multi[i].desc, fn); r != qcclSuccess) return r;
       if (qcclResult_t r = check_buffers(ops[i].sendbuf, ops[i].recvbuf, &ops[i].desc, fn);
           r != qcclSuccess) {
         return r;

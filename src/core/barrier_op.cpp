@@ -1,16 +1,11 @@
 #include "core/barrier_op.hpp"
 
-#include <xxhash.h>
-
-#include <string_view>
+#include "core/fingerprint.hpp"
 
 namespace qccl::core {
 
 uint64_t barrier_fingerprint() {
-  static const uint64_t hash = [] {
-    constexpr std::string_view kKind = "qccl.barrier.v1";
-    return XXH3_64bits(kKind.data(), kKind.size());
-  }();
+  static const uint64_t hash = op_fingerprint("qccl.barrier.v1", {});
   return hash;
 }
 

@@ -1,8 +1,12 @@
 #include "core/communicator.hpp"
 
 #include "common/address.hpp"
+#include "core/allgather_op.hpp"
+#include "core/allgather_v_op.hpp"
 #include "core/allreduce_op.hpp"
 #include "core/barrier_op.hpp"
+#include "core/broadcast_op.hpp"
+#include "core/reduce_scatter_op.hpp"
 #include "core/runtime.hpp"
 #include "core/state_sync.hpp"
 
@@ -87,6 +91,38 @@ Result<std::shared_ptr<OpHandle>> Communicator::barrier_async(OpTag tag) {
         return std::make_shared<BarrierOp>(tag, seq, epoch, handle);
       }));
   return handle;
+}
+
+namespace {
+
+// Starts op kind `Op` with `args` under `tag` on `runtime`, completing a new handle.
+template <class OpKind, class Args>
+Result<std::shared_ptr<OpHandle>> start(Runtime& runtime, OpTag tag, std::string_view call,
+                                        const Args& args) {
+  auto handle = std::make_shared<OpHandle>();
+  QCCL_RETURN_IF_ERROR(runtime.start_op(tag, call, [args, handle](uint64_t seq, Epoch epoch) {
+    return std::make_shared<OpKind>(args, seq, epoch, handle);
+  }));
+  return handle;
+}
+
+}  // namespace
+
+Result<std::shared_ptr<OpHandle>> Communicator::broadcast_async(const BroadcastArgs& args) {
+  return start<BroadcastOp>(*runtime_, args.tag, "qcclBroadcast", args);
+}
+
+Result<std::shared_ptr<OpHandle>> Communicator::all_gather_async(const AllGatherArgs& args) {
+  return start<AllGatherOp>(*runtime_, args.tag, "qcclAllGather", args);
+}
+
+Result<std::shared_ptr<OpHandle>> Communicator::all_gather_v_async(const AllGatherVArgs& args) {
+  return start<AllGatherVOp>(*runtime_, args.tag, "qcclAllGatherV", args);
+}
+
+Result<std::shared_ptr<OpHandle>> Communicator::reduce_scatter_async(
+    const ReduceScatterArgs& args) {
+  return start<ReduceScatterOp>(*runtime_, args.desc.tag, "qcclReduceScatter", args);
 }
 
 Status Communicator::barrier(OpTag tag) {

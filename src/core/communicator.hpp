@@ -24,6 +24,7 @@
 #include "collectives/reduce_desc.hpp"
 #include "common/ids.hpp"
 #include "common/status.hpp"
+#include "core/collective_args.hpp"
 #include "core/comm_options.hpp"
 #include "core/op_handle.hpp"
 #include "core/state_tensor.hpp"
@@ -64,6 +65,14 @@ class Communicator {
   // Completes once every member of the group has called it with `tag` (core/barrier_op.hpp).
   Result<std::shared_ptr<OpHandle>> barrier_async(OpTag tag);
   Status barrier(OpTag tag);
+  // The other collectives (semantics in core/broadcast_op.hpp, allgather_op.hpp,
+  // allgather_v_op.hpp, reduce_scatter_op.hpp); all or nothing like all-reduce. Their handle's
+  // ReduceInfo says what the op covered (epoch, members in ring order).
+  // REQUIRES: the arguments were checked (the C API does); buffers valid until completion.
+  Result<std::shared_ptr<OpHandle>> broadcast_async(const BroadcastArgs& args);
+  Result<std::shared_ptr<OpHandle>> all_gather_async(const AllGatherArgs& args);
+  Result<std::shared_ptr<OpHandle>> all_gather_v_async(const AllGatherVArgs& args);
+  Result<std::shared_ptr<OpHandle>> reduce_scatter_async(const ReduceScatterArgs& args);
 
   // After a qcclPeerLost, before a retry: waits until this peer's ring lanes of its current
   // group epoch are up. While they are failed (a neighbour gone that the master has not

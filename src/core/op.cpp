@@ -10,11 +10,12 @@ Op::Op(OpTag tag, uint64_t seq, Epoch epoch, uint64_t fingerprint,
        std::shared_ptr<OpHandle> handle)
     : tag_(tag), seq_(seq), epoch_(epoch), fingerprint_(fingerprint), handle_(std::move(handle)) {}
 
-void Op::begin(uint32_t world, uint32_t rank, peer::DataLinks& links) {
+void Op::begin(std::vector<PeerId> ring, uint32_t rank, peer::DataLinks& links) {
   links_ = &links;
+  ring_ = std::move(ring);
   phase_ = Phase::kRunning;
   last_progress_ = Clock::now();
-  start(world, rank);
+  start(static_cast<uint32_t>(ring_.size()), rank);
 }
 
 void Op::send_frame(uint32_t step, uint32_t segment, const uint8_t* data, size_t bytes,
@@ -31,7 +32,7 @@ void Op::read_finished(size_t wire_bytes) {
 }
 
 bool Op::locally_complete() const {
-  return phase_ == Phase::kRunning && frames_complete() && sends_in_flight_ == 0;
+  return phase_ == Phase::kRunning && !local_error_ && frames_complete() && sends_in_flight_ == 0;
 }
 
 void Op::on_sent(const Status& status, size_t bytes) {
@@ -63,7 +64,8 @@ bool Op::fail(Status why, peer::DataLinks* links, FailSource source) {
 
 void Op::commit(uint32_t world) {
   phase_ = Phase::kDone;
-  handle_->complete(Status::ok(), ReduceInfo{world, tx_, rx_});
+  on_commit();
+  handle_->complete(Status::ok(), ReduceInfo{world, tx_, rx_, epoch_, ring_});
 }
 
 std::shared_ptr<OpHandle> Op::take_for_restart() {
@@ -78,7 +80,7 @@ bool Op::try_finish(bool epoch_moved) {
   }
   restore_input();
   phase_ = Phase::kDone;
-  handle_->complete(failure_, ReduceInfo{0, tx_, rx_});
+  handle_->complete(failure_, ReduceInfo{0, tx_, rx_, epoch_, {}});
   return true;
 }
 

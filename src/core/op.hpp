@@ -24,7 +24,9 @@
 #include <chrono>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <string_view>
+#include <vector>
 
 #include "common/ids.hpp"
 #include "common/status.hpp"
@@ -60,8 +62,10 @@ class Op : public peer::FrameOwner {
 
   // The C call it serves, for messages ("qcclAllReduce").
   virtual std::string_view call() const = 0;
-  // kWaitLinks -> kRunning: set up the dataflow for `world` peers, this one at ring `rank`,
-  // and queue the first frames (send_frame).
+  // kWaitLinks -> kRunning: set up the dataflow for `world` peers, this one at ring `rank`
+  // (members() lists them), and queue the first frames (send_frame). A call that cannot run on
+  // this ring (e.g. a result buffer too small for this group size) says so with
+  // fail_locally(); every member sees the same ring, so all of them fail it alike.
   virtual void start(uint32_t world, uint32_t rank) = 0;
   // Validates an incoming frame and claims it for `lane`, unless it is a duplicate.
   // kPeerLost with a message if the frame is impossible.
@@ -82,6 +86,9 @@ class Op : public peer::FrameOwner {
   virtual size_t max_frame_bytes() const = 0;
   // Gives back the caller's input (an in-place buffer) after a failure. Default: nothing.
   virtual void restore_input() {}
+  // The master committed the op: last writes into the caller's buffers (results kept aside
+  // until the outcome was known). Default: nothing.
+  virtual void on_commit() {}
   // The same call again, as op `seq` of group epoch `epoch`, completing `handle`.
   virtual std::shared_ptr<Op> again(uint64_t seq, Epoch epoch,
                                     std::shared_ptr<OpHandle> handle) const = 0;
@@ -96,8 +103,13 @@ class Op : public peer::FrameOwner {
   Phase phase() const { return phase_; }
   bool accepts_frames() const { return phase_ == Phase::kRunning; }
 
-  // kWaitLinks -> kRunning. `links` outlives the op.
-  void begin(uint32_t world, uint32_t rank, peer::DataLinks& links);
+  // kWaitLinks -> kRunning on the group's `ring` (peer ids in ring order), this peer at
+  // `rank`. `links` outlives the op.
+  void begin(std::vector<PeerId> ring, uint32_t rank, peer::DataLinks& links);
+  // The members of the op's epoch in ring order (empty before begin).
+  const std::vector<PeerId>& members() const { return ring_; }
+  // The failure the op found in its own dataflow (fail_locally), for the engine to report.
+  const std::optional<Status>& local_error() const { return local_error_; }
 
   // Payload reads into the op's memory in progress (they must end before completion).
   void read_started() { ++reads_; }
@@ -105,7 +117,8 @@ class Op : public peer::FrameOwner {
   // When data last moved for this op (begin, a frame received, a frame sent).
   std::chrono::steady_clock::time_point last_progress() const { return last_progress_; }
 
-  // True once every frame was received and every send was written: time to report done.
+  // True once every frame was received and every send was written (and the op found no
+  // error of its own): time to report done.
   bool locally_complete() const;
   void mark_reported() { phase_ = Phase::kWaitCommit; }
 
@@ -140,6 +153,11 @@ class Op : public peer::FrameOwner {
   // `deferred`: fill(index) is called right before a lane writes it.
   void send_frame(uint32_t step, uint32_t segment, const uint8_t* data, size_t bytes,
                   bool deferred = false, uint32_t index = 0);
+  // The op cannot go on (from start() or on_received()): the engine fails it and reports
+  // `why` to the master, which fails it on every member.
+  void fail_locally(Status why) {
+    if (!local_error_) local_error_ = std::move(why);
+  }
 
  private:
   OpTag tag_;
@@ -148,6 +166,8 @@ class Op : public peer::FrameOwner {
   uint64_t fingerprint_;
   std::shared_ptr<OpHandle> handle_;
   peer::DataLinks* links_ = nullptr;
+  std::vector<PeerId> ring_;
+  std::optional<Status> local_error_;
   Phase phase_ = Phase::kWaitLinks;
   size_t sends_in_flight_ = 0;
   size_t reads_ = 0;

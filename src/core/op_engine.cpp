@@ -79,9 +79,9 @@ void OpEngine::note_abort_ahead(const wire::M2COpResult& r) {
 }
 
 void OpEngine::begin(const std::shared_ptr<Op>& op) {
-  op->begin(world_, rank_, *links_);
+  op->begin(ring_, rank_, *links_);
   for (auto& f : early_.take(op->epoch(), op->tag(), op->seq())) {
-    if (!op->accepts_frames()) continue;
+    if (!op->accepts_frames() || op->local_error()) continue;
     Status st = deliver_early(op, f);
     if (!st.is_ok()) {
       links_->fail(st);
@@ -93,9 +93,11 @@ void OpEngine::begin(const std::shared_ptr<Op>& op) {
 
 // ---- membership and links ----
 
-void OpEngine::on_group(Epoch epoch, uint32_t world, uint32_t rank) {
+void OpEngine::on_group(Epoch epoch, std::vector<PeerId> ring, uint32_t rank) {
+  const auto world = static_cast<uint32_t>(ring.size());
   group_epoch_ = epoch;
   world_ = world;
+  ring_ = std::move(ring);
   rank_ = rank;
   next_seq_.clear();
   early_.drop_before(epoch);
@@ -309,6 +311,10 @@ void OpEngine::fail_mismatch(const std::shared_ptr<Op>& op) {
 }
 
 void OpEngine::check_local_done(const std::shared_ptr<Op>& op) {
+  if (op->local_error() && op->accepts_frames()) {
+    fail(op, *op->local_error(), FailSource::kLocal);
+    return;
+  }
   if (!op->locally_complete()) return;
   if (!hooks_.to_master(
           wire::C2MOpDone{op->tag(), op->seq(), op->epoch(), StatusCode::kOk, ""})) {

@@ -65,9 +65,9 @@ class OpEngine final : public peer::FrameSink, public std::enable_shared_from_th
   bool empty() const { return ops_.empty(); }
   size_t size() const { return ops_.size(); }
 
-  // The group moved to `epoch` (`world` members, this one at `rank`): ops of older epochs end.
-  // Call before the lanes move to the new epoch.
-  void on_group(Epoch epoch, uint32_t world, uint32_t rank);
+  // The group moved to `epoch` (`ring`: its members' peer ids in ring order, this one at
+  // `rank`): ops of older epochs end. Call before the lanes move to the new epoch.
+  void on_group(Epoch epoch, std::vector<PeerId> ring, uint32_t rank);
   void on_links_ready(Epoch epoch);
   // Returns true if a running op reported the failure to the master.
   bool on_links_failed(Epoch epoch, const Status& why);
@@ -125,6 +125,7 @@ class OpEngine final : public peer::FrameSink, public std::enable_shared_from_th
   std::shared_ptr<spdlog::logger> log_;
   Epoch group_epoch_ = 0;
   uint32_t world_ = 0;
+  std::vector<PeerId> ring_;
   uint32_t rank_ = 0;
   std::optional<Status> fatal_;
   std::map<OpTag, std::shared_ptr<Op>> ops_;

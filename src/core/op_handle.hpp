@@ -1,4 +1,4 @@
-// OpHandle: the user-facing end of one asynchronous all-reduce.
+// OpHandle: the user-facing end of one asynchronous collective operation.
 //
 // The communicator's loop completes it exactly once; user threads test() or wait() on it.
 // Waiting is bounded by the operation itself, which always ends: by commit, by the master's
@@ -10,15 +10,22 @@
 #include <condition_variable>
 #include <cstdint>
 #include <mutex>
+#include <vector>
 
+#include "common/ids.hpp"
 #include "common/status.hpp"
 
 namespace qccl::core {
 
+// What a finished operation covered: its group size, the group epoch it ran in and the
+// participants' peer ids in ring order (the order of an all-gather's blocks), and the bytes
+// this peer moved. A failed operation reports world_size 0 and no peers.
 struct ReduceInfo {
   uint32_t world_size = 0;
   uint64_t tx_bytes = 0;
   uint64_t rx_bytes = 0;
+  Epoch epoch = 0;
+  std::vector<PeerId> peers;
 };
 
 class OpHandle {

@@ -362,7 +362,9 @@ void Runtime::on_membership(const wire::M2CMembership& m, Epoch epoch) {
   }
   log_->debug("peer {}: group epoch {}, rank {} of {}", self_, group_epoch_, rank_, n);
   // The ops end before the lanes move: an op of the old epoch takes back its queued frames.
-  engine_->on_group(group_epoch_, m.group_world_size, rank_);
+  std::vector<PeerId> ids;
+  for (const auto& member : m.ring) ids.push_back(member.id);
+  engine_->on_group(group_epoch_, std::move(ids), rank_);
   links_->set_ring(group_epoch_, next, prev,
                    ring_lanes_for(options_.connections_per_peer, next ? next->host : ""));
 }

@@ -93,7 +93,7 @@ class OpEngineTest : public ::testing::Test {
 
   // The group moves to `epoch` with 2 members (this one and a neighbour that never speaks).
   void move_to(Epoch epoch) {
-    engine_->on_group(epoch, 2, 0);
+    engine_->on_group(epoch, {1, 2}, 0);
     links_->set_ring(epoch, std::nullopt, kNoPeer, 0);  // ready at once
     drain();
   }
