@@ -63,14 +63,15 @@ void OpEngine::start_aborted(OpTag tag, const AbortedAhead& ahead, const Maker& 
 
 // The master aborted an op that this peer has not started (M2COpResult without a local op).
 // If it is the next op of this peer's sequence for that tag (same group epoch, seq = the next
-// one), the peers that had started it failed it: remember, so that this peer's call fails too
+// one), the peers that had started it failed it (a lost peer, or a member whose call could not
+// run on this ring, e.g. too little room for the result: Op::fail_locally): remember, so that this peer's call fails too
 // (start_aborted) instead of starting alone in the epoch the abort opened. Anything else is a
 // late answer about an op this peer already finished; it is ignored. So are refusals of
 // out-of-step calls (kInvalidUsage, docs/call-order.md): those calls are as if never made, and
 // the peers that made them call again in step with this one.
 void OpEngine::note_abort_ahead(const wire::M2COpResult& r) {
-  if (r.status != StatusCode::kPeerLost || r.tag == kRingFailureTag ||
-      r.op_epoch != group_epoch_) {
+  if (r.status == StatusCode::kOk || r.status == StatusCode::kInvalidUsage ||
+      r.tag == kRingFailureTag || r.op_epoch != group_epoch_) {
     return;
   }
   auto next = next_seq_.find(r.tag);
