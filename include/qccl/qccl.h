@@ -372,6 +372,47 @@ QCCL_API qcclResult_t qcclReduceScatterAsync(const void *sendbuf, void *recvbuf,
 QCCL_API qcclResult_t qcclBarrier(uint64_t tag, qcclComm_t *comm,
                                   QCCL_NULLABLE qcclOpInfo_t *info_out);
 QCCL_API qcclResult_t qcclBarrierAsync(uint64_t tag, qcclComm_t *comm, qcclOp_t **op_out);
+/* A batch of operations of any kinds, for qcclRunMultipleWithRetry. `kind` says which fields
+ * count; each has the meaning of the same argument of the blocking call:
+ *   qcclOpAllReduce       sendbuf, recvbuf, desc
+ *   qcclOpBroadcast       recvbuf (the buffer), sendcount (its count), desc.dtype, desc.tag,
+ *                         root_peer_id
+ *   qcclOpAllGather       sendbuf, sendcount, recvbuf, recvcount, desc.dtype, desc.tag
+ *   qcclOpAllGatherV      the same, and counts / counts_capacity (NULLABLE)
+ *   qcclOpReduceScatter   sendbuf, recvbuf, recvcount, desc (desc.count: the whole input)
+ *   qcclOpBarrier         desc.tag */
+typedef enum {
+  qcclOpAllReduce = 0,
+  qcclOpBroadcast,
+  qcclOpAllGather,
+  qcclOpAllGatherV,
+  qcclOpReduceScatter,
+  qcclOpBarrier,
+  qcclNumOpKinds
+} qcclOpKind_t;
+
+typedef struct {
+  qcclOpKind_t kind;
+  const void *sendbuf;
+  void *recvbuf;
+  size_t sendcount;
+  size_t recvcount;
+  qcclReduceDesc_t desc;
+  uint64_t root_peer_id;
+  QCCL_NULLABLE size_t *counts;
+  size_t counts_capacity;
+} qcclCollectiveOp_t;
+
+/* qcclAllReduceMultipleWithRetry for a batch mixing kinds: runs all ops, up to max_in_flight at
+ * once (tags must differ), retrying those that fail with qcclPeerLost (before any later op
+ * starts, once the group's new ring is up) until every op succeeded or the group fell below 2
+ * peers (qcclTooFewPeers). Any other failure ends the call with its code once the ops in flight
+ * finished; ops that succeeded before keep their results. info_out (NULLABLE): the world size
+ * of the last op and the summed byte counts. */
+QCCL_API qcclResult_t qcclRunMultipleWithRetry(const qcclCollectiveOp_t *ops, size_t num_ops,
+                                               qcclComm_t *comm, int max_in_flight,
+                                               QCCL_NULLABLE qcclReduceInfo_t *info_out);
+
 /* qcclWait with the full qcclOpInfo_t (any operation, all-reduce included): waits, returns the
  * operation's result and frees the handle. */
 QCCL_API qcclResult_t qcclWaitInfo(qcclOp_t *op, QCCL_NULLABLE qcclOpInfo_t *info_out);

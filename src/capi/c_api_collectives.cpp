@@ -1,14 +1,18 @@
 // The C API's collectives beside all-reduce: qcclBroadcast, qcclAllGather, qcclAllGatherV,
-// qcclReduceScatter and qcclBarrier, each blocking and ...Async. Arguments are checked here;
-// what depends on the group (its size, the root's presence, the room in the caller's buffers)
-// is checked by the operation when it runs, on every peer alike (core/*_op.hpp).
+// qcclReduceScatter and qcclBarrier, each blocking and ...Async, and qcclRunMultipleWithRetry
+// for a batch of any kinds. Arguments are checked here (each kind's *_args builds the core's
+// arguments); what depends on the group (its size, the root's presence, the room in the
+// caller's buffers) is checked by the operation when it runs, on every peer alike
+// (core/*_op.hpp).
 #include "qccl/qccl.h"
 
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "capi/c_api_common.hpp"
+#include "core/multi_op.hpp"
 
 using qccl::Result;
 using qccl::capi::fail;
@@ -18,6 +22,8 @@ using qccl::capi::raw_enum;
 using qccl::capi::to_reduce_desc;
 using qccl::capi::to_result;
 using qccl::capi::valid;
+using qccl::core::Communicator;
+using qccl::core::OpStarter;
 using Handle = std::shared_ptr<qccl::core::OpHandle>;
 
 namespace {
@@ -39,11 +45,67 @@ qcclResult_t check_buffer(const void* buf, size_t count, qccl::DataType dtype, c
   return qcclSuccess;
 }
 
-// Runs `start` (which starts the op on `comm`) and either waits for it (op_out == nullptr:
-// the blocking form, filling info_out) or hands its handle to *op_out.
-template <class Start>
+// Returns the result of `expr` unless it is qcclSuccess.
+#define QCCL_TRY(expr)                                            \
+  do {                                                            \
+    if (qcclResult_t r_ = (expr); r_ != qcclSuccess) return r_;   \
+  } while (0)
+
+// ---- each kind's arguments ----
+
+qcclResult_t broadcast_args(void* buf, size_t count, qcclDataType_t dtype, uint64_t root,
+                            uint64_t tag, qccl::core::BroadcastArgs* a, const char* fn) {
+  *a = {buf, count, qccl::DataType::kFloat32, root, tag};
+  QCCL_TRY(to_dtype(dtype, &a->dtype, fn));
+  return check_buffer(buf, count, a->dtype, "buf", fn);
+}
+
+qcclResult_t all_gather_args(const void* sendbuf, void* recvbuf, size_t sendcount,
+                             size_t recvcount, qcclDataType_t dtype, uint64_t tag,
+                             qccl::core::AllGatherArgs* a, const char* fn) {
+  *a = {sendbuf, recvbuf, sendcount, recvcount, qccl::DataType::kFloat32, tag};
+  QCCL_TRY(to_dtype(dtype, &a->dtype, fn));
+  QCCL_TRY(check_buffer(sendbuf, sendcount, a->dtype, "sendbuf", fn));
+  return check_buffer(recvbuf, recvcount, a->dtype, "recvbuf", fn);
+}
+
+qcclResult_t all_gather_v_args(const void* sendbuf, size_t sendcount, void* recvbuf,
+                               size_t recvcount, qcclDataType_t dtype, size_t* counts,
+                               size_t counts_capacity, uint64_t tag,
+                               qccl::core::AllGatherVArgs* a, const char* fn) {
+  *a = {sendbuf, sendcount, recvbuf, recvcount, qccl::DataType::kFloat32, counts,
+        counts_capacity, tag};
+  QCCL_TRY(to_dtype(dtype, &a->dtype, fn));
+  QCCL_TRY(check_buffer(sendbuf, sendcount, a->dtype, "sendbuf", fn));
+  QCCL_TRY(check_buffer(recvbuf, recvcount, a->dtype, "recvbuf", fn));
+  QCCL_REQUIRE(counts != nullptr || counts_capacity == 0, fn,
+               "counts is NULL but counts_capacity is not 0");
+  return qcclSuccess;
+}
+
+qcclResult_t reduce_scatter_args(const void* sendbuf, void* recvbuf, size_t recvcount,
+                                 const qcclReduceDesc_t* desc, qccl::core::ReduceScatterArgs* a,
+                                 const char* fn) {
+  QCCL_REQUIRE(desc != nullptr, fn, "desc is NULL");
+  *a = {sendbuf, recvbuf, recvcount, {}};
+  QCCL_TRY(to_reduce_desc(desc, &a->desc, fn));
+  QCCL_TRY(check_buffer(sendbuf, a->desc.count, a->desc.dtype, "sendbuf", fn));
+  QCCL_TRY(check_buffer(recvbuf, recvcount, a->desc.dtype, "recvbuf", fn));
+  if (sendbuf != recvbuf && a->desc.count > 0 && recvcount > 0) {
+    size_t esize = qccl::dtype_size(a->desc.dtype);
+    auto s = static_cast<const char*>(sendbuf);
+    auto r = static_cast<const char*>(recvbuf);
+    bool overlap = s < r + recvcount * esize && r < s + a->desc.count * esize;
+    QCCL_REQUIRE(!overlap, fn, "sendbuf and recvbuf overlap partially (use the same pointer "
+                               "for in place)");
+  }
+  return qcclSuccess;
+}
+
+// Runs `start` on `comm` and either waits for it (op_out == nullptr: the blocking form,
+// filling info_out) or hands its handle to *op_out.
 qcclResult_t run(const char* fn, qcclComm_t* comm, qcclOp_t** op_out, qcclOpInfo_t* info_out,
-                 Start&& start) {
+                 const std::function<Result<Handle>(Communicator&)>& start) {
   QCCL_REQUIRE(valid(comm), fn, "comm is NULL or not a communicator");
   Result<Handle> handle = start(*comm->rep);
   if (!handle.is_ok()) return to_result(handle.status(), fn);
@@ -62,73 +124,92 @@ qcclResult_t run(const char* fn, qcclComm_t* comm, qcclOp_t** op_out, qcclOpInfo
 qcclResult_t broadcast(const char* fn, void* buf, size_t count, qcclDataType_t dtype,
                        uint64_t root, uint64_t tag, qcclComm_t* comm, qcclOp_t** op_out,
                        qcclOpInfo_t* info_out) {
-  qccl::core::BroadcastArgs a{buf, count, qccl::DataType::kFloat32, root, tag};
-  if (qcclResult_t r = to_dtype(dtype, &a.dtype, fn); r != qcclSuccess) return r;
-  if (qcclResult_t r = check_buffer(buf, count, a.dtype, "buf", fn); r != qcclSuccess) return r;
-  return run(fn, comm, op_out, info_out, [&](auto& c) { return c.broadcast_async(a); });
+  qccl::core::BroadcastArgs a;
+  QCCL_TRY(broadcast_args(buf, count, dtype, root, tag, &a, fn));
+  return run(fn, comm, op_out, info_out, [&](Communicator& c) { return c.broadcast_async(a); });
 }
 
 qcclResult_t all_gather(const char* fn, const void* sendbuf, void* recvbuf, size_t sendcount,
                         size_t recvcount, qcclDataType_t dtype, uint64_t tag, qcclComm_t* comm,
                         qcclOp_t** op_out, qcclOpInfo_t* info_out) {
-  qccl::core::AllGatherArgs a{sendbuf, recvbuf, sendcount, recvcount, qccl::DataType::kFloat32,
-                              tag};
-  if (qcclResult_t r = to_dtype(dtype, &a.dtype, fn); r != qcclSuccess) return r;
-  if (qcclResult_t r = check_buffer(sendbuf, sendcount, a.dtype, "sendbuf", fn); r != qcclSuccess) {
-    return r;
-  }
-  if (qcclResult_t r = check_buffer(recvbuf, recvcount, a.dtype, "recvbuf", fn); r != qcclSuccess) {
-    return r;
-  }
-  return run(fn, comm, op_out, info_out, [&](auto& c) { return c.all_gather_async(a); });
+  qccl::core::AllGatherArgs a;
+  QCCL_TRY(all_gather_args(sendbuf, recvbuf, sendcount, recvcount, dtype, tag, &a, fn));
+  return run(fn, comm, op_out, info_out, [&](Communicator& c) { return c.all_gather_async(a); });
 }
 
 qcclResult_t all_gather_v(const char* fn, const void* sendbuf, size_t sendcount, void* recvbuf,
                           size_t recvcount, qcclDataType_t dtype, size_t* counts,
                           size_t counts_capacity, uint64_t tag, qcclComm_t* comm,
                           qcclOp_t** op_out, qcclOpInfo_t* info_out) {
-  qccl::core::AllGatherVArgs a{sendbuf,  sendcount, recvbuf, recvcount, qccl::DataType::kFloat32,
-                               counts,   counts_capacity, tag};
-  if (qcclResult_t r = to_dtype(dtype, &a.dtype, fn); r != qcclSuccess) return r;
-  if (qcclResult_t r = check_buffer(sendbuf, sendcount, a.dtype, "sendbuf", fn); r != qcclSuccess) {
-    return r;
-  }
-  if (qcclResult_t r = check_buffer(recvbuf, recvcount, a.dtype, "recvbuf", fn); r != qcclSuccess) {
-    return r;
-  }
-  QCCL_REQUIRE(counts != nullptr || counts_capacity == 0, fn,
-               "counts is NULL but counts_capacity is not 0");
-  return run(fn, comm, op_out, info_out, [&](auto& c) { return c.all_gather_v_async(a); });
+  qccl::core::AllGatherVArgs a;
+  QCCL_TRY(all_gather_v_args(sendbuf, sendcount, recvbuf, recvcount, dtype, counts,
+                             counts_capacity, tag, &a, fn));
+  return run(fn, comm, op_out, info_out,
+             [&](Communicator& c) { return c.all_gather_v_async(a); });
 }
 
 qcclResult_t reduce_scatter(const char* fn, const void* sendbuf, void* recvbuf, size_t recvcount,
                             const qcclReduceDesc_t* desc, qcclComm_t* comm, qcclOp_t** op_out,
                             qcclOpInfo_t* info_out) {
-  QCCL_REQUIRE(desc != nullptr, fn, "desc is NULL");
-  qccl::core::ReduceScatterArgs a{sendbuf, recvbuf, recvcount, {}};
-  if (qcclResult_t r = to_reduce_desc(desc, &a.desc, fn); r != qcclSuccess) return r;
-  if (qcclResult_t r = check_buffer(sendbuf, a.desc.count, a.desc.dtype, "sendbuf", fn);
-      r != qcclSuccess) {
-    return r;
-  }
-  if (qcclResult_t r = check_buffer(recvbuf, recvcount, a.desc.dtype, "recvbuf", fn);
-      r != qcclSuccess) {
-    return r;
-  }
-  if (sendbuf != recvbuf && a.desc.count > 0 && recvcount > 0) {
-    size_t esize = qccl::dtype_size(a.desc.dtype);
-    auto s = static_cast<const char*>(sendbuf);
-    auto r = static_cast<const char*>(recvbuf);
-    bool overlap = s < r + recvcount * esize && r < s + a.desc.count * esize;
-    QCCL_REQUIRE(!overlap, fn, "sendbuf and recvbuf overlap partially (use the same pointer "
-                               "for in place)");
-  }
-  return run(fn, comm, op_out, info_out, [&](auto& c) { return c.reduce_scatter_async(a); });
+  qccl::core::ReduceScatterArgs a;
+  QCCL_TRY(reduce_scatter_args(sendbuf, recvbuf, recvcount, desc, &a, fn));
+  return run(fn, comm, op_out, info_out,
+             [&](Communicator& c) { return c.reduce_scatter_async(a); });
 }
 
 qcclResult_t barrier(const char* fn, uint64_t tag, qcclComm_t* comm, qcclOp_t** op_out,
                      qcclOpInfo_t* info_out) {
-  return run(fn, comm, op_out, info_out, [&](auto& c) { return c.barrier_async(tag); });
+  return run(fn, comm, op_out, info_out, [&](Communicator& c) { return c.barrier_async(tag); });
+}
+
+// One entry of a batch as a starter of attempts on `c`, its arguments checked.
+qcclResult_t to_starter(const qcclCollectiveOp_t& o, Communicator& c, OpStarter* out,
+                        uint64_t* tag, const char* fn) {
+  *tag = o.desc.tag;
+  switch (raw_enum(o.kind)) {
+    case qcclOpAllReduce: {
+      qccl::collectives::ReduceDesc d;
+      QCCL_TRY(to_reduce_desc(&o.desc, &d, fn));
+      QCCL_TRY(check_buffer(o.sendbuf, d.count, d.dtype, "sendbuf", fn));
+      QCCL_TRY(check_buffer(o.recvbuf, d.count, d.dtype, "recvbuf", fn));
+      *out = [&c, d, s = o.sendbuf, r = o.recvbuf] { return c.all_reduce_async(s, r, d); };
+      return qcclSuccess;
+    }
+    case qcclOpBroadcast: {
+      qccl::core::BroadcastArgs a;
+      QCCL_TRY(broadcast_args(o.recvbuf, o.sendcount, o.desc.dtype, o.root_peer_id, o.desc.tag,
+                              &a, fn));
+      *out = [&c, a] { return c.broadcast_async(a); };
+      return qcclSuccess;
+    }
+    case qcclOpAllGather: {
+      qccl::core::AllGatherArgs a;
+      QCCL_TRY(all_gather_args(o.sendbuf, o.recvbuf, o.sendcount, o.recvcount, o.desc.dtype,
+                               o.desc.tag, &a, fn));
+      *out = [&c, a] { return c.all_gather_async(a); };
+      return qcclSuccess;
+    }
+    case qcclOpAllGatherV: {
+      qccl::core::AllGatherVArgs a;
+      QCCL_TRY(all_gather_v_args(o.sendbuf, o.sendcount, o.recvbuf, o.recvcount, o.desc.dtype,
+                                 o.counts, o.counts_capacity, o.desc.tag, &a, fn));
+      *out = [&c, a] { return c.all_gather_v_async(a); };
+      return qcclSuccess;
+    }
+    case qcclOpReduceScatter: {
+      qccl::core::ReduceScatterArgs a;
+      QCCL_TRY(reduce_scatter_args(o.sendbuf, o.recvbuf, o.recvcount, &o.desc, &a, fn));
+      *out = [&c, a] { return c.reduce_scatter_async(a); };
+      return qcclSuccess;
+    }
+    case qcclOpBarrier: {
+      *out = [&c, t = o.desc.tag] { return c.barrier_async(t); };
+      return qcclSuccess;
+    }
+    default:
+      return fail(qcclInvalidArgument,
+                  std::string(fn) + ": unknown kind " + std::to_string(raw_enum(o.kind)));
+  }
 }
 
 }  // namespace
@@ -226,6 +307,33 @@ qcclResult_t qcclBarrierAsync(uint64_t tag, qcclComm_t* comm, qcclOp_t** op_out)
   return guarded(fn, [&] {
     QCCL_REQUIRE(op_out != nullptr, fn, "op_out is NULL");
     return barrier(fn, tag, comm, op_out, nullptr);
+  });
+}
+
+qcclResult_t qcclRunMultipleWithRetry(const qcclCollectiveOp_t* ops, size_t num_ops,
+                                      qcclComm_t* comm, int max_in_flight,
+                                      qcclReduceInfo_t* info_out) {
+  const char* fn = "qcclRunMultipleWithRetry";
+  return guarded(fn, [&] {
+    QCCL_REQUIRE(valid(comm), fn, "comm is NULL or not a communicator");
+    QCCL_REQUIRE(num_ops == 0 || ops != nullptr, fn, "ops is NULL");
+    QCCL_REQUIRE(max_in_flight >= 1, fn, "max_in_flight must be at least 1");
+    std::vector<OpStarter> starters(num_ops);
+    std::vector<uint64_t> tags(num_ops);
+    for (size_t i = 0; i < num_ops; ++i) {
+      std::string what = std::string(fn) + ": ops[" + std::to_string(i) + "]";
+      QCCL_TRY(to_starter(ops[i], *comm->rep, &starters[i], &tags[i], what.c_str()));
+      for (size_t j = 0; j < i; ++j) {
+        QCCL_REQUIRE(tags[j] != tags[i], fn,
+                     "ops " + std::to_string(j) + " and " + std::to_string(i) + " share tag " +
+                         std::to_string(tags[i]));
+      }
+    }
+    qccl::core::ReduceInfo info;
+    qccl::Status st = qccl::core::run_multiple_with_retry(
+        *comm->rep, starters, static_cast<size_t>(max_in_flight), &info);
+    if (info_out) *info_out = {info.world_size, info.tx_bytes, info.rx_bytes};
+    return to_result(st, fn);
   });
 }
 

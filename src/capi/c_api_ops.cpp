@@ -7,7 +7,7 @@
 #include <vector>
 
 #include "capi/c_api_common.hpp"
-#include "core/multi_reduce.hpp"
+#include "core/multi_op.hpp"
 
 using qccl::Status;
 using qccl::capi::fail;

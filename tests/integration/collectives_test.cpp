@@ -9,6 +9,7 @@
 #include <cstdint>
 #include <cstring>
 #include <numeric>
+#include <string>
 #include <vector>
 
 #include "qccl/qccl.h"
@@ -332,6 +333,138 @@ TEST_F(Collectives, AsyncFormsRunConcurrentlyUnderDifferentTags) {
     EXPECT_EQ(g_out, expect_g);
   }));
   EXPECT_EQ(res, std::vector<qcclResult_t>(2, qcclSuccess));
+}
+
+// The element value v (small) in `dtype`, as bytes: fp16/bf16 by their bit patterns.
+std::vector<uint8_t> encode(qcclDataType_t dtype, int v) {
+  auto bytes = [](auto x) {
+    std::vector<uint8_t> b(sizeof x);
+    std::memcpy(b.data(), &x, sizeof x);
+    return b;
+  };
+  switch (dtype) {
+    case qcclUint8: return bytes(static_cast<uint8_t>(v));
+    case qcclInt8: return bytes(static_cast<int8_t>(v));
+    case qcclUint16: return bytes(static_cast<uint16_t>(v));
+    case qcclInt16: return bytes(static_cast<int16_t>(v));
+    case qcclUint32: return bytes(static_cast<uint32_t>(v));
+    case qcclInt32: return bytes(static_cast<int32_t>(v));
+    case qcclUint64: return bytes(static_cast<uint64_t>(v));
+    case qcclInt64: return bytes(static_cast<int64_t>(v));
+    case qcclFloat16: return bytes(static_cast<uint16_t>(v == 1 ? 0x3C00 : 0x4200));  // 1 or 3
+    case qcclBFloat16: return bytes(static_cast<uint16_t>(v == 1 ? 0x3F80 : 0x4040));
+    case qcclFloat32: return bytes(static_cast<float>(v));
+    case qcclFloat64: return bytes(static_cast<double>(v));
+    default: return {};
+  }
+}
+
+std::vector<uint8_t> repeat(const std::vector<uint8_t>& e, size_t n) {
+  std::vector<uint8_t> out;
+  for (size_t i = 0; i < n; ++i) out.insert(out.end(), e.begin(), e.end());
+  return out;
+}
+
+// Every dtype through all-gather, broadcast and reduce-scatter (Sum of 1 on 3 peers = 3).
+TEST_F(Collectives, EveryDtype) {
+  ASSERT_TRUE(cluster.grow(3));
+  for (int t = 0; t < qcclNumDataTypes; ++t) {
+    auto dtype = static_cast<qcclDataType_t>(t);
+    const auto one = encode(dtype, 1), three = encode(dtype, 3);
+    const size_t es = one.size(), count = 7;
+    uint64_t tag = cluster.next_tag();
+    ASSERT_TRUE(cluster.run([&](size_t, qcclComm_t* c) {
+      auto ring = ring_ids(c);
+      auto in = repeat(peer_id(c) == ring[0] ? three : one, count);
+      std::vector<uint8_t> all(3 * count * es);
+      ASSERT_EQ(qcclAllGather(in.data(), all.data(), count, 3 * count, dtype, tag, c, nullptr),
+                qcclSuccess)
+          << qcclGetLastError();
+      auto expect = repeat(three, count), rest = repeat(one, 2 * count);
+      expect.insert(expect.end(), rest.begin(), rest.end());  // ring order: ring[0] first
+      EXPECT_EQ(all, expect) << "dtype " << t;
+      auto bc = repeat(peer_id(c) == ring[2] ? three : one, count);
+      ASSERT_EQ(qcclBroadcast(bc.data(), count, dtype, ring[2], tag + 1000, c, nullptr),
+                qcclSuccess);
+      EXPECT_EQ(bc, repeat(three, count)) << "dtype " << t;
+      auto ones = repeat(one, 3 * count);
+      std::vector<uint8_t> block(count * es);
+      qcclReduceDesc_t d{3 * count, dtype, qcclSum, tag + 2000, {}};
+      ASSERT_EQ(qcclReduceScatter(ones.data(), block.data(), count, &d, c, nullptr), qcclSuccess)
+          << qcclGetLastError();
+      EXPECT_EQ(block, repeat(three, count)) << "dtype " << t;
+    }));
+  }
+}
+
+// qcclRunMultipleWithRetry: one batch of every kind, exact results; a bad entry is refused
+// before anything starts, naming it.
+TEST_F(Collectives, ABatchMixingKinds) {
+  ASSERT_TRUE(cluster.grow(3));
+  const size_t n = 3;
+  std::vector<qcclResult_t> res(n, qcclInternalError);
+  ASSERT_TRUE(cluster.run([&](size_t i, qcclComm_t* c) {
+    uint64_t me = peer_id(c);
+    auto ring = ring_ids(c);
+    std::vector<float> ar(1000, 1.0f), bc(500, me == ring[1] ? 9.0f : 0.0f);
+    std::vector<int64_t> g_in(7, static_cast<int64_t>(me)), g_out(21);
+    std::vector<int64_t> v_in(ring_rank(c), static_cast<int64_t>(me)), v_out(3);
+    std::vector<size_t> counts(3);
+    std::vector<float> rs_in(999, 2.0f), rs_out(333);
+    std::vector<qcclCollectiveOp_t> ops(6);
+    ops[0].kind = qcclOpAllReduce;
+    ops[0].sendbuf = ar.data();
+    ops[0].recvbuf = ar.data();
+    ops[0].desc = {ar.size(), qcclFloat32, qcclSum, 10, {}};
+    ops[1].kind = qcclOpBroadcast;
+    ops[1].recvbuf = bc.data();
+    ops[1].sendcount = bc.size();
+    ops[1].desc.dtype = qcclFloat32;
+    ops[1].desc.tag = 11;
+    ops[1].root_peer_id = ring[1];
+    ops[2].kind = qcclOpAllGather;
+    ops[2].sendbuf = g_in.data();
+    ops[2].sendcount = g_in.size();
+    ops[2].recvbuf = g_out.data();
+    ops[2].recvcount = g_out.size();
+    ops[2].desc.dtype = qcclInt64;
+    ops[2].desc.tag = 12;
+    ops[3].kind = qcclOpAllGatherV;
+    ops[3].sendbuf = v_in.data();
+    ops[3].sendcount = v_in.size();
+    ops[3].recvbuf = v_out.data();
+    ops[3].recvcount = v_out.size();
+    ops[3].desc.dtype = qcclInt64;
+    ops[3].desc.tag = 13;
+    ops[3].counts = counts.data();
+    ops[3].counts_capacity = counts.size();
+    ops[4].kind = qcclOpReduceScatter;
+    ops[4].sendbuf = rs_in.data();
+    ops[4].recvbuf = rs_out.data();
+    ops[4].recvcount = rs_out.size();
+    ops[4].desc = {rs_in.size(), qcclFloat32, qcclSum, 14, {}};
+    ops[5].kind = qcclOpBarrier;
+    ops[5].desc.tag = 15;
+    qcclReduceInfo_t info{};
+    res[i] = qcclRunMultipleWithRetry(ops.data(), ops.size(), c, 3, &info);
+    ASSERT_EQ(res[i], qcclSuccess) << qcclGetLastError();
+    EXPECT_EQ(info.world_size, n);
+    EXPECT_EQ(ar, std::vector<float>(1000, 3.0f));
+    EXPECT_EQ(bc, std::vector<float>(500, 9.0f));
+    for (size_t k = 0; k < 21; ++k) EXPECT_EQ(g_out[k], static_cast<int64_t>(ring[k / 7]));
+    EXPECT_EQ(counts, (std::vector<size_t>{0, 1, 2}));
+    EXPECT_EQ(v_out, (std::vector<int64_t>{static_cast<int64_t>(ring[1]),
+                                           static_cast<int64_t>(ring[2]),
+                                           static_cast<int64_t>(ring[2])}));
+    EXPECT_EQ(rs_out, std::vector<float>(333, 6.0f));
+    // A bad entry: refused before anything runs.
+    ops[2].desc.dtype = static_cast<qcclDataType_t>(99);
+    EXPECT_EQ(qcclRunMultipleWithRetry(ops.data(), ops.size(), c, 3, nullptr),
+              qcclInvalidArgument);
+    EXPECT_NE(std::string(qcclGetLastError()).find("ops[2]"), std::string::npos)
+        << qcclGetLastError();
+  }));
+  EXPECT_EQ(res, std::vector<qcclResult_t>(n, qcclSuccess));
 }
 
 }  // namespace

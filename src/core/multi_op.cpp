@@ -1,4 +1,4 @@
-#include "core/multi_reduce.hpp"
+#include "core/multi_op.hpp"
 
 #include <deque>
 #include <vector>
@@ -7,8 +7,8 @@
 
 namespace qccl::core {
 
-Status all_reduce_multiple_with_retry(Communicator& comm, std::span<const MultiOp> ops,
-                                      size_t max_in_flight, ReduceInfo* info) {
+Status run_multiple_with_retry(Communicator& comm, std::span<const OpStarter> ops,
+                               size_t max_in_flight, ReduceInfo* info) {
   ReduceInfo total;
   std::deque<size_t> todo;
   for (size_t i = 0; i < ops.size(); ++i) todo.push_back(i);
@@ -18,7 +18,7 @@ Status all_reduce_multiple_with_retry(Communicator& comm, std::span<const MultiO
     Status first_error;
     while (!todo.empty() && batch.size() < max_in_flight) {
       size_t i = todo.front();
-      auto h = comm.all_reduce_async(ops[i].sendbuf, ops[i].recvbuf, ops[i].desc);
+      auto h = ops[i]();
       if (!h.is_ok()) {
         first_error = h.status();
         break;
@@ -80,6 +80,17 @@ Status all_reduce_multiple_with_retry(Communicator& comm, std::span<const MultiO
   }
   if (info) *info = total;
   return Status::ok();
+}
+
+Status all_reduce_multiple_with_retry(Communicator& comm, std::span<const MultiOp> ops,
+                                      size_t max_in_flight, ReduceInfo* info) {
+  std::vector<OpStarter> starters;
+  starters.reserve(ops.size());
+  for (const MultiOp& op : ops) {
+    starters.push_back(
+        [&comm, op] { return comm.all_reduce_async(op.sendbuf, op.recvbuf, op.desc); });
+  }
+  return run_multiple_with_retry(comm, starters, max_in_flight, info);
 }
 
 }  // namespace qccl::core
