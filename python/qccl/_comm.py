@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import threading
 import weakref
 from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
@@ -460,6 +461,73 @@ class Communicator(Handle):
         for d in descs:
             d.copy_back()
         return ReduceInfo(world, tx, rx)
+
+    def run_multiple_with_retry(self, ops: Sequence[Tuple[Any, ...]],
+                                max_in_flight: int = 4) -> ReduceInfo:
+        """:meth:`all_reduce_multiple_with_retry` for a batch mixing kinds.
+
+        Each entry is ``(kind, *args)`` or ``(kind, *args, kwargs)`` where ``kind`` names the
+        method (``"all_reduce"``, ``"broadcast"``, ``"all_gather"``, ``"all_gather_v"``,
+        ``"reduce_scatter"``, ``"barrier"``) and ``args`` / ``kwargs`` are its arguments, e.g.
+        ``("broadcast", t, {"root": r, "tag": 1})``. An ``all_gather_v`` entry may add
+        ``"counts": a_list`` to its kwargs: the list receives each peer's count. Tags must
+        differ. Returns the world size of the last op and the summed byte counts.
+        """
+        if isinstance(max_in_flight, bool) or not isinstance(max_in_flight, int):
+            raise TypeError("max_in_flight must be an int")
+        if not 1 <= max_in_flight < 2**31:
+            raise ValueError(f"max_in_flight must be at least 1, not {max_in_flight}")
+        rows, outputs, count_lists, keep = [], [], [], []
+        for i, entry in enumerate(ops):
+            row, outs, counts, bufs = self._batch_row(i, entry)
+            rows.append(row)
+            outputs.extend(outs)
+            count_lists.append(counts)
+            keep.extend(bufs)  # alive (staging copies included) until the call returned
+        world, tx, rx, per_op = self._c.run_multiple_with_retry(rows, max_in_flight)
+        for b in outputs:
+            b.copy_back()
+        for target, got in zip(count_lists, per_op):
+            if target is not None:
+                target[:] = got
+        return ReduceInfo(world, tx, rx)
+
+    def _batch_row(self, i: int,
+                   entry: Any) -> Tuple[Tuple[Any, ...], List[Buffer], Any, List[Buffer]]:
+        """One batch entry as the binding's row, the buffers to copy back, its counts list,
+        and every buffer it uses."""
+        if not isinstance(entry, (tuple, list)) or not entry or entry[0] not in _C.OP_KINDS:
+            raise TypeError(f"ops[{i}] must be (kind, *args[, kwargs]) with kind one of "
+                            f"{sorted(_C.OP_KINDS)}")
+        kind, args = entry[0], list(entry[1:])
+        kwargs = dict(args.pop()) if args and isinstance(args[-1], dict) else {}
+        counts = kwargs.pop("counts", None) if kind == "all_gather_v" else None
+        try:
+            bound = inspect.signature(getattr(Communicator, kind)).bind(self, *args, **kwargs)
+        except TypeError as e:
+            raise TypeError(f"ops[{i}] ({kind}): {e}") from None
+        bound.apply_defaults()
+        a = bound.arguments
+        tag = _u64("tag", a["tag"])
+        op, q_algorithm, q_dtype, root = 0, 0, 0, 0
+        if kind == "barrier":
+            return (_C.OP_KINDS[kind], 0, 0, 0, 0, 0, 0, 0, tag, 0, 0, 0), [], None, []
+        if kind == "all_reduce":
+            d = _Desc(a["tensor"], a["out"], a["op"], tag, a["quantization"])
+            return ((_C.OP_KINDS[kind],) + (d.send.ptr, d.recv.ptr, 0, 0, d.send.count,
+                                            int(d.send.dtype), int(d.op), tag, d.q_algorithm,
+                                            d.q_dtype, 0), [d.recv], None, d.buffers())
+        if kind == "broadcast":
+            b = resolve(a["tensor"], writable=True, what="tensor")
+            root = _u64("root", a["root"])
+            return ((_C.OP_KINDS[kind], 0, b.ptr, b.count, 0, 0, int(b.dtype), 0, tag, 0, 0,
+                     root), [b], None, [b])
+        s, r = _gather_buffers(a["tensor"], a["out"])
+        if kind == "reduce_scatter":
+            op = int(_enum(ReduceOp, "op", a["op"]))
+            q_algorithm, q_dtype = _quantization_args(a["quantization"], s.dtype)
+        return ((_C.OP_KINDS[kind], s.ptr, r.ptr, s.count, r.count, s.count, int(s.dtype), op,
+                 tag, q_algorithm, q_dtype, root), [r], counts, [s, r])
 
     # ---- broadcast, all-gather, reduce-scatter, barrier ----
     # Each runs over the accepted peers of this peer's group with all-reduce's guarantees (all

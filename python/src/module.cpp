@@ -378,6 +378,8 @@ class Op {
 
 using DescTuple = std::tuple<uintptr_t, uintptr_t, size_t, int, int, uint64_t, int, int>;
 using TensorTuple = std::tuple<std::string, uintptr_t, size_t, int, bool>;
+using BatchTuple = std::tuple<int, uintptr_t, uintptr_t, size_t, size_t, size_t, int, int,
+                              uint64_t, int, int, uint64_t>;
 
 class Comm {
  public:
@@ -555,6 +557,43 @@ class Comm {
     return reduce_info(info);
   }
 
+  // qcclRunMultipleWithRetry. Each op: (kind, send, recv, sendcount, recvcount, count, dtype,
+  // op, tag, q_algorithm, q_dtype, root). Returns (world, tx, rx, [counts of each op: the
+  // per-peer counts of an all-gather-v, else empty]).
+  py::tuple run_multiple_with_retry(const std::vector<BatchTuple>& ops, int max_in_flight) {
+    Use use(gate_, "communicator");
+    std::vector<qcclCollectiveOp_t> c_ops(ops.size());
+    std::vector<std::vector<size_t>> counts(ops.size());
+    size_t room = peers_capacity();
+    for (size_t i = 0; i < ops.size(); ++i) {
+      const auto& [kind, send, recv, sendcount, recvcount, count, dtype, op, tag, q_algorithm,
+                   q_dtype, root] = ops[i];
+      qcclCollectiveOp_t& o = c_ops[i];
+      o.kind = static_cast<qcclOpKind_t>(kind);
+      o.sendbuf = reinterpret_cast<const void*>(send);
+      o.recvbuf = reinterpret_cast<void*>(recv);
+      o.sendcount = sendcount;
+      o.recvcount = recvcount;
+      o.desc = make_desc(count, dtype, op, tag, q_algorithm, q_dtype);
+      o.root_peer_id = root;
+      if (o.kind == qcclOpAllGatherV) {
+        counts[i].assign(room, 0);
+        o.counts = counts[i].data();
+        o.counts_capacity = room;
+      }
+    }
+    qcclReduceInfo_t info{};
+    check(without_gil([&] {
+      return qcclRunMultipleWithRetry(c_ops.data(), c_ops.size(), comm_, max_in_flight, &info);
+    }));
+    py::list per_op;
+    for (auto& c : counts) {
+      c.resize(std::min<size_t>(c.size(), info.world_size));
+      per_op.append(py::cast(c));
+    }
+    return py::make_tuple(info.world_size, info.tx_bytes, info.rx_bytes, per_op);
+  }
+
   // Returns (elected revision, tx_bytes, rx_bytes).
   py::tuple sync_shared_state(uint64_t revision, const std::vector<TensorTuple>& tensors,
                               int strategy) {
@@ -709,6 +748,15 @@ PYBIND11_MODULE(_qccl, m) {
   strategies["SEND_ONLY"] = static_cast<int>(qcclSyncSendOnly);
   m.attr("SYNC_STRATEGIES") = strategies;
 
+  py::dict kinds;
+  kinds["all_reduce"] = static_cast<int>(qcclOpAllReduce);
+  kinds["broadcast"] = static_cast<int>(qcclOpBroadcast);
+  kinds["all_gather"] = static_cast<int>(qcclOpAllGather);
+  kinds["all_gather_v"] = static_cast<int>(qcclOpAllGatherV);
+  kinds["reduce_scatter"] = static_cast<int>(qcclOpReduceScatter);
+  kinds["barrier"] = static_cast<int>(qcclOpBarrier);
+  m.attr("OP_KINDS") = kinds;
+
   py::dict attrs;
   attrs["GLOBAL_WORLD_SIZE"] = static_cast<int>(QCCL_ATTR_GLOBAL_WORLD_SIZE);
   attrs["GROUP_WORLD_SIZE"] = static_cast<int>(QCCL_ATTR_GROUP_WORLD_SIZE);
@@ -814,6 +862,8 @@ PYBIND11_MODULE(_qccl, m) {
            py::arg("keepalive"))
       .def("barrier", &Comm::barrier, py::arg("tag"))
       .def("barrier_async", &Comm::barrier_async, py::arg("tag"))
+      .def("run_multiple_with_retry", &Comm::run_multiple_with_retry, py::arg("ops"),
+           py::arg("max_in_flight"))
       .def("all_reduce_multiple_with_retry", &Comm::all_reduce_multiple_with_retry,
            py::arg("ops"), py::arg("max_in_flight"))
       .def("sync_shared_state", &Comm::sync_shared_state, py::arg("revision"),

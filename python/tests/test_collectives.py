@@ -120,3 +120,37 @@ def test_errors_reach_every_peer_alike(trio):
         trio[0].all_gather(torch.ones(1), None)
     with pytest.raises(TypeError):
         trio[0].all_gather(torch.ones(1, dtype=torch.int32), torch.zeros(3))
+
+
+def test_run_multiple_with_retry_mixes_kinds(trio):
+    results = []
+
+    def one(c):
+        ring = [p.peer_id for p in c.peers()]
+        ar = torch.ones(100)
+        bc = torch.full((10,), float(c.peer_id))
+        gathered = torch.zeros(6, dtype=torch.int64)
+        got_v = np.zeros(3, dtype=np.float64)
+        counts = []
+        rs = torch.zeros(34)
+        info = c.run_multiple_with_retry([
+            ("all_reduce", ar, {"tag": 1}),
+            ("broadcast", bc, {"root": ring[2], "tag": 2}),
+            ("all_gather", torch.full((2,), c.peer_id, dtype=torch.int64), gathered, {"tag": 3}),
+            ("all_gather_v", np.ones(ring.index(c.peer_id)), got_v, {"tag": 4,
+                                                                      "counts": counts}),
+            ("reduce_scatter", torch.ones(100), rs, {"tag": 5}),
+            ("barrier", {"tag": 6}),
+        ], max_in_flight=2)
+        block = len(torch.tensor_split(torch.ones(100), 3)[ring.index(c.peer_id)])
+        results.append((ring, ar, bc, gathered, got_v, counts, rs[:block], info))
+
+    parallel([lambda c=c: one(c) for c in trio])
+    for ring, ar, bc, gathered, got_v, counts, rs, info in results:
+        assert info.world_size == 3
+        assert (ar == 3).all() and (bc == ring[2]).all()
+        assert gathered.tolist() == [ring[0]] * 2 + [ring[1]] * 2 + [ring[2]] * 2
+        assert counts == [0, 1, 2] and (got_v == 1).all()
+        assert (rs == 3).all()
+    with pytest.raises(TypeError, match="ops\\[0\\]"):
+        trio[0].run_multiple_with_retry([("all_to_all", torch.ones(1))])
