@@ -19,7 +19,9 @@
 //      qcclPeerLost. A failed sync must have left the model as it was (checked).
 //   3. the plain all-reduce, then 4. the quantized one; each retried at once on
 //      qcclPeerLost. qcclTooFewPeers (alone in the group) makes this peer's own input the
-//      result: a solo step.
+//      result: a solo step. 4b. Unless solo: all-gather, all-gather-v, reduce-scatter,
+//      broadcast and barrier, each retried on qcclPeerLost and checked locally
+//      (chaos_collectives.hpp).
 //   5. checks what it can alone (uniform results, popcount(mask) == world size, its own bit
 //      in the mask, inputs untouched by failed ops, the model untouched by failed syncs, its
 //      allow_inequality tensor untouched),
@@ -66,6 +68,7 @@
 #include <thread>
 #include <vector>
 
+#include "chaos_collectives.hpp"
 #include "chaos_model.hpp"
 #include "qccl/qccl.h"
 #include "support/peer_text.hpp"
@@ -387,6 +390,17 @@ class Peer {
       return f;
     }
     const double q_ms = ms_since(tq);
+    // 4b. The other collectives, once each (chaos_collectives.hpp), unless alone.
+    if (!solo) {
+      auto c = qccl::chaos::CollectiveRound(comm_, mine_, s).run();
+      if (c.code == qcclTooFewPeers) {
+        // Alone now: the step's all-reduces already ran; the next step notices.
+      } else if (fatal(c.code)) {
+        return Fatal{c.code, c.where};
+      } else if (c.code != qcclSuccess) {
+        return unexpected(c.where, c.code);
+      }
+    }
 
     // Local checks; the driver checks the hashes against the exact results.
     const uint64_t first = plain_out_[0];
