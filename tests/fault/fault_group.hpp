@@ -129,6 +129,7 @@ struct KillFigures {
   std::vector<double> to_failure_ms;  // kill -> a survivor's failed op returned
   std::vector<double> to_success_ms;  // kill -> its first success without the victim
   int survivors_without_failure = 0;
+  int survivors_failing_twice = 0;  // more than one failure before the first success
 };
 
 // Looping peers (warmed up: wait_two_loop_ops): after a random pause below max_pause_us
@@ -167,6 +168,7 @@ inline void kill_mid_loop(FaultGroup& g, std::mt19937_64& rng, uint32_t max_paus
       // a window of microseconds between two ops. Counted and reported.
       ++fig.survivors_without_failure;
     }
+    if (r.failures > 1) ++fig.survivors_failing_twice;
     double success_ms = (*r.first_success_us - t_kill) / 1000.0;
     EXPECT_LT(success_ms, kKillRecoveryBoundMs) << "the retry did not succeed at once";
     fig.to_success_ms.push_back(success_ms);

@@ -31,15 +31,28 @@
 //          learn each other's index: one all-gather of {QCCL_ATTR_PEER_ID, index} pairs
 //          ("mapped" line), so that the peer ids an op's qcclOpInfo_t reports (its
 //          participants in ring order) name indices. The op line's S, per kind:
-//            broadcast      root = the first peer of qcclGetPeers' ring order read right
-//                           before the call; the root's buffer holds 2^I_root, the others'
-//                           a sentinel that is no power of two; every element must be
-//                           2^I_root and the root a participant. S = the sum of 2^I over the
-//                           participants that info names ("root I" follows on the line). A
-//                           retry after churn may read a ring that another peer has not
-//                           seen yet (or still names the dead peer): such a call fails
-//                           (qcclPeerLost, or qcclInvalidArgument for a root not in the
-//                           group) and is retried, on qcclInvalidArgument at most 8 times.
+//            broadcast      root = the first peer of the ring of the last op this peer
+//                           completed (its info's peer ids; the mapping all-gather's at
+//                           first), which is the same on every peer (all or nothing); after
+//                           a failed attempt, the first peer of qcclGetPeers read then.
+//                           Reading qcclGetPeers before every call instead races: after a
+//                           kill that an op survived (the dead root had finished its part),
+//                           one peer may see the new ring and another not yet, and the two
+//                           roots differ: qcclMismatch on both (seen with QCCL_FAULT_SEED=21
+//                           of collectives_kill_test). The reread after a failure still
+//                           races, more rarely: a qcclPeerLost may return while this peer's
+//                           view still lists the dead peer (the master aborted the op on a
+//                           survivor's I/O error report and bumped the epoch before it had
+//                           removed the dead peer), so two survivors may read rings one epoch
+//                           apart and pick different roots: qcclMismatch again (seen with
+//                           seed 76). A root that died fails the op with qcclPeerLost, or
+//                           qcclInvalidArgument if the call ran in an epoch without it. So a
+//                           broadcast is retried on qcclPeerLost, and on qcclInvalidArgument
+//                           and qcclMismatch at most 8 times per op (every fail line printed).
+//                           The root's buffer holds 2^I_root, the others' a sentinel that is
+//                           no power of two; every element must be 2^I_root and the root a
+//                           participant. S = the sum of 2^I over the participants that info
+//                           names ("root I" follows on the line).
 //            allgather      every peer sends --count elements of 2^I; block j must be
 //                           constant and equal 2^(index of info's j-th peer id): the block
 //                           order is the ring order info reports. S = the sum of the blocks'
@@ -94,6 +107,9 @@
 //   op K world W sum S ms D rank R block B at T        (loop --op reducescatter)
 //   mapped world W ids ID:I,... at T                   (loop --op: peer id -> index)
 //   fail K CODE D NAME at T msg ...                    (op K failed after D ms)
+//   fail K CODE D NAME now-epoch E now-world W [root I] at T msg ...
+//                                                      (loop --op: the view right after the
+//                                                      failure; root: broadcast)
 //   multi K world W sums S0,S1,... ms D at T           (S_t = tensor t's element / (t+1))
 //   world W epoch E at T                               (the watcher saw the view change)
 //   watch CODE NAME at T msg ...                       (qcclGetAttribute failed; watcher stops)
@@ -466,9 +482,13 @@ class Peer {
     std::vector<uint64_t> all(2 * kMaxPeers);
     for (;;) {
       qcclOpInfo_t info{};
+      ring_.assign(kMaxPeers, 0);
+      info.peer_ids = ring_.data();
+      info.peer_ids_capacity = ring_.size();
       qcclResult_t r = qcclAllGather(pair, all.data(), 2, all.size(), qcclUint64, opt_.tag, comm_,
                                      &info);
       if (r == qcclSuccess) {
+        ring_.resize(info.world_size);
         std::string m;
         for (uint32_t j = 0; j < info.world_size; ++j) {
           index_of_[all[2 * j]] = static_cast<int>(all[2 * j + 1]);
@@ -532,7 +552,7 @@ class Peer {
   }
 
   // One op of --op kind (not allreduce), retried at once on qcclPeerLost (a broadcast also on
-  // qcclInvalidArgument, a few times: see the file comment). Prints op/fail (and bad/corrupt).
+  // qcclInvalidArgument and qcclMismatch, a few times: see the file comment). Prints op/fail (and bad/corrupt).
   qcclResult_t one_collective() {
     const std::string& op = opt_.op;
     const size_t n = opt_.count;
@@ -542,6 +562,7 @@ class Peer {
     std::vector<uint64_t>& send = send_;
     std::vector<uint64_t>& recv = recv_;
     int races = 0;
+    bool failed = false;  // an attempt of this op failed: the broadcast rereads the ring
     for (;;) {
       std::vector<uint64_t> ids(kMaxPeers);
       std::vector<size_t> counts(kMaxPeers);
@@ -568,7 +589,7 @@ class Peer {
         send.assign(n, mine_);
         recv.assign(n, opt_.inplace ? mine_ : 0);
       } else if (op == "broadcast") {
-        root = first_peer();
+        root = failed || ring_.empty() ? first_peer() : ring_[0];
         before = root == my_id_ ? mine_ : kSentinel;
         recv.assign(n, before);
       }
@@ -593,11 +614,21 @@ class Peer {
                       .count();
       if (r == qcclSuccess) {
         check_collective(info, n, vk, root, counts, ms);
+        ring_.assign(ids.begin(), ids.begin() + std::min<size_t>(info.world_size, ids.size()));
         ++ops_done_;
         return r;
       }
       const long long k = ops_done_;
-      emit(strf("fail %lld %d %.3f %s", k, static_cast<int>(r), ms, result_name(r)),
+      // The view right after the failure (the retry's ring), and the broadcast's root.
+      std::string root_note = strf(" now-epoch %lld now-world %lld",
+                                   static_cast<long long>(attr(QCCL_ATTR_EPOCH)),
+                                   static_cast<long long>(world()));
+      if (op == "broadcast") {
+        auto it = index_of_.find(root);
+        root_note += strf(" root %d", it == index_of_.end() ? -1 : it->second);
+      }
+      emit(strf("fail %lld %d %.3f %s%s", k, static_cast<int>(r), ms, result_name(r),
+                root_note.c_str()),
            qcclGetLastError());
       // All or nothing: a failed op leaves its inputs (and a broadcast's buffer) as they were.
       bool intact = true;
@@ -612,8 +643,12 @@ class Peer {
         intact = all_equal(send, mine_);
       }
       if (!intact) emit(strf("corrupt %lld the %s buffer changed", k, what));
+      failed = true;
       if (r == qcclPeerLost) continue;
-      if (op == "broadcast" && r == qcclInvalidArgument && ++races <= kMaxRootRaces) continue;
+      if (op == "broadcast" && (r == qcclInvalidArgument || r == qcclMismatch) &&
+          ++races <= kMaxRootRaces) {
+        continue;
+      }
       return r;
     }
   }
@@ -1005,6 +1040,7 @@ class Peer {
   std::vector<uint64_t> send_, recv_;
   uint64_t my_id_ = 0;               // loop --op: QCCL_ATTR_PEER_ID
   std::map<uint64_t, int> index_of_;  // loop --op: peer id -> index (learn_indices)
+  std::vector<uint64_t> ring_;        // loop --op: peer ids of the last completed op's ring
   std::thread watcher_;
   std::atomic<bool> stop_{false};
   // state mode
