@@ -282,8 +282,9 @@ void Membership::handle_op_start(Peer& p, const wire::C2MOpStart& m, TimePoint n
     op.first_start = now;
     op.order = ++next_order_;
   } else if (op.desc_hash != m.desc_hash && !op.mismatch) {
-    op.mismatch = fmt::format("peers passed different count, dtype, op or quantization for tag "
-                              "{} (peer {} differs)",
+    op.mismatch = fmt::format("peers passed different operations or arguments (kind, count, "
+                              "dtype, op, quantization, broadcast root) for tag {} (peer {} "
+                              "differs)",
                               m.tag, p.id);
   }
   op.started.insert(p.id);

@@ -28,37 +28,15 @@ namespace {
 
 using namespace std::chrono_literals;
 
-// On loopback the kill closes the victim's sockets at once; 2 s leaves room for a loaded CI
-// machine while still far below the 1 s peer timeout plus the vote timeout a hang would take.
-constexpr double kKillDetectionBoundMs = 2000;
-// The retry after qcclPeerLost runs on the rebuilt ring at once: no timeout may be involved.
-constexpr double kKillRecoveryBoundMs = 2000;
 constexpr size_t kCount = 65536;  // 512 KiB per op: a kill lands in the data phase most often
 
-uint64_t seed() {
-  const char* s = std::getenv("QCCL_FAULT_SEED");
-  return s != nullptr ? std::strtoull(s, nullptr, 10) : 20240611;
-}
-
-std::vector<int> indices_without(int n, int victim) {
-  std::vector<int> v;
-  for (int i = 0; i < n; ++i) {
-    if (i != victim) v.push_back(i);
-  }
-  return v;
-}
+uint64_t seed() { return fault_seed(20240611); }
 
 int failure_parts() {
   return ::testing::UnitTest::GetInstance()->current_test_info()->result()->total_part_count();
 }
 
-struct Figures {
-  std::vector<double> to_failure_ms;  // kill -> a survivor's failed op returned
-  std::vector<double> to_success_ms;  // kill -> its first success without the victim
-  int survivors_without_failure = 0;
-};
-
-void kill_round(int n, bool inplace, bool quant, std::mt19937_64& rng, Figures& fig) {
+void kill_round(int n, bool inplace, bool quant, std::mt19937_64& rng, KillFigures& fig) {
   FaultGroup g;
   // Every other round reduces in place: a failed op must give the input back for the retry.
   // The later half of the rounds quantize (MinMax uint8), whose frames are encoded copies.
@@ -66,55 +44,17 @@ void kill_round(int n, bool inplace, bool quant, std::mt19937_64& rng, Figures& 
   if (inplace) args.push_back("--inplace");
   if (quant) args.push_back("--quant");  // quantized frames: the same recovery, exact sums
   ASSERT_NO_FATAL_FAILURE(start_peers(g, n, args));
-  ProcCluster& pc = g.pc;
-  const auto& peers = g.peers;
-  const uint64_t full = g.full_sum();
   ASSERT_NO_FATAL_FAILURE(wait_two_loop_ops(g));  // warm up
-  // A random moment of the loop (sleeping here only picks the moment; nothing waits on it).
-  std::this_thread::sleep_for(std::chrono::microseconds(rng() % 40000));
-  const int victim = static_cast<int>(rng() % static_cast<uint64_t>(n));
-  const int64_t t_kill = pc.signal(peers[victim], SIGKILL);
-  const std::vector<int> alive = indices_without(n, victim);
-  const uint64_t survivors = sum_of(alive);
-
-  std::vector<Recovery> rs;
-  const Deadline deadline = deadline_in(8s);
-  for (int i : alive) {
-    rs.push_back(follow_recovery(pc, peers[i], t_kill, full, survivors, 3, deadline,
-                                 {qcclPeerLost}));
-    const Recovery& r = rs.back();
-    SCOPED_TRACE(pc.label(peers[i]));
-    ASSERT_TRUE(r.first_success_us) << "no success without the victim";
-    if (r.first_failure_us) {
-      double ms = (*r.first_failure_us - t_kill) / 1000.0;
-      EXPECT_LT(ms, kKillDetectionBoundMs) << "kill -> qcclPeerLost took too long";
-      fig.to_failure_ms.push_back(ms);
-    } else {
-      // Legal only if this survivor started its next op after the new ring was announced:
-      // a window of microseconds between two ops. Counted and reported.
-      ++fig.survivors_without_failure;
-    }
-    double success_ms = (*r.first_success_us - t_kill) / 1000.0;
-    EXPECT_LT(success_ms, kKillRecoveryBoundMs) << "the retry did not succeed at once";
-    fig.to_success_ms.push_back(success_ms);
-  }
-  expect_same_sums(rs, "N=" + std::to_string(n));
-  std::printf("[ measure  ] N=%d victim=%d%s%s: kill->failure", n, victim,
-              inplace ? " (in place)" : "", quant ? " (quantized)" : "");
-  for (auto& r : rs) {
-    if (r.first_failure_us) std::printf(" %.1f", (*r.first_failure_us - t_kill) / 1000.0);
-    else std::printf(" none");
-  }
-  std::printf(" ms, kill->first success");
-  for (auto& r : rs) std::printf(" %.1f", (*r.first_success_us - t_kill) / 1000.0);
-  std::printf(" ms\n");
+  std::string note = inplace ? " (in place)" : "";
+  if (quant) note += " (quantized)";
+  kill_mid_loop(g, rng, 40000, "N=" + std::to_string(n), note, fig);
 }
 
 TEST(KillTest, SigkillMidOpSurvivorsFailFastThenSucceedWithExactlyTheSurvivors) {
   const uint64_t s = seed();
   std::printf("[ seed     ] QCCL_FAULT_SEED=%llu\n", static_cast<unsigned long long>(s));
   std::mt19937_64 rng(s);
-  Figures fig;
+  KillFigures fig;
   auto t0 = SteadyClock::now();
   constexpr int kRoundsPerSize = 8;
   constexpr int kMaxFailedRounds = 3;  // a failed round may take its whole 8 s deadline

@@ -29,10 +29,8 @@ using namespace std::chrono_literals;
 constexpr MasterTimes kTimes{100, 1000, 5000};
 // Wake-up latency of the master's timer, the watcher's 5 ms polling and a loaded machine.
 constexpr double kSlackMs = 200;
-constexpr double kUpperMs = kTimes.peer_timeout_ms + kTimes.heartbeat_ms + kSlackMs;
-// Not before the timeout could have run out: the last heartbeat left at most one interval
-// (plus a late one) before the SIGSTOP.
-constexpr double kLowerMs = kTimes.peer_timeout_ms - 2.0 * kTimes.heartbeat_ms;
+const double kUpperMs = stop_upper_ms(kTimes, kSlackMs);
+const double kLowerMs = stop_lower_ms(kTimes);
 
 TEST(StopTest, SigstopWhileIdleIsExpelledAfterThePeerTimeoutAndKickedOnResume) {
   FaultGroup g(kTimes);
@@ -76,48 +74,7 @@ TEST(StopTest, SigstopMidOpSurvivorsFailWithinThePeerTimeoutThenSucceed) {
   std::mt19937_64 rng(7);
   ASSERT_NO_FATAL_FAILURE(start_peers(g, n, {"--mode", "loop", "--count", "65536"}));
   ASSERT_NO_FATAL_FAILURE(wait_two_loop_ops(g));
-  ProcCluster& pc = g.pc;
-  const auto& peers = g.peers;
-  std::this_thread::sleep_for(std::chrono::microseconds(rng() % 20000));  // a random moment
-  constexpr int victim = 2;
-  const int64_t t_stop = pc.signal(peers[victim], SIGSTOP);
-  const std::vector<int> alive{0, 1};
-  std::vector<Recovery> rs;
-  const Deadline deadline = deadline_in(8s);
-  for (int i : alive) {
-    rs.push_back(follow_recovery(pc, peers[i], t_stop, sum_of({0, 1, 2}), sum_of(alive), 3,
-                                 deadline, {qcclPeerLost}));
-    const Recovery& r = rs.back();
-    SCOPED_TRACE(pc.label(peers[i]));
-    ASSERT_TRUE(r.first_success_us) << "no success without the stopped peer";
-    // When the survivor learnt of the expulsion: its watcher saw the view shrink (polled every
-    // 5 ms, so it may come after a few fast ops), or at the latest its first op without it.
-    int64_t seen = *r.first_success_us;
-    if (r.world_drop_us) seen = std::min(seen, *r.world_drop_us);
-    double drop = (seen - t_stop) / 1000.0;
-    double success = (*r.first_success_us - t_stop) / 1000.0;
-    EXPECT_LE(drop, kUpperMs) << "expelled later than peer timeout + heartbeat";
-    EXPECT_GE(drop, kLowerMs) << "expelled before the peer timeout could have run out";
-    EXPECT_GE(r.failures, 1) << "the op in flight at the SIGSTOP must fail";
-    EXPECT_LE(success, kUpperMs + kSlackMs) << "the retry after the expulsion was not immediate";
-    if (r.first_failure_us) {
-      EXPECT_LE((*r.first_failure_us - t_stop) / 1000.0, kUpperMs)
-          << "the op in flight waited past peer timeout + heartbeat";
-    }
-    std::printf("[ measure  ] SIGSTOP mid-op: %s failed after %.1f ms, saw the expulsion after "
-                "%.1f ms, first success after %.1f ms (%d failures)\n",
-                pc.label(peers[i]).c_str(),
-                r.first_failure_us ? (*r.first_failure_us - t_stop) / 1000.0 : -1.0, drop, success,
-                r.failures);
-  }
-  expect_same_sums(rs, "SIGSTOP mid-op");
-  // Resumed, the stopped peer's all-reduce (in flight since the SIGSTOP) ends with qcclKicked.
-  pc.signal(peers[victim], SIGCONT);
-  auto e = pc.wait_for(peers[victim], [&](const Event& ev) {
-    return ev.is("fail") && ev.at_us() > t_stop;
-  }, deadline_in(5s));
-  ASSERT_TRUE(e) << "the resumed peer's all-reduce did not return";
-  EXPECT_EQ(e->pos(2), qcclKicked) << "expected qcclKicked, got: " << e->raw;
+  stop_mid_loop(g, rng, 20000, /*victim=*/2, kSlackMs, "SIGSTOP mid-op");
 }
 
 // Bounded votes: a stopped peer cannot hold a vote up for longer than the peer timeout.

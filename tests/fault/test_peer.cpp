@@ -26,6 +26,50 @@
 //          pending, all-reduce]); with it every vote prints its result ("pending P"), so that
 //          each call's return is seen. A peer that joined later enters the loop at its
 //          all-reduce, which is where its elders are after the vote that admitted it.
+//          --op KIND picks the collective of each iteration (default allreduce, as above;
+//          the others take none of --admit, --quant, --no-retry). Before the loop the peers
+//          learn each other's index: one all-gather of {QCCL_ATTR_PEER_ID, index} pairs
+//          ("mapped" line), so that the peer ids an op's qcclOpInfo_t reports (its
+//          participants in ring order) name indices. The op line's S, per kind:
+//            broadcast      root = the first peer of the ring of the last op this peer
+//                           completed (its info's peer ids; the mapping all-gather's at
+//                           first), which is the same on every peer (all or nothing); after
+//                           a failed attempt, the first peer of qcclGetPeers read then.
+//                           Reading qcclGetPeers before every call instead races: after a
+//                           kill that an op survived (the dead root had finished its part),
+//                           one peer may see the new ring and another not yet, and the two
+//                           roots differ: qcclMismatch on both (seen with QCCL_FAULT_SEED=21
+//                           of collectives_kill_test). The reread after a failure still
+//                           races, more rarely: a qcclPeerLost may return while this peer's
+//                           view still lists the dead peer (the master aborted the op on a
+//                           survivor's I/O error report and bumped the epoch before it had
+//                           removed the dead peer), so two survivors may read rings one epoch
+//                           apart and pick different roots: qcclMismatch again (seen with
+//                           seed 76). A root that died fails the op with qcclPeerLost, or
+//                           qcclInvalidArgument if the call ran in an epoch without it. So a
+//                           broadcast is retried on qcclPeerLost, and on qcclInvalidArgument
+//                           and qcclMismatch at most 8 times per op (every fail line printed).
+//                           The root's buffer holds 2^I_root, the others' a sentinel that is
+//                           no power of two; every element must be 2^I_root and the root a
+//                           participant. S = the sum of 2^I over the participants that info
+//                           names ("root I" follows on the line).
+//            allgather      every peer sends --count elements of 2^I; block j must be
+//                           constant and equal 2^(index of info's j-th peer id): the block
+//                           order is the ring order info reports. S = the sum of the blocks'
+//                           values (so S comes from the data, and must match the world).
+//            allgatherv     peer I sends (I+1)*k elements of 2^I (k = max(1, --count/8));
+//                           counts[j] must be (index+1)*k of info's j-th peer and block j
+//                           constant 2^index. S = the sum of the blocks' values.
+//            reducescatter  --count elements of 2^I summed; this peer's block (its ring rank
+//                           = its place in info's peer ids; size --count/W, one more for the
+//                           first --count%W ranks) must be all S, and S the participants'
+//                           sum from info ("rank R block B" follows). --inplace: in place.
+//            barrier        S = the sum of 2^I over the participants info names.
+//          So for every kind S names the participants, popcount(S) == W, and S has this
+//          peer's bit; for broadcast and barrier that membership is the library's report
+//          (info), for the others it is also what the data says. All or nothing: a failed
+//          op must leave the send buffer (in-place reduce-scatter: its input; broadcast: the
+//          buffer, root or not) as it was, else a corrupt line.
 //   idle   reads commands from stdin, one per line (EOF or "quit" ends the process):
 //            allreduce [count]  one all-reduce, retried on qcclPeerLost
 //            try [count]        one attempt, no retry
@@ -59,7 +103,13 @@
 //   connected index I world W rank R epoch E at T
 //   ready index I world W rank R epoch E at T          (after the gather)
 //   op K world W sum S ms D at T                       (K counts successful ops from 0)
+//   op K world W sum S ms D root I at T                (loop --op broadcast)
+//   op K world W sum S ms D rank R block B at T        (loop --op reducescatter)
+//   mapped world W ids ID:I,... at T                   (loop --op: peer id -> index)
 //   fail K CODE D NAME at T msg ...                    (op K failed after D ms)
+//   fail K CODE D NAME now-epoch E now-world W [root I] at T msg ...
+//                                                      (loop --op: the view right after the
+//                                                      failure; root: broadcast)
 //   multi K world W sums S0,S1,... ms D at T           (S_t = tensor t's element / (t+1))
 //   world W epoch E at T                               (the watcher saw the view change)
 //   watch CODE NAME at T msg ...                       (qcclGetAttribute failed; watcher stops)
@@ -85,6 +135,7 @@
 //                                                      ms; topo mode and idle's optimize)
 //   done at T
 // Exit codes: 0 done, 2 bad usage, 3 setup failed, 4 an operation failed for good.
+#include <algorithm>
 #include <atomic>
 #include <bit>
 #include <chrono>
@@ -93,6 +144,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <iostream>
+#include <map>
 #include <memory>
 #include <sstream>
 #include <string>
@@ -120,6 +172,7 @@ struct Options {
   int64_t iters = 0;
   uint64_t tag = 0;
   int world = 0;  // gather until the group has this many peers
+  std::string op = "allreduce";  // loop: the collective each iteration runs
   bool admit = false;
   bool retry = true;  // loop: retry an all-reduce at once on qcclPeerLost
   bool inplace = false;
@@ -148,6 +201,7 @@ struct Options {
                "usage: qccl_test_peer --master HOST:PORT --index I\n"
                "  --mode loop|idle|multi|state|topo\n"
                "  [--world W] [--count N] [--iters K] [--tag T] [--admit] [--no-retry]\n"
+               "  [--op allreduce|broadcast|allgather|allgatherv|reducescatter|barrier]\n"
                "  [--inplace] [--quant]\n"
                "  [--announce]\n"
                "  [--tensors M] [--inflight F] [--connections C] [--connect-timeout-ms MS]\n"
@@ -168,6 +222,7 @@ Options parse(int argc, char** argv) {
     else if (a == "--iters") o.iters = std::stoll(val());
     else if (a == "--tag") o.tag = std::stoull(val());
     else if (a == "--world") o.world = std::stoi(val());
+    else if (a == "--op") o.op = val();
     else if (a == "--admit") o.admit = true;
     else if (a == "--no-retry") o.retry = false;
     else if (a == "--inplace") o.inplace = true;
@@ -195,6 +250,16 @@ Options parse(int argc, char** argv) {
   if (o.mode != "loop" && o.mode != "idle" && o.mode != "multi" && o.mode != "state" &&
       o.mode != "topo") {
     usage("unknown --mode " + o.mode);
+  }
+  if (o.op != "allreduce" && o.op != "broadcast" && o.op != "allgather" &&
+      o.op != "allgatherv" && o.op != "reducescatter" && o.op != "barrier") {
+    usage("unknown --op " + o.op);
+  }
+  if (o.op != "allreduce" && (o.admit || o.quant || !o.retry)) {
+    usage("--admit, --quant and --no-retry go with --op allreduce only");
+  }
+  if (o.inplace && o.op != "allreduce" && o.op != "reducescatter") {
+    usage("--inplace goes with --op allreduce or reducescatter (a broadcast is always in place)");
   }
   if (o.strategy != "popular" && o.strategy != "receive" && o.strategy != "send") {
     usage("unknown --strategy " + o.strategy);
@@ -399,6 +464,264 @@ class Peer {
     }
   }
 
+  // ---------------------------------------------------------------- loop --op (not allreduce)
+
+  static constexpr size_t kMaxPeers = 63;  // indices 0..62
+
+  // Which index each peer id has, so that an op's qcclOpInfo_t peer ids name its
+  // participants: one all-gather of {peer id, index} pairs before the loop (retried on
+  // qcclPeerLost). Prints "mapped world W ids ID:I,...".
+  bool learn_indices() {
+    const int64_t id = attr(QCCL_ATTR_PEER_ID);
+    if (id < 0) {
+      emit("error peer-id");
+      return false;
+    }
+    my_id_ = static_cast<uint64_t>(id);
+    const uint64_t pair[2] = {my_id_, static_cast<uint64_t>(opt_.index)};
+    std::vector<uint64_t> all(2 * kMaxPeers);
+    for (;;) {
+      qcclOpInfo_t info{};
+      ring_.assign(kMaxPeers, 0);
+      info.peer_ids = ring_.data();
+      info.peer_ids_capacity = ring_.size();
+      qcclResult_t r = qcclAllGather(pair, all.data(), 2, all.size(), qcclUint64, opt_.tag, comm_,
+                                     &info);
+      if (r == qcclSuccess) {
+        ring_.resize(info.world_size);
+        std::string m;
+        for (uint32_t j = 0; j < info.world_size; ++j) {
+          index_of_[all[2 * j]] = static_cast<int>(all[2 * j + 1]);
+          if (!m.empty()) m += ',';
+          m += strf("%llu:%llu", static_cast<unsigned long long>(all[2 * j]),
+                    static_cast<unsigned long long>(all[2 * j + 1]));
+        }
+        emit(strf("mapped world %u ids %s", info.world_size, m.c_str()));
+        return true;
+      }
+      if (r != qcclPeerLost) {
+        error("map", r);
+        return false;
+      }
+    }
+  }
+
+  // The participants an op's info names, as indices in ring order; empty after a bad line if
+  // an id is unknown or repeated, or this peer is not among them.
+  std::vector<int> participants(const qcclOpInfo_t& info) {
+    const long long k = ops_done_;
+    std::vector<int> who;
+    if (info.world_size > info.peer_ids_capacity || info.world_size < 2) {
+      emit(strf("bad %lld info world %u", k, info.world_size));
+      return {};
+    }
+    uint64_t seen = 0;
+    for (uint32_t j = 0; j < info.world_size; ++j) {
+      auto it = index_of_.find(info.peer_ids[j]);
+      if (it == index_of_.end() || (seen & (uint64_t{1} << it->second)) != 0) {
+        emit(strf("bad %lld info peer id %llu unknown or repeated", k,
+                  static_cast<unsigned long long>(info.peer_ids[j])));
+        return {};
+      }
+      seen |= uint64_t{1} << it->second;
+      who.push_back(it->second);
+    }
+    if ((seen & mine_) == 0) {
+      emit(strf("bad %lld info lacks this peer", k));
+      return {};
+    }
+    return who;
+  }
+
+  static bool range_equal(const std::vector<uint64_t>& v, size_t from, size_t n, uint64_t x) {
+    if (from + n > v.size()) return false;
+    for (size_t i = from; i < from + n; ++i) {
+      if (v[i] != x) return false;
+    }
+    return true;
+  }
+
+  // The first peer of the ring as this peer sees it now (the broadcast's root).
+  uint64_t first_peer() {
+    std::vector<qcclPeerInfo_t> peers(kMaxPeers);
+    size_t n = 0;
+    if (qcclGetPeers(comm_, peers.data(), peers.size(), &n) != qcclSuccess || n == 0) {
+      return my_id_;  // the op will tell
+    }
+    return peers[0].peer_id;
+  }
+
+  // One op of --op kind (not allreduce), retried at once on qcclPeerLost (a broadcast also on
+  // qcclInvalidArgument and qcclMismatch, a few times: see the file comment). Prints op/fail (and bad/corrupt).
+  qcclResult_t one_collective() {
+    const std::string& op = opt_.op;
+    const size_t n = opt_.count;
+    const size_t vk = std::max<size_t>(1, n / 8);  // allgatherv: peer I sends (I+1)*vk
+    constexpr uint64_t kSentinel = 0x5E5E5E5E5E5E5E5Eull;  // not a power of two
+    constexpr int kMaxRootRaces = 8;
+    std::vector<uint64_t>& send = send_;
+    std::vector<uint64_t>& recv = recv_;
+    int races = 0;
+    bool failed = false;  // an attempt of this op failed: the broadcast rereads the ring
+    for (;;) {
+      std::vector<uint64_t> ids(kMaxPeers);
+      std::vector<size_t> counts(kMaxPeers);
+      qcclOpInfo_t info{};
+      info.peer_ids = ids.data();
+      info.peer_ids_capacity = ids.size();
+      uint64_t root = 0;
+      uint64_t before = 0;  // broadcast: what the buffer held before the call
+      qcclReduceDesc_t desc{};
+      desc.count = n;
+      desc.dtype = qcclUint64;
+      desc.op = qcclSum;
+      desc.tag = opt_.tag;
+      desc.quantization.algorithm = qcclQuantNone;
+      if (op == "allgather") {
+        send.assign(n, mine_);
+        recv.assign(n * index_of_.size(), 0);
+      } else if (op == "allgatherv") {
+        size_t room = 0;
+        for (const auto& [pid, i] : index_of_) room += static_cast<size_t>(i + 1) * vk;
+        send.assign(static_cast<size_t>(opt_.index + 1) * vk, mine_);
+        recv.assign(room, 0);
+      } else if (op == "reducescatter") {
+        send.assign(n, mine_);
+        recv.assign(n, opt_.inplace ? mine_ : 0);
+      } else if (op == "broadcast") {
+        root = failed || ring_.empty() ? first_peer() : ring_[0];
+        before = root == my_id_ ? mine_ : kSentinel;
+        recv.assign(n, before);
+      }
+      announce();
+      auto t0 = std::chrono::steady_clock::now();
+      qcclResult_t r = qcclSuccess;
+      if (op == "allgather") {
+        r = qcclAllGather(send.data(), recv.data(), n, recv.size(), qcclUint64, opt_.tag, comm_,
+                          &info);
+      } else if (op == "allgatherv") {
+        r = qcclAllGatherV(send.data(), send.size(), recv.data(), recv.size(), qcclUint64,
+                           counts.data(), counts.size(), opt_.tag, comm_, &info);
+      } else if (op == "reducescatter") {
+        r = qcclReduceScatter(opt_.inplace ? recv.data() : send.data(), recv.data(), n, &desc,
+                              comm_, &info);
+      } else if (op == "broadcast") {
+        r = qcclBroadcast(recv.data(), n, qcclUint64, root, opt_.tag, comm_, &info);
+      } else {
+        r = qcclBarrier(opt_.tag, comm_, &info);
+      }
+      double ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0)
+                      .count();
+      if (r == qcclSuccess) {
+        check_collective(info, n, vk, root, counts, ms);
+        ring_.assign(ids.begin(), ids.begin() + std::min<size_t>(info.world_size, ids.size()));
+        ++ops_done_;
+        return r;
+      }
+      const long long k = ops_done_;
+      // The view right after the failure (the retry's ring), and the broadcast's root.
+      std::string root_note = strf(" now-epoch %lld now-world %lld",
+                                   static_cast<long long>(attr(QCCL_ATTR_EPOCH)),
+                                   static_cast<long long>(world()));
+      if (op == "broadcast") {
+        auto it = index_of_.find(root);
+        root_note += strf(" root %d", it == index_of_.end() ? -1 : it->second);
+      }
+      emit(strf("fail %lld %d %.3f %s%s", k, static_cast<int>(r), ms, result_name(r),
+                root_note.c_str()),
+           qcclGetLastError());
+      // All or nothing: a failed op leaves its inputs (and a broadcast's buffer) as they were.
+      bool intact = true;
+      const char* what = "send";
+      if (op == "broadcast") {
+        intact = all_equal(recv, before);
+        what = "broadcast";
+      } else if (op == "reducescatter" && opt_.inplace) {
+        intact = all_equal(recv, mine_);
+        what = "in-place";
+      } else if (op != "barrier") {
+        intact = all_equal(send, mine_);
+      }
+      if (!intact) emit(strf("corrupt %lld the %s buffer changed", k, what));
+      failed = true;
+      if (r == qcclPeerLost) continue;
+      if (op == "broadcast" && (r == qcclInvalidArgument || r == qcclMismatch) &&
+          ++races <= kMaxRootRaces) {
+        continue;
+      }
+      return r;
+    }
+  }
+
+  // Checks a successful op of --op kind and prints its op line (see the file comment for S).
+  void check_collective(const qcclOpInfo_t& info, size_t n, size_t vk, uint64_t root,
+                        const std::vector<size_t>& counts, double ms) {
+    const long long k = ops_done_;
+    const std::string& op = opt_.op;
+    const uint32_t w = info.world_size;
+    const std::vector<int> who = participants(info);
+    uint64_t members = 0;
+    for (int i : who) members |= uint64_t{1} << i;
+    uint64_t s = members;
+    std::string extra;
+    if (!who.empty() && (op == "allgather" || op == "allgatherv")) {
+      // Block j: constant 2^(index of peer_ids[j]); S = the sum of the blocks' values.
+      s = 0;
+      size_t off = 0;
+      for (uint32_t j = 0; j < w; ++j) {
+        const uint64_t v = uint64_t{1} << who[j];
+        const size_t c = op == "allgather" ? n : counts[j];
+        if (op == "allgatherv" && c != static_cast<size_t>(who[j] + 1) * vk) {
+          emit(strf("bad %lld block %u count %zu, expected %zu", k, j, c,
+                    static_cast<size_t>(who[j] + 1) * vk));
+        }
+        if (off + c > recv_.size()) {
+          emit(strf("bad %lld block %u overruns the buffer", k, j));
+          break;
+        }
+        if (!range_equal(recv_, off, c, recv_[off])) {
+          emit(strf("bad %lld block %u is not constant", k, j));
+        } else if (recv_[off] != v) {
+          emit(strf("bad %lld block %u holds %llu, expected %llu (info's ring order)", k, j,
+                    static_cast<unsigned long long>(recv_[off]),
+                    static_cast<unsigned long long>(v)));
+        }
+        s += recv_[off];
+        off += c;
+      }
+    } else if (!who.empty() && op == "reducescatter") {
+      // This peer's block (ring rank = its place in peer_ids): every element is the sum.
+      uint32_t rank = 0;
+      while (rank < w && info.peer_ids[rank] != my_id_) ++rank;
+      const size_t b = n / w + (rank < n % w ? 1 : 0);
+      s = recv_[0];
+      if (!range_equal(recv_, 0, b, s)) {
+        emit(strf("bad %lld block of rank %u (%zu elements) is not constant", k, rank, b));
+      } else if (s != members) {
+        emit(strf("bad %lld block holds %llu, the participants' sum is %llu", k,
+                  static_cast<unsigned long long>(s), static_cast<unsigned long long>(members)));
+      }
+      extra = strf(" rank %u block %zu", rank, b);
+    } else if (!who.empty() && op == "broadcast") {
+      // Every element is the root's 2^I; the root took part. S = the participants' sum.
+      auto it = index_of_.find(root);
+      const uint64_t v = it == index_of_.end() ? 0 : uint64_t{1} << it->second;
+      if (it == index_of_.end() || (members & v) == 0) {
+        emit(strf("bad %lld root %llu is not a participant", k,
+                  static_cast<unsigned long long>(root)));
+      } else if (!all_equal(recv_, v)) {
+        emit(strf("bad %lld the buffer is not the root's 2^%d everywhere", k, it->second));
+      }
+      extra = strf(" root %d", it == index_of_.end() ? -1 : it->second);
+    }
+    emit(strf("op %lld world %u sum %llu ms %.3f%s", k, w, static_cast<unsigned long long>(s), ms,
+              extra.c_str()));
+    if (static_cast<uint32_t>(__builtin_popcountll(s)) != w || (s & mine_) == 0) {
+      emit(strf("bad %lld sum %llu does not match world %u or lacks this peer", k,
+                static_cast<unsigned long long>(s), w));
+    }
+  }
+
   bool admit_round() {
     int pending = 0;
     qcclResult_t r = qcclArePeersPending(comm_, &pending);
@@ -419,8 +742,10 @@ class Peer {
   }
 
   int loop() {
+    const bool allreduce = opt_.op == "allreduce";
+    if (!allreduce && !learn_indices()) return 4;
     while (opt_.iters == 0 || ops_done_ < opt_.iters) {
-      qcclResult_t r = one_op(opt_.count, opt_.retry);
+      qcclResult_t r = allreduce ? one_op(opt_.count, opt_.retry) : one_collective();
       if (r != qcclSuccess && (opt_.retry || r != qcclPeerLost)) return 4;
       if (opt_.admit && !admit_round()) return 4;
       if (opt_.pace_ms > 0) std::this_thread::sleep_for(std::chrono::milliseconds(opt_.pace_ms));
@@ -713,6 +1038,9 @@ class Peer {
   qcclComm_t* comm_ = nullptr;
   int64_t ops_done_ = 0;
   std::vector<uint64_t> send_, recv_;
+  uint64_t my_id_ = 0;               // loop --op: QCCL_ATTR_PEER_ID
+  std::map<uint64_t, int> index_of_;  // loop --op: peer id -> index (learn_indices)
+  std::vector<uint64_t> ring_;        // loop --op: peer ids of the last completed op's ring
   std::thread watcher_;
   std::atomic<bool> stop_{false};
   // state mode
