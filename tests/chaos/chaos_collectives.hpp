@@ -7,7 +7,7 @@
 //   all-gather      W blocks, each (bit of a distinct peer) x scale, this peer's among them
 //   all-gather-v    peer i contributes (bit-index + 1) words: counts match the values
 //   reduce-scatter  this peer's block is all (sum of the W bits) x scale, W bits set, its own
-//   broadcast       from the first peer of the ring: one bit x scale, everywhere
+//   broadcast       from the first peer of the all-gather's ring: one bit x scale, everywhere
 //   barrier         world W
 // and for every failure: the inputs untouched, a failed broadcast's buffer given back. A
 // violation prints "bad coll ..." (an invariant violation for the driver).
@@ -55,12 +55,13 @@ class CollectiveRound {
                           what.c_str()));
   }
 
-  // Retries `call` on qcclPeerLost (and on `also`); returns anything else.
+  // Retries `call` on qcclPeerLost (and on `also`, at most kMaxOtherRetries times in a row);
+  // returns anything else.
   template <typename F>
   Outcome retry(const char* where, F&& call, qcclResult_t also = qcclSuccess) {
-    for (;;) {
+    for (int others = 0;;) {
       qcclResult_t r = call();
-      if (r == qcclPeerLost || (also != qcclSuccess && r == also)) {
+      if (r == qcclPeerLost || (also != qcclSuccess && r == also && ++others <= 20)) {
         test::emit(test::strf("retry %s %d %s step %llu", where, static_cast<int>(r),
                               test::result_name(r), static_cast<unsigned long long>(step_)),
                    qcclGetLastError());
@@ -85,12 +86,15 @@ class CollectiveRound {
 
   Outcome all_gather() {
     const uint64_t in = mine_ * scale_;
-    std::vector<uint64_t> out(64);
+    std::vector<uint64_t> out(64), ring(64);
     qcclOpInfo_t info{};
+    info.peer_ids = ring.data();
+    info.peer_ids_capacity = ring.size();
     Outcome o = retry("coll-allgather", [&] {
       return qcclAllGather(&in, out.data(), 1, out.size(), qcclUint64, kTagBase, comm_, &info);
     });
     if (o.code != qcclSuccess) return o;
+    ring_head_ = info.world_size > 0 ? ring[0] : 0;
     uint64_t mask = bits_of(out, info.world_size);
     if (in != mine_ * scale_) bad("allgather changed its input");
     if (std::popcount(mask) != static_cast<int>(info.world_size) || (mask & mine_) == 0) {
@@ -165,19 +169,30 @@ class CollectiveRound {
 
   Outcome broadcast() {
     std::vector<uint64_t> buf(1000);
+    bool first_try = true;
     Outcome o = retry(
         "coll-broadcast",
         [&] {
-          // The root: the first peer of the ring as this peer sees it now. A retry after churn
-          // reads the new ring; a root that left before the op ran is qcclInvalidArgument on
-          // every peer, retried the same way.
-          qcclPeerInfo_t first{};
-          size_t n = 0;
-          if (qcclGetPeers(comm_, &first, 1, &n) != qcclSuccess || n == 0) return qcclPeerLost;
-          bool root = first.peer_id == own_id();
+          // The root: the first peer of the ring of the last op that completed (the all-gather
+          // before), which every peer shares. After a failure, the first peer of the ring as
+          // this peer sees it then: right after churn peers may still see different epochs,
+          // so the roots may differ (qcclMismatch everywhere) or the root may be gone
+          // (qcclInvalidArgument everywhere); both are retried the same way.
+          uint64_t root_id = ring_head_;
+          if (!first_try || root_id == 0) {
+            qcclPeerInfo_t first{};
+            size_t n = 0;
+            if (qcclGetPeers(comm_, &first, 1, &n) != qcclSuccess || n == 0) {
+              return qcclPeerLost;
+            }
+            root_id = first.peer_id;
+          }
+          first_try = false;
+          bool root = root_id == own_id();
           std::fill(buf.begin(), buf.end(), root ? mine_ * scale_ : 0);
-          qcclResult_t r = qcclBroadcast(buf.data(), buf.size(), qcclUint64, first.peer_id,
+          qcclResult_t r = qcclBroadcast(buf.data(), buf.size(), qcclUint64, root_id,
                                          kTagBase + 3, comm_, nullptr);
+          if (r == qcclMismatch) r = qcclInvalidArgument;  // retried: see above
           if (r != qcclSuccess && !root &&
               std::any_of(buf.begin(), buf.end(), [](uint64_t x) { return x != 0; })) {
             bad("a failed broadcast did not give the buffer back");
@@ -216,6 +231,7 @@ class CollectiveRound {
   uint64_t mine_;
   uint64_t scale_;
   uint64_t step_;
+  uint64_t ring_head_ = 0;  // the first peer of the all-gather's ring (0: none yet)
 };
 
 }  // namespace qccl::chaos
