@@ -30,7 +30,7 @@ Status OpEngine::start(OpTag tag, std::string_view call, Maker make) {
   uint64_t seq = next_seq_[tag]++;
   auto op = make(seq, group_epoch_);
   add(op);
-  hooks_.to_master(wire::C2MOpStart{tag, seq, group_epoch_, op->fingerprint()});
+  hooks_.to_master(wire::C2MOpStart{tag, seq, group_epoch_, op->fingerprint(), op_timeout_ms_});
   if (links_->failed() && links_->epoch() == group_epoch_) {
     fail(op, links_->failure(), FailSource::kLocal);
   } else if (links_->ready() && links_->epoch() == group_epoch_) {
@@ -67,12 +67,12 @@ void OpEngine::start_aborted(OpTag tag, const AbortedAhead& ahead, const Maker& 
 // (start_aborted) instead of starting alone in the epoch the abort opened. Anything else is a
 // late answer about an op this peer already finished; it is ignored. So are refusals of
 // out-of-step calls (kInvalidUsage, docs/call-order.md): those calls are as if never made, and
-// the peers that made them call again in step with this one.
+// the peers that made them call again in step with this one. An op the master aborted at its
+// deadline (kTimeout) is remembered the same way: this peer was late to it, and its call fails
+// with kTimeout as the others' did (docs/reliability.md §7).
 void OpEngine::note_abort_ahead(const wire::M2COpResult& r) {
-  if (r.status != StatusCode::kPeerLost || r.tag == kRingFailureTag ||
-      r.op_epoch != group_epoch_) {
-    return;
-  }
+  bool aborted = r.status == StatusCode::kPeerLost || r.status == StatusCode::kTimeout;
+  if (!aborted || r.tag == kRingFailureTag || r.op_epoch != group_epoch_) return;
   auto next = next_seq_.find(r.tag);
   if (r.seq != (next == next_seq_.end() ? 0 : next->second)) return;
   aborted_ahead_[r.tag] = AbortedAhead{r.seq, r.op_epoch, Status(r.status, r.message)};
