@@ -24,6 +24,9 @@ net::awaitable<Result<wire::M2CWelcome>> MasterLink::connect(const wire::C2MRegi
   asio::steady_timer backoff(ex_);
   Status last = make_status(StatusCode::kMasterUnreachable, "cannot reach the master at {}", where);
   for (;;) {
+    // close() (the communicator was aborted or destroyed) ends the dialling; nobody waits
+    // for this result any more.
+    if (closed_) co_return make_status(StatusCode::kAborted, "connecting to {} was cancelled", where);
     auto now = Clock::now();
     if (now >= deadline) {
       co_return make_status(StatusCode::kTimeout, "no answer from the master at {} in time ({})",
@@ -32,6 +35,11 @@ net::awaitable<Result<wire::M2CWelcome>> MasterLink::connect(const wire::C2MRegi
     auto budget = std::min<Clock::duration>(deadline - now, std::chrono::seconds(10));
     auto sock = co_await net::connect_tcp(ex_, master_.host, master_.port,
                                           std::chrono::duration_cast<std::chrono::milliseconds>(budget));
+    if (sock.is_ok() && closed_) {
+      asio::error_code ignored;
+      sock->close(ignored);
+      co_return make_status(StatusCode::kAborted, "connecting to {} was cancelled", where);
+    }
     if (sock.is_ok()) {
       conn_ = std::make_shared<net::Connection>(std::move(sock).value());
       break;
