@@ -21,8 +21,8 @@ def test_abort_ends_a_blocked_all_reduce_and_close_does_not_wait(group_factory):
     buf = np.arange(1000, dtype=np.float32)
     before = buf.copy()
     t, out = spawn(a.all_reduce, buf)  # b never calls: blocked until aborted
+    wait_until(lambda: a._c.active_calls == 1, timeout=5, what="the all_reduce to be in progress")
     assert not out.done.wait(0.3), "all_reduce returned before the abort"
-    assert a._c.active_calls == 1
     t0 = time.monotonic()
     a.abort()
     assert out.done.wait(10), "abort() did not end the blocked all_reduce"

@@ -1,9 +1,10 @@
 // qcclCommAbort (issue 19): a thread blocked in a call on a communicator (an all-reduce whose
-// partner never calls, a barrier, a vote, qcclWait of an async all-reduce, qcclConnect to a
-// master that never admits or cannot be reached) returns qcclAborted once another thread
-// aborts the communicator; every later call returns qcclAborted at once; the peer leaves the
-// run gracefully (the others see it go long before the peer timeout); destroy is then clean.
-// The latency from the abort to the blocked call's return is printed ("abort latency").
+// partner never calls, a barrier, a vote, qcclWait of an async all-reduce, a shared-state sync,
+// qcclWaitForWorld, qcclConnect to a master that never admits or cannot be reached) returns
+// qcclAborted once another thread aborts the communicator; every later call returns
+// qcclAborted at once; the peer leaves the run gracefully (the others see it go long before
+// the peer timeout); destroy is then clean. The latency from the abort to the blocked call's
+// return is printed ("abort latency").
 #include <qccl/qccl.h>
 
 #include <gtest/gtest.h>
@@ -211,6 +212,37 @@ TEST(CommAbort, EndsAVoteAndTheOthersGoOnWithoutThePeer) {
   EXPECT_EQ(r, qcclSuccess) << describe(r);
   EXPECT_LT(test::elapsed_ms(t0), 5000);
   EXPECT_EQ(cluster.destroy(0), qcclSuccess);
+}
+
+TEST(CommAbort, EndsASharedStateSyncAndAWaitForWorld) {
+  test::Cluster cluster(slow_failure_detection());
+  ASSERT_TRUE(cluster.ok());
+  ASSERT_TRUE(cluster.grow(2));
+  qcclComm_t* c0 = cluster.comm(0);
+  float weights[256] = {0};
+  qcclTensorInfo_t tensor{};
+  tensor.name = "weights";
+  tensor.data = weights;
+  tensor.count = 256;
+  tensor.dtype = qcclFloat32;
+  qcclSharedState_t state{};
+  state.num_tensors = 1;
+  state.tensors = &tensor;
+  // Peer 1 never syncs: the master's round waits for it (30 s straggler deadline).
+  auto sync = BlockedCall::c([&] {
+    return qcclSyncSharedState(c0, &state, qcclSyncEnforcePopular, nullptr);
+  });
+  sync->abort_and_measure(c0, "qcclSyncSharedState");
+  EXPECT_EQ(sync->code(), qcclAborted) << sync->message();
+  expect_aborted_from_now_on(c0);
+  EXPECT_EQ(cluster.destroy(0), qcclSuccess);
+  // Peer 1, alone now, waits for a world of 2 that never comes (asking every 50 ms).
+  qcclComm_t* c1 = cluster.comm(1);
+  ASSERT_TRUE(group_shrinks_to(c1, 1, 10s));
+  auto wait = BlockedCall::c([&] { return qcclWaitForWorld(c1, 2, 0); });
+  wait->abort_and_measure(c1, "qcclWaitForWorld");
+  EXPECT_EQ(wait->code(), qcclAborted) << wait->message();
+  EXPECT_EQ(cluster.destroy(1), qcclSuccess);
 }
 
 qcclComm_t* make_comm(const std::string& master) {
