@@ -203,15 +203,15 @@ class Communicator(Handle):
 
     ``Communicator(master_address, peer_group=0, connections_per_peer=0, auth_token=None,
     *, listen_address=None, advertise_address=None, auth_token_file=None, op_timeout=None)``
-    creates it (not
-    yet connected; a malformed address raises :class:`qccl.InvalidArgumentError`).
+    creates it (not yet connected; a malformed address raises
+    :class:`qccl.InvalidArgumentError`).
     ``listen_address`` ("host:port" or "host:first-last"), ``advertise_address`` ("host" or
     "host:port") and ``auth_token_file`` default to ``$QCCL_LISTEN_ADDRESS``,
     ``$QCCL_ADVERTISE_ADDRESS`` and ``$QCCL_AUTH_TOKEN_FILE``; see docs/deployment.md.
     ``op_timeout`` (seconds, None = ``$QCCL_OP_TIMEOUT_MS`` if set, else no deadline) is the
     deadline of every operation (:attr:`op_timeout`). :meth:`connect` joins the run. Use it
-    as a context manager, or call :meth:`close`, to leave the run gracefully; a communicator that is
-    garbage-collected or still open at interpreter exit is closed then.
+    as a context manager, or call :meth:`close`, to leave the run gracefully; a communicator
+    that is garbage-collected or still open at interpreter exit is closed then.
 
     Thread safety: every method may be called from any thread; blocking calls release the
     GIL. Async all-reduces with different tags may be in flight at once. ``close()`` waits

@@ -26,7 +26,9 @@ net::awaitable<Result<wire::M2CWelcome>> MasterLink::connect(const wire::C2MRegi
   for (;;) {
     // close() (the communicator was aborted or destroyed) ends the dialling; nobody waits
     // for this result any more.
-    if (closed_) co_return make_status(StatusCode::kAborted, "connecting to {} was cancelled", where);
+    if (closed_) {
+      co_return make_status(StatusCode::kAborted, "connecting to {} was cancelled", where);
+    }
     auto now = Clock::now();
     if (now >= deadline) {
       co_return make_status(StatusCode::kTimeout, "no answer from the master at {} in time ({})",

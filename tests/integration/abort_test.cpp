@@ -154,7 +154,8 @@ TEST(CommAbort, EndsAnAllReduceWhosePartnerNeverCallsAndThePeerLeavesGracefully)
   d.dtype = qcclFloat32;
   d.op = qcclSum;
   d.tag = 1;
-  auto call = BlockedCall::c([&] { return qcclAllReduce(buf.data(), buf.data(), &d, c0, nullptr); });
+  auto call =
+      BlockedCall::c([&] { return qcclAllReduce(buf.data(), buf.data(), &d, c0, nullptr); });
   call->abort_and_measure(c0, "qcclAllReduce");
   EXPECT_EQ(call->code(), qcclAborted) << call->message();
   EXPECT_NE(call->message().find("the communicator was aborted"), std::string::npos)
