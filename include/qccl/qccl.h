@@ -43,7 +43,7 @@ typedef enum {
   qcclMismatch,          /* peers disagreed about an operation (count, dtype, op, quantization) */
                          /* it was rejected on every peer                                       */
   qcclAuthFailed,        /* wrong or missing shared secret                                      */
-  qcclAborted,           /* cancelled locally, e.g. by qcclCommDestroy                          */
+  qcclAborted,           /* cancelled locally, by qcclCommAbort or qcclCommDestroy              */
   qcclInternalError,     /* a bug in qccl; the message says where                               */
   qcclNumResults
 } qcclResult_t;
@@ -139,9 +139,16 @@ typedef struct {
   QCCL_NULLABLE const char *listen_address;
   QCCL_NULLABLE const char *advertise_address;
   QCCL_NULLABLE const char *auth_token_file;
+  /* Appended: the deadline of every operation (all-reduce, barrier, ...), in ms; 0 = the
+   * environment's $QCCL_OP_TIMEOUT_MS if set, else no deadline. An operation that has not
+   * completed on every peer of the group this long after the first peer started it fails on
+   * every one of them with qcclTimeout (all or nothing; a peer that calls it later gets
+   * qcclTimeout too); nobody is expelled. Changeable with qcclCommSetOpTimeout. See
+   * docs/reliability.md. */
+  uint32_t op_timeout_ms;
 } qcclCommConfig_t;
 #define QCCL_COMM_CONFIG_INIT \
-  { sizeof(qcclCommConfig_t), "127.0.0.1:0", 0, 0, 0, NULL, NULL, NULL, NULL }
+  { sizeof(qcclCommConfig_t), "127.0.0.1:0", 0, 0, 0, NULL, NULL, NULL, NULL, 0 }
 
 /* Creates a communicator (not yet connected). Copies every string of the config. A config
  * from an older qccl.h (a smaller struct_size) is accepted: only the fields it has are read,
@@ -153,11 +160,29 @@ QCCL_API qcclResult_t qcclCommCreate(const qcclCommConfig_t *config, qcclComm_t 
  * connections are up. The first peer of a run is accepted at once; later peers wait until the
  * accepted peers next call qcclUpdateTopology.
  * qcclMasterUnreachable, qcclTimeout (connect_timeout_ms passed), qcclAuthFailed,
- * qcclInvalidUsage (already connected), qcclKicked. */
+ * qcclInvalidUsage (already connected), qcclKicked, qcclAborted (qcclCommAbort). */
 QCCL_API qcclResult_t qcclConnect(qcclComm_t *comm);
 /* Leaves the run gracefully (the others see the group shrink), ends in-flight operations with
- * qcclAborted, and frees the communicator. */
+ * qcclAborted, and frees the communicator. No other thread may be inside a call on comm (use
+ * qcclCommAbort first to end such calls, and wait for them to return). */
 QCCL_API qcclResult_t qcclCommDestroy(qcclComm_t *comm);
+/* Cancels the communicator, from any thread: every call blocked on it (qcclConnect, the votes,
+ * qcclAdmitPending, qcclWaitForWorld, operations and qcclWait on their handles,
+ * qcclSyncSharedState) returns qcclAborted within milliseconds, and every later call on it
+ * returns qcclAborted at once ("the communicator was aborted"); in-place buffers of the
+ * aborted operations hold their input again. The peer leaves the run gracefully, as
+ * qcclCommDestroy does (the master sees it leave at once; the others' operations in flight
+ * fail with qcclPeerLost, and they may retry without it). Returns at once; idempotent (a no-op
+ * on a communicator already aborted or expelled). qcclCommDestroy is still needed, once the
+ * aborted calls have returned. Must not race with qcclCommDestroy of the same handle. */
+QCCL_API qcclResult_t qcclCommAbort(qcclComm_t *comm);
+/* Sets the op timeout (see qcclCommConfig_t.op_timeout_ms; 0 = no deadline) for the
+ * operations this peer starts after the call; those in flight keep theirs. Any thread. The
+ * master applies the smallest timeout the group's peers gave for an operation. Fails like
+ * any call on a closed communicator (qcclAborted after qcclCommAbort, qcclKicked, ...). */
+QCCL_API qcclResult_t qcclCommSetOpTimeout(qcclComm_t *comm, uint32_t timeout_ms);
+/* *timeout_ms_out = the op timeout new operations get (0 = none). */
+QCCL_API qcclResult_t qcclCommGetOpTimeout(const qcclComm_t *comm, uint32_t *timeout_ms_out);
 /* Collective over all accepted peers of all groups: admits pending peers, then (re)builds the
  * connections to this peer's ring neighbours. Returns once they are up. A newly admitted peer
  * returns from qcclConnect at the same point: its next call must be the one the others make
@@ -266,8 +291,9 @@ typedef struct qcclOp qcclOp_t;   /* handle of an asynchronous operation        
  * sendbuf is untouched and an in-place buffer holds its input again; out-of-place recvbuf
  * contents are then unspecified. Every peer that succeeds holds byte-identical results.
  * qcclInvalidArgument (bad desc, unsupported quantization), qcclInvalidUsage (not
- * connected), qcclTooFewPeers, qcclPeerLost (retry at once), qcclMismatch, qcclKicked,
- * qcclMasterUnreachable, qcclAborted. */
+ * connected), qcclTooFewPeers, qcclPeerLost (retry at once), qcclMismatch, qcclTimeout (the
+ * op timeout passed: failed on every peer, retry at once), qcclKicked, qcclMasterUnreachable,
+ * qcclAborted. */
 QCCL_API qcclResult_t qcclAllReduce(const void *sendbuf, void *recvbuf,
                                     const qcclReduceDesc_t *desc, qcclComm_t *comm,
                                     QCCL_NULLABLE qcclReduceInfo_t *info_out);

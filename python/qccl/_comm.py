@@ -240,24 +240,29 @@ class Communicator(Handle):
     """One peer of a qccl run (``qcclComm_t``).
 
     ``Communicator(master_address, peer_group=0, connections_per_peer=0, auth_token=None,
-    *, listen_address=None, advertise_address=None, auth_token_file=None)`` creates it (not
-    yet connected; a malformed address raises :class:`qccl.InvalidArgumentError`).
+    *, listen_address=None, advertise_address=None, auth_token_file=None, op_timeout=None)``
+    creates it (not yet connected; a malformed address raises
+    :class:`qccl.InvalidArgumentError`).
     ``listen_address`` ("host:port" or "host:first-last"), ``advertise_address`` ("host" or
     "host:port") and ``auth_token_file`` default to ``$QCCL_LISTEN_ADDRESS``,
-    ``$QCCL_ADVERTISE_ADDRESS`` and ``$QCCL_AUTH_TOKEN_FILE``; see docs/deployment.md. :meth:`connect` joins the run. Use it as a context
-    manager, or call :meth:`close`, to leave the run gracefully; a communicator that is
-    garbage-collected or still open at interpreter exit is closed then.
+    ``$QCCL_ADVERTISE_ADDRESS`` and ``$QCCL_AUTH_TOKEN_FILE``; see docs/deployment.md.
+    ``op_timeout`` (seconds, None = ``$QCCL_OP_TIMEOUT_MS`` if set, else no deadline) is the
+    deadline of every operation (:attr:`op_timeout`). :meth:`connect` joins the run. Use it
+    as a context manager, or call :meth:`close`, to leave the run gracefully; a communicator
+    that is garbage-collected or still open at interpreter exit is closed then.
 
     Thread safety: every method may be called from any thread; blocking calls release the
     GIL. Async all-reduces with different tags may be in flight at once. ``close()`` waits
     for the blocking calls in progress on other threads, then ends the async ops in flight
-    (their ``wait()`` raises :class:`qccl.AbortedError`).
+    (their ``wait()`` raises :class:`qccl.AbortedError`); :meth:`abort` first ends those
+    calls, so that ``close()`` need not wait.
     """
 
     def __init__(self, master_address: str, peer_group: int = 0, connections_per_peer: int = 0,
                  auth_token: Optional[str] = None, *, listen_address: Optional[str] = None,
                  advertise_address: Optional[str] = None,
-                 auth_token_file: Optional[str] = None) -> None:
+                 auth_token_file: Optional[str] = None,
+                 op_timeout: Optional[float] = None) -> None:
         if not isinstance(master_address, str):
             raise TypeError(f"master_address must be a str 'host:port', not "
                             f"{type(master_address).__name__}")
@@ -273,12 +278,15 @@ class Communicator(Handle):
         self._connecting = False
         self._connected = False
         self._timeout_ms = 0
+        self._op_timeout_ms = _timeout_ms(op_timeout)
+        self._aborted = False
         self._c: "_C.Comm" = self._create(0)
         _live.add(self)
 
     def _create(self, timeout_ms: int) -> "_C.Comm":
         address, group, conns, token, listen, advertise, token_file = self._config
-        return _C.Comm(address, group, conns, timeout_ms, token, listen, advertise, token_file)
+        return _C.Comm(address, group, conns, timeout_ms, token, listen, advertise, token_file,
+                       self._op_timeout_ms)
 
     # ---- membership ----
 
@@ -293,9 +301,11 @@ class Communicator(Handle):
         with self._lock:
             if self._connecting:
                 raise InvalidUsageError("connect: another thread is connecting this communicator")
-            if not self._connected and ms != self._timeout_ms and not self._c.closed:
+            if (not self._connected and ms != self._timeout_ms and not self._c.closed
+                    and not self._aborted):
                 # The C API takes the connect timeout from the config: a communicator that
                 # never connected is cheap to re-create with another one.
+                self._op_timeout_ms = self._c.op_timeout_ms  # as set_op_timeout left it
                 old, self._c = self._c, self._create(ms)
                 self._timeout_ms = ms
                 old.close()
@@ -634,6 +644,44 @@ class Communicator(Handle):
             b.copy_back()
         state.revision = revision
         return SyncInfo(revision, tx, rx)
+
+    # ---- deadlines and cancellation ----
+
+    @property
+    def op_timeout(self) -> Optional[float]:
+        """The deadline of every operation started from now on, in seconds (None = none).
+
+        When an operation has not completed on every peer of the group this long after the
+        first one started it, it fails on all of them with :class:`qccl.TimeoutError` (all or
+        nothing: inputs untouched, in-place buffers restored), including a peer that calls it
+        only later; nobody is expelled and the next operation runs normally. The master applies
+        the smallest timeout the peers gave (docs/reliability.md). Assigning applies to the
+        operations started after it; any thread.
+        """
+        ms = self._c.op_timeout_ms
+        return None if ms == 0 else ms / 1000.0
+
+    @op_timeout.setter
+    def op_timeout(self, seconds: Optional[float]) -> None:
+        ms = _timeout_ms(seconds)
+        with self._lock:
+            self._op_timeout_ms = ms
+            c = self._c
+        c.set_op_timeout(ms)
+
+    def abort(self) -> None:
+        """Cancels the communicator, from any thread (``qcclCommAbort``).
+
+        Every call blocked on it in other threads (connect, votes, all-reduces, ``wait()`` of
+        async ops, syncs) raises :class:`qccl.AbortedError` within milliseconds, and so does
+        every later call; the peer leaves the run gracefully. :meth:`close` is still needed
+        and, once the aborted calls have returned, does not wait. Idempotent; a no-op after
+        :meth:`close`.
+        """
+        with self._lock:
+            self._aborted = True  # connect() must not replace the aborted handle
+            c = self._c
+        c.abort()
 
     # ---- lifetime ----
 

@@ -8,7 +8,8 @@
 //    released.
 //  - A communicator is never destroyed while another Python thread is inside a call on it
 //    (qcclCommDestroy frees the handle, so that would be a use after free): each call holds a
-//    "use" of the handle, and close() waits for the uses to end, then destroys. Async
+//    "use" of the handle, and close() waits for the uses to end, then destroys; abort()
+//    (qcclCommAbort, not a use) ends the calls in progress so that close() need not wait. Async
 //    operations are not uses: destroying the communicator ends them with qcclAborted, and
 //    their qcclOp_t handles stay valid until qcclWait.
 //  - An Op keeps Python references to its buffers (keepalive) until its qcclWait returned, so
@@ -386,8 +387,9 @@ class Comm {
   Comm(const std::string& master_address, uint32_t peer_group, uint32_t connections_per_peer,
        uint32_t connect_timeout_ms, std::optional<std::string> auth_token,
        std::optional<std::string> listen_address, std::optional<std::string> advertise_address,
-       std::optional<std::string> auth_token_file) {
+       std::optional<std::string> auth_token_file, uint32_t op_timeout_ms) {
     qcclCommConfig_t cfg = QCCL_COMM_CONFIG_INIT;
+    cfg.op_timeout_ms = op_timeout_ms;
     cfg.master_address = master_address.c_str();
     cfg.peer_group = peer_group;
     cfg.connections_per_peer = connections_per_peer;
@@ -619,6 +621,26 @@ class Comm {
     return py::make_tuple(state.revision, info.tx_bytes, info.rx_bytes);
   }
 
+  // qcclCommAbort: ends the calls in progress on other threads (they raise AbortedError and
+  // leave their uses, so a close() waiting for them returns) and every later one. Not a use:
+  // it must work while close() waits for the uses to drain; ptr_mu_ keeps the handle alive
+  // meanwhile. A no-op once closed.
+  void abort() {
+    std::lock_guard<std::mutex> lock(ptr_mu_);
+    if (comm_ == nullptr) return;
+    check(qcclCommAbort(comm_));
+  }
+  void set_op_timeout(uint32_t timeout_ms) {
+    Use use(gate_, "communicator");
+    check(qcclCommSetOpTimeout(comm_, timeout_ms));
+  }
+  uint32_t op_timeout() {
+    Use use(gate_, "communicator");
+    uint32_t ms = 0;
+    check(qcclCommGetOpTimeout(comm_, &ms));
+    return ms;
+  }
+
   // Waits for the calls in progress on other threads, then leaves the run and frees the
   // handle; async ops in flight end with qcclAborted. Idempotent. With wait == false, does
   // nothing if a call is in progress (used at interpreter exit, where a daemon thread may
@@ -628,7 +650,12 @@ class Comm {
     if (comm_ == nullptr) return true;
     qcclResult_t r = without_gil([&] {
       gate_.drain();
-      return qcclCommDestroy(std::exchange(comm_, nullptr));
+      qcclComm_t* comm = nullptr;
+      {
+        std::lock_guard<std::mutex> lock(ptr_mu_);  // not while an abort() uses the handle
+        comm = std::exchange(comm_, nullptr);
+      }
+      return qcclCommDestroy(comm);
     });
     check(r);
     return true;
@@ -683,6 +710,7 @@ class Comm {
   }
 
   qcclComm_t* comm_ = nullptr;
+  std::mutex ptr_mu_;  // comm_ between abort() and the destruction in close()
   UseGate gate_;
 };
 
@@ -823,10 +851,14 @@ PYBIND11_MODULE(_qccl, m) {
   py::class_<Comm>(m, "Comm", "qcclComm_t: one peer.")
       .def(py::init<const std::string&, uint32_t, uint32_t, uint32_t, std::optional<std::string>,
                     std::optional<std::string>, std::optional<std::string>,
-                    std::optional<std::string>>(),
+                    std::optional<std::string>, uint32_t>(),
            py::arg("master_address"), py::arg("peer_group"), py::arg("connections_per_peer"),
            py::arg("connect_timeout_ms"), py::arg("auth_token"), py::arg("listen_address"),
-           py::arg("advertise_address"), py::arg("auth_token_file"))
+           py::arg("advertise_address"), py::arg("auth_token_file"),
+           py::arg("op_timeout_ms") = 0)
+      .def("abort", &Comm::abort, "qcclCommAbort: ends every call in progress, any thread.")
+      .def("set_op_timeout", &Comm::set_op_timeout, py::arg("timeout_ms"))
+      .def_property_readonly("op_timeout_ms", &Comm::op_timeout)
       .def("peers", &Comm::peers)
       .def("connect", &Comm::connect)
       .def("update_topology", &Comm::update_topology)

@@ -1,11 +1,13 @@
 // The C API of a communicator: create (the config and its environment fallbacks), connect,
-// destroy, the topology votes, admission (qcclAdmitPending, qcclWaitForWorld), the peer list
-// and attributes.
+// destroy, abort, the op timeout, the topology votes, admission (qcclAdmitPending,
+// qcclWaitForWorld), the peer list and attributes.
 #include "qccl/qccl.h"
 
 #include <algorithm>
 #include <chrono>
+#include <cerrno>
 #include <cstddef>
+#include <cstdint>
 #include <cstdlib>
 #include <cstring>
 #include <memory>
@@ -44,6 +46,21 @@ std::string setting(const char* explicit_value, const char* env_name) {
   if (explicit_value != nullptr) return explicit_value;
   const char* env = std::getenv(env_name);
   return env != nullptr ? env : "";
+}
+
+// A number of milliseconds from the environment: unset or empty = 0; anything but a decimal
+// number below 2^32 is refused.
+qccl::Result<uint32_t> env_ms(const char* env_name) {
+  const char* env = std::getenv(env_name);
+  if (env == nullptr || *env == '\0') return uint32_t{0};
+  char* end = nullptr;
+  errno = 0;
+  unsigned long long v = std::strtoull(env, &end, 10);
+  if (*env == '-' || *end != '\0' || errno != 0 || v > UINT32_MAX) {
+    return qccl::make_status(qccl::StatusCode::kInvalidArgument,
+                             "${} = '{}' is not a number of milliseconds", env_name, env);
+  }
+  return static_cast<uint32_t>(v);
 }
 
 }  // namespace
@@ -89,6 +106,12 @@ qcclResult_t qcclCommCreate(const qcclCommConfig_t* config, qcclComm_t** comm_ou
       if (!token.is_ok()) return to_result(token.status(), fn);
       o.auth_token = std::move(token).value();
     }
+    o.op_timeout_ms = QCCL_COMM_CONFIG_HAS_(*config, op_timeout_ms) ? config->op_timeout_ms : 0;
+    if (o.op_timeout_ms == 0) {
+      auto env = env_ms("QCCL_OP_TIMEOUT_MS");
+      if (!env.is_ok()) return to_result(env.status(), fn);
+      o.op_timeout_ms = *env;
+    }
     auto comm = qccl::core::Communicator::create(std::move(o));
     if (!comm.is_ok()) return to_result(comm.status(), fn);
     auto c = std::make_unique<qcclComm>();
@@ -113,6 +136,32 @@ qcclResult_t qcclCommDestroy(qcclComm_t* comm) {
     comm->rep.reset();
     comm->magic = 0;
     delete comm;
+    return qcclSuccess;
+  });
+}
+
+qcclResult_t qcclCommAbort(qcclComm_t* comm) {
+  const char* fn = "qcclCommAbort";
+  return guarded(fn, [&] {
+    QCCL_REQUIRE(valid(comm), fn, "comm is NULL or not a communicator");
+    comm->rep->abort();
+    return qcclSuccess;
+  });
+}
+
+qcclResult_t qcclCommSetOpTimeout(qcclComm_t* comm, uint32_t timeout_ms) {
+  const char* fn = "qcclCommSetOpTimeout";
+  return guarded(fn, [&] {
+    QCCL_REQUIRE(valid(comm), fn, "comm is NULL or not a communicator");
+    return to_result(comm->rep->set_op_timeout(std::chrono::milliseconds(timeout_ms)), fn);
+  });
+}
+
+qcclResult_t qcclCommGetOpTimeout(const qcclComm_t* comm, uint32_t* timeout_ms_out) {
+  const char* fn = "qcclCommGetOpTimeout";
+  return guarded(fn, [&] {
+    QCCL_REQUIRE(valid(comm) && timeout_ms_out != nullptr, fn, "comm or timeout_ms_out is NULL");
+    *timeout_ms_out = static_cast<uint32_t>(comm->rep->op_timeout().count());
     return qcclSuccess;
   });
 }

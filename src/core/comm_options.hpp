@@ -25,6 +25,9 @@ struct CommOptions {
   // What other peers dial: "host" or "host:port" (parse_advertise_address); "" = the address
   // the master sees this peer connect from.
   std::string advertise_address;
+  // Every operation's deadline (docs/reliability.md §7); 0 = none. Changeable at run time
+  // (Communicator::set_op_timeout).
+  uint32_t op_timeout_ms = 0;
 };
 
 // connections_per_peer = 0: ring lanes to a neighbour on another host (a WAN needs many:

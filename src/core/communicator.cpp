@@ -1,5 +1,8 @@
 #include "core/communicator.hpp"
 
+#include <algorithm>
+#include <limits>
+
 #include "common/address.hpp"
 #include "core/allgather_op.hpp"
 #include "core/allgather_v_op.hpp"
@@ -147,6 +150,17 @@ Status Communicator::sync_shared_state(std::span<const StateTensor> tensors, uin
   *revision = out.revision;
   if (info != nullptr) *info = SyncInfo{out.tx_bytes, out.rx_bytes};
   return Status::ok();
+}
+
+void Communicator::abort() { runtime_->abort(); }
+
+Status Communicator::set_op_timeout(std::chrono::milliseconds timeout) {
+  auto ms = std::clamp<int64_t>(timeout.count(), 0, std::numeric_limits<uint32_t>::max());
+  return runtime_->set_op_timeout(static_cast<uint32_t>(ms));
+}
+
+std::chrono::milliseconds Communicator::op_timeout() const {
+  return std::chrono::milliseconds(runtime_->op_timeout());
 }
 
 void Communicator::set_fault_policy_for_testing(std::shared_ptr<net::FaultPolicy> policy) {

@@ -94,6 +94,17 @@ class Communicator {
   Status sync_shared_state(std::span<const StateTensor> tensors, uint64_t* revision,
                            SyncStrategy strategy, SyncInfo* info);
 
+  // Ends every call in progress on this communicator, in any thread (connect, votes,
+  // operations and their handles, syncs, await_ring), with kAborted within milliseconds, and
+  // every later call at once. Leaves the run gracefully (C2MLeave) if the master knows this
+  // peer. Returns at once; idempotent. Destroy the communicator only after the calls in
+  // progress have returned.
+  void abort();
+  // The deadline of every operation started after the call, on every member of the group
+  // (docs/reliability.md §7): zero = none. Fails with the fatal status once closed.
+  Status set_op_timeout(std::chrono::milliseconds timeout);
+  std::chrono::milliseconds op_timeout() const;
+
   // Tests only: every data lane of this peer consults `policy` (net/fault_policy.hpp); the
   // ready-made ones are in tests/support/lane_faults.hpp.
   void set_fault_policy_for_testing(std::shared_ptr<net::FaultPolicy> policy);

@@ -30,7 +30,7 @@ Status OpEngine::start(OpTag tag, std::string_view call, Maker make) {
   uint64_t seq = next_seq_[tag]++;
   auto op = make(seq, group_epoch_);
   add(op);
-  hooks_.to_master(wire::C2MOpStart{tag, seq, group_epoch_, op->fingerprint()});
+  hooks_.to_master(wire::C2MOpStart{tag, seq, group_epoch_, op->fingerprint(), op_timeout_ms_});
   if (links_->failed() && links_->epoch() == group_epoch_) {
     fail(op, links_->failure(), FailSource::kLocal);
   } else if (links_->ready() && links_->epoch() == group_epoch_) {
@@ -63,12 +63,15 @@ void OpEngine::start_aborted(OpTag tag, const AbortedAhead& ahead, const Maker& 
 
 // The master aborted an op that this peer has not started (M2COpResult without a local op).
 // If it is the next op of this peer's sequence for that tag (same group epoch, seq = the next
-// one), the peers that had started it failed it (a lost peer, or a member whose call could not
-// run on this ring, e.g. too little room for the result: Op::fail_locally): remember, so that this peer's call fails too
-// (start_aborted) instead of starting alone in the epoch the abort opened. Anything else is a
+// one), the peers that had started it failed it (a lost peer, a member whose call could not
+// run on this ring, e.g. too little room for the result: Op::fail_locally): remember, so that
+// this peer's call fails too (start_aborted) instead of starting alone in the epoch the abort
+// opened. Anything else is a
 // late answer about an op this peer already finished; it is ignored. So are refusals of
 // out-of-step calls (kInvalidUsage, docs/call-order.md): those calls are as if never made, and
-// the peers that made them call again in step with this one.
+// the peers that made them call again in step with this one. An op the master aborted at its
+// deadline (kTimeout) is remembered the same way: this peer was late to it, and its call fails
+// with kTimeout as the others' did (docs/reliability.md §7).
 void OpEngine::note_abort_ahead(const wire::M2COpResult& r) {
   if (r.status == StatusCode::kOk || r.status == StatusCode::kInvalidUsage ||
       r.tag == kRingFailureTag || r.op_epoch != group_epoch_) {

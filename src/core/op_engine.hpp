@@ -62,6 +62,9 @@ class OpEngine final : public peer::FrameSink, public std::enable_shared_from_th
   // A user's call of `tag`; `call` names it in messages. The caller checked that the
   // communicator may run operations now.
   Status start(OpTag tag, std::string_view call, Maker make);
+  // The op timeout sent with every later C2MOpStart (0 = none); the master enforces it.
+  void set_op_timeout(uint32_t ms) { op_timeout_ms_ = ms; }
+  uint32_t op_timeout() const { return op_timeout_ms_; }
   bool empty() const { return ops_.empty(); }
   size_t size() const { return ops_.size(); }
 
@@ -133,6 +136,7 @@ class OpEngine final : public peer::FrameSink, public std::enable_shared_from_th
   // Per tag: the next op of this peer's sequence, aborted by the master before it started here.
   std::map<OpTag, AbortedAhead> aborted_ahead_;
   EarlyFrames early_;
+  uint32_t op_timeout_ms_ = 0;
   // Early frames claim as this lane id and complete at once.
   static constexpr uint32_t kEarlyClaimant = 0;
 };

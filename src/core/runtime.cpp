@@ -35,6 +35,7 @@ Status Runtime::init() {
     links_->set_probe_handler([this](std::shared_ptr<net::Connection> c, const wire::Preamble& p) {
       prober_->serve(std::move(c), p, settings_.timeout);
     });
+    engine_->set_op_timeout(options_.op_timeout_ms);
     settings_.secret = options_.auth_token;  // before listening: every connection needs it
     links_->set_identity(kNoPeer, settings_);
     return links_->listen(listen_);
@@ -117,6 +118,26 @@ Result<SyncOutcome> Runtime::sync_shared_state(SyncRequest request) {
 
 void Runtime::set_fault_policy(std::shared_ptr<net::FaultPolicy> policy) {
   io_.run_sync([&] { links_->set_fault_policy(std::move(policy)); });
+}
+
+void Runtime::abort() {
+  io_.post([self = shared_from_this()] {
+    if (self->fatal_) return;  // already closed: aborted, expelled, master lost
+    self->leave_master();
+    self->on_fatal(make_status(StatusCode::kAborted, "the communicator was aborted"));
+  });
+}
+
+Status Runtime::set_op_timeout(uint32_t ms) {
+  return io_.run_sync([&]() -> Status {
+    if (fatal_) return *fatal_;
+    engine_->set_op_timeout(ms);
+    return Status::ok();
+  });
+}
+
+uint32_t Runtime::op_timeout() {
+  return io_.run_sync([&] { return engine_->op_timeout(); });
 }
 
 void Runtime::shutdown() {
@@ -411,17 +432,24 @@ void Runtime::on_fatal(const Status& why) {
   check_ring_waiters();
 }
 
+void Runtime::leave_master() {
+  // Before M2CWelcome the master does not know this peer (a C2MLeave would be read as its
+  // registration): on_fatal just closes the link then.
+  bool registered = state_ == State::kAwaitingAdmission || state_ == State::kJoining ||
+                    state_ == State::kConnected;
+  if (!master_ || fatal_ || !registered) return;
+  leaving_ = true;
+  auto link = master_;
+  master_.reset();  // on_fatal must not close it before the leave is flushed
+  link->leave(global_epoch_, [self = shared_from_this()] {
+    self->leaving_ = false;
+    self->check_drained();
+  });
+}
+
 void Runtime::begin_shutdown(std::shared_ptr<std::promise<void>> drained) {
   drained_ = drained;
-  if (master_ && !fatal_) {
-    leaving_ = true;
-    auto link = master_;
-    master_.reset();  // on_fatal must not close it before the leave is flushed
-    link->leave(global_epoch_, [self = shared_from_this()] {
-      self->leaving_ = false;
-      self->check_drained();
-    });
-  }
+  leave_master();
   on_fatal(make_status(StatusCode::kAborted, "the communicator was destroyed"));
   check_drained();
 }

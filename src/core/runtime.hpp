@@ -9,12 +9,15 @@
 //   kJoining ---lanes ready---> kConnected (connect() returns ok)
 //   kRegistering / kAwaitingAdmission / kJoining ---error or connect deadline---> kIdle
 //                                                  (connect() fails; it may be called again)
-//   any ---fatal: expelled, master lost, destroyed---> kClosed (every call fails with why)
+//   any ---fatal: expelled, master lost, aborted, destroyed---> kClosed (every call fails
+//                                                                 with why)
 //
 // While kConnected, at most one control call (a vote, VoteCall; or a sync, StateSync) runs,
 // and only when no operation is in flight; operations run in the OpEngine. Destruction leaves
 // gracefully (C2MLeave, flushed) and waits, bounded, until no operation or sync touches user
-// memory.
+// memory. abort() is the same fatal path, with a graceful C2MLeave when registered, but
+// nothing waits for it: every call in progress ends with kAborted at once, and the loop keeps
+// answering later calls with kAborted until destruction.
 //
 // Thread-safety: the public methods are for user threads (they hand the call to the loop and
 // wait); everything else runs on the loop.
@@ -55,6 +58,13 @@ class Runtime : public std::enable_shared_from_this<Runtime> {
   std::chrono::milliseconds peer_timeout();
   Result<SyncOutcome> sync_shared_state(SyncRequest request);
   void set_fault_policy(std::shared_ptr<net::FaultPolicy> policy);
+  // Ends every call in progress and every later one with kAborted ("the communicator was
+  // aborted"), leaving the run. Returns at once; idempotent; any user thread.
+  void abort();
+  // The op timeout for operations started after the call (0 = none). Fails with the fatal
+  // status once closed.
+  Status set_op_timeout(uint32_t ms);
+  uint32_t op_timeout();
   // Leaves, fails what is in flight with kAborted, waits (bounded) and stops the loop.
   void shutdown();
 
@@ -92,6 +102,9 @@ class Runtime : public std::enable_shared_from_this<Runtime> {
   void on_links_failed(Epoch e, const Status& why);
   void report_ring_failure(const Status& why);
   void on_fatal(const Status& why);
+  // Sends C2MLeave if the master knows this peer, and lets go of the link (closed once the
+  // leave is flushed; leaving_ until then).
+  void leave_master();
   void begin_shutdown(std::shared_ptr<std::promise<void>> drained);
   void check_drained();
 

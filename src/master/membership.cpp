@@ -1,6 +1,7 @@
 #include "master/membership.hpp"
 
 #include <algorithm>
+#include <tuple>
 
 #include <fmt/format.h>
 #include <fmt/ranges.h>
@@ -147,6 +148,7 @@ void Membership::on_tick(TimePoint now, Outbox& out) {
            now, out);
     }
   }
+  op_deadlines(now, out);
   // Collectives past their deadline: expel group members that have not started them.
   std::vector<std::pair<PeerId, std::string>> stragglers;
   for (const auto& [gid, g] : groups_) {
@@ -179,6 +181,7 @@ std::optional<TimePoint> Membership::next_deadline() const {
   for (const auto& [gid, g] : groups_) {
     for (const auto& [key, op] : g.ops) {
       if (op.started.size() < g.ring.size()) consider(op.first_start + config_.vote_timeout);
+      if (op.timeout) consider(op.first_start + *op.timeout);
     }
     if (g.sync && !g.sync->decided) consider(g.sync->first_vote + config_.vote_timeout);
   }
@@ -287,9 +290,41 @@ void Membership::handle_op_start(Peer& p, const wire::C2MOpStart& m, TimePoint n
                               "differs)",
                               m.tag, p.id);
   }
+  if (m.timeout_ms != 0) {
+    std::chrono::milliseconds t(m.timeout_ms);
+    op.timeout = op.timeout ? std::min(*op.timeout, t) : t;
+  }
   op.started.insert(p.id);
+  // A start that shortened the deadline into the past (a member with a smaller timeout
+  // started late) is judged at the next tick, which next_deadline() now asks for at once.
   maybe_declare_mismatch(p.group, key, out);
   resolve_phases(now, out);
+}
+
+void Membership::op_deadlines(TimePoint now, Outbox& out) {
+  // Collect first: abort_group clears the group's op table.
+  std::vector<std::tuple<GroupId, OpKey, std::string>> due;
+  for (const auto& [gid, g] : groups_) {
+    for (const auto& [key, op] : g.ops) {
+      if (!op.timeout || now - op.first_start < *op.timeout) continue;
+      std::vector<PeerId> missing;
+      for (PeerId id : g.ring) {
+        if (!op.started.count(id)) missing.push_back(id);
+      }
+      due.emplace_back(
+          gid, key,
+          fmt::format("the operation (tag {}) did not complete within its op timeout of {} ms{}",
+                      key.tag, op.timeout->count(),
+                      missing.empty() ? std::string()
+                                      : fmt::format(" (peers [{}] had not started it)",
+                                                    fmt::join(missing, ", "))));
+    }
+  }
+  for (const auto& [gid, key, why] : due) {
+    auto g = groups_.find(gid);
+    if (g == groups_.end() || !g->second.ops.count(key)) continue;  // aborted with another
+    abort_group(gid, key, StatusCode::kTimeout, why, out);
+  }
 }
 
 void Membership::maybe_declare_mismatch(GroupId gid, const OpKey& key, Outbox& out) {

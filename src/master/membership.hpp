@@ -25,7 +25,10 @@
 // member reports failure, a member is lost, or a member has not started it vote_timeout after
 // the first one did. Differing descriptors abort it with kMismatch once every member has
 // started it (a member that only starts after an abort would run its call as the others'
-// retry instead of failing it).
+// retry instead of failing it). A collective whose starters gave an op timeout is aborted with
+// kTimeout for the whole group at its first start + the smallest timeout given, whoever has
+// or has not started it; a member that starts it afterwards fails it the same way (its peer
+// remembers the abort), so nobody is expelled for being late to it.
 //
 // Out-of-step calls (membership_phases.cpp, docs/call-order.md): after every vote, collective
 // start and sync request, calls of a group that can never meet (a vote and a collective, two
@@ -148,6 +151,9 @@ class Membership {
     // A mismatch is only declared once every member has started the op, so that each of them
     // (not just the early ones) gets kMismatch for this very call.
     std::optional<std::string> mismatch;
+    // The smallest op timeout a starter gave (C2MOpStart::timeout_ms; none = no deadline): the
+    // op is aborted with kTimeout at first_start + timeout (op_deadlines()).
+    std::optional<std::chrono::milliseconds> timeout;
   };
   struct SyncRound {
     uint64_t id = 0;
@@ -202,6 +208,9 @@ class Membership {
   void settle(PeerId id);  // a call of the peer completed: it is no longer fresh
   void handle_op_start(Peer& p, const wire::C2MOpStart& m, TimePoint now, Outbox& out);
   void handle_op_done(Peer& p, const wire::C2MOpDone& m, Outbox& out);
+  // Aborts with kTimeout every collective past its op deadline (before any straggler is
+  // expelled: a member late to an op with a deadline costs one error, not its membership).
+  void op_deadlines(TimePoint now, Outbox& out);
   // Shared state (membership_sync.cpp).
   void handle_sync_state(Peer& p, const wire::C2MSyncState& m, TimePoint now, Outbox& out);
   void handle_sync_done(Peer& p, const wire::C2MSyncDone& m, Outbox& out);

@@ -14,7 +14,8 @@ MasterLink::MasterLink(asio::any_io_executor ex, HostPort master, net::Secret se
       master_(std::move(master)),
       secret_(std::move(secret)),
       on_message_(std::move(on_message)),
-      on_lost_(std::move(on_lost)) {}
+      on_lost_(std::move(on_lost)),
+      cancel_(ex_, Clock::time_point::max()) {}
 
 net::awaitable<Result<wire::M2CWelcome>> MasterLink::connect(const wire::C2MRegister& reg,
                                                              Clock::time_point deadline) {
@@ -24,21 +25,31 @@ net::awaitable<Result<wire::M2CWelcome>> MasterLink::connect(const wire::C2MRegi
   asio::steady_timer backoff(ex_);
   Status last = make_status(StatusCode::kMasterUnreachable, "cannot reach the master at {}", where);
   for (;;) {
+    // close() (the communicator was aborted or destroyed) ends the dialling at once: it fires
+    // cancel_, which every wait below races against. Nobody waits for this result any more.
+    if (closed_) {
+      co_return make_status(StatusCode::kAborted, "connecting to {} was cancelled", where);
+    }
     auto now = Clock::now();
     if (now >= deadline) {
       co_return make_status(StatusCode::kTimeout, "no answer from the master at {} in time ({})",
                             where, last.message());
     }
-    auto budget = std::min<Clock::duration>(deadline - now, std::chrono::seconds(10));
-    auto sock = co_await net::connect_tcp(ex_, master_.host, master_.port,
-                                          std::chrono::duration_cast<std::chrono::milliseconds>(budget));
+    auto budget = std::chrono::duration_cast<std::chrono::milliseconds>(
+        std::min<Clock::duration>(deadline - now, std::chrono::seconds(10)));
+    auto dialled = co_await (net::connect_tcp(ex_, master_.host, master_.port, budget) ||
+                             cancel_.async_wait(use_nothrow));
+    if (dialled.index() == 1 || closed_) {
+      co_return make_status(StatusCode::kAborted, "connecting to {} was cancelled", where);
+    }
+    auto sock = std::get<0>(std::move(dialled));
     if (sock.is_ok()) {
       conn_ = std::make_shared<net::Connection>(std::move(sock).value());
       break;
     }
     last = sock.status();
     backoff.expires_after(std::chrono::milliseconds(100));
-    co_await backoff.async_wait(use_nothrow);
+    co_await (backoff.async_wait(use_nothrow) || cancel_.async_wait(use_nothrow));
   }
   asio::steady_timer timer(ex_, deadline);
   auto exchange = [&]() -> net::awaitable<Result<wire::M2CWelcome>> {
@@ -155,6 +166,7 @@ void MasterLink::leave(Epoch epoch, std::function<void()> done) {
 
 void MasterLink::close() {
   closed_ = true;
+  cancel_.cancel();
   if (conn_) conn_->close();
 }
 

@@ -62,6 +62,8 @@ class MasterLink : public std::enable_shared_from_this<MasterLink> {
   std::chrono::steady_clock::time_point last_heard_;
   bool lost_reported_ = false;
   bool closed_ = false;
+  // Never expires: close() cancels it, which ends connect()'s dialling and back-off at once.
+  asio::steady_timer cancel_;
 };
 
 }  // namespace qccl::peer

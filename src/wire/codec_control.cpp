@@ -5,7 +5,7 @@
 //   C2MRegister    u32 peer_group | u16 p2p_port | str advertised_host
 //   C2MHeartbeat   (empty)
 //   C2MVote        u8 kind
-//   C2MOpStart     u64 tag | u64 seq | u64 op_epoch | u64 desc_hash
+//   C2MOpStart     u64 tag | u64 seq | u64 op_epoch | u64 desc_hash | u32 timeout_ms
 //   C2MOpDone      u64 tag | u64 seq | u64 op_epoch | u8 status | str message
 //   C2MLeave       (empty)
 //   M2CWelcome     u64 peer_id | u32 heartbeat_interval_ms | u32 peer_timeout_ms |
@@ -37,6 +37,7 @@ void put(ByteWriter& w, const C2MOpStart& m) {
   w.u64(m.seq);
   w.u64(m.op_epoch);
   w.u64(m.desc_hash);
+  w.u32(m.timeout_ms);
 }
 void put(ByteWriter& w, const C2MOpDone& m) {
   w.u64(m.tag);
@@ -97,7 +98,8 @@ Status get(ByteReader& r, C2MOpStart* m) {
   QCCL_RETURN_IF_ERROR(r.u64(&m->tag, "tag"));
   QCCL_RETURN_IF_ERROR(r.u64(&m->seq, "seq"));
   QCCL_RETURN_IF_ERROR(r.u64(&m->op_epoch, "op_epoch"));
-  return r.u64(&m->desc_hash, "desc_hash");
+  QCCL_RETURN_IF_ERROR(r.u64(&m->desc_hash, "desc_hash"));
+  return r.u32(&m->timeout_ms, "timeout_ms");
 }
 Status get(ByteReader& r, C2MOpDone* m) {
   QCCL_RETURN_IF_ERROR(r.u64(&m->tag, "tag"));

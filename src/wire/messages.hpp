@@ -85,6 +85,9 @@ struct C2MOpStart {
   uint64_t seq = 0;         // n-th operation with this tag in this group epoch (from 0)
   Epoch op_epoch = 0;       // group epoch the op runs in
   uint64_t desc_hash = 0;   // hash of (count, dtype, op, quantization)
+  // The caller's op timeout (qcclCommSetOpTimeout); 0 = none. The master aborts the op with
+  // kTimeout at its first start + the smallest timeout any member gave (docs/reliability.md).
+  uint32_t timeout_ms = 0;
 };
 // Sent when the local part of a collective finished (ok) or failed.
 struct C2MOpDone {

@@ -7,6 +7,7 @@
 #include <gtest/gtest.h>
 
 #include <cctype>
+#include <cstdlib>
 #include <cstring>
 #include <latch>
 #include <memory>
@@ -434,6 +435,58 @@ TEST(CApi, ConnectTwiceIsInvalidUsage) {
   int64_t ws = 0;
   EXPECT_EQ(qcclGetAttribute(comm.c, QCCL_ATTR_GLOBAL_WORLD_SIZE, &ws), qcclSuccess);
   EXPECT_EQ(ws, 1) << "the refused second connect changed the membership";
+}
+
+// qcclCommAbort and the op timeout (issue 19); the blocked calls are in abort_test.
+TEST(CApi, AbortAndOpTimeoutArguments) {
+  uint32_t ms = 7;
+  EXPECT_RESULT(qcclCommAbort(nullptr), qcclInvalidArgument, "qcclCommAbort");
+  EXPECT_RESULT(qcclCommSetOpTimeout(nullptr, 5), qcclInvalidArgument, "qcclCommSetOpTimeout");
+  EXPECT_RESULT(qcclCommGetOpTimeout(nullptr, &ms), qcclInvalidArgument, "qcclCommGetOpTimeout");
+  Master master;
+  ASSERT_NE(master.m, nullptr);
+  Comm comm(master.address(), /*connect=*/false);
+  ASSERT_NE(comm.c, nullptr);
+  EXPECT_RESULT(qcclCommGetOpTimeout(comm.c, nullptr), qcclInvalidArgument,
+                "qcclCommGetOpTimeout");
+  EXPECT_EQ(qcclCommGetOpTimeout(comm.c, &ms), qcclSuccess);
+  EXPECT_EQ(ms, 0u);  // QCCL_COMM_CONFIG_INIT: none
+  EXPECT_EQ(qcclCommSetOpTimeout(comm.c, 1500), qcclSuccess);
+  EXPECT_EQ(qcclCommGetOpTimeout(comm.c, &ms), qcclSuccess);
+  EXPECT_EQ(ms, 1500u);
+  // Aborted before connecting: the connect fails at once, as every later call.
+  EXPECT_EQ(qcclCommAbort(comm.c), qcclSuccess);
+  EXPECT_EQ(qcclCommAbort(comm.c), qcclSuccess);
+  EXPECT_RESULT(qcclConnect(comm.c), qcclAborted, "the communicator was aborted");
+  EXPECT_RESULT(qcclCommSetOpTimeout(comm.c, 5), qcclAborted, "qcclCommSetOpTimeout");
+}
+
+TEST(CApi, OpTimeoutFromTheEnvironmentUnlessSetInTheConfig) {
+  Master master;
+  ASSERT_NE(master.m, nullptr);
+  std::string address = master.address();
+  qcclCommConfig_t cc = QCCL_COMM_CONFIG_INIT;
+  cc.master_address = address.c_str();
+  auto op_timeout_of = [&](const qcclCommConfig_t& config) -> int64_t {
+    qcclComm_t* c = nullptr;
+    qcclResult_t r = qcclCommCreate(&config, &c);
+    if (r != qcclSuccess) return -static_cast<int64_t>(r);
+    uint32_t ms = 0;
+    EXPECT_EQ(qcclCommGetOpTimeout(c, &ms), qcclSuccess);
+    EXPECT_EQ(qcclCommDestroy(c), qcclSuccess);
+    return ms;
+  };
+  ASSERT_EQ(setenv("QCCL_OP_TIMEOUT_MS", "2500", 1), 0);
+  EXPECT_EQ(op_timeout_of(cc), 2500);
+  cc.op_timeout_ms = 300;  // an explicit setting wins
+  EXPECT_EQ(op_timeout_of(cc), 300);
+  cc.op_timeout_ms = 0;
+  ASSERT_EQ(setenv("QCCL_OP_TIMEOUT_MS", "12s", 1), 0);
+  EXPECT_EQ(op_timeout_of(cc), -static_cast<int64_t>(qcclInvalidArgument));
+  EXPECT_NE(std::string(qcclGetLastError()).find("QCCL_OP_TIMEOUT_MS"), std::string::npos)
+      << qcclGetLastError();
+  ASSERT_EQ(unsetenv("QCCL_OP_TIMEOUT_MS"), 0);
+  EXPECT_EQ(op_timeout_of(cc), 0);
 }
 
 TEST(CApi, UnknownAttribute) {

@@ -52,6 +52,19 @@ typedef struct {
   const char *auth_token;
 } comm_config_v1;
 
+/* qcclCommConfig_t before op_timeout_ms (issue 19): the addressing fields of issue 11 last. */
+typedef struct {
+  size_t struct_size;
+  const char *master_address;
+  uint32_t peer_group;
+  uint32_t connections_per_peer;
+  uint32_t connect_timeout_ms;
+  const char *auth_token;
+  const char *listen_address;
+  const char *advertise_address;
+  const char *auth_token_file;
+} comm_config_v2;
+
 /* Two pages: the first readable and writable, the second PROT_NONE. */
 static unsigned char *guarded_pages(size_t *page_out) {
   long page = sysconf(_SC_PAGESIZE);
@@ -139,6 +152,24 @@ int main(void) {
     CHECK(qcclGetAttribute(comm, QCCL_ATTR_GROUP_WORLD_SIZE, &world) == qcclSuccess);
     CHECK(world == 1);
     CHECK(qcclCommDestroy(comm) == qcclSuccess);
+  }
+
+  /* The layout before op_timeout_ms: no op timeout (its byte would lie past the guard). */
+  {
+    comm_config_v2 v2;
+    uint32_t op_timeout = 1;
+    memset(&v2, 0, sizeof v2);
+    v2.struct_size = sizeof v2;
+    v2.master_address = address;
+    comm = NULL;
+    CHECK(sizeof(comm_config_v2) <= offsetof(qcclCommConfig_t, op_timeout_ms));
+    CHECK(qcclCommCreate((const qcclCommConfig_t *)at_page_end(pages, page, &v2, sizeof v2),
+                         &comm) == qcclSuccess);
+    if (comm != NULL) {
+      CHECK(qcclCommGetOpTimeout(comm, &op_timeout) == qcclSuccess);
+      CHECK(op_timeout == 0);
+      CHECK(qcclCommDestroy(comm) == qcclSuccess);
+    }
   }
 
   /* The current layout, with the current size, still works (next to the guard too). */

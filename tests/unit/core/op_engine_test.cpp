@@ -257,6 +257,43 @@ TEST_F(OpEngineTest, TheNextCallOfATagTheMasterAbortedBeforeItStartedHereFailsTh
   EXPECT_EQ(h->wait(nullptr).code(), StatusCode::kPeerLost);
 }
 
+// Op deadlines (docs/reliability.md): every start carries the op timeout for the master; a
+// peer late to an op the master timed out fails its call of it with kTimeout, like the others.
+TEST_F(OpEngineTest, StartsCarryTheOpTimeoutOfTheirTime) {
+  std::shared_ptr<OpHandle> a, b;
+  start(1, 0, a);
+  engine_->set_op_timeout(300);
+  start(2, 0, b);
+  auto starts = sent_of<wire::C2MOpStart>();
+  ASSERT_EQ(starts.size(), 2u);
+  EXPECT_EQ(starts[0].timeout_ms, 0u);
+  EXPECT_EQ(starts[1].timeout_ms, 300u);
+}
+
+TEST_F(OpEngineTest, ALateCallOfAnOpTheMasterTimedOutFailsWithTimeout) {
+  engine_->on_op_result(wire::M2COpResult{6, 0, 1, StatusCode::kTimeout, 0, "op timeout"});
+  move_to(2);
+  std::shared_ptr<OpHandle> h;
+  start(6, 1, h);
+  EXPECT_TRUE(sent_of<wire::C2MOpStart>().empty());
+  ASSERT_TRUE(h->test());
+  EXPECT_EQ(h->wait(nullptr).code(), StatusCode::kTimeout);
+  // The call after it is a new op again.
+  std::shared_ptr<OpHandle> next;
+  start(6, 0, next);
+  EXPECT_EQ(sent_of<wire::C2MOpStart>().size(), 1u);
+}
+
+TEST_F(OpEngineTest, AnOpDoneLocallyStillFailsWithTheMastersTimeout) {
+  std::shared_ptr<OpHandle> h;
+  auto op = start(5, 0, h);
+  ASSERT_EQ(op->phase(), Op::Phase::kWaitCommit);
+  engine_->on_op_result(wire::M2COpResult{5, 0, 1, StatusCode::kTimeout, 0, "op timeout"});
+  move_to(2);
+  ASSERT_TRUE(h->test());
+  EXPECT_EQ(h->wait(nullptr).code(), StatusCode::kTimeout);
+}
+
 TEST_F(OpEngineTest, TheCommunicatorsDeathFailsEveryOp) {
   std::shared_ptr<OpHandle> a, b;
   start(1, 1, a);

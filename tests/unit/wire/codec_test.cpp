@@ -48,6 +48,22 @@ TEST(WireCodec, MembershipGoldenBytes) {
   EXPECT_EQ(payload_bytes(m), expected);
 }
 
+// The op timeout travels last, so that the master can enforce the op's deadline
+// (docs/reliability.md §7); a start without it (the layout before op deadlines) is refused.
+TEST(WireCodec, OpStartGoldenBytesCarryTheTimeout) {
+  const std::vector<uint8_t> expected = {
+      1, 0, 0, 0, 0, 0, 0, 0, 2, 0, 0, 0, 0, 0, 0, 0,  // tag, seq
+      3, 0, 0, 0, 0, 0, 0, 0, 4, 0, 0, 0, 0, 0, 0, 0,  // op_epoch, desc_hash
+      0x2C, 0x01, 0, 0};                               // timeout_ms = 300
+  const std::vector<uint8_t> payload = payload_bytes(C2MOpStart{1, 2, 3, 4, 300});
+  EXPECT_EQ(payload, expected);
+  auto back = decode_control(type_num(C2MOpStart{}), payload);
+  ASSERT_TRUE(back.is_ok()) << back.status().message();
+  EXPECT_EQ(std::get<C2MOpStart>(*back).timeout_ms, 300u);
+  auto old = decode_control(type_num(C2MOpStart{}), std::span<const uint8_t>(payload).first(32));
+  EXPECT_TRUE(fails_with(old, {"C2MOpStart", "timeout_ms"}));
+}
+
 TEST(WireCodec, TypeOfMatchesEveryAlternative) {
   EXPECT_EQ(type_of(C2MRegister{}), MsgType::kC2MRegister);
   EXPECT_EQ(type_of(C2MHeartbeat{}), MsgType::kC2MHeartbeat);

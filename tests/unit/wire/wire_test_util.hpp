@@ -24,7 +24,9 @@ inline auto fields(const C2MRegister& m) {
 }
 inline auto fields(const C2MHeartbeat&) { return std::tuple<>(); }
 inline auto fields(const C2MVote& m) { return std::tie(m.kind); }
-inline auto fields(const C2MOpStart& m) { return std::tie(m.tag, m.seq, m.op_epoch, m.desc_hash); }
+inline auto fields(const C2MOpStart& m) {
+  return std::tie(m.tag, m.seq, m.op_epoch, m.desc_hash, m.timeout_ms);
+}
 inline auto fields(const C2MOpDone& m) {
   return std::tie(m.tag, m.seq, m.op_epoch, m.status, m.message);
 }
@@ -94,7 +96,7 @@ inline std::vector<ControlMessage> sample_messages() {
   v.push_back(C2MHeartbeat{});
   v.push_back(C2MVote{VoteKind::kUpdateTopology});
   v.push_back(C2MVote{VoteKind::kPeersPending});
-  v.push_back(C2MOpStart{0x1122334455667788ull, 42, 9, 0xDEADBEEFCAFEF00Dull});
+  v.push_back(C2MOpStart{0x1122334455667788ull, 42, 9, 0xDEADBEEFCAFEF00Dull, 300000});
   v.push_back(C2MOpDone{5, 6, 7, StatusCode::kPeerLost, "neighbour 3 closed the connection"});
   v.push_back(C2MOpDone{~0ull, ~0ull, ~0ull, StatusCode::kInternal, ""});
   v.push_back(C2MLeave{});
