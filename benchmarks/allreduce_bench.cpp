@@ -33,6 +33,16 @@
 // rings (peer indices in ring order, from QCCL_ATTR_RING_RANK) and the speed-up of each row
 // over its default row are printed and in the JSON. --probe-ms sets the master's probe_ms.
 //
+// --op allreduce,allgather,reducescatter,broadcast (default allreduce) runs those collectives,
+// one row per (N, size, op), for benchmarks/compare.py --ops. Size is the op's total data:
+// all-gather's output (each peer sends size/N), reduce-scatter's input (each peer gets size/N),
+// broadcast's buffer (from the peer with index 0, named by its QCCL_ATTR_PEER_ID); size/N is
+// rounded down to whole float32s. busbw as nccl-tests: all-gather and reduce-scatter
+// algbw * (N-1)/N, broadcast algbw. These ops run float32 with --quant none only, on the exact
+// data (index+1) * (k % 1024 + 1) of bench_common.hpp, and every peer checks every element of
+// every iteration exactly (all-gather's blocks in the ring order qcclOpInfo_t.peer_ids reports;
+// reduce-scatter's block of this peer's ring rank there); a wrong element fails the row.
+//
 // Exit status: 0 when every row ran, was correct and bit-identical on all peers; 1 otherwise
 // (a row the library refused, e.g. an unsupported quantization, prints its error and the run
 // continues with the next row).
@@ -113,6 +123,7 @@ struct Options {
   std::string json;
   std::string quant = "none";
   std::string dtype = "fp32";
+  std::string op = "allreduce";  // comma-separated list of allreduce, allgather, reducescatter, broadcast
   std::string netns;         // "" = loopback; else peer i runs in PREFIX-p<i+1>
   std::string master_host = "127.0.0.1";
   std::string label;         // for the title and the JSON; default loopback / netns PREFIX
@@ -121,6 +132,7 @@ struct Options {
   // derived
   qcclDataType_t source = qcclFloat32;
   std::vector<Wire> wires;
+  std::vector<std::string> ops;
   // peer role only
   bool peer = false;
   std::string master;
@@ -136,6 +148,7 @@ struct Options {
                "  [--dtype fp32|fp64|fp16|bf16] [--quant none,minmax:uint8,zps:int8,cast:bf16,...]\n"
                "  [--netns PREFIX --master-host IP] [--label TEXT] [--timeout-s 1800] [--json FILE]\n"
                "  [--optimize-topology] [--probe-ms MS (0 = default)]\n"
+               "  [--op allreduce,allgather,reducescatter,broadcast (default allreduce)]\n"
                "quant entries: none | minmax:T | zps:T (T = uint8, int8, uint16, int16) |\n"
                "  cast:T (T = fp16, bf16, fp32: qcclQuantNone with quantized_dtype T)\n",
                msg);
@@ -155,6 +168,7 @@ Options parse(int argc, char** argv) {
     else if (a == "--json") o.json = val();
     else if (a == "--quant") o.quant = val();
     else if (a == "--dtype") o.dtype = val();
+    else if (a == "--op") o.op = val();
     else if (a == "--netns") o.netns = val();
     else if (a == "--master-host") o.master_host = val();
     else if (a == "--label") o.label = val();
@@ -179,6 +193,21 @@ Options parse(int argc, char** argv) {
     o.wires = parse_wires(o.quant, o.source);
   } catch (const std::invalid_argument& e) {
     usage(e.what());
+  }
+  {
+    std::stringstream ss(o.op);
+    for (std::string item; std::getline(ss, item, ',');) {
+      if (item.empty()) continue;
+      if (item != "allreduce" && item != "allgather" && item != "reducescatter" &&
+          item != "broadcast") {
+        usage(("unknown --op entry '" + item + "'").c_str());
+      }
+      if (item != "allreduce" && (o.quant != "none" || o.source != qcclFloat32)) {
+        usage("--op allgather, reducescatter and broadcast run with --dtype fp32 --quant none only");
+      }
+      o.ops.push_back(item);
+    }
+    if (o.ops.empty()) usage("empty --op list");
   }
   if (o.label.empty()) o.label = o.netns.empty() ? "loopback" : "netns " + o.netns;
   return o;
@@ -307,7 +336,7 @@ void run_row(const Options& o, PeerCtx& ctx, const Wire& w, size_t count, uint8_
              uint8_t* recv, const std::string& phase) {
   const TypeName& src = type_of(o.source);
   const size_t bytes = count * src.bytes;
-  const std::string key = std::to_string(bytes) + " " + w.name + " " + phase;
+  const std::string key = std::to_string(bytes) + " allreduce " + w.name + " " + phase;
   std::string times;
   double tx_max = 0, tx_min = 0, rx_max = 0;
   uint64_t digest = 0xcbf29ce484222325ULL, first = 0;
@@ -370,6 +399,138 @@ void run_row(const Options& o, PeerCtx& ctx, const Wire& w, size_t count, uint8_
   }
 }
 
+// Busbw factor of an op as nccl-tests define it.
+double busbw_factor(const std::string& op, int n) {
+  if (op == "allreduce") return 2.0 * (n - 1) / n;
+  if (op == "broadcast") return 1.0;
+  return double(n - 1) / n;  // allgather, reducescatter
+}
+
+// Elements of recv[0..count) that differ from expect(k); 0 when all are exact.
+template <typename Expect>
+int64_t count_wrong(const float* recv, size_t count, Expect expect) {
+  int64_t bad = 0;
+  for (size_t k = 0; k < count; ++k) bad += recv[k] != expect(k) ? 1 : 0;
+  return bad;
+}
+
+// One (size, op) row of all-gather, reduce-scatter or broadcast on a peer: like run_row, but
+// float32 on the exact data of bench_common.hpp, checked element by element on every peer
+// after every iteration. `ids` maps peer index -> QCCL_ATTR_PEER_ID. Reports go out as in
+// run_row (the digest too; reduce-scatter's blocks differ per peer, so the parent skips parity
+// there) with the count of wrong elements (max over peers, summed over iterations) in the
+// over_bound field.
+void run_coll_row(const Options& o, PeerCtx& ctx, const std::string& op, size_t total_bytes,
+                  float* send, float* recv, const std::vector<uint64_t>& ids,
+                  const std::string& phase) {
+  const int n = o.nranks;
+  const size_t total = total_bytes / 4, block = total / size_t(n);
+  const std::string key = std::to_string(total_bytes) + " " + op + " none " + phase;
+  const float weight = float(n) * float(n + 1) / 2.0f;
+  std::vector<uint64_t> ring(static_cast<size_t>(n));
+  std::string times;
+  double tx_max = 0, tx_min = 0, rx_max = 0, wrong = 0;
+  uint64_t digest = 0xcbf29ce484222325ULL, first = 0;
+  bool all_same = true;
+  // Inputs: all-gather sends its block, reduce-scatter its whole input, broadcast's root its
+  // buffer (kept in recv, which is the one in-place buffer).
+  const size_t send_count = op == "allgather" ? block : op == "reducescatter" ? block * size_t(n) : 0;
+  for (size_t k = 0; k < send_count; ++k) send[k] = contribution(o.index, k);
+  for (int it = 0; it < o.warmup + o.iters; ++it) {
+    const size_t out_count = op == "reducescatter" ? block : op == "allgather" ? block * size_t(n) : total;
+    if (op == "broadcast" && o.index == 0) {
+      for (size_t k = 0; k < total; ++k) recv[k] = contribution(0, k);
+    } else {
+      std::memset(recv, 0xff, out_count * 4);  // NaN: a stale result cannot pass
+    }
+    qcclOpInfo_t info{};
+    info.peer_ids = ring.data();
+    info.peer_ids_capacity = ring.size();
+    allreduce_max(ctx, 0.0);  // barrier
+    const uint64_t tag = ctx.next_tag++;
+    qcclResult_t r;
+    int64_t t0 = now_ns();
+    if (op == "allgather") {
+      r = qcclAllGather(send, recv, block, block * size_t(n), qcclFloat32, tag, ctx.comm, &info);
+    } else if (op == "reducescatter") {
+      qcclReduceDesc_t d = {block * size_t(n), qcclFloat32, qcclSum, tag, {qcclQuantNone, qcclFloat32}};
+      r = qcclReduceScatter(send, recv, block, &d, ctx.comm, &info);
+    } else {
+      r = qcclBroadcast(recv, total, qcclFloat32, ids[0], tag, ctx.comm, &info);
+    }
+    int64_t t1 = now_ns();
+    if (r != qcclSuccess) {
+      std::string why = std::string(qcclGetErrorString(r)) + ": " + qcclGetLastError();
+      send_line(o.result_fd, "ROWERR " + key + " " + std::to_string(o.index) + " " + why);
+    }
+    int64_t bad = 0;
+    if (r == qcclSuccess && info.world_size != uint32_t(n)) bad = 1;
+    if (r == qcclSuccess && bad == 0) {
+      if (op == "allgather") {  // block b comes from the peer at ring position b
+        for (int b = 0; b < n; ++b) {
+          auto at = std::find(ids.begin(), ids.end(), ring[size_t(b)]);
+          if (at == ids.end()) { bad += int64_t(block); continue; }
+          const int idx = int(at - ids.begin());
+          bad += count_wrong(recv + size_t(b) * block, block,
+                             [&](size_t k) { return contribution(idx, k); });
+        }
+      } else if (op == "reducescatter") {  // this peer's ring position's block of the sum
+        auto at = std::find(ring.begin(), ring.end(), ids[size_t(o.index)]);
+        const size_t base = size_t(at - ring.begin()) * block;
+        bad = at == ring.end() ? int64_t(block)
+                               : count_wrong(recv, block, [&](size_t k) {
+                                   return weight * float((base + k) % 1024 + 1);
+                                 });
+      } else {
+        bad = count_wrong(recv, total, [&](size_t k) { return contribution(0, k); });
+      }
+    }
+    uint64_t h = r == qcclSuccess ? hash_bytes(recv, out_count * 4) : 0;
+    if (it == 0) first = h;
+    all_same = all_same && h == first;
+    digest = (digest ^ h) * 0x100000001b3ULL;
+    double v[6] = {ns_to_ms(t1 - t0), r != qcclSuccess ? 1.0 : 0.0, double(info.tx_bytes),
+                   -double(info.tx_bytes), double(info.rx_bytes), double(bad)};
+    allreduce_max(ctx, v, 6);
+    if (v[1] != 0.0) {
+      if (o.index == 0) send_line(o.result_fd, "RESULT " + key + " FAILED");
+      return;
+    }
+    wrong += v[5];
+    if (it >= o.warmup) {
+      char buf[32];
+      std::snprintf(buf, sizeof buf, " %.4f", v[0]);
+      times += buf;
+      tx_max = std::max(tx_max, v[2]);
+      tx_min = it == o.warmup ? -v[3] : std::min(tx_min, -v[3]);
+      rx_max = std::max(rx_max, v[4]);
+    }
+  }
+  char buf[256];
+  std::snprintf(buf, sizeof buf, "HASH %s %d %016llx %d", key.c_str(), o.index,
+                (unsigned long long)digest, all_same ? 1 : 0);
+  send_line(o.result_fd, buf);
+  allreduce_max(ctx, 0.0);  // every HASH line is in the pipe before the RESULT line
+  if (o.index == 0) {
+    std::snprintf(buf, sizeof buf, "RESULT %s OK %.0f %.0f %.0f 0 0 0 0 %.0f", key.c_str(),
+                  tx_max, tx_min, rx_max, wrong);
+    send_line(o.result_fd, buf + times);
+  }
+}
+
+// QCCL_ATTR_PEER_ID of every peer index (a max-reduce of a table each peer fills its slot of).
+std::vector<uint64_t> peer_ids(const Options& o, PeerCtx& ctx) {
+  int64_t mine = 0;
+  check(qcclGetAttribute(ctx.comm, QCCL_ATTR_PEER_ID, &mine), "qcclGetAttribute(PEER_ID)");
+  if (mine < 0 || mine >= (int64_t(1) << 53)) throw std::runtime_error("peer id not exact in a double");
+  std::vector<double> t(size_t(o.nranks), -1.0);
+  t[size_t(o.index)] = double(mine);
+  allreduce_max(ctx, t.data(), t.size());
+  std::vector<uint64_t> ids;
+  for (double x : t) ids.push_back(uint64_t(x));
+  return ids;
+}
+
 int run_peer(const Options& o) {
   const int64_t deadline = now_ns() + int64_t(o.timeout_s) * 1000000000;
   PeerCtx ctx;
@@ -382,11 +543,19 @@ int run_peer(const Options& o) {
     std::vector<uint64_t> send_words(max_bytes / 8), recv_words(max_bytes / 8);
     auto* send = reinterpret_cast<uint8_t*>(send_words.data());
     auto* recv = reinterpret_cast<uint8_t*>(recv_words.data());
+    const std::vector<uint64_t> ids = peer_ids(o, ctx);
     auto run_rows = [&](const std::string& phase) {
       for (int64_t mib : o.sizes_mib) {
         const size_t count = (size_t(mib) << 20) / esize;
-        for (size_t k = 0; k < count; ++k) store(o.source, send, k, gradient(o.index, k));
-        for (const Wire& w : o.wires) run_row(o, ctx, w, count, send, recv, phase);
+        for (const std::string& op : o.ops) {
+          if (op != "allreduce") {
+            run_coll_row(o, ctx, op, size_t(mib) << 20, reinterpret_cast<float*>(send),
+                         reinterpret_cast<float*>(recv), ids, phase);
+            continue;
+          }
+          for (size_t k = 0; k < count; ++k) store(o.source, send, k, gradient(o.index, k));
+          for (const Wire& w : o.wires) run_row(o, ctx, w, count, send, recv, phase);
+        }
       }
     };
     if (!o.optimize) {
@@ -422,6 +591,7 @@ int run_peer(const Options& o) {
 struct Row {
   int n = 0;
   int64_t size_bytes = 0;
+  std::string op = "allreduce";
   std::string quant;
   bool ok = false;
   std::string error;  // why the library refused the row
@@ -438,7 +608,10 @@ struct Row {
   std::vector<int> ring;
   double optimize_ms = 0, vs_default = 0;
   bool correct() const { return ok && parity && non_finite == 0 && over_bound == 0; }
-  std::string wire() const { return phase.empty() ? quant : quant + "/" + phase; }
+  std::string wire() const {
+    std::string w = op == "allreduce" ? quant : op;
+    return phase.empty() ? w : w + "/" + phase;
+  }
 };
 
 void print_row(const Row& r, const Options& o) {
@@ -466,13 +639,13 @@ void print_row(const Row& r, const Options& o) {
 void relate_to_none(std::vector<Row>& rows) {
   for (Row& r : rows) {
     for (const Row& b : rows) {
-      if (b.ok && r.ok && b.quant == "none" && b.n == r.n && b.size_bytes == r.size_bytes &&
+      if (b.ok && r.ok && b.op == r.op && b.quant == "none" && b.n == r.n && b.size_bytes == r.size_bytes &&
           b.phase == r.phase) {
         r.speedup = r.med > 0 ? b.med / r.med : 0;
         r.tx_ratio = b.tx > 0 ? r.tx / b.tx : 0;
       }
       if (b.ok && r.ok && r.phase == "optimized" && b.phase == "default" && b.n == r.n &&
-          b.size_bytes == r.size_bytes && b.quant == r.quant) {
+          b.size_bytes == r.size_bytes && b.op == r.op && b.quant == r.quant) {
         r.vs_default = r.med > 0 ? b.med / r.med : 0;
       }
     }
@@ -516,7 +689,7 @@ bool run_group(const Options& o, int n, int64_t deadline, std::vector<Row>& rows
                                        std::to_string(o.connections), "--timeout-s",
                                        std::to_string(left_s), "--result-fd",
                                        std::to_string(fds[1]), "--dtype", o.dtype, "--quant",
-                                       o.quant};
+                                       o.quant, "--op", o.op};
       if (o.inplace) argv.push_back("--inplace");
       if (o.optimize) argv.push_back("--optimize-topology");
       const std::string ns = o.netns.empty() ? "" : o.netns + "-p" + std::to_string(i + 1);
@@ -528,7 +701,9 @@ bool run_group(const Options& o, int n, int64_t deadline, std::vector<Row>& rows
     }
     close(fds[1]);
     fds[1] = -1;
-    const size_t want_rows = o.sizes_mib.size() * o.wires.size() * (o.optimize ? 2 : 1);
+    const size_t per_size = o.ops.size() - 1 + o.wires.size() *
+                            size_t(std::count(o.ops.begin(), o.ops.end(), "allreduce"));
+    const size_t want_rows = o.sizes_mib.size() * per_size * (o.optimize ? 2 : 1);
     size_t got_rows = 0;
     std::map<std::string, RowHashes> hashes;  // "bytes quant phase" -> what the peers reported
     std::map<std::string, std::vector<int64_t>> ranks;  // phase -> rank of each peer index
@@ -542,11 +717,11 @@ bool run_group(const Options& o, int n, int64_t deadline, std::vector<Row>& rows
         break;
       }
       std::istringstream in(line);
-      std::string kind, quant, phase;
+      std::string kind, op, quant, phase;
       int64_t bytes = 0;
       in >> kind;
-      if (kind == "HASH" || kind == "ROWERR" || kind == "RESULT") in >> bytes >> quant >> phase;
-      const std::string key = std::to_string(bytes) + " " + quant + " " + phase;
+      if (kind == "HASH" || kind == "ROWERR" || kind == "RESULT") in >> bytes >> op >> quant >> phase;
+      const std::string key = std::to_string(bytes) + " " + op + " " + quant + " " + phase;
       if (kind == "HASH") {
         int idx = 0, same = 0;
         std::string hex;
@@ -571,6 +746,7 @@ bool run_group(const Options& o, int n, int64_t deadline, std::vector<Row>& rows
         Row r;
         r.n = n;
         r.size_bytes = bytes;
+        r.op = op;
         r.quant = quant;
         if (phase != "-") {
           r.phase = phase;
@@ -595,12 +771,13 @@ bool run_group(const Options& o, int n, int64_t deadline, std::vector<Row>& rows
           r.mn = *std::min_element(r.times_ms.begin(), r.times_ms.end());
           r.mx = *std::max_element(r.times_ms.begin(), r.times_ms.end());
           r.algbw = double(bytes) / (r.med / 1e3) / 1e9;
-          r.busbw = r.algbw * 2.0 * (n - 1) / n;
+          r.busbw = r.algbw * busbw_factor(op, n);
           const RowHashes& h = hashes[key];
           r.parity = int(h.by_peer.size()) == n;
           r.deterministic = true;
           for (const auto& [idx, dh] : h.by_peer) {
-            r.parity = r.parity && dh.first == h.by_peer.begin()->second.first;
+            // reduce-scatter: every peer holds another block (each one checked exactly)
+            r.parity = r.parity && (op == "reducescatter" || dh.first == h.by_peer.begin()->second.first);
             r.deterministic = r.deterministic && dh.second;
           }
         } else {
@@ -657,8 +834,8 @@ void write_json(const Options& o, const std::vector<Row>& rows) {
   bool first = true;
   for (const Row& r : rows) {
     if (!r.ok) continue;
-    std::fprintf(f, "%s\n  {\"n\": %d, \"size_bytes\": %lld, \"quant\": \"%s\", ",
-                 first ? "" : ",", r.n, (long long)r.size_bytes, r.quant.c_str());
+    std::fprintf(f, "%s\n  {\"n\": %d, \"op\": \"%s\", \"size_bytes\": %lld, \"quant\": \"%s\", ",
+                 first ? "" : ",", r.n, r.op.c_str(), (long long)r.size_bytes, r.quant.c_str());
     first = false;
     if (!r.phase.empty()) {
       std::string ring;
@@ -686,8 +863,8 @@ void write_json(const Options& o, const std::vector<Row>& rows) {
   first = true;
   for (const Row& r : rows) {
     if (r.ok) continue;
-    std::fprintf(f, "%s\n  {\"n\": %d, \"size_bytes\": %lld, \"quant\": \"%s\", \"error\": %s}",
-                 first ? "" : ",", r.n, (long long)r.size_bytes, r.quant.c_str(),
+    std::fprintf(f, "%s\n  {\"n\": %d, \"op\": \"%s\", \"size_bytes\": %lld, \"quant\": \"%s\", \"error\": %s}",
+                 first ? "" : ",", r.n, r.op.c_str(), (long long)r.size_bytes, r.quant.c_str(),
                  json_string(r.error).c_str());
     first = false;
   }
@@ -724,10 +901,17 @@ int main(int argc, char** argv) {
   if (o.peer) return run_peer(o);
   signal(SIGPIPE, SIG_IGN);
   const int64_t deadline = now_ns() + int64_t(o.timeout_s) * 1000000000;
-  std::printf("qccl all-reduce, %s sum, %s, %s; busbw = size/time * 2(N-1)/N; tx = bytes sent "
-              "per peer per op\n",
-              o.dtype == "fp32" ? "float32" : o.dtype.c_str(), o.label.c_str(),
-              o.inplace ? "in place" : "out of place");
+  if (o.op == "allreduce") {
+    std::printf("qccl all-reduce, %s sum, %s, %s; busbw = size/time * 2(N-1)/N; tx = bytes sent "
+                "per peer per op\n",
+                o.dtype == "fp32" ? "float32" : o.dtype.c_str(), o.label.c_str(),
+                o.inplace ? "in place" : "out of place");
+  } else {
+    std::printf("qccl %s, %s, %s; busbw = size/time * 2(N-1)/N (all-reduce), (N-1)/N (all-gather,\n"
+                "reduce-scatter), 1 (broadcast); size = the op's total data; tx = bytes sent per "
+                "peer per op\n",
+                o.op.c_str(), o.label.c_str(), o.inplace ? "all-reduce in place" : "out of place");
+  }
   std::printf("%3s %10s %6s %6s %11s %9s %9s %12s %12s  %-13s %9s %7s %8s %10s  %s\n", "N",
               "size(MiB)", "conns", "iters", "median(ms)", "min(ms)", "max(ms)", "algbw(GB/s)",
               "busbw(GB/s)", "wire", "tx(MiB)", "tx/none", "speedup", "max_err", "check");

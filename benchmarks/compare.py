@@ -2,6 +2,7 @@
 """Compare qccl's all-reduce with Gloo (torch.distributed) and Open MPI over TCP, in one run.
 
     python3 benchmarks/compare.py [--quick] [--rounds R] [--json FILE]
+        [--ops allreduce,allgather,reducescatter,broadcast]
 
 Runs, for every N and size, qccl_allreduce_bench, benchmarks/compare/gloo_allreduce.py and
 benchmarks/compare/mpi_allreduce.c (under mpirun --mca pml ob1 --mca btl tcp,self) on loopback,
@@ -11,6 +12,12 @@ loopback ceiling (--ceiling-gbs / N), checks the issue's aims, and writes JSON.
 Prerequisites: scripts/install_bench_deps.sh, and qccl built in --build-dir (default
 build-bench) with the benchmarks enabled. With --rounds R > 1 the systems run interleaved R
 times and each cell is the median over rounds (rounds on this machine vary by up to 2x).
+--ops (default allreduce) adds all-gather, reduce-scatter and broadcast: each program runs every
+op of the list in the same group (--op), size being the op's total data (all-gather: the
+output; reduce-scatter: the input; broadcast: the buffer, from rank / peer index 0), busbw as
+nccl-tests (all-gather, reduce-scatter: size/time * (N-1)/N; broadcast: size/time), one table
+per op; the other ops' tables also give qccl's busbw over qccl's all-reduce busbw in the same
+run (q/qAR: 1.0 = the op moves data as fast as the all-reduce's phases do).
 """
 import argparse
 import json
@@ -26,6 +33,20 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
 SYSTEMS = ("qccl", "gloo", "mpi")
+OPS = ("allreduce", "allgather", "reducescatter", "broadcast")
+OP_TITLE = {"allreduce": "all-reduce", "allgather": "all-gather", "reducescatter": "reduce-scatter",
+            "broadcast": "broadcast"}
+
+
+def busbw_factor(op, n):
+    """nccl-tests' busbw / algbw."""
+    return 2 * (n - 1) / n if op == "allreduce" else 1.0 if op == "broadcast" else (n - 1) / n
+
+
+def ceiling_busbw(op, n, loopback_gbs):
+    """Busbw when loopback moves loopback_gbs in total: every peer sends busbw * time, except
+    broadcast's last peer on the ring (N-1 senders)."""
+    return loopback_gbs / (n - 1 if op == "broadcast" else n)
 
 
 def parse_args():
@@ -39,6 +60,8 @@ def parse_args():
     ap.add_argument("--rounds", type=int, default=1, help="repeat all systems R times")
     ap.add_argument("--connections", type=int, default=0, help="qccl connections per peer (0 = default)")
     ap.add_argument("--systems", default=",".join(SYSTEMS), help="subset of qccl,gloo,mpi")
+    ap.add_argument("--ops", default="allreduce", help="subset of " + ",".join(OPS)
+                    + " (default allreduce); qccl's all-reduce is the reference of the others")
     ap.add_argument("--quick", action="store_true", help="smoke run: 1,16 MiB, N=2, 3 iters, 1 warm-up")
     ap.add_argument("--build-dir", default=os.path.join(REPO, "build-bench"))
     ap.add_argument("--python", default=sys.executable, help="interpreter with torch for gloo")
@@ -55,6 +78,9 @@ def parse_args():
     for s in a.systems:
         if s not in SYSTEMS:
             ap.error(f"unknown system {s}")
+    a.ops = [o for o in a.ops.split(",") if o]
+    if not a.ops or any(o not in OPS for o in a.ops):
+        ap.error(f"--ops takes a comma-separated subset of {','.join(OPS)}")
     return a
 
 
@@ -86,8 +112,9 @@ def load_rows(path):
 
 
 def common_flags(a):
+    ops = [] if a.ops == ["allreduce"] else ["--op", ",".join(a.ops)]  # default: as before
     return ["--sizes-mib", ",".join(map(str, a.sizes)), "--iters", str(a.iters),
-            "--warmup", str(a.warmup)]
+            "--warmup", str(a.warmup)] + ops
 
 
 def run_qccl(a, out):
@@ -172,46 +199,78 @@ def main():
             loads.append({"round": r + 1, "system": s, "before": load_before,
                           "after": os.getloadavg()[0]})
 
-    def cell(system, n, size_bytes):
+    def cell(system, op, n, size_bytes):
         meds = [row["median_ms"] for rows in raw.get(system, []) for row in rows
-                if row["n"] == n and row["size_bytes"] == size_bytes]
+                if row["n"] == n and row["size_bytes"] == size_bytes
+                and row.get("op", "allreduce") == op]
         if not meds:
             return None
         med = statistics.median(meds)
-        bus = size_bytes / (med / 1e3) / 1e9 * 2 * (n - 1) / n
+        bus = size_bytes / (med / 1e3) / 1e9 * busbw_factor(op, n)
         return {"median_ms": med, "busbw_gbs": bus, "rounds": len(meds)}
 
     table, aims = [], []
-    print("\nbusbw in GB/s (size/time * 2(N-1)/N, median op time of the slowest rank"
-          + (f", median of {a.rounds} rounds" if a.rounds > 1 else "") + ")")
-    hdr = (f"{'N':>2} {'MiB':>4} | {'qccl ms':>8} {'qccl':>6} | {'gloo ms':>8} {'gloo':>6} | "
-           f"{'mpi ms':>8} {'mpi':>6} | {'q/gloo':>6} {'q/mpi':>6} | {'q/ceil':>6}")
-    print(hdr + "\n" + "-" * len(hdr))
-    for n in a.peers:
-        ceiling = a.ceiling_gbs / n
-        for mib in a.sizes:
-            size = mib << 20
-            c = {s: cell(s, n, size) for s in SYSTEMS}
-            bus = {s: c[s]["busbw_gbs"] if c[s] else None for s in SYSTEMS}
-            ms = {s: c[s]["median_ms"] if c[s] else None for s in SYSTEMS}
-            entry = {"n": n, "size_bytes": size, **c, "qccl_over_gloo": ratio(bus["qccl"], bus["gloo"]),
-                     "qccl_over_mpi": ratio(bus["qccl"], bus["mpi"]),
-                     "qccl_over_ceiling": ratio(bus["qccl"], ceiling), "ceiling_gbs": ceiling}
-            table.append(entry)
-            print(f"{n:>2} {mib:>4} | {fmt(ms['qccl'], '8.3f')} {fmt(bus['qccl'], '6.3f')} | "
-                  f"{fmt(ms['gloo'], '8.3f')} {fmt(bus['gloo'], '6.3f')} | "
-                  f"{fmt(ms['mpi'], '8.3f')} {fmt(bus['mpi'], '6.3f')} | "
-                  f"{fmt(entry['qccl_over_gloo'], '6.2f')} {fmt(entry['qccl_over_mpi'], '6.2f')} | "
-                  f"{fmt(entry['qccl_over_ceiling'], '6.2f')}")
-            # The issue's aims, checked where this run has the numbers.
-            if mib >= 64 and bus["qccl"] is not None:
-                if bus["gloo"] is not None:
-                    aims.append((f"N={n} {mib} MiB busbw >= 1.2x gloo", entry["qccl_over_gloo"] >= 1.2,
-                                 f"{entry['qccl_over_gloo']:.2f}x"))
-                aims.append((f"N={n} {mib} MiB busbw >= 90% of ceiling {ceiling:.2f} GB/s",
-                             entry["qccl_over_ceiling"] >= 0.9, f"{entry['qccl_over_ceiling']:.0%}"))
-            if mib == 1 and n == 2 and ms["qccl"] is not None:
-                aims.append(("N=2 1 MiB op < 0.5 ms", ms["qccl"] < 0.5, f"{ms['qccl']:.3f} ms"))
+    for op in a.ops:
+        others = op != "allreduce"  # with q/qAR: qccl's busbw over qccl's all-reduce busbw
+        if others:
+            print(f"\n{OP_TITLE[op]}: busbw in GB/s (size/time * "
+                  + ("1" if op == "broadcast" else "(N-1)/N")
+                  + ", size = the op's total data, median op time of the slowest rank"
+                  + (f", median of {a.rounds} rounds" if a.rounds > 1 else "") + ")")
+        else:
+            print("\nbusbw in GB/s (size/time * 2(N-1)/N, median op time of the slowest rank"
+                  + (f", median of {a.rounds} rounds" if a.rounds > 1 else "") + ")")
+        hdr = (f"{'N':>2} {'MiB':>4} | {'qccl ms':>8} {'qccl':>6} | {'gloo ms':>8} {'gloo':>6} | "
+               f"{'mpi ms':>8} {'mpi':>6} | {'q/gloo':>6} {'q/mpi':>6} | {'q/ceil':>6}"
+               + (f" | {'q/qAR':>6}" if others else ""))
+        print(hdr + "\n" + "-" * len(hdr))
+        for n in a.peers:
+            ceiling = ceiling_busbw(op, n, a.ceiling_gbs)
+            for mib in a.sizes:
+                size = mib << 20
+                c = {s: cell(s, op, n, size) for s in SYSTEMS}
+                bus = {s: c[s]["busbw_gbs"] if c[s] else None for s in SYSTEMS}
+                ms = {s: c[s]["median_ms"] if c[s] else None for s in SYSTEMS}
+                entry = {"op": op, "n": n, "size_bytes": size, **c,
+                         "qccl_over_gloo": ratio(bus["qccl"], bus["gloo"]),
+                         "qccl_over_mpi": ratio(bus["qccl"], bus["mpi"]),
+                         "qccl_over_ceiling": ratio(bus["qccl"], ceiling), "ceiling_gbs": ceiling}
+                line = (f"{n:>2} {mib:>4} | {fmt(ms['qccl'], '8.3f')} {fmt(bus['qccl'], '6.3f')} | "
+                        f"{fmt(ms['gloo'], '8.3f')} {fmt(bus['gloo'], '6.3f')} | "
+                        f"{fmt(ms['mpi'], '8.3f')} {fmt(bus['mpi'], '6.3f')} | "
+                        f"{fmt(entry['qccl_over_gloo'], '6.2f')} {fmt(entry['qccl_over_mpi'], '6.2f')} | "
+                        f"{fmt(entry['qccl_over_ceiling'], '6.2f')}")
+                if others:
+                    ar = cell("qccl", "allreduce", n, size)
+                    entry["qccl_over_qccl_allreduce"] = ratio(bus["qccl"], ar and ar["busbw_gbs"])
+                    line += f" | {fmt(entry['qccl_over_qccl_allreduce'], '6.2f')}"
+                table.append(entry)
+                print(line)
+                # The issue's aims, checked where this run has the numbers.
+                if others:
+                    if mib < 64 or bus["qccl"] is None:
+                        continue
+                    q_ar = entry["qccl_over_qccl_allreduce"]
+                    name = f"{OP_TITLE[op]} N={n} {mib} MiB"
+                    if op == "broadcast" and q_ar is not None:
+                        # time ~ size/bw, not N x size/bw: within 1.5x of size / (all-reduce busbw)
+                        aims.append((f"{name} time <= 1.5 x size / qccl all-reduce busbw",
+                                     q_ar >= 1 / 1.5, f"{1 / q_ar:.2f}x (N x would be {n}x)"))
+                    elif q_ar is not None:
+                        aims.append((f"{name} busbw >= 90% of qccl all-reduce busbw", q_ar >= 0.9,
+                                     f"{q_ar:.0%}"))
+                    if op != "broadcast" and bus["gloo"] is not None:
+                        aims.append((f"{name} busbw >= gloo", entry["qccl_over_gloo"] >= 1.0,
+                                     f"{entry['qccl_over_gloo']:.2f}x"))
+                    continue
+                if mib >= 64 and bus["qccl"] is not None:
+                    if bus["gloo"] is not None:
+                        aims.append((f"N={n} {mib} MiB busbw >= 1.2x gloo", entry["qccl_over_gloo"] >= 1.2,
+                                     f"{entry['qccl_over_gloo']:.2f}x"))
+                    aims.append((f"N={n} {mib} MiB busbw >= 90% of ceiling {ceiling:.2f} GB/s",
+                                 entry["qccl_over_ceiling"] >= 0.9, f"{entry['qccl_over_ceiling']:.0%}"))
+                if mib == 1 and n == 2 and ms["qccl"] is not None:
+                    aims.append(("N=2 1 MiB op < 0.5 ms", ms["qccl"] < 0.5, f"{ms['qccl']:.3f} ms"))
     if aims:
         print("\naims:")
         for what, ok, got in aims:

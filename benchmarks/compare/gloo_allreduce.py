@@ -10,6 +10,13 @@ With --rank R --world-size N --master-addr IP --master-port P this process is on
 (the caller starts all N, e.g. each in its own network namespace: benchmarks/wan.py); rank 0
 hosts the rendezvous on IP:P, prints the rows and writes the JSON. --ifname is the interface
 gloo uses (GLOO_SOCKET_IFNAME, default lo).
+
+--op allreduce,allgather,reducescatter,broadcast (default allreduce) also runs
+dist.all_gather_into_tensor, dist.reduce_scatter_tensor (sum) and dist.broadcast (from rank 0),
+out of place where the op allows, each checked element by element. Size is the op's total data
+(all-gather: the output; reduce-scatter: the input; broadcast: the buffer), size/N rounded down
+to whole floats; busbw as nccl-tests (2(N-1)/N all-reduce, (N-1)/N all-gather and
+reduce-scatter, 1 broadcast).
 """
 import argparse
 import json
@@ -28,13 +35,24 @@ def free_port():
         return s.getsockname()[1]
 
 
+OPS = ("allreduce", "allgather", "reducescatter", "broadcast")
+
+
+def busbw_factor(op, n):
+    return 2 * (n - 1) / n if op == "allreduce" else 1.0 if op == "broadcast" else (n - 1) / n
+
+
 def worker(rank, n, port, sizes_mib, iters, warmup, queue, host="127.0.0.1", ifname="lo",
-           timeout_s=1800.0):
+           timeout_s=1800.0, ops=("allreduce",)):
     os.environ["GLOO_SOCKET_IFNAME"] = ifname
     import datetime
     import torch
     import torch.distributed as dist
 
+    import warnings
+    # torch 2.13 calls these two (the ones the comparison names) deprecated; they still work.
+    warnings.filterwarnings("ignore", category=FutureWarning,
+                            message=".*(all_gather_into_tensor|reduce_scatter_tensor).*deprecated")
     torch.set_num_threads(1)  # like the baselines: processes outnumber cores already
     try:
         dist.init_process_group("gloo", init_method=f"tcp://{host}:{port}", rank=rank,
@@ -42,27 +60,48 @@ def worker(rank, n, port, sizes_mib, iters, warmup, queue, host="127.0.0.1", ifn
         weight = n * (n + 1) / 2
         for mib in sizes_mib:
             count = mib << 18
+            block = count // n
             # Same values as qccl's benchmark: (rank+1) * ((j % 1024) + 1), exact in float.
             pattern = (torch.arange(count, dtype=torch.int64) % 1024 + 1).to(torch.float32)
             src = pattern * (rank + 1)
-            expected = pattern * weight
-            buf = torch.empty_like(src)
-            times = []
-            for it in range(warmup + iters):
-                buf.copy_(src)
-                dist.barrier()
-                t0 = time.perf_counter()
-                dist.all_reduce(buf, op=dist.ReduceOp.SUM)
-                dt = (time.perf_counter() - t0) * 1e3
-                bad = 0.0 if torch.equal(buf, expected) else 1.0
-                v = torch.tensor([dt, bad], dtype=torch.float64)
-                dist.all_reduce(v, op=dist.ReduceOp.MAX)
-                if v[1].item() != 0.0:
-                    raise RuntimeError(f"wrong gloo all_reduce result at {mib} MiB")
-                if it >= warmup:
-                    times.append(v[0].item())
-            if rank == 0:
-                queue.put(("result", n, count * 4, times))
+            for op in ops:
+                # (input, output, expected output) of each op; outputs poisoned before each op.
+                if op == "allreduce":  # gloo reduces in place: the input is restored each time
+                    inp, buf, expected = None, torch.empty_like(src), pattern * weight
+                elif op == "allgather":
+                    inp, buf = src[:block], torch.empty(block * n, dtype=torch.float32)
+                    expected = torch.cat([pattern[:block] * (r + 1) for r in range(n)])
+                elif op == "reducescatter":
+                    inp, buf = src[:block * n], torch.empty(block, dtype=torch.float32)
+                    expected = pattern[rank * block:(rank + 1) * block] * weight
+                else:  # broadcast from rank 0, in place
+                    inp, buf, expected = None, torch.empty_like(src), pattern
+                times = []
+                for it in range(warmup + iters):
+                    if op == "allreduce" or (op == "broadcast" and rank == 0):
+                        buf.copy_(src)
+                    else:
+                        buf.fill_(float("nan"))  # a stale result cannot pass
+                    dist.barrier()
+                    t0 = time.perf_counter()
+                    if op == "allreduce":
+                        dist.all_reduce(buf, op=dist.ReduceOp.SUM)
+                    elif op == "allgather":
+                        dist.all_gather_into_tensor(buf, inp)
+                    elif op == "reducescatter":
+                        dist.reduce_scatter_tensor(buf, inp, op=dist.ReduceOp.SUM)
+                    else:
+                        dist.broadcast(buf, src=0)
+                    dt = (time.perf_counter() - t0) * 1e3
+                    bad = 0.0 if torch.equal(buf, expected) else 1.0
+                    v = torch.tensor([dt, bad], dtype=torch.float64)
+                    dist.all_reduce(v, op=dist.ReduceOp.MAX)
+                    if v[1].item() != 0.0:
+                        raise RuntimeError(f"wrong gloo {op} result at {mib} MiB")
+                    if it >= warmup:
+                        times.append(v[0].item())
+                if rank == 0:
+                    queue.put(("result", n, count * 4, times, op))
         dist.barrier()
         dist.destroy_process_group()
         queue.put(("done", rank))
@@ -70,12 +109,12 @@ def worker(rank, n, port, sizes_mib, iters, warmup, queue, host="127.0.0.1", ifn
         queue.put(("error", rank, repr(e)))
 
 
-def row(n, size_bytes, times):
+def row(n, size_bytes, times, op="allreduce"):
     med = statistics.median(times)
     algbw = size_bytes / (med / 1e3) / 1e9
-    return {"n": n, "size_bytes": size_bytes, "times_ms": times, "median_ms": med,
+    return {"n": n, "op": op, "size_bytes": size_bytes, "times_ms": times, "median_ms": med,
             "min_ms": min(times), "max_ms": max(times), "algbw_gbs": algbw,
-            "busbw_gbs": algbw * 2 * (n - 1) / n}
+            "busbw_gbs": algbw * busbw_factor(op, n)}
 
 
 HEADER = (f"{'N':>3} {'size(MiB)':>10} {'iters':>6} {'median(ms)':>11} {'min(ms)':>9} "
@@ -85,7 +124,8 @@ HEADER = (f"{'N':>3} {'size(MiB)':>10} {'iters':>6} {'median(ms)':>11} {'min(ms)
 def print_row(r):
     print(f"{r['n']:3d} {r['size_bytes'] / 2**20:10.0f} {len(r['times_ms']):6d} "
           f"{r['median_ms']:11.3f} {r['min_ms']:9.3f} {r['max_ms']:9.3f} "
-          f"{r['algbw_gbs']:12.3f} {r['busbw_gbs']:12.3f}", flush=True)
+          f"{r['algbw_gbs']:12.3f} {r['busbw_gbs']:12.3f}"
+          + (f" {r['op']}" if r["op"] != "allreduce" else ""), flush=True)
 
 
 def write_json(path, args, rows):
@@ -109,14 +149,16 @@ def run_rank(args):
     """One rank of a group whose other ranks the caller started (e.g. in other namespaces)."""
     out = Collect()
     worker(args.rank, args.world_size, args.master_port, args.sizes_mib, args.iters,
-           args.warmup, out, host=args.master_addr, ifname=args.ifname, timeout_s=args.timeout_s)
+           args.warmup, out, host=args.master_addr, ifname=args.ifname, timeout_s=args.timeout_s,
+           ops=args.op)
     for msg in out.msgs:
         if msg[0] == "error":
             print(f"gloo N={args.world_size}: rank {msg[1]}: {msg[2]}", file=sys.stderr)
             return 1
     if args.rank == 0:
         import torch
-        print(f"gloo (torch {torch.__version__}) all-reduce, float32 sum, "
+        what = "all-reduce, float32 sum" if args.op == ["allreduce"] else ",".join(args.op)
+        print(f"gloo (torch {torch.__version__}) {what}, "
               f"{args.master_addr} via {args.ifname}, in place\n" + HEADER, flush=True)
         rows = [row(*msg[1:]) for msg in out.msgs if msg[0] == "result"]
         for r in rows:
@@ -130,7 +172,8 @@ def run_group(ctx, n, args, deadline):
     queue = ctx.Queue()
     port = free_port()
     procs = [ctx.Process(target=worker, args=(r, n, port, args.sizes_mib, args.iters,
-                                               args.warmup, queue)) for r in range(n)]
+                                               args.warmup, queue),
+                         kwargs={"ops": args.op}) for r in range(n)]
     for p in procs:
         p.start()
     rows, done, ok = [], 0, False
@@ -173,6 +216,7 @@ def main():
     ap.add_argument("--warmup", type=int, default=3)
     ap.add_argument("--timeout-s", type=float, default=1800)
     ap.add_argument("--json")
+    ap.add_argument("--op", default="allreduce", help="comma-separated: " + ",".join(OPS))
     ap.add_argument("--rank", type=int, help="be this one rank of --world-size (see above)")
     ap.add_argument("--world-size", type=int)
     ap.add_argument("--master-addr", default="127.0.0.1", help="rank 0's address (--rank)")
@@ -180,6 +224,9 @@ def main():
     ap.add_argument("--ifname", default="lo", help="GLOO_SOCKET_IFNAME (--rank)")
     args = ap.parse_args()
     args.sizes_mib = [int(x) for x in args.sizes_mib.split(",") if x]
+    args.op = [x for x in args.op.split(",") if x]
+    if not args.op or any(x not in OPS for x in args.op):
+        ap.error(f"--op takes a comma-separated subset of {','.join(OPS)}")
     if args.rank is not None:
         if not args.world_size or not 0 <= args.rank < args.world_size:
             ap.error("--rank needs --world-size > rank")
@@ -187,7 +234,11 @@ def main():
     peers = [int(x) for x in args.peers.split(",") if x]
     deadline = time.monotonic() + args.timeout_s
     import torch
-    print(f"gloo (torch {torch.__version__}) all-reduce, float32 sum, loopback, in place")
+    if args.op == ["allreduce"]:
+        print(f"gloo (torch {torch.__version__}) all-reduce, float32 sum, loopback, in place")
+    else:
+        print(f"gloo (torch {torch.__version__}) {','.join(args.op)}, float32 (sum), loopback; "
+              "size = the op's total data")
     print(HEADER, flush=True)
     ctx = mp.get_context("spawn")  # no fork of a process that already imported torch
     rows, all_ok = [], True
