@@ -24,7 +24,7 @@ void ReduceScatterOp::start(uint32_t world, uint32_t rank) {
                                     "has {} elements and recvbuf holds {}",
                                     rank, world, block_.count, args_.recv_capacity));
   }
-  scratch_.resize(args_.desc.count * dtype_size(args_.desc.dtype));
+  scratch_ = ScratchPool::borrow(args_.desc.count * dtype_size(args_.desc.dtype));
   auto ring = std::make_unique<RingAllReduce>(args_.desc, args_.sendbuf, scratch_.data(), world,
                                               reduce_rank(rank, world),
                                               RingAllReduce::Mode::kReduceScatter);

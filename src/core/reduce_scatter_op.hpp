@@ -22,6 +22,7 @@
 #include "collectives/ring_allreduce.hpp"
 #include "core/collective_args.hpp"
 #include "core/dataflow_op.hpp"
+#include "core/scratch_pool.hpp"
 
 namespace qccl::core {
 
@@ -40,7 +41,7 @@ class ReduceScatterOp final : public DataflowOp<collectives::RingAllReduce> {
  private:
   ReduceScatterArgs args_;
   collectives::Range block_;
-  std::vector<uint8_t> scratch_;
+  ScratchPool::Buffer scratch_;  // desc.count elements: the partial sums
 };
 
 }  // namespace qccl::core
