@@ -14,9 +14,9 @@ AllReduceOp::AllReduceOp(const collectives::ReduceDesc& desc, const void* sendbu
       recvbuf_(recvbuf) {
   if (sendbuf_ == recvbuf_ && desc_.count > 0) {
     // In place: keep the input so that a failed op can give it back (all or nothing).
-    size_t bytes = desc_.count * dtype_size(desc_.dtype);
-    backup_.resize(bytes);
-    std::memcpy(backup_.data(), recvbuf_, bytes);
+    backup_bytes_ = desc_.count * dtype_size(desc_.dtype);
+    backup_ = ScratchPool::borrow(backup_bytes_);
+    std::memcpy(backup_.data(), recvbuf_, backup_bytes_);
   }
 }
 
@@ -28,7 +28,7 @@ void AllReduceOp::start(uint32_t world, uint32_t rank) {
 }
 
 void AllReduceOp::restore_input() {
-  if (!backup_.empty()) std::memcpy(recvbuf_, backup_.data(), backup_.size());
+  if (backup_bytes_ > 0) std::memcpy(recvbuf_, backup_.data(), backup_bytes_);
 }
 
 std::shared_ptr<Op> AllReduceOp::again(uint64_t seq, Epoch epoch,

@@ -5,11 +5,11 @@
 #pragma once
 
 #include <memory>
-#include <vector>
 
 #include "collectives/reduce_desc.hpp"
 #include "collectives/ring_allreduce.hpp"
 #include "core/dataflow_op.hpp"
+#include "core/scratch_pool.hpp"
 
 namespace qccl::core {
 
@@ -29,7 +29,8 @@ class AllReduceOp final : public DataflowOp<collectives::RingAllReduce> {
   collectives::ReduceDesc desc_;
   const void* sendbuf_;
   void* recvbuf_;
-  std::vector<uint8_t> backup_;  // in-place input, restored on failure
+  ScratchPool::Buffer backup_;  // in-place input, restored on failure
+  size_t backup_bytes_ = 0;
 };
 
 }  // namespace qccl::core

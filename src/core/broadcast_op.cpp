@@ -27,7 +27,8 @@ void BroadcastOp::start(uint32_t world, uint32_t rank) {
   auto root_rank = static_cast<uint32_t>(root - members().begin());
   size_t bytes = args_.count * dtype_size(args_.dtype);
   if (root_rank != rank && bytes > 0) {
-    backup_.resize(bytes);
+    backup_ = ScratchPool::borrow(bytes);
+    backup_bytes_ = bytes;
     std::memcpy(backup_.data(), args_.buf, bytes);
   }
   run(std::make_unique<collectives::RingBroadcast>(args_.buf, args_.count,
@@ -36,7 +37,7 @@ void BroadcastOp::start(uint32_t world, uint32_t rank) {
 }
 
 void BroadcastOp::restore_input() {
-  if (!backup_.empty()) std::memcpy(args_.buf, backup_.data(), backup_.size());
+  if (backup_bytes_ > 0) std::memcpy(args_.buf, backup_.data(), backup_bytes_);
 }
 
 std::shared_ptr<Op> BroadcastOp::again(uint64_t seq, Epoch epoch,

@@ -13,11 +13,11 @@
 #pragma once
 
 #include <memory>
-#include <vector>
 
 #include "collectives/ring_broadcast.hpp"
 #include "core/collective_args.hpp"
 #include "core/dataflow_op.hpp"
+#include "core/scratch_pool.hpp"
 #include "quant/dtype.hpp"
 
 namespace qccl::core {
@@ -36,7 +36,8 @@ class BroadcastOp final : public DataflowOp<collectives::RingBroadcast> {
 
  private:
   BroadcastArgs args_;
-  std::vector<uint8_t> backup_;  // a non-root member's buffer, restored on failure
+  ScratchPool::Buffer backup_;  // a non-root member's buffer, restored on failure
+  size_t backup_bytes_ = 0;
 };
 
 }  // namespace qccl::core

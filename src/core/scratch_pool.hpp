@@ -1,6 +1,7 @@
 // ScratchPool: large scratch buffers that operations borrow and give back, so that an op's
-// scratch (a reduce-scatter's partial sums: as large as its whole input) costs no fresh
-// allocation, page faults and zeroing each time: at 64 MiB those were a quarter of a
+// scratch (a reduce-scatter's partial sums, as large as its whole input; the copy of an
+// in-place all-reduce's input or of a broadcast's output kept for all or nothing) costs no
+// fresh allocation, page faults and zeroing each time: at 64 MiB those were a quarter of a
 // reduce-scatter's time. The pool keeps up to kMaxCached buffers after their ops ended; a
 // buffer's contents are unspecified when borrowed.
 //
@@ -16,7 +17,7 @@ namespace qccl::core {
 
 class ScratchPool {
  public:
-  static constexpr size_t kMaxCached = 2;
+  static constexpr size_t kMaxCached = 4;
 
   // A borrowed buffer; gives it back to the pool when destroyed.
   class Buffer {
