@@ -1,5 +1,5 @@
 // qcclCommAbort (issue 19): a thread blocked in a call on a communicator (an all-reduce whose
-// partner never calls, a barrier, a vote, qcclWait of an async all-reduce, a shared-state sync,
+// partner never calls, each other kind of collective, a barrier, a vote, qcclWait of an async all-reduce, a shared-state sync,
 // qcclWaitForWorld, qcclConnect to a master that never admits or cannot be reached) returns
 // qcclAborted once another thread aborts the communicator; every later call returns
 // qcclAborted at once; the peer leaves the run gracefully (the others see it go long before
@@ -191,6 +191,60 @@ TEST(CommAbort, EndsABarrierAndAnAsyncAllReducesWait) {
   EXPECT_EQ(barrier->code(), static_cast<int>(StatusCode::kAborted)) << barrier->message();
   EXPECT_EQ(wait->code(), qcclAborted) << wait->message();
   EXPECT_EQ(buf, std::vector<int32_t>(1000, 7));
+  expect_aborted_from_now_on(c0);
+  EXPECT_EQ(cluster.destroy(0), qcclSuccess);
+}
+
+// Each kind of collective, blocked on its own thread (the partner never calls), ends with
+// qcclAborted; the in-out buffers hold their inputs again.
+TEST(CommAbort, EndsEveryKindOfCollective) {
+  test::Cluster cluster(slow_failure_detection());
+  ASSERT_TRUE(cluster.ok());
+  ASSERT_TRUE(cluster.grow(2));
+  qcclComm_t* c0 = cluster.comm(0);
+  int64_t me = 0;
+  ASSERT_EQ(qcclGetAttribute(c0, QCCL_ATTR_PEER_ID, &me), qcclSuccess);
+  std::vector<float> bc(5000, 1.0f), in(5000, 2.0f), out(10000, 0.0f), v_out(10000);
+  std::vector<float> rs_io(5000, 3.0f);
+  size_t counts[2] = {};
+  qcclReduceDesc_t d{};
+  d.count = rs_io.size();
+  d.dtype = qcclFloat32;
+  d.op = qcclSum;
+  d.tag = 14;
+  std::vector<std::pair<const char*, std::unique_ptr<BlockedCall>>> calls;
+  // The root is the other peer: this one waits for its data.
+  uint64_t root = 0;
+  qcclPeerInfo_t peers[2];
+  size_t n = 0;
+  ASSERT_EQ(qcclGetPeers(c0, peers, 2, &n), qcclSuccess);
+  for (size_t i = 0; i < n; ++i) {
+    if (peers[i].peer_id != static_cast<uint64_t>(me)) root = peers[i].peer_id;
+  }
+  calls.emplace_back("qcclBroadcast", BlockedCall::c([&] {
+    return qcclBroadcast(bc.data(), bc.size(), qcclFloat32, root, 11, c0, nullptr);
+  }));
+  calls.emplace_back("qcclAllGather", BlockedCall::c([&] {
+    return qcclAllGather(in.data(), out.data(), in.size(), out.size(), qcclFloat32, 12, c0,
+                         nullptr);
+  }));
+  calls.emplace_back("qcclAllGatherV", BlockedCall::c([&] {
+    return qcclAllGatherV(in.data(), in.size(), v_out.data(), v_out.size(), qcclFloat32, counts,
+                          2, 13, c0, nullptr);
+  }));
+  calls.emplace_back("qcclReduceScatter", BlockedCall::c([&] {
+    return qcclReduceScatter(rs_io.data(), rs_io.data(), rs_io.size(), &d, c0, nullptr);
+  }));
+  calls.emplace_back("qcclBarrier", BlockedCall::c([&] { return qcclBarrier(15, c0, nullptr); }));
+  for (auto& [what, call] : calls) call->expect_still_blocked(what);
+  auto t0 = Clock::now();
+  ASSERT_EQ(qcclCommAbort(c0), qcclSuccess);
+  for (auto& [what, call] : calls) {
+    call->returned_after(t0, what);
+    EXPECT_EQ(call->code(), qcclAborted) << what << ": " << call->message();
+  }
+  EXPECT_EQ(bc, std::vector<float>(5000, 1.0f));
+  EXPECT_EQ(rs_io, std::vector<float>(5000, 3.0f));
   expect_aborted_from_now_on(c0);
   EXPECT_EQ(cluster.destroy(0), qcclSuccess);
 }
