@@ -53,7 +53,7 @@ void AllGatherVOp::start_data() {
                                     "qcclAllGatherV: the group has {} peers and counts holds {}",
                                     world_, args_.counts_capacity));
   }
-  Status room = check_gather_buffers(call(), args_.sendbuf, args_.count, args_.recvbuf,
+  Status room = collectives::check_gather_buffers(call(), args_.sendbuf, args_.count, args_.recvbuf,
                                      args_.recv_capacity, own_offset, total, esize);
   if (!room.is_ok()) return fail_locally(room);
   data_ = std::make_unique<RingAllGather>(args_.sendbuf, args_.recvbuf, std::move(counts), esize,
