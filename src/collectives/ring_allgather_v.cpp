@@ -12,8 +12,9 @@
 // it is read into the lane's staging buffer (max_segment_bytes() is then the largest legal
 // frame, wire::kMaxSegmentBytes) and its payload kept in early_. Its copies follow the rules
 // of FrameClaims: an entry is being read (claimed by `claimant`; a second copy is kPending,
-// and take_over() hands the claim to it; a failed read, unclaim(), drops the entry) or kept
-// (a copy is kReceived). When the counts complete, every entry is checked against them (a
+// and take_over() hands the claim to it), free (the read failed, unclaim(): the resent copy
+// claims it again, or a copy already being read takes over) or kept (a copy is kReceived).
+// When the counts complete, free entries are dropped and every other is checked (a
 // frame that does not fit is a broken peer: kPeerLost); the kept ones are claimed in the data
 // ring, copied to their place and forwarded; those still being read stay in early_ until
 // their read ends (on_received: claimed, copied, forwarded) or fails (unclaim: dropped; the
@@ -79,7 +80,9 @@ Status RingAllGatherV::start_data(std::vector<Send>& out) {
   Status room = check_gather_buffers("qcclAllGatherV", sendbuf_, count_, recvbuf_,
                                      recv_capacity_, own_offset, total, elem_size_);
   if (!room.is_ok()) return fail(room);
-  // Every frame kept must fit the counts before anything is written.
+  // Every frame kept must fit the counts before anything is written; a free one's resent copy
+  // goes to the data ring directly.
+  std::erase_if(early_, [](const auto& kv) { return kv.second.state == EarlyState::kFree; });
   data_ = std::make_unique<RingAllGather>(sendbuf_, recvbuf_, counts_, elem_size_, world_, rank_);
   for (const auto& [key, e] : early_) {
     auto seg = data_->check_frame(key.first, key.second, e.bytes);
@@ -92,7 +95,7 @@ Status RingAllGatherV::start_data(std::vector<Send>& out) {
     out.push_back(s);
   }
   for (auto it = early_.begin(); it != early_.end();) {
-    if (!it->second.received) {
+    if (it->second.state != EarlyState::kReceived) {
       ++it;
       continue;
     }
@@ -125,8 +128,13 @@ Result<RecvTarget> RingAllGatherV::claim(uint32_t step, uint32_t segment, size_t
     if (payload_bytes != it->second.bytes) {  // a resent copy has the first one's size
       return check_payload(step, segment, payload_bytes, it->second.bytes);
     }
-    Duplicate d = it->second.received ? Duplicate::kReceived : Duplicate::kPending;
-    return RecvTarget{nullptr, payload_bytes, true, d, it->second.claimant};
+    Early& e = it->second;
+    if (e.state == EarlyState::kFree) {  // kCounts only: kData drops free entries
+      e = Early{EarlyState::kClaimed, claimant, payload_bytes, {}};
+      return RecvTarget{nullptr, payload_bytes, true, Duplicate::kNo, claimant};
+    }
+    Duplicate d = e.state == EarlyState::kReceived ? Duplicate::kReceived : Duplicate::kPending;
+    return RecvTarget{nullptr, payload_bytes, true, d, e.claimant};
   }
   if (phase_ == Phase::kData) return data_->claim(ds, segment, payload_bytes, claimant);
   if (payload_bytes == 0 || payload_bytes > wire::kMaxSegmentBytes) {
@@ -134,7 +142,7 @@ Result<RecvTarget> RingAllGatherV::claim(uint32_t step, uint32_t segment, size_t
                        "data frame (step {}, segment {}) has {} bytes: no data frame has that many",
                        step, segment, payload_bytes);
   }
-  early_[{ds, segment}] = Early{false, claimant, payload_bytes, {}};
+  early_[{ds, segment}] = Early{EarlyState::kClaimed, claimant, payload_bytes, {}};
   ++early_seen_;
   return RecvTarget{nullptr, payload_bytes, true, Duplicate::kNo, claimant};
 }
@@ -143,7 +151,14 @@ void RingAllGatherV::unclaim(uint32_t step, uint32_t segment, uint32_t claimant)
   if (step < data_begin()) return counts_ring_.unclaim(step, segment, claimant);
   uint32_t ds = step - data_begin();
   if (auto it = early_.find({ds, segment}); it != early_.end()) {
-    if (!it->second.received && it->second.claimant == claimant) early_.erase(it);
+    Early& e = it->second;
+    if (e.state != EarlyState::kClaimed || e.claimant != claimant) return;
+    // Before the counts the entry stays (free): a copy being read may still take over.
+    if (phase_ == Phase::kData) {
+      early_.erase(it);
+    } else {
+      e.state = EarlyState::kFree;
+    }
     return;
   }
   if (data_) data_->unclaim(ds, segment, claimant);
@@ -157,13 +172,15 @@ void RingAllGatherV::take_over(uint32_t step, uint32_t segment, uint32_t claiman
     it->second.claimant = claimant;  // on_received() takes the payload from this copy
     return;
   }
-  data_->take_over(ds, segment, claimant, staging);
+  if (data_) data_->take_over(ds, segment, claimant, staging);
 }
 
 bool RingAllGatherV::received(uint32_t step, uint32_t segment) const {
   if (step < data_begin()) return counts_ring_.received(step, segment);
   uint32_t ds = step - data_begin();
-  if (auto it = early_.find({ds, segment}); it != early_.end()) return it->second.received;
+  if (auto it = early_.find({ds, segment}); it != early_.end()) {
+    return it->second.state == EarlyState::kReceived;
+  }
   return data_ && data_->received(ds, segment);
 }
 
@@ -180,12 +197,12 @@ Result<std::vector<Send>> RingAllGatherV::on_received(uint32_t step, uint32_t se
   uint32_t ds = step - data_begin();
   auto it = early_.find({ds, segment});
   if (it == early_.end()) {
-    take_in(ds, segment, out);
+    if (data_) take_in(ds, segment, out);
     return out;
   }
   if (phase_ != Phase::kData) {  // kept until the counts are known (or dropped with the op)
     it->second.payload.assign(staging, staging + it->second.bytes);
-    it->second.received = true;
+    it->second.state = EarlyState::kReceived;
     return out;
   }
   // Read early, through staging, but complete after the counts were known.

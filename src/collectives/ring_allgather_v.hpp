@@ -83,9 +83,12 @@ class RingAllGatherV {
   // kFailed when a frame kept early does not fit the counts.
   enum class Phase { kCounts, kData, kFailed };
 
-  // A data frame that came before the counts were known: being read (claimant), or kept.
+  // A data frame that came before the counts were known, in the states of FrameClaims: free
+  // (its read failed; kept so that a copy still being read can take over), being read by
+  // `claimant`, or received (payload kept).
+  enum class EarlyState : uint8_t { kFree, kClaimed, kReceived };
   struct Early {
-    bool received = false;
+    EarlyState state = EarlyState::kClaimed;
     uint32_t claimant = 0;
     size_t bytes = 0;
     std::vector<uint8_t> payload;

@@ -216,6 +216,44 @@ TEST(RingAllGatherV, EarlyFrameStillBeingReadWhenCountsComplete) {
   }
 }
 
+// Rank 0 of 2, counts {1, 1}: an early data frame's first read fails while a resent copy is
+// being read; the copy completes (take_over) before the counts are known, or a third copy is
+// claimed instead. Either way the frame is kept and placed once the counts are known.
+TEST(RingAllGatherV, EarlyFrameReadFailsWhileACopyIsRead) {
+  for (bool third : {false, true}) {
+    uint32_t mine = 0x11111111, theirs = 0x22222222;
+    std::vector<uint32_t> recv(2, 0xABABABAB);
+    RingAllGatherV ring(&mine, 1, recv.data(), 2, 4, 2, 0);
+    ASSERT_TRUE(ring.claim(1, 0, 4, 1).is_ok());
+    EXPECT_EQ(ring.claim(1, 0, 4, 2)->duplicate, Duplicate::kPending);
+    ring.unclaim(1, 0, 1);  // the first read fails: free, still known
+    EXPECT_FALSE(ring.received(1, 0));
+    uint8_t staging[4];
+    std::memcpy(staging, &theirs, 4);
+    if (third) {
+      auto t = ring.claim(1, 0, 4, 3);
+      ASSERT_TRUE(t.is_ok());
+      EXPECT_EQ(t->duplicate, Duplicate::kNo);
+      EXPECT_TRUE(t->staged);
+    } else {
+      ring.take_over(1, 0, 2, staging);
+    }
+    auto out = ring.on_received(1, 0, staging);
+    ASSERT_TRUE(out.is_ok());
+    EXPECT_TRUE(out->empty());
+    EXPECT_TRUE(ring.received(1, 0));
+    uint64_t n1 = 1;
+    auto c = ring.claim(0, 0, 8);
+    ASSERT_TRUE(c.is_ok());
+    std::memcpy(c->dst, &n1, 8);
+    out = ring.on_received(0, 0, nullptr);
+    ASSERT_TRUE(out.is_ok()) << out.status().message();
+    ASSERT_EQ(out->size(), 1u);  // the own block; rank 1's block goes no further
+    EXPECT_TRUE(ring.complete());
+    EXPECT_EQ(recv, (std::vector<uint32_t>{mine, theirs}));
+  }
+}
+
 // Delivers in random order without resends until nothing moves; a rank whose on_received
 // fails takes no frame after that. Returns each rank's error.
 std::vector<std::optional<Status>> run_with_errors(
