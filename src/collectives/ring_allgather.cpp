@@ -65,12 +65,18 @@ Send RingAllGather::initial_frame(size_t j) const {
   return send_frame(0, static_cast<uint32_t>(j), segment_range(block(send_block(0)), segment_elems_, j));
 }
 
-Result<RecvTarget> RingAllGather::claim(uint32_t step, uint32_t segment, size_t payload_bytes,
-                                        uint32_t claimant) {
+Result<Range> RingAllGather::check_frame(uint32_t step, uint32_t segment,
+                                         size_t payload_bytes) const {
   QCCL_RETURN_IF_ERROR(check_step(step, 0, num_steps()));
   QCCL_ASSIGN_OR_RETURN(Range seg, check_segment(step, segment, block(recv_block(step)), segment_elems_));
+  QCCL_RETURN_IF_ERROR(check_payload(step, segment, payload_bytes, seg.count * elem_size_));
+  return seg;
+}
+
+Result<RecvTarget> RingAllGather::claim(uint32_t step, uint32_t segment, size_t payload_bytes,
+                                        uint32_t claimant) {
+  QCCL_ASSIGN_OR_RETURN(Range seg, check_frame(step, segment, payload_bytes));
   size_t bytes = seg.count * elem_size_;
-  QCCL_RETURN_IF_ERROR(check_payload(step, segment, payload_bytes, bytes));
   auto c = claims_.claim(frame_index(step, segment, max_segments_), claimant);
   if (c.duplicate != Duplicate::kNo) return FrameClaims::duplicate_target(c, bytes);
   return RecvTarget{recv_ + seg.offset * elem_size_, bytes, false};
@@ -92,6 +98,29 @@ std::optional<Send> RingAllGather::on_received(uint32_t step, uint32_t segment,
   claims_.mark_received(frame_index(step, segment, max_segments_));
   if (step + 1 >= num_steps()) return std::nullopt;
   return send_frame(step + 1, segment, recv_segment(step, segment));
+}
+
+Status check_gather_buffers(std::string_view call, const void* sendbuf, size_t send_count,
+                            const void* recvbuf, size_t recv_capacity, size_t own_offset,
+                            size_t total, size_t elem_size) {
+  if (total > recv_capacity) {
+    return make_status(StatusCode::kInvalidArgument,
+                       "{}: the result has {} elements and recvbuf holds {}", call, total,
+                       recv_capacity);
+  }
+  if (send_count == 0 || total == 0) return Status::ok();
+  auto s = static_cast<const uint8_t*>(sendbuf);
+  auto r = static_cast<const uint8_t*>(recvbuf);
+  size_t send_bytes = send_count * elem_size;
+  size_t recv_bytes = total * elem_size;
+  bool overlap = s < r + recv_bytes && r < s + send_bytes;
+  if (overlap && s != r + own_offset * elem_size) {
+    return make_status(StatusCode::kInvalidArgument,
+                       "{}: sendbuf overlaps recvbuf but is not this peer's block of it (element "
+                       "{}, its place in ring order): in place, the contribution must sit there",
+                       call, own_offset);
+  }
+  return Status::ok();
 }
 
 }  // namespace qccl::collectives

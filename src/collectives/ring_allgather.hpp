@@ -12,6 +12,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <optional>
+#include <string_view>
 #include <vector>
 
 #include "collectives/chunking.hpp"
@@ -40,6 +41,8 @@ class RingAllGather {
   // duplicate (frame_claims.hpp). kPeerLost with a message for an impossible frame.
   Result<RecvTarget> claim(uint32_t step, uint32_t segment, size_t payload_bytes,
                            uint32_t claimant = 0);
+  // The checks of claim() alone: the element range of a valid frame, claiming nothing.
+  Result<Range> check_frame(uint32_t step, uint32_t segment, size_t payload_bytes) const;
   void unclaim(uint32_t step, uint32_t segment, uint32_t claimant);
   // A duplicate read into staging completed first: `claimant` holds the claim and the payload
   // is copied to its place. The caller then calls on_received(). REQUIRES as RingAllReduce's.
@@ -80,5 +83,13 @@ class RingAllGather {
   size_t expected_ = 0;
   FrameClaims claims_;
 };
+
+// Checks that a result of `total` elements fits recvbuf (recv_capacity elements) and that
+// sendbuf (send_count elements) either lies outside recvbuf or exactly at this member's block,
+// element own_offset (in place). kInvalidArgument naming `call` otherwise. Shared by the
+// all-gathers, which every member runs with the same totals, so a bad argument fails alike.
+Status check_gather_buffers(std::string_view call, const void* sendbuf, size_t send_count,
+                            const void* recvbuf, size_t recv_capacity, size_t own_offset,
+                            size_t total, size_t elem_size);
 
 }  // namespace qccl::collectives

@@ -36,10 +36,4 @@ class AllGatherOp final : public DataflowOp<collectives::RingAllGather> {
   AllGatherArgs args_;
 };
 
-// Checks that `world` blocks of `counts` fit recvbuf and that sendbuf either lies outside
-// recvbuf or exactly at this member's block (in place). Shared by the all-gathers.
-Status check_gather_buffers(std::string_view call, const void* sendbuf, size_t send_count,
-                            const void* recvbuf, size_t recv_capacity, size_t own_offset,
-                            size_t total, size_t elem_size);
-
 }  // namespace qccl::core

@@ -1,9 +1,11 @@
 // DataflowOp<Ring>: an Op (core/op.hpp) whose frames are the dataflow of one ring object of
-// collectives/ (RingAllReduce, RingBroadcast, RingAllGather). Those classes share one frame
-// interface (claim / unclaim / take_over / received / on_received, initial frames, complete,
-// max_segment_bytes); this template forwards the op's frame hooks to it once, so a collective
-// op only builds its ring in start() and adds what is its own (buffers kept aside, results
-// placed at commit).
+// collectives/ (RingAllReduce, RingBroadcast, RingAllGather, RingAllGatherV). Those classes
+// share one frame interface (claim / unclaim / take_over / received / on_received, initial
+// frames, complete, max_segment_bytes); this template forwards the op's frame hooks to it
+// once, so a collective op only builds its ring in start() and adds what is its own (buffers
+// kept aside, results placed at commit). A ring's on_received() returns the frame to forward
+// (std::optional<Send>), or every frame it releases or an error (Result<std::vector<Send>>:
+// the error fails the op, fail_locally).
 //
 // Thread-safety: loop thread only.
 #pragma once
@@ -53,7 +55,13 @@ class DataflowOp : public Op {
     ring_->take_over(step, segment, lane, staging);
   }
   void on_received(uint32_t step, uint32_t segment, const uint8_t* staging) override {
-    if (auto fwd = ring_->on_received(step, segment, staging)) send(*fwd);
+    auto out = ring_->on_received(step, segment, staging);
+    if constexpr (requires { out.is_ok(); }) {
+      if (!out.is_ok()) return fail_locally(out.status());
+      for (const auto& s : *out) send(s);
+    } else if (out) {
+      send(*out);
+    }
   }
   // A deferred initial frame (see run()) is about to be written: encode it now.
   void fill(uint32_t index) override {

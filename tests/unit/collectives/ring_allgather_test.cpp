@@ -18,11 +18,7 @@
 namespace qccl::collectives {
 namespace {
 
-std::string show(const std::vector<size_t>& counts) {
-  std::string s;
-  for (size_t c : counts) s += std::to_string(c) + " ";
-  return s;
-}
+using testing::show;
 
 // Runs one all-gather of `counts` (one per rank, elements of `elem` bytes) and checks every
 // rank's recvbuf against the concatenation of the inputs.

@@ -6,13 +6,20 @@
 // connection on another one (a copy of the bytes taken when it resends): after the first copy
 // was taken in; while the first copy is still being read (the copy takes over); or after the
 // first copy's read failed part way (unclaimed).
+//
+// A ring whose on_received() returns every frame it releases, or an error (RingAllGatherV),
+// is driven the same way; here every call must succeed. `last`: frames for which it returns
+// true are held back until no other frame is in flight (to force an order, e.g. data frames
+// before a peer's counts).
 #pragma once
 
 #include <gtest/gtest.h>
 
 #include <cstring>
+#include <functional>
 #include <memory>
 #include <random>
+#include <string>
 #include <vector>
 
 #include "collectives/ring_frames.hpp"
@@ -27,24 +34,46 @@ struct InFlight {
   std::shared_ptr<std::vector<uint8_t>> copy;  // a resent copy: these bytes, not send.data
 };
 
+// "c0 c1 ... " for a trace.
+inline std::string show(const std::vector<size_t>& counts) {
+  std::string s;
+  for (size_t c : counts) s += std::to_string(c) + " ";
+  return s;
+}
+
+// Every ring's initial frames, in flight.
+template <class Ring>
+std::vector<InFlight> initial_flight(const std::vector<std::unique_ptr<Ring>>& rings) {
+  std::vector<InFlight> flight;
+  for (uint32_t i = 0; i < rings.size(); ++i) {
+    for (size_t j = 0; j < rings[i]->initial_frames(); ++j) {
+      flight.push_back({i, rings[i]->initial_frame(j), nullptr});
+    }
+  }
+  return flight;
+}
+
 // Delivers every frame of `rings` (rank i's dataflow at index i) until none is left; expects
 // every claim to succeed and every ring to be complete at the end. Returns the frame payload
 // bytes each rank sent.
 template <class Ring>
 std::vector<size_t> deliver(const std::vector<std::unique_ptr<Ring>>& rings, uint64_t order_seed,
-                            bool resends = false) {
+                            bool resends = false,
+                            std::function<bool(const InFlight&)> last = nullptr) {
   const auto world = static_cast<uint32_t>(rings.size());
   std::vector<size_t> tx_bytes(world, 0);
-  std::vector<InFlight> flight;
-  for (uint32_t i = 0; i < world; ++i) {
-    for (size_t j = 0; j < rings[i]->initial_frames(); ++j) {
-      flight.push_back({i, rings[i]->initial_frame(j), nullptr});
-    }
-  }
+  std::vector<InFlight> flight = initial_flight(rings);
   std::mt19937_64 rng(order_seed);
   std::vector<uint8_t> staging;
   while (!flight.empty()) {
     size_t pick = std::uniform_int_distribution<size_t>(0, flight.size() - 1)(rng);
+    if (last && last(flight[pick])) {  // any frame not held back goes first
+      std::vector<size_t> free;
+      for (size_t i = 0; i < flight.size(); ++i) {
+        if (!last(flight[i])) free.push_back(i);
+      }
+      if (!free.empty()) pick = free[std::uniform_int_distribution<size_t>(0, free.size() - 1)(rng)];
+    }
     InFlight f = flight[pick];
     flight.erase(flight.begin() + static_cast<std::ptrdiff_t>(pick));
     if constexpr (requires(Ring& r) { r.fill_initial_frame(size_t{0}); }) {
@@ -90,7 +119,13 @@ std::vector<size_t> deliver(const std::vector<std::unique_ptr<Ring>>& rings, uin
     if (mode == 3) flight.push_back(resent());  // a copy that comes after this one
     auto fwd = rings[to]->on_received(f.send.step, f.send.segment, staging.data());
     EXPECT_TRUE(rings[to]->received(f.send.step, f.send.segment));
-    if (fwd) flight.push_back({to, *fwd, nullptr});
+    if constexpr (requires { fwd.is_ok(); }) {
+      EXPECT_TRUE(fwd.is_ok()) << fwd.status().message();
+      if (!fwd.is_ok()) break;
+      for (const Send& s : *fwd) flight.push_back({to, s, nullptr});
+    } else if (fwd) {
+      flight.push_back({to, *fwd, nullptr});
+    }
   }
   for (auto& ring : rings) EXPECT_TRUE(ring->complete());
   return tx_bytes;
