@@ -509,7 +509,7 @@ def aims(cells, g):
         if op_of(c) != "allreduce":
             what = f"N={n} {c['size_mib']} MiB {op_of(c)} 16 conns"
             link = busbw_mbit(c) / (rate_bits(rate) / 1e6)
-            out.append((f"{what}: >= 85% of the link", link >= 0.85, f"{link:.0%}"))
+            out.append((f"{what}: >= 85% of the link", link >= 0.85, f"{link:.1%}"))
             v = ratio(lookup(cells, c, conns=1), c)
             if v:
                 out.append((f"{what}: vs 1 conn (no aim)", True, f"{v:.2f}x"))
