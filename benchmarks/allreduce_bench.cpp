@@ -701,8 +701,10 @@ bool run_group(const Options& o, int n, int64_t deadline, std::vector<Row>& rows
     }
     close(fds[1]);
     fds[1] = -1;
-    const size_t per_size = o.ops.size() - 1 + o.wires.size() *
-                            size_t(std::count(o.ops.begin(), o.ops.end(), "allreduce"));
+    // One row per op other than all-reduce, one per wire for all-reduce (the list need not
+    // hold all-reduce: --op allgather alone is one row per size).
+    const size_t n_allreduce = size_t(std::count(o.ops.begin(), o.ops.end(), "allreduce"));
+    const size_t per_size = o.ops.size() - n_allreduce + o.wires.size() * n_allreduce;
     const size_t want_rows = o.sizes_mib.size() * per_size * (o.optimize ? 2 : 1);
     size_t got_rows = 0;
     std::map<std::string, RowHashes> hashes;  // "bytes quant phase" -> what the peers reported

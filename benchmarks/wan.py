@@ -3,7 +3,7 @@
 
     sudo python3 benchmarks/wan.py [--peers 4,3] [--rtt-ms 80,20,200] [--caps 10mbit,none]
         [--rate 100mbit] [--sizes-mib 64,256] [--connections 1,4,16] [--quant none,minmax:uint8]
-        [--systems qccl,gloo] [--iters 2] [--warmup 1] [--slow-s 20] [--stop-at HH:MM]
+        [--ops allreduce] [--systems qccl,gloo] [--iters 2] [--warmup 1] [--slow-s 20] [--stop-at HH:MM]
         [--retries 1] [--json FILE] [--resume FILE] [--report FILE] [--dry-run]
 
 For every configuration (RTT, per-flow cap) the emulator (tests/netsim/netsim.sh, `up` once
@@ -27,6 +27,17 @@ of issue 9 where the configuration has a cap. Markdown tables for docs/performan
 end (also from a saved JSON: --report FILE). JSON is rewritten after every cell; --resume FILE
 reuses its good cells.
 
+--ops allreduce,allgather,reducescatter,broadcast (default allreduce; issue 19) runs those
+collectives too, one bench run (--op) per cell; the op is part of a cell's key (a cell without
+"op", e.g. of an older JSON, is an all-reduce; all-reduce cells are written without it, so a
+default run's JSON and tables are as before). Size is the op's total data (all-gather's output,
+reduce-scatter's input, broadcast's buffer); busbw = size/time x (N-1)/N for all-gather and
+reduce-scatter, x 1 for broadcast (nccl-tests), "% link" = busbw / --rate as for all-reduce.
+These ops run float32 with wire none only (other --quant entries are skipped for them); Gloo
+runs them with gloo_allreduce.py --op (all_gather_into_tensor, reduce_scatter_tensor, broadcast
+from rank 0). With a cap, a 16-connection all-gather / reduce-scatter / broadcast is checked
+against issue 19's aim: >= 85% of the link, like the all-reduce.
+
 Runs as root. Creates only the emulator's namespaces PREFIX-* (refuses if any exists), runs
 every process in them and ends them, and the emulator, on exit (also on SIGINT/SIGTERM).
 """
@@ -45,6 +56,7 @@ import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
+OPS = ("allreduce", "allgather", "reducescatter", "broadcast")
 WIRE_BYTES = {"uint8": 1, "int8": 1, "uint16": 2, "int16": 2, "bf16": 2, "fp16": 2, "fp32": 4}
 FRAME = 1514 / 1448  # wire bytes per TCP payload byte (full frames, timestamps on)
 
@@ -74,7 +86,11 @@ def parse_args():
     ap.add_argument("--sizes-mib", default="64,256")
     ap.add_argument("--connections", default="1,4,16", help="qccl connections_per_peer")
     ap.add_argument("--quant", default="none,minmax:uint8", help="qccl wire settings")
-    ap.add_argument("--systems", default="qccl,gloo")
+    ap.add_argument("--ops", default="allreduce",
+                    help="subset of " + ",".join(OPS) + "; all but allreduce: wire none only "
+                    "(qccl and Gloo, float32)")
+    ap.add_argument("--systems", default="qccl,gloo",
+                    help="qccl, gloo (Gloo: one connection per pair, every op of --ops)")
     ap.add_argument("--iters", type=int, default=2)
     ap.add_argument("--warmup", type=int, default=1)
     ap.add_argument("--slow-s", type=float, default=20.0,
@@ -103,6 +119,9 @@ def parse_args():
     a.conns = int_list(a.connections)
     a.wires = [w for w in a.quant.split(",") if w]
     a.systems = [s for s in a.systems.split(",") if s]
+    a.ops = [o for o in a.ops.split(",") if o]
+    if not a.ops or set(a.ops) - set(OPS):
+        ap.error(f"--ops takes a comma-separated subset of {','.join(OPS)}")
     a.rate_bits = rate_bits(a.rate)
     for c in a.caps:
         if c != "none":
@@ -297,8 +316,19 @@ def wire_ratio(wire):
     return b / 4 if algo == "cast" else (b + 8 / 2048) / 4  # 8 bytes per 2048-element block
 
 
-def predict_s(a, n, mib, wire, flows, rtt, cap, window):
-    tx = 2 * (n - 1) / n * (mib << 20) * wire_ratio(wire) * FRAME * 8
+def op_of(c):
+    return c.get("op", "allreduce")
+
+
+def busbw_factor(op, n):
+    """nccl-tests' busbw / algbw: the share of the op's size each peer's uplink carries."""
+    if op == "allreduce":
+        return 2 * (n - 1) / n
+    return 1.0 if op == "broadcast" else (n - 1) / n
+
+
+def predict_s(a, n, mib, wire, flows, rtt, cap, window, op="allreduce"):
+    tx = busbw_factor(op, n) * (mib << 20) * wire_ratio(wire) * FRAME * 8
     per_flow = min(rate_bits(cap) if cap != "none" else math.inf, window * 8 / (rtt / 1e3))
     return tx / min(a.rate_bits, flows * per_flow) + 2 * (n - 1) * rtt / 1e3
 
@@ -309,7 +339,7 @@ def plan_ops(a, pred):
 
 def key_of(c):
     return (c["rate"], c["rtt_ms"], c["cap"], c["n"], c["system"], c["size_mib"], c["conns"],
-            c["wire"])
+            c["wire"], op_of(c))
 
 
 def find_bench(a):
@@ -351,6 +381,8 @@ def run_qccl(a, cell, bench, log_path):
            "--connections", str(cell["conns"]), "--quant", cell["wire"], "--iters",
            str(cell["iters"]), "--warmup", str(cell["warmup"]), "--timeout-s",
            str(int(cell["timeout_s"])), "--label", cell["label"], "--json", log_path[:-4] + ".json"]
+    if op_of(cell) != "allreduce":
+        cmd += ["--op", op_of(cell)]
     execute(a, cell, [cmd], log_path, ("times_ms", "median_ms", "min_ms", "tx_bytes",
                                        "max_abs_err", "parity"))
 
@@ -368,6 +400,7 @@ def run_gloo(a, cell, log_path):
              "--master-addr", peer_ip(a, 0), "--master-port", str(GLOO_PORT[0]), "--sizes-mib",
              str(cell["size_mib"]), "--iters", str(cell["iters"]), "--warmup", str(cell["warmup"]),
              "--timeout-s", str(int(cell["timeout_s"]))]
+            + (["--op", op_of(cell)] if op_of(cell) != "allreduce" else [])
             + (["--json", log_path[:-4] + ".json"] if i == 0 else []) for i in range(n)]
     execute(a, cell, cmds, log_path, ("times_ms", "median_ms", "min_ms"))
 
@@ -375,7 +408,7 @@ def run_gloo(a, cell, log_path):
 # ---- tables --------------------------------------------------------------------------------
 
 def busbw_mbit(c):
-    return (c["size_mib"] << 20) * 8 / (c["median_ms"] / 1e3) * 2 * (c["n"] - 1) / c["n"] / 1e6
+    return (c["size_mib"] << 20) * 8 / (c["median_ms"] / 1e3) * busbw_factor(op_of(c), c["n"]) / 1e6
 
 
 def lookup(cells, c, **change):
@@ -430,9 +463,19 @@ def title(g, cfg):
     return t + (f" (measured RTT {seen:.1f} ms)" if seen else "")
 
 
+def has_ops(cells, g):
+    """Whether the group holds an op other than all-reduce (then the tables get an op column;
+    all-reduce-only tables are as before)."""
+    return any(op_of(c) != "allreduce" for c in cells
+               if (c["rate"], c["rtt_ms"], c["cap"], c["n"]) == g)
+
+
 def print_table(cells, g, cfg):
     print(f"\n{title(g, cfg)}")
-    hdr = (f"{'MiB':>4} {'system':>6} {'conns':>5} {'wire':>13} {'ops':>5} {'median s':>9} "
+    opc = has_ops(cells, g)
+    col = (lambda c: f"{op_of(c):>13} ") if opc else (lambda c: "")
+    hdr = ((f"{'op':>13} " if opc else "") +
+           f"{'MiB':>4} {'system':>6} {'conns':>5} {'wire':>13} {'ops':>5} {'median s':>9} "
            f"{'min s':>8} {'busbw Mbit/s':>12} {'% link':>6} {'1c/this':>7} {'none/this':>9} "
            f"{'gloo/this':>9}")
     print(hdr + "\n" + "-" * len(hdr))
@@ -440,10 +483,10 @@ def print_table(cells, g, cfg):
         c = r["c"]
         ops = f"{c['warmup']}+{c['iters']}" + ("*" if c.get("failures") and r["ok"] else "")
         if not r["ok"]:
-            print(f"{c['size_mib']:>4} {c['system']:>6} {c['conns']:>5} {c['wire']:>13} {ops:>5} "
-                  f"{c.get('status', 'FAILED'):>9}")
+            print(col(c) + f"{c['size_mib']:>4} {c['system']:>6} {c['conns']:>5} {c['wire']:>13} "
+                  f"{ops:>5} {c.get('status', 'FAILED'):>9}")
             continue
-        print(f"{c['size_mib']:>4} {c['system']:>6} {c['conns']:>5} {c['wire']:>13} {ops:>5} "
+        print(col(c) + f"{c['size_mib']:>4} {c['system']:>6} {c['conns']:>5} {c['wire']:>13} {ops:>5} "
               f"{c['median_ms'] / 1e3:9.2f} {c['min_ms'] / 1e3:8.2f} {r['bus']:12.1f} "
               f"{r['link']:6.0%} {fx(r.get('vs1')):>7} {fx(r.get('vsnone')):>9} "
               f"{fx(r.get('vsgloo')):>9}")
@@ -451,7 +494,8 @@ def print_table(cells, g, cfg):
 
 def aims(cells, g):
     """Issue 9's aims, for a configuration with a flow cap: 16 connections close to the link
-    (>= 90% of its TCP payload rate) and >= 8x 1 connection; uint8 >= 3x raw at 16."""
+    (>= 90% of its TCP payload rate) and >= 8x 1 connection; uint8 >= 3x raw at 16. Issue 19's
+    for the other ops: 16 connections carry >= 85% of the link (busbw / rate), like all-reduce."""
     rate, _rtt, cap, n = g
     out = []
     if cap == "none":
@@ -462,6 +506,14 @@ def aims(cells, g):
         if c["system"] != "qccl" or c["conns"] != 16:
             continue
         what = f"N={n} {c['size_mib']} MiB 16 conns {c['wire']}"
+        if op_of(c) != "allreduce":
+            what = f"N={n} {c['size_mib']} MiB {op_of(c)} 16 conns"
+            link = busbw_mbit(c) / (rate_bits(rate) / 1e6)
+            out.append((f"{what}: >= 85% of the link", link >= 0.85, f"{link:.1%}"))
+            v = ratio(lookup(cells, c, conns=1), c)
+            if v:
+                out.append((f"{what}: vs 1 conn (no aim)", True, f"{v:.2f}x"))
+            continue
         if c["wire"] == "none":
             link = busbw_mbit(c) / (rate_bits(rate) / 1e6) * FRAME
             out.append((f"{what}: >= 90% of the link's payload rate", link >= 0.9, f"{link:.0%}"))
@@ -476,17 +528,20 @@ def aims(cells, g):
 
 
 def markdown(cells, g, cfg):
+    opc = has_ops(cells, g)
+    col = (lambda c: f"| {op_of(c)} ") if opc else (lambda c: "")
     lines = [f"{title(g, cfg)}:", "",
+             ("| op " if opc else "") +
              "| MiB | system | conns | wire | ops | median s | min s | busbw Mbit/s | % link | "
-             "1 conn / this | none / this | Gloo / this |", "|---" * 12 + "|"]
+             "1 conn / this | none / this | Gloo / this |", "|---" * (12 + opc) + "|"]
     for r in table_rows(cells, g):
         c = r["c"]
         ops = f"{c['warmup']}+{c['iters']}" + ("*" if c.get("failures") and r["ok"] else "")
         if not r["ok"]:
-            lines.append(f"| {c['size_mib']} | {c['system']} | {c['conns']} | {c['wire']} | {ops} "
-                         f"| {c.get('status', 'failed')} | | | | | | |")
+            lines.append(col(c) + f"| {c['size_mib']} | {c['system']} | {c['conns']} | {c['wire']} "
+                         f"| {ops} | {c.get('status', 'failed')} | | | | | | |")
             continue
-        lines.append(f"| {c['size_mib']} | {c['system']} | {c['conns']} | {c['wire']} | {ops} | "
+        lines.append(col(c) + f"| {c['size_mib']} | {c['system']} | {c['conns']} | {c['wire']} | {ops} | "
                      f"{c['median_ms'] / 1e3:.2f} | {c['min_ms'] / 1e3:.2f} | {r['bus']:.1f} | "
                      f"{r['link']:.0%} | {fx(r.get('vs1'))} | {fx(r.get('vsnone'))} | "
                      f"{fx(r.get('vsgloo'))} |")
@@ -538,10 +593,12 @@ def run_cell(a, doc, cell, bench, out_dir, reuse, stop):
     doc["cells"] and rewrites the JSON."""
     cells = doc["cells"]
     c = cell
-    name = (f"{len(cells) + 1:03d}-{c['system']}-n{c['n']}-rtt{c['rtt_ms']}-{c['cap']}-"
+    op = "" if op_of(c) == "allreduce" else "-" + op_of(c)
+    name = (f"{len(cells) + 1:03d}-{c['system']}{op}-n{c['n']}-rtt{c['rtt_ms']}-{c['cap']}-"
             f"{c['size_mib']}m-c{c['conns']}-{c['wire']}").replace(":", "_")
     log = os.path.join(out_dir, name + ".log")
-    line = (f"  N={c['n']} {c['size_mib']:>3} MiB {c['system']} {c['conns']:>2} conn "
+    line = (f"  N={c['n']} {c['size_mib']:>3} MiB {c['system']}{op.replace('-', ' ')} "
+            f"{c['conns']:>2} conn "
             f"{c['wire']:<13} {c['warmup']}+{c['iters']} ops, predicted "
             f"{c['predicted_s']:6.1f} s/op: ")
     old = reuse.get(key_of(cell))
@@ -636,15 +693,20 @@ def main():
                       f"{os.getloadavg()[0]:.2f}) ==", flush=True)
                 for n in a.peers:
                     for mib in a.sizes:
-                        todo = [("qccl", c, w) for c in a.conns for w in a.wires
-                                if "qccl" in a.systems]
-                        todo += [("gloo", 1, "none")] if "gloo" in a.systems else []
-                        for system, conns, wire in todo:
+                        todo = []
+                        for op in a.ops:  # other ops than all-reduce: float32, wire none only
+                            wires = a.wires if op == "allreduce" else ["none"]
+                            todo += [("qccl", c, w, op) for c in a.conns for w in wires
+                                     if "qccl" in a.systems]
+                            todo += [("gloo", 1, "none", op)] if "gloo" in a.systems else []
+                        for system, conns, wire, op in todo:
                             cell = {"rate": a.rate, "rtt_ms": rtt, "cap": cap, "n": n,
                                     "system": system, "size_mib": mib, "conns": conns,
                                     "wire": wire, "label": f"{a.rate} rtt {rtt} ms cap {cap}"}
+                            if op != "allreduce":  # no "op": all-reduce, as in older JSON
+                                cell["op"] = op
                             cell["predicted_s"] = predict_s(a, n, mib, wire, conns, rtt, cap,
-                                                            window)
+                                                            window, op)
                             cell["warmup"], cell["iters"] = plan_ops(a, cell["predicted_s"])
                             run_cell(a, doc, cell, bench, out_dir, reuse, stop)
                     if not a.dry_run:
