@@ -28,7 +28,8 @@ using Handle = std::shared_ptr<qccl::core::OpHandle>;
 
 namespace {
 
-qcclResult_t to_dtype(qcclDataType_t dtype, qccl::DataType* out, const char* fn) {
+// `dtype` by reference: a caller's out-of-range value must not be loaded as the enum (UB).
+qcclResult_t to_dtype(const qcclDataType_t& dtype, qccl::DataType* out, const char* fn) {
   unsigned raw = raw_enum(dtype);
   QCCL_REQUIRE(raw < qcclNumDataTypes, fn, "unknown dtype " + std::to_string(raw));
   *out = static_cast<qccl::DataType>(raw);
@@ -53,7 +54,7 @@ qcclResult_t check_buffer(const void* buf, size_t count, qccl::DataType dtype, c
 
 // ---- each kind's arguments ----
 
-qcclResult_t broadcast_args(void* buf, size_t count, qcclDataType_t dtype, uint64_t root,
+qcclResult_t broadcast_args(void* buf, size_t count, const qcclDataType_t& dtype, uint64_t root,
                             uint64_t tag, qccl::core::BroadcastArgs* a, const char* fn) {
   *a = {buf, count, qccl::DataType::kFloat32, root, tag};
   QCCL_TRY(to_dtype(dtype, &a->dtype, fn));
@@ -61,7 +62,7 @@ qcclResult_t broadcast_args(void* buf, size_t count, qcclDataType_t dtype, uint6
 }
 
 qcclResult_t all_gather_args(const void* sendbuf, void* recvbuf, size_t sendcount,
-                             size_t recvcount, qcclDataType_t dtype, uint64_t tag,
+                             size_t recvcount, const qcclDataType_t& dtype, uint64_t tag,
                              qccl::core::AllGatherArgs* a, const char* fn) {
   *a = {sendbuf, recvbuf, sendcount, recvcount, qccl::DataType::kFloat32, tag};
   QCCL_TRY(to_dtype(dtype, &a->dtype, fn));
@@ -70,7 +71,7 @@ qcclResult_t all_gather_args(const void* sendbuf, void* recvbuf, size_t sendcoun
 }
 
 qcclResult_t all_gather_v_args(const void* sendbuf, size_t sendcount, void* recvbuf,
-                               size_t recvcount, qcclDataType_t dtype, size_t* counts,
+                               size_t recvcount, const qcclDataType_t& dtype, size_t* counts,
                                size_t counts_capacity, uint64_t tag,
                                qccl::core::AllGatherVArgs* a, const char* fn) {
   *a = {sendbuf, sendcount, recvbuf, recvcount, qccl::DataType::kFloat32, counts,
@@ -121,7 +122,7 @@ qcclResult_t run(const char* fn, qcclComm_t* comm, qcclOp_t** op_out, qcclOpInfo
   return to_result(st, fn);
 }
 
-qcclResult_t broadcast(const char* fn, void* buf, size_t count, qcclDataType_t dtype,
+qcclResult_t broadcast(const char* fn, void* buf, size_t count, const qcclDataType_t& dtype,
                        uint64_t root, uint64_t tag, qcclComm_t* comm, qcclOp_t** op_out,
                        qcclOpInfo_t* info_out) {
   qccl::core::BroadcastArgs a;
@@ -130,7 +131,7 @@ qcclResult_t broadcast(const char* fn, void* buf, size_t count, qcclDataType_t d
 }
 
 qcclResult_t all_gather(const char* fn, const void* sendbuf, void* recvbuf, size_t sendcount,
-                        size_t recvcount, qcclDataType_t dtype, uint64_t tag, qcclComm_t* comm,
+                        size_t recvcount, const qcclDataType_t& dtype, uint64_t tag, qcclComm_t* comm,
                         qcclOp_t** op_out, qcclOpInfo_t* info_out) {
   qccl::core::AllGatherArgs a;
   QCCL_TRY(all_gather_args(sendbuf, recvbuf, sendcount, recvcount, dtype, tag, &a, fn));
@@ -138,7 +139,7 @@ qcclResult_t all_gather(const char* fn, const void* sendbuf, void* recvbuf, size
 }
 
 qcclResult_t all_gather_v(const char* fn, const void* sendbuf, size_t sendcount, void* recvbuf,
-                          size_t recvcount, qcclDataType_t dtype, size_t* counts,
+                          size_t recvcount, const qcclDataType_t& dtype, size_t* counts,
                           size_t counts_capacity, uint64_t tag, qcclComm_t* comm,
                           qcclOp_t** op_out, qcclOpInfo_t* info_out) {
   qccl::core::AllGatherVArgs a;
