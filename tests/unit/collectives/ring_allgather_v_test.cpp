@@ -104,7 +104,9 @@ TEST(RingAllGatherV, GroupOfOneIsCompleteAtOnce) {
       EXPECT_TRUE(ring.counts_known());
       EXPECT_EQ(ring.counts(), std::vector<size_t>{count});
       EXPECT_EQ(ring.initial_frames(), 0u);
-      if (!send.empty()) EXPECT_EQ(std::memcmp(recv.data(), send.data(), send.size()), 0);
+      if (!send.empty()) {
+        EXPECT_EQ(std::memcmp(recv.data(), send.data(), send.size()), 0);
+      }
       EXPECT_EQ(recv[count * 4], 0xAB);
     }
   }
