@@ -1,0 +1,99 @@
+"""qccl for torchft: :class:`ProcessGroupQccl`, a reconfigurable torchft process group.
+
+torchft (https://github.com/pytorch/torchft) keeps training going while replicas die and
+come back: its ``Manager`` asks a lighthouse for a quorum every step and, when the quorum
+changed, calls ``configure()`` on the replicate-dimension process group with a fresh store
+prefix, rank and world size. This module gives it a qccl group for that dimension:
+
+    from datetime import timedelta
+    import torchft
+    from qccl.torchft import ProcessGroupQccl
+
+    pg = ProcessGroupQccl(timeout=timedelta(seconds=30))
+    manager = torchft.Manager(pg=pg, min_replica_size=2, ...)
+    model = torchft.DistributedDataParallel(manager, model)
+
+Each ``configure()`` aborts the previous qccl group (a new quorum is a new group: its own
+embedded master, started by rank 0 and published in the new store prefix) and builds a
+:class:`qccl.distributed.ProcessGroupQccl` on the new prefix, blocking until all
+``world_size`` ranks are connected. Collectives go to that group (torchft's
+``ProcessGroupWrapper`` forwards them); what qccl does not offer (send/recv, all-to-all)
+raises ``qccl.distributed.QcclBackendError`` saying so.
+
+torchft (0.2.0, which needs torch >= 2.7) is an optional dependency: importing ``qccl`` never
+imports this module, torch or torchft; importing ``qccl.torchft`` imports both.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any, Optional
+
+import torch
+import torch.distributed as dist
+from torch.distributed import Store
+from torchft.process_group import ProcessGroupWrapper
+
+__all__ = ["ProcessGroupQccl"]
+
+
+class ProcessGroupQccl(ProcessGroupWrapper):
+    """A torchft process group over qccl, for the replicate dimension of ``torchft.Manager``.
+
+    Args (keyword only, all optional):
+        timeout: the store timeout of ``configure()``, the deadline for all ranks to connect,
+            and the default deadline of every collective (``set_timeout`` changes it, also for
+            the current group).
+        options: a :class:`qccl.distributed.Options` (connections per peer, auth token,
+            addresses, quantization...), used for every group this object configures.
+
+    Before the first ``configure()`` (and after ``abort()``/``shutdown()``) there is no group:
+    collectives fail with ``process group not initialized``. ``errored()`` returns the
+    asynchronous error of the current group, if it had one; the Manager then discards the
+    step, and the next quorum reconfigures.
+    """
+
+    def __init__(self, *, timeout: timedelta = timedelta(seconds=60),
+                 options: Optional[Any] = None) -> None:
+        if not isinstance(timeout, timedelta):
+            raise TypeError(f"timeout must be a datetime.timedelta, not {type(timeout).__name__}")
+        super().__init__(timeout=timeout)
+        self._options = options
+        self._errored: Optional[Exception] = None
+
+    def _create_pg(self, store: Store, rank: int, world_size: int) -> dist.ProcessGroup:
+        from qccl.distributed import ProcessGroupQccl as _Group
+
+        self._errored = None
+        return _Group(store, rank, world_size, timeout=self._timeout, options=self._options)
+
+    def getBackendName(self) -> str:
+        return "torchft-qccl"
+
+    def set_timeout(self, timeout: timedelta) -> None:
+        super().set_timeout(timeout)
+        pg = self._pg
+        if pg is not None:
+            pg.set_timeout(timeout)
+
+    def abort(self, errored: bool = True) -> None:
+        if errored and self._pg is not None:
+            self._errored = RuntimeError("qccl process group aborted")
+        super().abort(errored=errored)
+
+    def shutdown(self) -> None:
+        """Leaves the group gracefully (the other ranks see this rank go at once)."""
+        pg, self._pg = self._pg, None
+        if pg is not None:
+            pg.shutdown()
+
+    def errored(self) -> Optional[Exception]:
+        pg = self._pg
+        if pg is not None:
+            err = pg.errored()
+            if err is not None:
+                return err
+        return self._errored
+
+    def __repr__(self) -> str:
+        return f"ProcessGroupQccl(pg={self._pg})"
