@@ -47,6 +47,7 @@ class ProcessGroupQccl(dist.ProcessGroup):
                  timeout: datetime.timedelta = datetime.timedelta(minutes=30),
                  options: Optional[Options] = None, *, group_name: str = "") -> None:
         super().__init__(rank, world_size)
+        self._group_name, self._group_desc = group_name, ""
         self._options = options if options is not None else Options()
         group = form_group(store, rank, world_size, timeout, self._options, group_name)
         self._store = store
@@ -66,6 +67,20 @@ class ProcessGroupQccl(dist.ProcessGroup):
 
     def getBackendName(self) -> str:  # noqa: N802 - torch's name
         return "qccl"
+
+    # torch keeps a group's name in its backends, which a Python group has none of; the name
+    # is what DeviceMesh (FSDP2, functional collectives) looks groups up by.
+    def getGroupName(self) -> str:  # noqa: N802
+        return self._group_name
+
+    def setGroupName(self, name: str) -> None:  # noqa: N802
+        self._group_name = name
+
+    def getGroupDesc(self) -> str:  # noqa: N802
+        return self._group_desc
+
+    def setGroupDesc(self, desc: str) -> None:  # noqa: N802
+        self._group_desc = desc
 
     @property
     def communicator(self):
