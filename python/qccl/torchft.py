@@ -88,10 +88,16 @@ class ProcessGroupQccl(ProcessGroupWrapper):
             pg.shutdown()
 
     def errored(self) -> Optional[Exception]:
+        """The error that broke the current group (a ``QcclBackendError``, so a
+        ``RuntimeError``, as torchft's groups report), or the abort's, or None."""
         pg = self._pg
         if pg is not None:
             err = pg.errored()
             if err is not None:
+                if not isinstance(err, RuntimeError):  # a bare qccl.QcclError
+                    from qccl.distributed import QcclBackendError
+
+                    err = QcclBackendError.of("process group", err)
                 return err
         return self._errored
 
