@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""torchft DDP over qccl: replicas survive a SIGKILL and a restart (needs torchft 0.2.0).
+"""torchft DDP (or DiLoCo) over qccl: replicas survive a SIGKILL and a restart (torchft 0.2.0).
 
 Each replica is one process (a replica group of one rank) training the same small MLP on its
 own synthetic data with torchft: a ``torchft.Manager`` asks the lighthouse for a quorum every
@@ -8,6 +8,9 @@ the replicate-dimension process group is :class:`qccl.torchft.ProcessGroupQccl`,
 gradients travel over qccl. When the quorum changes (a replica died, or came back), the
 Manager reconfigures the qccl group; a replica that comes back heals (it downloads the model
 and optimizer state from a live replica over torchft's HTTP transport) and trains on.
+``--algo diloco`` trains with ``torchft.local_sgd.DiLoCo`` instead: local AdamW steps, and
+every ``--sync-every`` steps an all-reduce of the pseudo-gradients over qccl and an outer
+Nesterov step (a torchft step is one such sync).
 
 Launcher mode (a torchft lighthouse in this process, N replica processes; one replica is
 SIGKILLed by pid once every replica trained a few steps together, and restarted once the
@@ -51,6 +54,7 @@ import example_util as util
 def replica(args: argparse.Namespace) -> None:
     import torch.distributed as dist
     from torchft import DistributedDataParallel, Manager, Optimizer
+    from torchft.local_sgd import DiLoCo
 
     from qccl.torchft import ProcessGroupQccl
 
@@ -71,34 +75,57 @@ def replica(args: argparse.Namespace) -> None:
     store = dist.TCPStore("127.0.0.1", 0, is_master=True, wait_for_workers=False)
     timeout = timedelta(seconds=args.timeout)
     pg = ProcessGroupQccl(timeout=timeout)
-    manager = Manager(pg=pg, load_state_dict=load_state_dict, state_dict=state_dict,
+    diloco = args.algo == "diloco"
+    manager = Manager(pg=pg, load_state_dict=None if diloco else load_state_dict,
+                      state_dict=None if diloco else state_dict,
                       min_replica_size=args.min_replicas, replica_id=f"replica_{me}",
                       store_addr="127.0.0.1", store_port=store.port, rank=0, world_size=1,
                       lighthouse_addr=args.lighthouse, timeout=timeout,
                       quorum_timeout=timedelta(seconds=args.quorum_timeout),
-                      connect_timeout=timeout)
-    ddp = DistributedDataParallel(manager, model)
-    opt = Optimizer(manager, inner_opt)
+                      connect_timeout=timeout, use_async_quorum=not diloco)
     stop_at = args.steps
     try:
-        while True:
-            if args.launched:
-                stop_at = read_stop(stop_at)
-            if stop_at is not None and manager.current_step() >= stop_at:
-                break
-            before = manager.current_step()
-            x, y = util.batch(teacher, me, before, args.batch)
-            opt.zero_grad()  # starts the quorum (reconfigures the qccl group if it changed)
-            loss = F.mse_loss(ddp(x), y)
-            loss.backward()  # the gradients are all-reduced over qccl
-            opt.step()  # steps only if every replica in the quorum committed
-            util.say("step", replica=me, step=manager.current_step(),
-                     committed=int(manager.current_step() > before),
-                     participants=manager.num_participants(), loss=loss.item(),
-                     hash=util.state_hash(dict(model.named_parameters())))
-        full = {f"w/{n}": p for n, p in model.named_parameters()}
-        for i, st in enumerate(inner_opt.state.values()):
-            full.update({f"opt/{i}/{k}": v for k, v in st.items() if torch.is_tensor(v)})
+        if diloco:
+            # DiLoCo: local AdamW steps; every --sync-every steps the replicas average their
+            # pseudo-gradients over qccl and apply them with the outer optimizer (the
+            # global model and the outer state are what torchft heals a replica with).
+            outer_opt = torch.optim.SGD(model.parameters(), lr=0.7, momentum=0.9,
+                                        nesterov=True)
+            with DiLoCo(manager, [model], inner_opt, outer_opt, sync_every=args.sync_every):
+                local = 0
+                while True:
+                    if args.launched:
+                        stop_at = read_stop(stop_at)
+                    if stop_at is not None and manager.current_step() >= stop_at:
+                        break
+                    before = manager.current_step()
+                    x, y = util.batch(teacher, me, local, args.batch)
+                    inner_opt.zero_grad()
+                    loss = F.mse_loss(model(x), y)
+                    loss.backward()
+                    inner_opt.step()  # a sync every --sync-every calls
+                    local += 1
+                    if local % args.sync_every == 0:
+                        report(manager, me, before, loss, model)
+            full = {f"w/{n}": p for n, p in model.named_parameters()}
+            full.update(tensors_of(outer_opt, "outer"))
+        else:
+            ddp = DistributedDataParallel(manager, model)
+            opt = Optimizer(manager, inner_opt)
+            while True:
+                if args.launched:
+                    stop_at = read_stop(stop_at)
+                if stop_at is not None and manager.current_step() >= stop_at:
+                    break
+                before = manager.current_step()
+                x, y = util.batch(teacher, me, before, args.batch)
+                opt.zero_grad()  # starts the quorum (reconfigures the qccl group if it changed)
+                loss = F.mse_loss(ddp(x), y)
+                loss.backward()  # the gradients are all-reduced over qccl
+                opt.step()  # steps only if every replica in the quorum committed
+                report(manager, me, before, loss, model)
+            full = {f"w/{n}": p for n, p in model.named_parameters()}
+            full.update(tensors_of(inner_opt, "adamw"))
         util.say("done", replica=me, step=manager.current_step(), hash=util.state_hash(full))
         if args.launched:
             # Leave only once every replica is done: one leaving at once could fail the
@@ -109,6 +136,18 @@ def replica(args: argparse.Namespace) -> None:
     finally:
         manager.shutdown(wait=False)
         pg.shutdown()
+
+
+def report(manager, me: int, before: int, loss: torch.Tensor, model: torch.nn.Module) -> None:
+    util.say("step", replica=me, step=manager.current_step(),
+             committed=int(manager.current_step() > before),
+             participants=manager.num_participants(), loss=loss.item(),
+             hash=util.state_hash(dict(model.named_parameters())))
+
+
+def tensors_of(opt: torch.optim.Optimizer, prefix: str) -> Dict[str, torch.Tensor]:
+    return {f"{prefix}/{i}/{k}": v for i, st in enumerate(opt.state.values())
+            for k, v in st.items() if torch.is_tensor(v)}
 
 
 def read_stop(stop_at: Optional[int]) -> Optional[int]:
@@ -200,7 +239,8 @@ def launch(args: argparse.Namespace) -> int:
     def start(i: int) -> None:
         cmd = [sys.executable, me, "--lighthouse", lighthouse.address(), "--replica-id",
                str(i), "--min-replicas", str(args.min_replicas), "--timeout",
-               str(args.timeout), "--launched"]
+               str(args.timeout), "--algo", args.algo, "--sync-every", str(args.sync_every),
+               "--launched"]
         replicas[i] = Replica(f"replica{i}", cmd, on_line)
         everyone.append(replicas[i])
 
@@ -290,6 +330,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     ap.add_argument("--min-replicas", type=int, default=2)
     ap.add_argument("--steps", type=int, default=None,
                     help="stop at this step (launcher: at least this step; default 10)")
+    ap.add_argument("--algo", choices=["ddp", "diloco"], default="ddp",
+                    help="torchft DistributedDataParallel, or DiLoCo (local steps, outer syncs)")
+    ap.add_argument("--sync-every", type=int, default=4, help="diloco: local steps per sync")
     ap.add_argument("--lr", type=float, default=1e-2)
     ap.add_argument("--batch", type=int, default=64)
     ap.add_argument("--timeout", type=float, default=10.0,
@@ -301,7 +344,7 @@ def main(argv: Optional[List[str]] = None) -> int:
                     help="launcher: SIGKILL --kill-replica once it committed step S with all")
     ap.add_argument("--kill-replica", type=int, default=None,
                     help="launcher: which replica (default: the last)")
-    ap.add_argument("--tail", type=int, default=5,
+    ap.add_argument("--tail", type=int, default=20,
                     help="launcher: steps all train together after the restart")
     ap.add_argument("--join-timeout-ms", type=int, default=10000, help="launcher: lighthouse's")
     ap.add_argument("--heartbeat-timeout-ms", type=int, default=1000,

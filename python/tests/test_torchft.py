@@ -6,9 +6,11 @@
     ``_run_with_resiliency`` (reconfigure, run, the last rank shuts down, the others see the
     collective fail and ``errored()``) with our group in place of torchft's gloo one. What
     qccl does not offer is skipped, as torchft skips it for gloo: all-to-all and send/recv.
-(b) torchft's Manager + DDP with 3 replica processes, one SIGKILLed and restarted
-    (examples/python/torchft_ddp.py's launcher mode): the others train on without it, it heals
-    and trains with them again, and all end with identical parameters and optimizer state.
+(b) torchft's Manager + DDP, and Manager + DiLoCo, with 3 replica processes, one SIGKILLed
+    and restarted (examples/python/torchft_ddp.py's launcher mode): the others train on
+    without it, it heals and trains with them again, every committed step left all replicas
+    with the same parameters, and all end with identical parameters and optimizer state
+    (DiLoCo: the outer optimizer's; the inner one is local by design).
 
 torchft is an optional dependency (scripts/install_deps.sh installs it for the tests); without
 it these tests report a skip.
@@ -168,12 +170,13 @@ def _events(lines: List[str]) -> List[Tuple[str, Dict[str, str]]]:
 
 
 @pytest.mark.timeout(150)
-def test_manager_ddp_three_replicas_one_sigkilled_and_restarted():
+@pytest.mark.parametrize("algo", ["ddp", "diloco"])
+def test_manager_three_replicas_one_sigkilled_and_restarted(algo):
     env = dict(os.environ, QCCL_LOG_LEVEL=os.environ.get("QCCL_LOG_LEVEL", "warn"))
     deadline = 120
     t0 = time.monotonic()
-    p = subprocess.Popen([sys.executable, EXAMPLE, "--replicas", "3", "--kill-after", "3",
-                          "--steps", "8", "--deadline", str(deadline - 10)],
+    p = subprocess.Popen([sys.executable, EXAMPLE, "--algo", algo, "--replicas", "3",
+                          "--kill-after", "3", "--steps", "8", "--deadline", str(deadline - 10)],
                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
     try:
         out, _ = p.communicate(timeout=deadline)
@@ -186,7 +189,7 @@ def test_manager_ddp_three_replicas_one_sigkilled_and_restarted():
             p.kill()
             p.wait()
     print(out)  # shown when the test fails
-    print(f"torchft_ddp ran in {time.monotonic() - t0:.1f}s")
+    print(f"torchft_ddp --algo {algo} ran in {time.monotonic() - t0:.1f}s")
     lines = out.splitlines()
     assert p.returncode == 0, out[-6000:]
     assert any(line.startswith("launcher: ok") for line in lines), out[-6000:]
