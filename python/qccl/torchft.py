@@ -5,7 +5,8 @@ come back: its ``Manager`` asks a lighthouse for a quorum every step and, when t
 changed, calls ``configure()`` on the replicate-dimension process group with a fresh store
 prefix, rank and world size. This module gives it a qccl group for that dimension:
 
-    from datetime import timedelta
+    import threading
+from datetime import timedelta
     import torchft
     from qccl.torchft import ProcessGroupQccl
 
@@ -26,10 +27,10 @@ imports this module, torch or torchft; importing ``qccl.torchft`` imports both.
 
 from __future__ import annotations
 
+import threading
 from datetime import timedelta
 from typing import Any, Optional
 
-import torch
 import torch.distributed as dist
 from torch.distributed import Store
 from torchft.process_group import ProcessGroupWrapper
@@ -77,9 +78,16 @@ class ProcessGroupQccl(ProcessGroupWrapper):
             pg.set_timeout(timeout)
 
     def abort(self, errored: bool = True) -> None:
-        if errored and self._pg is not None:
+        """Ends the current group's collectives at once (``configure()`` calls it with
+        ``errored=False`` first). The aborted group is then freed on a daemon thread: its
+        rank 0 waits a few seconds for the other ranks to leave before it stops the master."""
+        pg = self._pg
+        if errored and pg is not None:
             self._errored = RuntimeError("qccl process group aborted")
         super().abort(errored=errored)
+        if pg is not None:
+            threading.Thread(target=pg.shutdown, name="qccl-torchft-release",
+                             daemon=True).start()
 
     def shutdown(self) -> None:
         """Leaves the group gracefully (the other ranks see this rank go at once)."""

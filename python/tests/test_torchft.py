@@ -22,6 +22,7 @@ import os
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 from typing import Dict, List, Tuple
 
@@ -85,6 +86,38 @@ def test_configure_times_out_without_the_other_ranks():
     assert time.monotonic() - t0 < 10
 
 
+@pytest.mark.timeout(60)
+def test_abort_then_reconfigure():
+    # What the Manager relies on: abort() ends the group (errored() says so, collectives fail
+    # at once), and configure() on a new prefix gives a working group again.
+    store, addr = _store()
+    pgs = [ProcessGroupQccl(timeout=timedelta(seconds=10)) for _ in range(2)]
+
+    def run(fn):
+        with ThreadPoolExecutor(2) as ex:
+            return [f.result(timeout=30) for f in [ex.submit(fn, r) for r in range(2)]]
+
+    def allreduce(r):
+        t = torch.tensor([r + 1.0])
+        pgs[r].allreduce([t], tft.ReduceOp.SUM).wait()
+        return t.item()
+
+    try:
+        run(lambda r: pgs[r].configure(f"{addr}/q1", "0", r, 2))
+        assert run(allreduce) == [3.0, 3.0]
+        for pg in pgs:
+            pg.abort()
+            assert "aborted" in str(pg.errored())
+        with pytest.raises(AssertionError, match="process group not initialized"):
+            allreduce(0)
+        run(lambda r: pgs[r].configure(f"{addr}/q2", "0", r, 2))
+        assert all(pg.errored() is None for pg in pgs)
+        assert run(allreduce) == [3.0, 3.0]
+    finally:
+        for pg in reversed(pgs):  # rank 0 last: it waits (bounded) for the others to leave
+            pg.shutdown()
+
+
 class QcclProcessGroupTest(tft.MultiPgBaseTest):
     """torchft's MultiPgBaseTest (3 ranks on threads sharing a TCPStore; every test runs one
     collective on all of them) with ProcessGroupQccl."""
@@ -97,6 +130,11 @@ class QcclProcessGroupTest(tft.MultiPgBaseTest):
     @classmethod
     def _create_pg(cls, backend: str) -> ProcessGroupQccl:
         return ProcessGroupQccl(timeout=timedelta(seconds=10))
+
+    @classmethod
+    def tearDownClass(cls) -> None:
+        cls.pg_pool.reverse()  # shut rank 0 down last: it waits (bounded) for the others
+        super().tearDownClass()
 
     @parameterized.expand(COLLECTIVES)
     def test_collective(self, collective: str) -> None:
