@@ -53,16 +53,28 @@ class ProcessGroupQccl(dist.ProcessGroup):
         self._rank_of_peer = {p: r for r, p in enumerate(group.peer_of_rank)}
         self._ring = [self._rank_of_peer[p.peer_id] for p in self._comm.peers()]
         self._ring_peers = tuple(self._peer_of_rank[r] for r in self._ring)
+        self._ring_slot = self._ring.index(rank)  # this rank's place in the ring
         self._lock = threading.Lock()
         self._seq = 0
         self._error: Optional[BaseException] = None
         self._closed = False
         self._completer = Completer(f"qccl-pg-r{rank}")
+        self._group_name = group_name
 
     # ---- identity and lifecycle (torch's and torchft's interface) ----
 
     def getBackendName(self) -> str:  # noqa: N802 - torch's name
         return "qccl"
+
+    # torch keeps a group's name in its C++ backends, and this group registers none: without
+    # these two, `group_name` raises "ProcessGroup name not set" (DeviceMesh, so FSDP2 and
+    # DTensor, and the functional collectives look groups up by name).
+    @property
+    def group_name(self) -> str:
+        return self._group_name
+
+    def _set_group_name(self, name: str) -> None:
+        self._group_name = name
 
     @property
     def communicator(self):
@@ -330,6 +342,10 @@ class ProcessGroupQccl(dist.ProcessGroup):
         o, back = contiguous(output)
         dst = flat_bytes(o)
         n = src.numel()
+        if _overlap(src, dst) and src.data_ptr() != dst.data_ptr() + self._ring_slot * n:
+            # In place (FSDP2 gathers each rank's shard from its block of the output): qccl
+            # takes an in-place contribution only at this peer's ring block, not its rank's.
+            src = src.clone()
 
         def start(tag):
             if n == 0:
@@ -451,6 +467,11 @@ def _same_dtype(tensors: List[torch.Tensor], other: torch.Tensor, call: str) -> 
         if t.dtype != other.dtype:
             raise QcclBackendError(f"qccl {call}: dtypes differ ({t.dtype} and {other.dtype})",
                                    Result.INVALID_ARGUMENT)
+
+
+def _overlap(a: torch.Tensor, b: torch.Tensor) -> bool:
+    """Whether two contiguous uint8 tensors share memory."""
+    return a.data_ptr() < b.data_ptr() + b.numel() and b.data_ptr() < a.data_ptr() + a.numel()
 
 
 def _reraise(error: BaseException) -> Any:
