@@ -37,9 +37,9 @@ def premul_factor(op: Any) -> Optional[float]:
 
 def contiguous(t: torch.Tensor) -> Tuple[torch.Tensor, Callable[[], None]]:
     """``t`` itself when contiguous, else a contiguous copy and the step that writes it back."""
-    if t.is_contiguous():
-        return t, _nothing
-    c = t.contiguous()
+    if t.is_contiguous() and (t.dim() == 0 or t.stride(-1) == 1):  # (size-1 dims may
+        return t, _nothing                                          # have any stride)
+    c = t.clone(memory_format=torch.contiguous_format)
     return c, lambda: t.copy_(c)
 
 

@@ -42,14 +42,19 @@ class Work(dist.Work):
 
     # ---- completion (the completer thread, or the caller for an op that failed to start) ----
 
+    # The Future first: whoever wait() releases may read it at once.
     def _succeed(self, value: Any) -> None:
-        self._done.set()
-        self._future.set_result(value)
+        try:
+            self._future.set_result(value)
+        finally:
+            self._done.set()
 
     def _fail(self, error: BaseException) -> None:
         self._error = QcclBackendError.of(self._call, error)
-        self._done.set()
-        self._future.set_exception(self._error)
+        try:
+            self._future.set_exception(self._error)
+        finally:
+            self._done.set()
 
     # ---- torch's interface ----
 
