@@ -18,7 +18,8 @@ import torch.distributed as dist
 from .._enums import Quantization, ReduceOp, Result
 from ._errors import QcclBackendError, broken, unsupported
 from ._options import Options
-from ._rendezvous import form_group
+from ._rendezvous import form_group, leave_group
+from ._routing import Router, routed
 from ._tensors import (check_device, contiguous, flat_bytes, op_type, premul_factor, reducible,
                        same_numel)
 from ._work import Completer, Work
@@ -46,8 +47,11 @@ class ProcessGroupQccl(dist.ProcessGroup):
                  timeout: datetime.timedelta = datetime.timedelta(minutes=30),
                  options: Optional[Options] = None, *, group_name: str = "") -> None:
         super().__init__(rank, world_size)
+        self._group_name, self._group_desc = group_name, ""
         self._options = options if options is not None else Options()
         group = form_group(store, rank, world_size, timeout, self._options, group_name)
+        self._store = store
+        self._router = Router(store, rank, world_size, timeout)
         self._comm, self._master = group.comm, group.master
         self._peer_of_rank = group.peer_of_rank
         self._rank_of_peer = {p: r for r, p in enumerate(group.peer_of_rank)}
@@ -59,22 +63,25 @@ class ProcessGroupQccl(dist.ProcessGroup):
         self._error: Optional[BaseException] = None
         self._closed = False
         self._completer = Completer(f"qccl-pg-r{rank}")
-        self._group_name = group_name
 
     # ---- identity and lifecycle (torch's and torchft's interface) ----
 
     def getBackendName(self) -> str:  # noqa: N802 - torch's name
         return "qccl"
 
-    # torch keeps a group's name in its C++ backends, and this group registers none: without
-    # these two, `group_name` raises "ProcessGroup name not set" (DeviceMesh, so FSDP2 and
-    # DTensor, and the functional collectives look groups up by name).
-    @property
-    def group_name(self) -> str:
+    # torch keeps a group's name in its backends, which a Python group has none of; the name
+    # is what DeviceMesh (FSDP2, functional collectives) looks groups up by.
+    def getGroupName(self) -> str:  # noqa: N802
         return self._group_name
 
-    def _set_group_name(self, name: str) -> None:
+    def setGroupName(self, name: str) -> None:  # noqa: N802
         self._group_name = name
+
+    def getGroupDesc(self) -> str:  # noqa: N802
+        return self._group_desc
+
+    def setGroupDesc(self, desc: str) -> None:  # noqa: N802
+        self._group_desc = desc
 
     @property
     def communicator(self):
@@ -85,6 +92,12 @@ class ProcessGroupQccl(dist.ProcessGroup):
     def ring_order(self) -> List[int]:
         """The torch rank at each position of qccl's ring."""
         return list(self._ring)
+
+    def backend_of(self, device: Any) -> str:
+        """The backend running this group's collectives on ``device`` ("qccl", or "gloo" for
+        a device that ``init_process_group("cpu:gloo,cuda:qccl")`` routed to gloo)."""
+        other = self._router.backend_for(self, torch.device(device))
+        return "qccl" if other is None else other.name()
 
     def errored(self) -> Optional[BaseException]:
         """The failure that made the group unusable, or None."""
@@ -111,8 +124,7 @@ class ProcessGroupQccl(dist.ProcessGroup):
                                                       Result.INVALID_USAGE)
         self._comm.close()
         self._completer.close()
-        if self._master is not None:
-            self._master.close()
+        leave_group(self._store, self.rank(), self.size(), self._master)
 
     def __del__(self) -> None:
         try:
@@ -122,6 +134,7 @@ class ProcessGroupQccl(dist.ProcessGroup):
 
     # ---- collectives ----
 
+    @routed()
     def allreduce(self, tensors: Any, opts: Any = None) -> Work:
         tensors = _as_list(tensors)
         if len(tensors) != 1:
@@ -129,6 +142,7 @@ class ProcessGroupQccl(dist.ProcessGroup):
                               "use allreduce_coalesced")
         return self._launch("allreduce", [self._all_reduce(tensors[0], _red(opts))], tensors)
 
+    @routed()
     def allreduce_coalesced(self, tensors: Sequence[torch.Tensor], opts: Any = None) -> Work:
         tensors = list(tensors)
         check_device(tensors, "allreduce_coalesced")
@@ -139,6 +153,7 @@ class ProcessGroupQccl(dist.ProcessGroup):
             parts.append(self._all_reduce_flat(group, op))
         return self._launch("allreduce_coalesced", parts, tensors)
 
+    @routed()
     def broadcast(self, tensors: Any, opts: Any = None) -> Work:
         tensors = _as_list(tensors)
         root = opts.rootRank if hasattr(opts, "rootRank") else int(opts or 0)
@@ -162,6 +177,7 @@ class ProcessGroupQccl(dist.ProcessGroup):
             back()
         return self._launch("broadcast", [(start, finish)], tensors)
 
+    @routed()
     def allgather(self, output_tensors: Any, input_tensors: Any, opts: Any = None) -> Work:
         outs, inp = list(output_tensors[0]), _as_list(input_tensors)[0]
         if len(output_tensors) != 1 or len(_as_list(input_tensors)) != 1:
@@ -204,6 +220,7 @@ class ProcessGroupQccl(dist.ProcessGroup):
                 offset += count
         return self._launch("allgather", [(start_v, finish_v)], [outs])
 
+    @routed("_allgather_base")
     def all_gather_single(self, output: torch.Tensor, input: torch.Tensor,
                           opts: Any = None) -> Work:
         return self._launch("all_gather_into_tensor", [self._gather_into(output, input)],
@@ -211,6 +228,7 @@ class ProcessGroupQccl(dist.ProcessGroup):
 
     _allgather_base = all_gather_single
 
+    @routed()
     def allgather_into_tensor_coalesced(self, outputs: Sequence[torch.Tensor],
                                         inputs: Sequence[torch.Tensor], opts: Any = None) -> Work:
         parts = [self._gather_into(o, i) for o, i in zip(outputs, inputs)]
@@ -218,6 +236,7 @@ class ProcessGroupQccl(dist.ProcessGroup):
 
     all_gather_single_coalesced = allgather_into_tensor_coalesced
 
+    @routed()
     def reduce_scatter(self, output_tensors: Any, input_tensors: Any, opts: Any = None) -> Work:
         out, ins = _as_list(output_tensors)[0], list(input_tensors[0])
         if len(ins) != self.size():
@@ -233,6 +252,7 @@ class ProcessGroupQccl(dist.ProcessGroup):
             part = self._all_reduce_slice(ins, out, op)
         return self._launch("reduce_scatter", [part], [out])
 
+    @routed("_reduce_scatter_base")
     def reduce_scatter_single(self, output: torch.Tensor, input: torch.Tensor,
                               opts: Any = None) -> Work:
         return self._launch("reduce_scatter_tensor",
@@ -240,6 +260,7 @@ class ProcessGroupQccl(dist.ProcessGroup):
 
     _reduce_scatter_base = reduce_scatter_single
 
+    @routed()
     def reduce_scatter_tensor_coalesced(self, outputs: Sequence[torch.Tensor],
                                         inputs: Sequence[torch.Tensor],
                                         opts: Any = None) -> Work:

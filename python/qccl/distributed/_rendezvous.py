@@ -72,5 +72,21 @@ def form_group(store: dist.Store, rank: int, world_size: int, timeout: datetime.
     return Group(comm, master, peers)
 
 
+def leave_group(store: dist.Store, rank: int, world_size: int, master: Optional[Master],
+                grace: datetime.timedelta = datetime.timedelta(seconds=5)) -> None:
+    """After this rank's communicator closed: tells rank 0 so; rank 0 stops its embedded
+    master once every rank left (at most ``grace`` later: a rank that crashed never says),
+    so that the others do not lose the master while they leave."""
+    try:
+        if rank != 0:
+            store.set(f"qccl/left/{rank}", "1")
+        elif master is not None and world_size > 1:
+            store.wait([f"qccl/left/{r}" for r in range(1, world_size)], grace)
+    except Exception:  # noqa: BLE001 - the store is gone or the grace passed: stop anyway
+        pass
+    if master is not None:
+        master.close()
+
+
 def _left(deadline: float) -> float:
     return max(0.001, deadline - time.monotonic())
