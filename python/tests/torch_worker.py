@@ -144,6 +144,13 @@ def collectives(rank, world):
             assert call in str(e), (call, str(e))
         else:
             raise AssertionError(f"{call} did not raise")
+    # A mismatched collective raises MISMATCH on every rank; the group goes on.
+    try:
+        dist.all_reduce(torch.ones(4 if rank == 0 else 5))
+    except QcclBackendError as e:
+        assert e.code == qccl.Result.MISMATCH, e
+    else:
+        raise AssertionError("a mismatched all_reduce returned")
     t = torch.ones(2)
     dist.all_reduce(t)
     assert t.tolist() == [float(world)] * 2

@@ -179,9 +179,9 @@ class ProcessGroupQccl(dist.ProcessGroup):
 
     @routed()
     def allgather(self, output_tensors: Any, input_tensors: Any, opts: Any = None) -> Work:
-        outs, inp = list(output_tensors[0]), _as_list(input_tensors)[0]
         if len(output_tensors) != 1 or len(_as_list(input_tensors)) != 1:
             raise unsupported("allgather of several tensors per rank in one call")
+        outs, inp = list(output_tensors[0]), _as_list(input_tensors)[0]
         if len(outs) != self.size():
             raise QcclBackendError(f"qccl allgather: {len(outs)} output tensors for a group of "
                                    f"{self.size()}", Result.INVALID_ARGUMENT)
@@ -447,6 +447,8 @@ class ProcessGroupQccl(dist.ProcessGroup):
                 self._completer.submit(work, [o for group in ops for o in group],
                                        lambda _i: _reraise(e), self._note_failure)
                 return work
+            if isinstance(e, QcclBackendError):
+                raise
             raise QcclBackendError.of(call, e) from e
 
         def finish(infos: List[Any]) -> Any:
