@@ -144,6 +144,13 @@ def collectives(rank, world):
             assert call in str(e), (call, str(e))
         else:
             raise AssertionError(f"{call} did not raise")
+    # A mismatched collective raises MISMATCH on every rank; the group goes on.
+    try:
+        dist.all_reduce(torch.ones(4 if rank == 0 else 5))
+    except QcclBackendError as e:
+        assert e.code == qccl.Result.MISMATCH, e
+    else:
+        raise AssertionError("a mismatched all_reduce returned")
     t = torch.ones(2)
     dist.all_reduce(t)
     assert t.tolist() == [float(world)] * 2
@@ -169,8 +176,8 @@ def kill(rank, world):
 
 
 def abort(rank, world):
-    """Ranks 0 and 2 start an all-reduce rank 1 never joins, then abort it from a thread."""
-    if rank == 1:
+    """Rank 0 starts an all-reduce the others never join, then aborts it from a thread."""
+    if rank != 0:
         sys.stdin.readline()  # until the test says so
         return
     pg = dist.group.WORLD
@@ -181,7 +188,8 @@ def abort(rank, world):
     except QcclBackendError as e:
         assert e.code == qccl.Result.TIMEOUT, e
     else:
-        raise AssertionError("wait(timeout) returned without rank 1")
+        raise AssertionError("wait(timeout) returned without the other ranks")
+    assert not w.is_completed()
     started = time.monotonic()
     threading.Thread(target=pg.abort).start()
     try:

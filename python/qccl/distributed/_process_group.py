@@ -57,6 +57,7 @@ class ProcessGroupQccl(dist.ProcessGroup):
         self._rank_of_peer = {p: r for r, p in enumerate(group.peer_of_rank)}
         self._ring = [self._rank_of_peer[p.peer_id] for p in self._comm.peers()]
         self._ring_peers = tuple(self._peer_of_rank[r] for r in self._ring)
+        self._ring_slot = self._ring.index(rank)  # this rank's place in the ring
         self._lock = threading.Lock()
         self._seq = 0
         self._error: Optional[BaseException] = None
@@ -178,9 +179,9 @@ class ProcessGroupQccl(dist.ProcessGroup):
 
     @routed()
     def allgather(self, output_tensors: Any, input_tensors: Any, opts: Any = None) -> Work:
-        outs, inp = list(output_tensors[0]), _as_list(input_tensors)[0]
         if len(output_tensors) != 1 or len(_as_list(input_tensors)) != 1:
             raise unsupported("allgather of several tensors per rank in one call")
+        outs, inp = list(output_tensors[0]), _as_list(input_tensors)[0]
         if len(outs) != self.size():
             raise QcclBackendError(f"qccl allgather: {len(outs)} output tensors for a group of "
                                    f"{self.size()}", Result.INVALID_ARGUMENT)
@@ -362,6 +363,10 @@ class ProcessGroupQccl(dist.ProcessGroup):
         o, back = contiguous(output)
         dst = flat_bytes(o)
         n = src.numel()
+        if _overlap(src, dst) and src.data_ptr() != dst.data_ptr() + self._ring_slot * n:
+            # In place (FSDP2 gathers each rank's shard from its block of the output): qccl
+            # takes an in-place contribution only at this peer's ring block, not its rank's.
+            src = src.clone()
 
         def start(tag):
             if n == 0:
@@ -442,6 +447,8 @@ class ProcessGroupQccl(dist.ProcessGroup):
                 self._completer.submit(work, [o for group in ops for o in group],
                                        lambda _i: _reraise(e), self._note_failure)
                 return work
+            if isinstance(e, QcclBackendError):
+                raise
             raise QcclBackendError.of(call, e) from e
 
         def finish(infos: List[Any]) -> Any:
@@ -483,6 +490,11 @@ def _same_dtype(tensors: List[torch.Tensor], other: torch.Tensor, call: str) -> 
         if t.dtype != other.dtype:
             raise QcclBackendError(f"qccl {call}: dtypes differ ({t.dtype} and {other.dtype})",
                                    Result.INVALID_ARGUMENT)
+
+
+def _overlap(a: torch.Tensor, b: torch.Tensor) -> bool:
+    """Whether two contiguous uint8 tensors share memory."""
+    return a.data_ptr() < b.data_ptr() + b.numel() and b.data_ptr() < a.data_ptr() + a.numel()
 
 
 def _reraise(error: BaseException) -> Any:
