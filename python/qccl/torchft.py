@@ -5,8 +5,7 @@ come back: its ``Manager`` asks a lighthouse for a quorum every step and, when t
 changed, calls ``configure()`` on the replicate-dimension process group with a fresh store
 prefix, rank and world size. This module gives it a qccl group for that dimension:
 
-    import threading
-from datetime import timedelta
+    from datetime import timedelta
     import torchft
     from qccl.torchft import ProcessGroupQccl
 
@@ -90,7 +89,8 @@ class ProcessGroupQccl(ProcessGroupWrapper):
                              daemon=True).start()
 
     def shutdown(self) -> None:
-        """Leaves the group gracefully (the other ranks see this rank go at once)."""
+        """Leaves the current group gracefully: the other ranks see this rank go at once
+        (rank 0 first waits, bounded, for them to leave: it stops the group's master)."""
         pg, self._pg = self._pg, None
         if pg is not None:
             pg.shutdown()

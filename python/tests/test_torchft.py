@@ -1,11 +1,13 @@
 """qccl.torchft.ProcessGroupQccl against torchft 0.2.0 (issue 20).
 
 (a) torchft's own process-group tests, imported from the installed ``torchft`` package
-    (``torchft/process_group_test.py``): ``_test_pg`` on one rank, and ``MultiPgBaseTest``'s
-    ``_run_parallel`` (every collective on 3 ranks, threads of this process) and
-    ``_run_with_resiliency`` (reconfigure, run, the last rank shuts down, the others see the
-    collective fail and ``errored()``) with our group in place of torchft's gloo one. What
-    qccl does not offer is skipped, as torchft skips it for gloo: all-to-all and send/recv.
+    (``torchft/process_group_test.py``): ``MultiPgBaseTest``'s ``_run_parallel`` (every
+    collective on 3 ranks, threads of this process) and ``_run_with_resiliency``
+    (reconfigure, run, the last rank shuts down, the others see the collective fail and
+    ``errored()``) with our group in place of torchft's gloo one, and ``_test_pg`` on one rank
+    (xfail until qccl.distributed runs groups of 1). What qccl does not offer is skipped, as
+    torchft skips it for gloo: all-to-all and send/recv. Plus abort/configure and the
+    configure timeout, as the Manager uses them.
 (b) torchft's Manager + DDP, and Manager + DiLoCo, with 3 replica processes, one SIGKILLed
     and restarted (examples/python/torchft_ddp.py's launcher mode): the others train on
     without it, it heals and trains with them again, every committed step left all replicas
