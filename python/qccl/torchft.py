@@ -30,6 +30,7 @@ import threading
 from datetime import timedelta
 from typing import Any, Optional
 
+import torch
 import torch.distributed as dist
 from torch.distributed import Store
 from torchft.process_group import ProcessGroupWrapper
@@ -48,9 +49,10 @@ class ProcessGroupQccl(ProcessGroupWrapper):
             addresses, quantization...), used for every group this object configures.
 
     Before the first ``configure()`` (and after ``abort()``/``shutdown()``) there is no group:
-    collectives fail with ``process group not initialized``. ``errored()`` returns the
-    asynchronous error of the current group, if it had one; the Manager then discards the
-    step, and the next quorum reconfigures.
+    collectives fail with ``process group not initialized``. As torchft's Manager needs, a
+    collective that fails does not raise from ``wait()``: its error is reported by
+    ``errored()`` (and fails its Future); the Manager then discards the step, and the next
+    quorum reconfigures.
     """
 
     def __init__(self, *, timeout: timedelta = timedelta(seconds=60),
@@ -69,6 +71,15 @@ class ProcessGroupQccl(ProcessGroupWrapper):
 
     def getBackendName(self) -> str:
         return "torchft-qccl"
+
+    def _wrap_work(self, work: dist.Work, opts: object) -> dist.Work:
+        return _ReportingWork(self, work)
+
+    def _report(self, error: Exception) -> None:
+        if self._errored is None:
+            from qccl.distributed import QcclBackendError
+
+            self._errored = QcclBackendError.of("process group", error)
 
     def set_timeout(self, timeout: timedelta) -> None:
         super().set_timeout(timeout)
@@ -99,15 +110,36 @@ class ProcessGroupQccl(ProcessGroupWrapper):
         """The error that broke the current group (a ``QcclBackendError``, so a
         ``RuntimeError``, as torchft's groups report), or the abort's, or None."""
         pg = self._pg
-        if pg is not None:
-            err = pg.errored()
-            if err is not None:
-                if not isinstance(err, RuntimeError):  # a bare qccl.QcclError
-                    from qccl.distributed import QcclBackendError
-
-                    err = QcclBackendError.of("process group", err)
-                return err
-        return self._errored
+        err = pg.errored() if pg is not None else None
+        return err if err is not None else self._errored
 
     def __repr__(self) -> str:
         return f"ProcessGroupQccl(pg={self._pg})"
+
+
+class _ReportingWork(dist.Work):
+    """A collective of the replicate group, as torchft's Manager needs it: a failure is
+    reported (``errored()``) rather than raised by ``wait()``, so that the Manager discards
+    the step and reconfigures instead of failing the backward pass (torchft's DDP hook
+    cannot handle a ``wait()`` that raises). The Future still fails with the error; the
+    Manager's ``wrap_future`` turns that into the step's default result."""
+
+    def __init__(self, pg: ProcessGroupQccl, work: dist.Work) -> None:
+        super().__init__()
+        self._pg, self._work = pg, work
+
+    def wait(self, timeout: Optional[timedelta] = None) -> bool:
+        try:
+            self._work.wait(timeout) if timeout else self._work.wait()
+        except Exception as e:  # noqa: BLE001 - reported through errored()
+            self._pg._report(e)
+        return True
+
+    def is_completed(self) -> bool:
+        return self._work.is_completed()
+
+    def exception(self) -> Optional[BaseException]:
+        return self._work.exception()
+
+    def get_future(self) -> "torch.futures.Future":
+        return self._work.get_future()

@@ -5,7 +5,7 @@
     collective on 3 ranks, threads of this process) and ``_run_with_resiliency``
     (reconfigure, run, the last rank shuts down, the others see the collective fail and
     ``errored()``) with our group in place of torchft's gloo one, and ``_test_pg`` on one rank
-    (xfail until qccl.distributed runs groups of 1). What qccl does not offer is skipped, as
+    (a group of 1 computes its collectives locally). What qccl does not offer is skipped, as
     torchft skips it for gloo: all-to-all and send/recv. Plus abort/configure and the
     configure timeout, as the Manager uses them.
 (b) torchft's Manager + DDP, and Manager + DiLoCo, with 3 replica processes, one SIGKILLed
@@ -49,16 +49,6 @@ EXAMPLE = os.path.join(os.environ.get("QCCL_SOURCE_DIR", os.path.join(HERE, ".."
 
 # What qccl has no collective for (torchft skips all-to-all and reduce-scatter for gloo).
 UNSUPPORTED = ["alltoall_base", "send/recv"]
-
-# Known failures of qccl.distributed, depending on timing (reported as xfail when they fail).
-KNOWN_FAILING = {
-    "reduce_scatter_tensor_coalesced":
-        "after a peer left, qccl runs the reduce-scatter over the 2-peer ring and it fails with "
-        "INVALID_ARGUMENT (block sizes), not PEER_LOST",
-}
-WORLD_OF_ONE = ("a qccl.distributed group of 1 rank cannot run collectives yet "
-                "(TooFewPeers); torch groups of 1 can")
-
 
 def _store() -> Tuple[TCPStore, str]:
     store = TCPStore(host_name="127.0.0.1", port=0, is_master=True, wait_for_workers=False)
@@ -144,13 +134,7 @@ class QcclProcessGroupTest(tft.MultiPgBaseTest):
 
     @parameterized.expand(COLLECTIVES)
     def test_collective_with_resiliency(self, collective: str) -> None:
-        if collective not in KNOWN_FAILING:
-            self._run_with_resiliency(collective, device="cpu")
-            return
-        try:  # passes when the survivors' op started before the ring shrank
-            self._run_with_resiliency(collective, device="cpu")
-        except AssertionError as e:
-            pytest.xfail(f"{KNOWN_FAILING[collective]} ({e})")
+        self._run_with_resiliency(collective, device="cpu")
 
     # torchft's _run_with_resiliency lists the errors it expects by backend ("We hardcode the
     # list of expected errors": gloo's and NCCL's messages) and wants errored() to say
@@ -181,7 +165,6 @@ class _OrPeerLost:
         return self.cm.__exit__(exc_type, exc, tb)
 
 
-@pytest.mark.xfail(reason=WORLD_OF_ONE, strict=True)
 @pytest.mark.timeout(30)
 def test_single_rank_apis_and_reconfigure():
     # torchft's test_gloo_apis verbatim, on a world of 1 (if qccl forms one), reconfigured.

@@ -16,6 +16,7 @@ import torch
 import torch.distributed as dist
 
 from .._enums import Quantization, ReduceOp, Result
+from .._errors import QcclError
 from ._errors import QcclBackendError, broken, unsupported
 from ._options import Options
 from ._rendezvous import form_group, leave_group
@@ -49,7 +50,10 @@ class ProcessGroupQccl(dist.ProcessGroup):
         super().__init__(rank, world_size)
         self._group_name, self._group_desc = group_name, ""
         self._options = options if options is not None else Options()
-        group = form_group(store, rank, world_size, timeout, self._options, group_name)
+        try:
+            group = form_group(store, rank, world_size, timeout, self._options, group_name)
+        except QcclError as e:
+            raise QcclBackendError.of("forming the process group", e) from e
         self._store = store
         self._router = Router(store, rank, world_size, timeout)
         self._comm, self._master = group.comm, group.master
@@ -62,6 +66,8 @@ class ProcessGroupQccl(dist.ProcessGroup):
         self._seq = 0
         self._error: Optional[BaseException] = None
         self._closed = False
+        # qccl needs two peers for a collective; a torch group of one computes them locally.
+        self._solo = world_size == 1
         self._completer = Completer(f"qccl-pg-r{rank}")
 
     # ---- identity and lifecycle (torch's and torchft's interface) ----
@@ -124,7 +130,8 @@ class ProcessGroupQccl(dist.ProcessGroup):
                                                       Result.INVALID_USAGE)
         self._comm.close()
         self._completer.close()
-        leave_group(self._store, self.rank(), self.size(), self._master)
+        aborted = getattr(self._error, "code", None) == Result.ABORTED
+        leave_group(self._store, self.rank(), self.size(), self._master, wait=not aborted)
 
     def __del__(self) -> None:
         try:
@@ -169,7 +176,7 @@ class ProcessGroupQccl(dist.ProcessGroup):
         peer = self._peer_of_rank[root]
 
         def start(tag):
-            if data.numel() == 0:
+            if data.numel() == 0 or self._solo:
                 return []
             return [self._comm.broadcast_async(data, root=peer, tag=tag())]
 
@@ -194,10 +201,13 @@ class ProcessGroupQccl(dist.ProcessGroup):
             flat = torch.empty(n * self.size(), dtype=torch.uint8, device=inp.device)
 
             def start(tag):
+                if self._solo:
+                    flat.copy_(src)
+                    return []
                 return [self._comm.all_gather_async(src, flat, tag=tag())]
 
             def finish(infos):
-                for k, peer in enumerate(infos[0].peers):
+                for k, peer in enumerate(infos[0].peers if infos else self._ring_peers):
                     o = outs[self._rank_of_peer[peer]]
                     o.copy_(flat[k * n:(k + 1) * n].view(o.dtype).view(o.shape))
             return self._launch("allgather", [(start, finish)], [outs])
@@ -206,11 +216,16 @@ class ProcessGroupQccl(dist.ProcessGroup):
         flat = torch.empty(total, dtype=torch.uint8, device=inp.device)
 
         def start_v(tag):
+            if self._solo:
+                flat.copy_(src)
+                return []
             return [self._comm.all_gather_v_async(src, flat, tag=tag())]
 
         def finish_v(infos):
             offset = 0
-            for peer, count in zip(infos[0].peers, infos[0].counts):
+            peers, counts = ((infos[0].peers, infos[0].counts) if infos
+                             else (self._ring_peers, (src.numel(),)))
+            for peer, count in zip(peers, counts):
                 o = outs[self._rank_of_peer[peer]]
                 if count != o.numel() * size:
                     raise QcclBackendError(
@@ -272,7 +287,7 @@ class ProcessGroupQccl(dist.ProcessGroup):
 
     def barrier(self, opts: Any = None) -> Work:
         def start(tag):
-            return [self._comm.barrier_async(tag=tag())]
+            return [] if self._solo else [self._comm.barrier_async(tag=tag())]
         return self._launch("barrier", [(start, _nothing)], [])
 
     def allreduce_quantized(self, tensor: torch.Tensor, quantization: Optional[Quantization],
@@ -322,7 +337,7 @@ class ProcessGroupQccl(dist.ProcessGroup):
         q = quantization if quantization is not None else self._quantization(v, red)
 
         def start(tag):
-            if v.numel() == 0:
+            if v.numel() == 0 or self._solo:
                 return []
             return [self._comm.all_reduce_async(v, op=red, tag=tag(), quantization=q)]
 
@@ -371,6 +386,9 @@ class ProcessGroupQccl(dist.ProcessGroup):
         def start(tag):
             if n == 0:
                 return []
+            if self._solo:
+                dst.copy_(src)
+                return []
             return [self._comm.all_gather_async(src, dst, tag=tag())]
 
         def finish(infos):
@@ -409,6 +427,9 @@ class ProcessGroupQccl(dist.ProcessGroup):
         def start(tag):
             if src.numel() == 0:
                 return []
+            if self._solo:
+                dst.copy_(src)
+                return []
             return [self._comm.reduce_scatter_async(src, dst, op=red, tag=tag(),
                                                     quantization=q)]
 
@@ -439,17 +460,19 @@ class ProcessGroupQccl(dist.ProcessGroup):
             raise broken(self._error)
         work = Work(call)
         ops: List[Any] = []
+
+        def failed(e: BaseException) -> QcclBackendError:
+            return self._failure(call, e)
+
         try:
             for start, _ in parts:
                 ops.append(start(self._next_tag))
         except BaseException as e:
             if ops:  # an earlier part is in flight: it fails or ends with the Work
                 self._completer.submit(work, [o for group in ops for o in group],
-                                       lambda _i: _reraise(e), self._note_failure)
+                                       lambda _i: _reraise(e), failed)
                 return work
-            if isinstance(e, QcclBackendError):
-                raise
-            raise QcclBackendError.of(call, e) from e
+            raise failed(e) from (None if isinstance(e, QcclBackendError) else e)
 
         def finish(infos: List[Any]) -> Any:
             for info in infos:
@@ -463,13 +486,27 @@ class ProcessGroupQccl(dist.ProcessGroup):
                 at += len(started)
             return result
 
-        self._completer.submit(work, [o for group in ops for o in group], finish,
-                               self._note_failure)
+        self._completer.submit(work, [o for group in ops for o in group], finish, failed)
         return work
 
-    def _note_failure(self, error: BaseException) -> None:
-        if getattr(error, "code", None) in _BREAKING and self._error is None:
-            self._error = error
+    def _failure(self, call: str, error: BaseException) -> QcclBackendError:
+        """The error a failed collective reports; remembers the ones that break the group.
+        Any failure once the qccl group is smaller than the torch group is PEER_LOST (e.g.
+        a reduce-scatter started on the shrunk ring fails its block size check first)."""
+        e = QcclBackendError.of(call, error)
+        if e.code not in _BREAKING and self._shrunk():
+            e = QcclBackendError(f"qccl {call}: the group lost a peer ({error})",
+                                 Result.PEER_LOST)
+            e.__cause__ = error
+        if e.code in _BREAKING and self._error is None:
+            self._error = e
+        return e
+
+    def _shrunk(self) -> bool:
+        try:
+            return self._comm.group_world_size != self.size()
+        except Exception:  # noqa: BLE001 - closed: no longer the torch group either
+            return True
 
 
 def _red(opts: Any) -> Any:

@@ -8,6 +8,7 @@ group has ``world_size`` members; then each publishes its qccl peer id under
 from __future__ import annotations
 
 import datetime
+import threading
 import time
 import zlib
 from dataclasses import dataclass
@@ -73,19 +74,31 @@ def form_group(store: dist.Store, rank: int, world_size: int, timeout: datetime.
 
 
 def leave_group(store: dist.Store, rank: int, world_size: int, master: Optional[Master],
+                wait: bool = True,
                 grace: datetime.timedelta = datetime.timedelta(seconds=5)) -> None:
-    """After this rank's communicator closed: tells rank 0 so; rank 0 stops its embedded
-    master once every rank left (at most ``grace`` later: a rank that crashed never says),
-    so that the others do not lose the master while they leave."""
-    try:
-        if rank != 0:
+    """After this rank's communicator closed. Ranks > 0 say so in the store; rank 0 stops its
+    embedded master once they all did (at most ``grace`` later: a rank that crashed never
+    says), so that the others do not lose the master while they leave. Rank 0 waits on a
+    background thread: its own shutdown returns at once."""
+    if rank != 0:
+        try:
             store.set(f"qccl/left/{rank}", "1")
-        elif master is not None and world_size > 1:
-            store.wait([f"qccl/left/{r}" for r in range(1, world_size)], grace)
-    except Exception:  # noqa: BLE001 - the store is gone or the grace passed: stop anyway
-        pass
-    if master is not None:
+        except Exception:  # noqa: BLE001 - the store is gone: nobody waits for us
+            pass
+        return
+    if master is None:
+        return
+    if not wait or world_size == 1:
         master.close()
+        return
+
+    def stop() -> None:
+        try:
+            store.wait([f"qccl/left/{r}" for r in range(1, world_size)], grace)
+        except Exception:  # noqa: BLE001 - the store is gone or the grace passed
+            pass
+        master.close()
+    threading.Thread(target=stop, name="qccl-master-grace", daemon=True).start()
 
 
 def _left(deadline: float) -> float:
