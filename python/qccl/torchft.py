@@ -89,15 +89,15 @@ class ProcessGroupQccl(ProcessGroupWrapper):
 
     def abort(self, errored: bool = True) -> None:
         """Ends the current group's collectives at once (``configure()`` calls it with
-        ``errored=False`` first). The aborted group is then freed on a daemon thread: its
+        ``errored=False`` first). The aborted group is then freed on a background thread: its
         rank 0 waits a few seconds for the other ranks to leave before it stops the master."""
         pg = self._pg
         if errored and pg is not None:
             self._errored = RuntimeError("qccl process group aborted")
         super().abort(errored=errored)
         if pg is not None:
-            threading.Thread(target=pg.shutdown, name="qccl-torchft-release",
-                             daemon=True).start()
+            # (not a daemon: see qccl.distributed._rendezvous.leave_group)
+            threading.Thread(target=pg.shutdown, name="qccl-torchft-release").start()
 
     def shutdown(self) -> None:
         """Leaves the current group gracefully: the other ranks see this rank go at once

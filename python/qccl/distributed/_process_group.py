@@ -8,25 +8,24 @@ by peer id. Operations run on qccl's threads; see ``_work`` for how they complet
 """
 from __future__ import annotations
 
+import atexit
 import datetime
 import threading
-from typing import Any, Callable, List, Optional, Sequence, Tuple
+import weakref
+from typing import Any, List, Optional, Sequence
 
 import torch
 import torch.distributed as dist
 
-from .._enums import Quantization, ReduceOp, Result
+from .._enums import Quantization, Result
 from .._errors import QcclError
 from ._errors import QcclBackendError, broken, unsupported
 from ._options import Options
 from ._rendezvous import form_group, leave_group
 from ._routing import Router, routed
-from ._tensors import (check_device, contiguous, flat_bytes, op_type, premul_factor, reducible,
-                       same_numel)
+from ._tensors import check_device, op_type, same_numel
+from ._parts import Part, Parts, no_finish, same_dtype
 from ._work import Completer, Work
-
-#: One collective's piece: starts its qccl ops (given a fresh tag for each), and finishes.
-Part = Tuple[Callable[[Callable[[], int]], List[Any]], Callable[[List[Any]], Any]]
 
 _TAGS = 4096  # tags cycle; far more than collectives in flight at once
 # Failures after which the qccl group no longer matches the torch group.
@@ -34,7 +33,22 @@ _BREAKING = {Result.PEER_LOST, Result.KICKED, Result.ABORTED, Result.TOO_FEW_PEE
              Result.MASTER_UNREACHABLE}
 
 
-class ProcessGroupQccl(dist.ProcessGroup):
+_live: "weakref.WeakSet[ProcessGroupQccl]" = weakref.WeakSet()
+
+
+@atexit.register
+def _shutdown_all() -> None:
+    # Before qccl's own exit hook (registered earlier, run later) and before the interpreter
+    # finalizes: the completer threads must not be left inside native waits (see
+    # _rendezvous.leave_group).
+    for pg in list(_live):
+        try:
+            pg.shutdown()
+        except Exception:  # noqa: BLE001 - exiting anyway
+            pass
+
+
+class ProcessGroupQccl(Parts, dist.ProcessGroup):
     """The process group of the ``"qccl"`` backend (``import qccl.distributed`` registers it).
 
     ``ProcessGroupQccl(store, rank, world_size, timeout=30 min, options=None)`` forms the
@@ -69,6 +83,7 @@ class ProcessGroupQccl(dist.ProcessGroup):
         # qccl needs two peers for a collective; a torch group of one computes them locally.
         self._solo = world_size == 1
         self._completer = Completer(f"qccl-pg-r{rank}")
+        _live.add(self)
 
     # ---- identity and lifecycle (torch's and torchft's interface) ----
 
@@ -170,19 +185,7 @@ class ProcessGroupQccl(dist.ProcessGroup):
         if not 0 <= root < self.size():
             raise QcclBackendError(f"qccl broadcast: root rank {root} is not in the group of "
                                    f"{self.size()}", Result.INVALID_ARGUMENT)
-        t = tensors[0]
-        c, back = contiguous(t)
-        data = flat_bytes(c)
-        peer = self._peer_of_rank[root]
-
-        def start(tag):
-            if data.numel() == 0 or self._solo:
-                return []
-            return [self._comm.broadcast_async(data, root=peer, tag=tag())]
-
-        def finish(_infos):
-            back()
-        return self._launch("broadcast", [(start, finish)], tensors)
+        return self._launch("broadcast", [self._broadcast(tensors[0], root)], tensors)
 
     @routed()
     def allgather(self, output_tensors: Any, input_tensors: Any, opts: Any = None) -> Work:
@@ -193,47 +196,8 @@ class ProcessGroupQccl(dist.ProcessGroup):
             raise QcclBackendError(f"qccl allgather: {len(outs)} output tensors for a group of "
                                    f"{self.size()}", Result.INVALID_ARGUMENT)
         check_device(outs + [inp], "allgather")
-        _same_dtype(outs, inp, "allgather")
-        src = flat_bytes(contiguous(inp)[0])
-        size = inp.element_size()
-        if same_numel(outs + [inp]):
-            n = src.numel()
-            flat = torch.empty(n * self.size(), dtype=torch.uint8, device=inp.device)
-
-            def start(tag):
-                if self._solo:
-                    flat.copy_(src)
-                    return []
-                return [self._comm.all_gather_async(src, flat, tag=tag())]
-
-            def finish(infos):
-                for k, peer in enumerate(infos[0].peers if infos else self._ring_peers):
-                    o = outs[self._rank_of_peer[peer]]
-                    o.copy_(flat[k * n:(k + 1) * n].view(o.dtype).view(o.shape))
-            return self._launch("allgather", [(start, finish)], [outs])
-
-        total = sum(o.numel() for o in outs) * size
-        flat = torch.empty(total, dtype=torch.uint8, device=inp.device)
-
-        def start_v(tag):
-            if self._solo:
-                flat.copy_(src)
-                return []
-            return [self._comm.all_gather_v_async(src, flat, tag=tag())]
-
-        def finish_v(infos):
-            offset = 0
-            peers, counts = ((infos[0].peers, infos[0].counts) if infos
-                             else (self._ring_peers, (src.numel(),)))
-            for peer, count in zip(peers, counts):
-                o = outs[self._rank_of_peer[peer]]
-                if count != o.numel() * size:
-                    raise QcclBackendError(
-                        f"qccl allgather: rank {self._rank_of_peer[peer]} sent {count // size} "
-                        f"elements, its output tensor has {o.numel()}", Result.MISMATCH)
-                o.copy_(flat[offset:offset + count].view(o.dtype).view(o.shape))
-                offset += count
-        return self._launch("allgather", [(start_v, finish_v)], [outs])
+        same_dtype(outs, inp, "allgather")
+        return self._launch("allgather", [self._gather_list(outs, inp)], [outs])
 
     @routed("_allgather_base")
     def all_gather_single(self, output: torch.Tensor, input: torch.Tensor,
@@ -258,7 +222,7 @@ class ProcessGroupQccl(dist.ProcessGroup):
             raise QcclBackendError(f"qccl reduce_scatter: {len(ins)} input tensors for a group "
                                    f"of {self.size()}", Result.INVALID_ARGUMENT)
         check_device(ins + [out], "reduce_scatter")
-        _same_dtype(ins, out, "reduce_scatter")
+        same_dtype(ins, out, "reduce_scatter")
         op = _red(opts)
         if same_numel(ins + [out]):
             stacked = torch.cat([ins[r].reshape(-1) for r in self._ring])
@@ -288,7 +252,7 @@ class ProcessGroupQccl(dist.ProcessGroup):
     def barrier(self, opts: Any = None) -> Work:
         def start(tag):
             return [] if self._solo else [self._comm.barrier_async(tag=tag())]
-        return self._launch("barrier", [(start, _nothing)], [])
+        return self._launch("barrier", [(start, no_finish)], [])
 
     def allreduce_quantized(self, tensor: torch.Tensor, quantization: Optional[Quantization],
                             op: Any = dist.ReduceOp.AVG) -> Work:
@@ -322,130 +286,6 @@ class ProcessGroupQccl(dist.ProcessGroup):
     def reduce(self, *args: Any, **kwargs: Any) -> Work:
         raise unsupported("reduce", "use all_reduce")
 
-    # ---- the pieces ----
-
-    def _all_reduce(self, t: torch.Tensor, op: Any,
-                    quantization: Optional[Quantization] = None) -> Part:
-        check_device([t], "allreduce")
-        factor = premul_factor(op)
-        if factor is not None:
-            c = t * factor
-            back = lambda: t.copy_(c)  # noqa: E731
-        else:
-            c, back = contiguous(t)
-        v, red = reducible(c, op, "allreduce")
-        q = quantization if quantization is not None else self._quantization(v, red)
-
-        def start(tag):
-            if v.numel() == 0 or self._solo:
-                return []
-            return [self._comm.all_reduce_async(v, op=red, tag=tag(), quantization=q)]
-
-        def finish(_infos):
-            back()
-        return start, finish
-
-    def _all_reduce_flat(self, tensors: List[torch.Tensor], op: Any) -> Part:
-        flat = torch.cat([t.reshape(-1) for t in tensors])
-        start, finish_flat = self._all_reduce(flat, op)
-
-        def finish(infos):
-            finish_flat(infos)
-            offset = 0
-            for t in tensors:
-                t.copy_(flat[offset:offset + t.numel()].view(t.shape))
-                offset += t.numel()
-        return start, finish
-
-    def _all_reduce_slice(self, ins: List[torch.Tensor], out: torch.Tensor, op: Any) -> Part:
-        flat = torch.cat([t.reshape(-1) for t in ins])
-        start, finish_flat = self._all_reduce(flat, op)
-        offset = sum(t.numel() for t in ins[:self.rank()])
-
-        def finish(infos):
-            finish_flat(infos)
-            out.copy_(flat[offset:offset + out.numel()].view(out.shape))
-        return start, finish
-
-    def _gather_into(self, output: torch.Tensor, input: torch.Tensor) -> Part:
-        check_device([output, input], "all_gather_into_tensor")
-        _same_dtype([output], input, "all_gather_into_tensor")
-        if output.numel() != input.numel() * self.size():
-            raise QcclBackendError(
-                f"qccl all_gather_into_tensor: output has {output.numel()} elements, needs "
-                f"{self.size()} x {input.numel()}", Result.INVALID_ARGUMENT)
-        src = flat_bytes(contiguous(input)[0])
-        o, back = contiguous(output)
-        dst = flat_bytes(o)
-        n = src.numel()
-        if _overlap(src, dst) and src.data_ptr() != dst.data_ptr() + self._ring_slot * n:
-            # In place (FSDP2 gathers each rank's shard from its block of the output): qccl
-            # takes an in-place contribution only at this peer's ring block, not its rank's.
-            src = src.clone()
-
-        def start(tag):
-            if n == 0:
-                return []
-            if self._solo:
-                dst.copy_(src)
-                return []
-            return [self._comm.all_gather_async(src, dst, tag=tag())]
-
-        def finish(infos):
-            order = [self._rank_of_peer[p] for p in infos[0].peers] if infos else []
-            if order != sorted(order):  # ring order is not rank order: move the blocks
-                ring = dst.clone()
-                for k, r in enumerate(order):
-                    dst[r * n:(r + 1) * n] = ring[k * n:(k + 1) * n]
-            back()
-        return start, finish
-
-    def _scatter_from(self, output: torch.Tensor, input: torch.Tensor, op: Any) -> Part:
-        check_device([output, input], "reduce_scatter_tensor")
-        _same_dtype([output], input, "reduce_scatter_tensor")
-        if input.numel() != output.numel() * self.size():
-            raise QcclBackendError(
-                f"qccl reduce_scatter_tensor: input has {input.numel()} elements, needs "
-                f"{self.size()} x {output.numel()}", Result.INVALID_ARGUMENT)
-        if self._ring == sorted(self._ring):
-            stacked = contiguous(input)[0].reshape(-1)
-        else:  # lay the ranks' blocks out in ring order
-            stacked = input.reshape(self.size(), -1)[self._ring].reshape(-1)
-        return self._reduce_scatter(stacked, output, op, "reduce_scatter_tensor")
-
-    def _reduce_scatter(self, stacked: torch.Tensor, out: torch.Tensor, op: Any,
-                        call: str) -> Part:
-        """``stacked``: the size() blocks in ring order (read only, unless premultiplied)."""
-        factor = premul_factor(op)
-        if factor is not None:
-            stacked = stacked * factor
-        src, red = reducible(stacked, op, call)
-        o, back = contiguous(out)
-        dst, _ = reducible(o, op, call)
-        q = self._quantization(src, red)
-
-        def start(tag):
-            if src.numel() == 0:
-                return []
-            if self._solo:
-                dst.copy_(src)
-                return []
-            return [self._comm.reduce_scatter_async(src, dst, op=red, tag=tag(),
-                                                    quantization=q)]
-
-        def finish(infos):
-            if infos and infos[0].peers != self._ring_peers:
-                raise QcclBackendError(f"qccl {call}: the ring changed under the group",
-                                       Result.PEER_LOST)
-            back()
-        return start, finish
-
-    def _quantization(self, v: torch.Tensor, red: ReduceOp) -> Optional[Quantization]:
-        q = self._options.quantization
-        if q is None or v.dtype != torch.float32 or red not in (ReduceOp.SUM, ReduceOp.AVG):
-            return None
-        return q
-
     # ---- running ----
 
     def _next_tag(self) -> int:
@@ -469,8 +309,9 @@ class ProcessGroupQccl(dist.ProcessGroup):
                 ops.append(start(self._next_tag))
         except BaseException as e:
             if ops:  # an earlier part is in flight: it fails or ends with the Work
+                error = e  # (`e` is unbound after the except block)
                 self._completer.submit(work, [o for group in ops for o in group],
-                                       lambda _i: _reraise(e), failed)
+                                       lambda _i: _reraise(error), failed)
                 return work
             raise failed(e) from (None if isinstance(e, QcclBackendError) else e)
 
@@ -522,23 +363,9 @@ def _as_list(tensors: Any) -> List[torch.Tensor]:
     return [tensors] if isinstance(tensors, torch.Tensor) else list(tensors)
 
 
-def _same_dtype(tensors: List[torch.Tensor], other: torch.Tensor, call: str) -> None:
-    for t in tensors:
-        if t.dtype != other.dtype:
-            raise QcclBackendError(f"qccl {call}: dtypes differ ({t.dtype} and {other.dtype})",
-                                   Result.INVALID_ARGUMENT)
-
-
-def _overlap(a: torch.Tensor, b: torch.Tensor) -> bool:
-    """Whether two contiguous uint8 tensors share memory."""
-    return a.data_ptr() < b.data_ptr() + b.numel() and b.data_ptr() < a.data_ptr() + a.numel()
 
 
 def _reraise(error: BaseException) -> Any:
     raise error
-
-
-def _nothing(_infos: List[Any]) -> None:
-    return None
 
 

@@ -79,7 +79,8 @@ def leave_group(store: dist.Store, rank: int, world_size: int, master: Optional[
     """After this rank's communicator closed. Ranks > 0 say so in the store; rank 0 stops its
     embedded master once they all did (at most ``grace`` later: a rank that crashed never
     says), so that the others do not lose the master while they leave. Rank 0 waits on a
-    background thread: its own shutdown returns at once."""
+    background thread: its own shutdown returns at once (its process may then take up to
+    ``grace`` to exit)."""
     if rank != 0:
         try:
             store.set(f"qccl/left/{rank}", "1")
@@ -98,7 +99,10 @@ def leave_group(store: dist.Store, rank: int, world_size: int, master: Optional[
         except Exception:  # noqa: BLE001 - the store is gone or the grace passed
             pass
         master.close()
-    threading.Thread(target=stop, name="qccl-master-grace", daemon=True).start()
+    # Not a daemon: a daemon thread blocked in native code when the interpreter finalizes is
+    # ended by pthread_exit, which C++ frames cannot unwind through (std::terminate). The
+    # interpreter waits for this one at exit, at most ``grace``.
+    threading.Thread(target=stop, name="qccl-master-grace").start()
 
 
 def _left(deadline: float) -> float:
