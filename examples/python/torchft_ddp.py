@@ -37,8 +37,6 @@ import argparse
 import os
 import queue
 import select
-import signal
-import subprocess
 import sys
 import threading
 import time
@@ -162,59 +160,6 @@ def read_stop(stop_at: Optional[int]) -> Optional[int]:
     return stop_at
 
 
-class Replica:
-    """A replica process: its stdout lines go to ``on_line`` (on a reader thread); stdin
-    takes the launcher's ``stop S``; ended by pid."""
-
-    def __init__(self, name: str, args: List[str], on_line) -> None:
-        self.name = name
-        self.err: List[str] = []
-        self.p = subprocess.Popen(args, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                  stderr=subprocess.PIPE, text=True, bufsize=1)
-        self.pid = self.p.pid
-        self._threads = [threading.Thread(target=self._pump, args=(self.p.stdout, on_line),
-                                          daemon=True),
-                         threading.Thread(target=self._pump, args=(self.p.stderr, None),
-                                          daemon=True)]
-        for t in self._threads:
-            t.start()
-
-    def _pump(self, stream, on_line) -> None:
-        for line in stream:
-            line = line.rstrip("\n")
-            if on_line is not None:
-                on_line(self, line)
-            else:
-                self.err.append(line)
-
-    def send(self, line: str) -> None:
-        try:
-            self.p.stdin.write(line + "\n")
-            self.p.stdin.flush()
-        except (BrokenPipeError, ValueError):
-            pass  # it exited already
-
-    def kill(self) -> None:
-        if self.p.poll() is None:
-            try:
-                os.kill(self.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-        try:
-            self.p.wait(10)
-        except subprocess.TimeoutExpired:
-            pass
-
-    def wait(self, timeout: float) -> Optional[int]:
-        try:
-            code = self.p.wait(max(0.01, timeout))
-        except subprocess.TimeoutExpired:
-            return None
-        for t in self._threads:
-            t.join(5)
-        return code
-
-
 def launch(args: argparse.Namespace) -> int:
     os.environ.setdefault("RUST_LOG", "warn")  # the lighthouse logs every quorum at info
     from torchft.coordination import LighthouseServer
@@ -226,10 +171,10 @@ def launch(args: argparse.Namespace) -> int:
     events: "queue.Queue[tuple]" = queue.Queue()
     lock = threading.Lock()
     me = os.path.abspath(__file__)
-    replicas: Dict[int, Replica] = {}
-    everyone: List[Replica] = []
+    replicas: Dict[int, util.Child] = {}
+    everyone: List[util.Child] = []
 
-    def on_line(child: Replica, line: str) -> None:
+    def on_line(child: util.Child, line: str) -> None:
         with lock:
             util.emit(line)
         event, f = util.parse_event(line)
@@ -241,7 +186,8 @@ def launch(args: argparse.Namespace) -> int:
                str(i), "--min-replicas", str(args.min_replicas), "--timeout",
                str(args.timeout), "--algo", args.algo, "--sync-every", str(args.sync_every),
                "--launched"]
-        replicas[i] = Replica(f"replica{i}", cmd, on_line)
+        replicas[i] = util.Child(f"replica{i}", cmd, on_line=on_line, relay_stderr=False,
+                                 stdin=True)
         everyone.append(replicas[i])
 
     deadline = time.monotonic() + args.deadline
