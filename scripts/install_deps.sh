@@ -6,8 +6,8 @@
 # package lists are missing or the install fails without it). As root it runs apt-get itself;
 # otherwise it uses sudo when available, and else prints the command to run and fails.
 #
-# Then makes sure the python3 on PATH has torch==2.13.0, numpy, pytest and pytest-timeout
-# (pip; nothing runs when they are importable).
+# Then makes sure the python3 on PATH has torch==2.13.0, numpy, pytest and pytest-timeout,
+# and torchft==0.2.0 for the torchft tests (pip; nothing runs when they are importable).
 #
 # Usage: scripts/install_deps.sh            (no arguments; safe with no stdin, e.g. in CI)
 set -euo pipefail
@@ -37,6 +37,13 @@ log() { printf 'install_deps: %s\n' "$*" >&2; }
 # of CUDA packages, while 2.13.0 resolves to the CPU build (a local wheel on our machines).
 pip_modules=(torch numpy pytest pytest_timeout)
 pip_requirements=(torch==2.13.0 numpy pytest pytest-timeout)
+# torchft (python/tests/test_torchft.py, examples/python/torchft_ddp.py; never the library):
+# installed with --no-deps, or pip would resolve its `torch>=2.7` to the newest (CUDA) torch
+# and replace the pinned one; its other run-time dependencies (OpenTelemetry) are listed here,
+# and `parameterized` is what torchft's own process_group_test.py (imported by our test) needs.
+torchft_modules=(torchft opentelemetry.sdk opentelemetry.exporter.otlp.proto.http parameterized)
+torchft_requirements=(torchft==0.2.0 "opentelemetry-sdk>=1.39.0"
+                      "opentelemetry-exporter-otlp-proto-http>=1.39.0" parameterized)
 
 install_pip_modules() {
   local py missing_reqs=() i
@@ -51,11 +58,40 @@ for i, name in enumerate(sys.argv[1:]):
 PY
   )
   for i in "${absent[@]}"; do missing_reqs+=("${pip_requirements[$i]}"); done
+  if ((${#missing_reqs[@]} > 0)); then
+    log "pip installing for $py: ${missing_reqs[*]}"
+    pip_install "$py" "${missing_reqs[@]}"
+  fi
+  # torchft after torch (so that pip sees torch installed); the same find_spec check.
+  missing_reqs=()
+  mapfile -t absent < <("$py" - "${torchft_modules[@]}" <<'PY'
+import importlib.util, sys
+for i, name in enumerate(sys.argv[1:]):
+    try:
+        found = importlib.util.find_spec(name) is not None
+    except ImportError:  # a dotted name whose parent package is missing
+        found = False
+    if not found:
+        print(i)
+PY
+  )
+  for i in "${absent[@]}"; do missing_reqs+=("${torchft_requirements[$i]}"); done
   ((${#missing_reqs[@]} == 0)) && return 0
   log "pip installing for $py: ${missing_reqs[*]}"
+  local deps=() nodeps=()
+  for r in "${missing_reqs[@]}"; do
+    if [[ "$r" == torchft==* ]]; then nodeps+=("$r"); else deps+=("$r"); fi
+  done
+  ((${#deps[@]} == 0)) || pip_install "$py" "${deps[@]}"
+  ((${#nodeps[@]} == 0)) || pip_install "$py" --no-deps "${nodeps[@]}"
+}
+
+pip_install() {
+  local py="$1"
+  shift
   # PIP_BREAK_SYSTEM_PACKAGES: Debian's own python3 refuses pip installs otherwise (PEP 668).
   PIP_BREAK_SYSTEM_PACKAGES=1 "$py" -m pip install --quiet --disable-pip-version-check \
-    --no-input "${missing_reqs[@]}" </dev/null
+    --no-input "$@" </dev/null
 }
 
 if ! command -v dpkg-query >/dev/null 2>&1; then

@@ -89,17 +89,19 @@ def parse_event(line: str) -> Tuple[str, Dict[str, str]]:
 class Child:
     """A worker subprocess. A thread reads its stdout: every line goes to ``on_line(child,
     line)`` (which may print or parse it) and to a queue for ``expect()``; stderr is kept for
-    error reports (and relayed when ``relay_stderr``)."""
+    error reports (and relayed when ``relay_stderr``). With ``stdin=True``, :meth:`send`
+    writes lines to it."""
 
     def __init__(self, name: str, args: List[str], env: Optional[Mapping[str, str]] = None,
                  on_line: Optional[Callable[["Child", str], None]] = None,
-                 relay_stderr: bool = True) -> None:
+                 relay_stderr: bool = True, stdin: bool = False) -> None:
         self.name = name
         self.on_line = on_line
         self.relay_stderr = relay_stderr
         self.lines: "queue.Queue[str]" = queue.Queue()
         self.err: List[str] = []
-        self.p = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+        self.p = subprocess.Popen(args, stdin=subprocess.PIPE if stdin else subprocess.DEVNULL,
+                                  stdout=subprocess.PIPE,
                                   stderr=subprocess.PIPE, text=True, bufsize=1,
                                   env=dict(env) if env is not None else None)
         self.pid = self.p.pid
@@ -124,6 +126,14 @@ class Child:
 
     def alive(self) -> bool:
         return self.p.poll() is None
+
+    def send(self, line: str) -> None:
+        """One line to its stdin (``stdin=True``); nothing if it exited already."""
+        try:
+            self.p.stdin.write(line + "\n")
+            self.p.stdin.flush()
+        except (BrokenPipeError, ValueError, AttributeError):
+            pass
 
     def kill(self) -> None:
         """SIGKILL by pid (if still running) and reap."""

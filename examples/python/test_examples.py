@@ -148,3 +148,56 @@ def test_async_diloco_two_peers():
     losses = eval_losses(events, "peer", "0")
     assert len(losses) == 7
     assert losses[-1] < 0.5 * losses[0], losses
+
+
+def torchrun(script: str, args: List[str], out: str, deadline: float) -> List[List[dict]]:
+    """``torchrun --standalone --nproc-per-node 3 SCRIPT ARGS --out OUT``; returns each rank's
+    JSON log. torchrun runs in its own session, ended (with its workers) by its pid."""
+    import json
+    import signal
+    import subprocess
+
+    p = subprocess.Popen([sys.executable, "-m", "torch.distributed.run", "--standalone",
+                          "--nproc-per-node", "3", os.path.join(HERE, script), *args,
+                          "--out", out], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                         text=True, start_new_session=True)
+    try:
+        output, _ = p.communicate(timeout=deadline)
+    except subprocess.TimeoutExpired:
+        os.killpg(p.pid, signal.SIGKILL)
+        output, _ = p.communicate()
+        raise AssertionError(f"{script} {args} overran {deadline}s:\n{output[-4000:]}")
+    finally:
+        if p.poll() is None:
+            os.killpg(p.pid, signal.SIGKILL)
+            p.wait()
+    assert p.returncode == 0, f"{script} {args} exited with {p.returncode}:\n{output[-4000:]}"
+    logs = []
+    for rank in range(3):
+        with open(f"{out}.{rank}.json") as f:
+            logs.append(json.load(f))
+    return logs
+
+
+@pytest.mark.timeout(150)
+def test_torch_ddp_on_qccl_matches_gloo(tmp_path):
+    """The tutorial DDP script, unchanged but for the backend name: with "qccl" every rank
+    holds the same parameters after every step and the losses match gloo's; with qccl's
+    8-bit quantizing comm hook the loss still falls."""
+    steps = ["--steps", "12"]
+    gloo = torchrun("torch_ddp.py", ["--backend", "gloo", *steps], str(tmp_path / "g"), 40)
+    qccl = torchrun("torch_ddp.py", ["--backend", "qccl", *steps], str(tmp_path / "q"), 40)
+    for step in range(12):
+        assert len({log[step]["params"] for log in qccl}) == 1, f"ranks differ at step {step}"
+        for rank in range(3):
+            assert qccl[rank][step]["loss"] == pytest.approx(gloo[rank][step]["loss"],
+                                                             rel=1e-5, abs=1e-6)
+    hooked = torchrun("torch_ddp.py", ["--backend", "qccl", "--hook", "minmax_uint8", *steps],
+                      str(tmp_path / "h"), 40)
+    for step in range(12):
+        assert len({log[step]["params"] for log in hooked}) == 1, f"ranks differ at step {step}"
+    first = sum(log[0]["loss"] for log in hooked)
+    last = sum(log[-1]["loss"] for log in hooked)
+    exact = sum(log[-1]["loss"] for log in gloo)
+    print(f"summed loss: step 0 {first:.4f}, step 11 {last:.4f} (8-bit hook), {exact:.4f} (gloo)")
+    assert last < 0.9 * first and last == pytest.approx(exact, rel=0.05), (first, last, exact)

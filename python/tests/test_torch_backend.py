@@ -20,14 +20,15 @@ WORKER = os.path.join(os.path.dirname(__file__), "torch_worker.py")
 class Ranks:
     """WORLD worker processes of one scenario; killed by pid at the end."""
 
-    def __init__(self, scenario: str, world: int) -> None:
+    def __init__(self, scenario: str, world: int, backend: str = "qccl") -> None:
         self.store = dist.TCPStore("127.0.0.1", 0, world + 1, is_master=True,
                                    timeout=datetime.timedelta(seconds=60),
                                    wait_for_workers=False)
         self.procs: List[subprocess.Popen] = [
             subprocess.Popen([sys.executable, WORKER, scenario, str(r), str(world),
                               str(self.store.port)],
-                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+                             env=dict(os.environ, QCCL_TEST_BACKEND=backend))
             for r in range(world)]
 
     def expect(self, rank: int, prefix: str, timeout: float = 60.0) -> str:
@@ -59,8 +60,8 @@ class Ranks:
 def ranks():
     made: List[Ranks] = []
 
-    def make(scenario: str, world: int) -> Ranks:
-        made.append(Ranks(scenario, world))
+    def make(scenario: str, world: int, backend: str = "qccl") -> Ranks:
+        made.append(Ranks(scenario, world, backend))
         return made[-1]
     yield make
     for r in made:
@@ -100,12 +101,22 @@ def test_sigkill_of_a_rank_raises_on_the_survivors(ranks):
 @pytest.mark.timeout(90)
 def test_abort_ends_a_blocked_collective(ranks):
     r = ranks("abort", 3)
-    for rank in (0, 2):
-        line = r.expect(rank, "ABORTED")
-        _, code, seconds = line.split()
-        print(f"rank {rank}: abort ended the wait in {seconds} s")
-        assert code == "ABORTED" and float(seconds) < 1.0, line
-        assert r.expect(rank, "THEN").split()[1] == "ABORTED"
-    r.procs[1].stdin.write("exit\n")
-    r.procs[1].stdin.flush()
+    line = r.expect(0, "ABORTED")
+    _, code, seconds = line.split()
+    print(f"abort ended the wait in {seconds} s")
+    assert code == "ABORTED" and float(seconds) < 1.0, line
+    assert r.expect(0, "THEN").split()[1] == "ABORTED"
+    for rank in (1, 2):
+        r.procs[rank].stdin.write("exit\n")
+        r.procs[rank].stdin.flush()
     assert [r.finish(rank) for rank in range(3)] == [0, 0, 0]
+
+
+@pytest.mark.timeout(90)
+@pytest.mark.parametrize("spec", ["cpu:qccl", "cpu:gloo,cuda:qccl"])
+def test_per_device_routing(ranks, spec):
+    r = ranks("routing", 2, spec)
+    want = "gloo" if "cpu:gloo" in spec else "qccl"
+    for rank in range(2):
+        assert r.expect(rank, "ROUTED") == f"ROUTED cpu {want}"
+    assert [r.finish(rank) for rank in range(2)] == [0, 0]

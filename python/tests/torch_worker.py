@@ -144,6 +144,13 @@ def collectives(rank, world):
             assert call in str(e), (call, str(e))
         else:
             raise AssertionError(f"{call} did not raise")
+    # A mismatched collective raises MISMATCH on every rank; the group goes on.
+    try:
+        dist.all_reduce(torch.ones(4 if rank == 0 else 5))
+    except QcclBackendError as e:
+        assert e.code == qccl.Result.MISMATCH, e
+    else:
+        raise AssertionError("a mismatched all_reduce returned")
     t = torch.ones(2)
     dist.all_reduce(t)
     assert t.tolist() == [float(world)] * 2
@@ -169,8 +176,8 @@ def kill(rank, world):
 
 
 def abort(rank, world):
-    """Ranks 0 and 2 start an all-reduce rank 1 never joins, then abort it from a thread."""
-    if rank == 1:
+    """Rank 0 starts an all-reduce the others never join, then aborts it from a thread."""
+    if rank != 0:
         sys.stdin.readline()  # until the test says so
         return
     pg = dist.group.WORLD
@@ -181,7 +188,8 @@ def abort(rank, world):
     except QcclBackendError as e:
         assert e.code == qccl.Result.TIMEOUT, e
     else:
-        raise AssertionError("wait(timeout) returned without rank 1")
+        raise AssertionError("wait(timeout) returned without the other ranks")
+    assert not w.is_completed()
     started = time.monotonic()
     threading.Thread(target=pg.abort).start()
     try:
@@ -197,13 +205,38 @@ def abort(rank, world):
         say(f"THEN {e.code.name}")
 
 
+def routing(rank, world):
+    """init_process_group(BACKEND) with a device map: CPU tensors go where it says."""
+    spec = os.environ["QCCL_TEST_BACKEND"]
+    want = "gloo" if "cpu:gloo" in spec else "qccl"
+    pg = dist.group.WORLD
+    assert pg.backend_of("cpu") == want, (spec, pg.backend_of("cpu"))
+    if "cuda" in spec:
+        assert pg.backend_of("cuda") == "qccl", spec
+    else:  # as in torch: a device the map does not name has no backend
+        try:
+            pg.backend_of("cuda")
+        except QcclBackendError as e:
+            assert "no backend for cuda" in str(e), e
+        else:
+            raise AssertionError(f"{spec}: cuda has a backend")
+    t = torch.full((4,), float(rank))
+    dist.all_reduce(t)
+    outs = [torch.empty(4) for _ in range(world)]
+    dist.all_gather(outs, t)
+    want_sum = float(world * (world - 1) // 2)
+    assert t.tolist() == [want_sum] * 4 and all(o.tolist() == [want_sum] * 4 for o in outs)
+    say(f"ROUTED cpu {want}")
+
+
 def main():
     scenario, rank, world, port = sys.argv[1], *map(int, sys.argv[2:])
     store = dist.TCPStore("127.0.0.1", port, world, is_master=False,
                           timeout=datetime.timedelta(seconds=60))
-    dist.init_process_group("qccl", store=store, rank=rank, world_size=world,
+    backend = os.environ.get("QCCL_TEST_BACKEND", "qccl")
+    dist.init_process_group(backend, store=store, rank=rank, world_size=world,
                             timeout=datetime.timedelta(seconds=60))
-    assert dist.get_backend() == "qccl"
+    assert dist.get_backend() == backend, (dist.get_backend(), backend)
     say("READY")
     globals()[scenario](rank, world)
     say("OK")

@@ -39,6 +39,9 @@ KIND says how the test suite runs the block (tests/docs/test_docs.py):
 
 OPTIONs (python, c, sh, cmake-fragment):
   peers=N        run N copies of the program in parallel (default 1); each must exit 0
+  torchrun=N     (python) run it as `torchrun --standalone --nproc-per-node N FILE` (the
+                 torch.distributed launcher), which must exit 0; expect= applies to its
+                 output (all ranks)
   timeout=S      the deadline of the whole block, in seconds (default 30)
   expect=TEXT    every copy's stdout must contain TEXT (repeatable; quote TEXT with "...")
   files=A,B      copy tests/docs/fixtures/A, B into the working directory first
@@ -66,7 +69,7 @@ KINDS_TEXT = {"text", "output"}
 KINDS = KINDS_RUN | KINDS_TEXT | {"skip"}
 # Languages a text/output block may have: anything else is code and must be run or skipped.
 TEXT_LANGUAGES = {"", "text", "console"}
-OPTIONS = {"peers", "timeout", "expect", "files", "prefix", "of"}
+OPTIONS = {"peers", "timeout", "expect", "files", "prefix", "of", "torchrun"}
 
 _FENCE = re.compile(r"^(?P<indent>[ \t]*)(?P<fence>`{3,}|~{3,})(?P<info>.*)$")
 _DIRECTIVE_START = re.compile(r"^\s*<!--\s*doctest:(?P<rest>.*)$")
@@ -96,6 +99,10 @@ class Block:
     @property
     def peers(self) -> int:
         return int(self.options.get("peers", 1))
+
+    @property
+    def torchrun(self) -> int:
+        return int(self.options.get("torchrun", 0))
 
     @property
     def timeout(self) -> float:
@@ -170,7 +177,7 @@ def _apply_directive(block: Block, first: str, body: str) -> None:
     elif block.kind == "usage" and "of" not in block.options:
         block.error = "`usage` needs of=PROGRAM"
     else:
-        for key in ("peers", "timeout"):
+        for key in ("peers", "timeout", "torchrun"):
             if key in block.options:
                 try:
                     ok = float(block.options[key]) > 0

@@ -185,7 +185,11 @@ def run_python(block, cwd):
         (cwd / "snippet.py").write_text(source)
         pythonpath = os.pathsep.join(filter(None, [str(BUILD / "python"),
                                                    os.environ.get("PYTHONPATH")]))
-        procs = run_all([[sys.executable, "snippet.py"]] * block.peers, cwd,
+        launch = [sys.executable, "snippet.py"]
+        if block.torchrun:  # as the text says: torchrun --standalone --nproc-per-node N
+            launch[1:1] = ["-m", "torch.distributed.run", "--standalone",
+                           "--nproc-per-node", str(block.torchrun)]
+        procs = run_all([launch] * block.peers, cwd,
                         _env(PYTHONPATH=pythonpath), block.timeout,
                         [f"peer{i}" for i in range(block.peers)])
     finally:

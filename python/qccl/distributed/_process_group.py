@@ -8,23 +8,24 @@ by peer id. Operations run on qccl's threads; see ``_work`` for how they complet
 """
 from __future__ import annotations
 
+import atexit
 import datetime
 import threading
-from typing import Any, Callable, List, Optional, Sequence, Tuple
+import weakref
+from typing import Any, List, Optional, Sequence
 
 import torch
 import torch.distributed as dist
 
-from .._enums import Quantization, ReduceOp, Result
+from .._enums import Quantization, Result
+from .._errors import QcclError
 from ._errors import QcclBackendError, broken, unsupported
 from ._options import Options
-from ._rendezvous import form_group
-from ._tensors import (check_device, contiguous, flat_bytes, op_type, premul_factor, reducible,
-                       same_numel)
+from ._rendezvous import form_group, leave_group
+from ._routing import Router, routed
+from ._tensors import check_device, op_type, same_numel
+from ._parts import Part, Parts, no_finish, same_dtype
 from ._work import Completer, Work
-
-#: One collective's piece: starts its qccl ops (given a fresh tag for each), and finishes.
-Part = Tuple[Callable[[Callable[[], int]], List[Any]], Callable[[List[Any]], Any]]
 
 _TAGS = 4096  # tags cycle; far more than collectives in flight at once
 # Failures after which the qccl group no longer matches the torch group.
@@ -32,7 +33,22 @@ _BREAKING = {Result.PEER_LOST, Result.KICKED, Result.ABORTED, Result.TOO_FEW_PEE
              Result.MASTER_UNREACHABLE}
 
 
-class ProcessGroupQccl(dist.ProcessGroup):
+_live: "weakref.WeakSet[ProcessGroupQccl]" = weakref.WeakSet()
+
+
+@atexit.register
+def _shutdown_all() -> None:
+    # Before qccl's own exit hook (registered earlier, run later) and before the interpreter
+    # finalizes: the completer threads must not be left inside native waits (see
+    # _rendezvous.leave_group).
+    for pg in list(_live):
+        try:
+            pg.shutdown()
+        except Exception:  # noqa: BLE001 - exiting anyway
+            pass
+
+
+class ProcessGroupQccl(Parts, dist.ProcessGroup):
     """The process group of the ``"qccl"`` backend (``import qccl.distributed`` registers it).
 
     ``ProcessGroupQccl(store, rank, world_size, timeout=30 min, options=None)`` forms the
@@ -46,23 +62,47 @@ class ProcessGroupQccl(dist.ProcessGroup):
                  timeout: datetime.timedelta = datetime.timedelta(minutes=30),
                  options: Optional[Options] = None, *, group_name: str = "") -> None:
         super().__init__(rank, world_size)
+        self._group_name, self._group_desc = group_name, ""
         self._options = options if options is not None else Options()
-        group = form_group(store, rank, world_size, timeout, self._options, group_name)
+        try:
+            group = form_group(store, rank, world_size, timeout, self._options, group_name)
+        except QcclError as e:
+            raise QcclBackendError.of("forming the process group", e) from e
+        self._store = store
+        self._router = Router(store, rank, world_size, timeout)
         self._comm, self._master = group.comm, group.master
         self._peer_of_rank = group.peer_of_rank
         self._rank_of_peer = {p: r for r, p in enumerate(group.peer_of_rank)}
         self._ring = [self._rank_of_peer[p.peer_id] for p in self._comm.peers()]
         self._ring_peers = tuple(self._peer_of_rank[r] for r in self._ring)
+        self._ring_slot = self._ring.index(rank)  # this rank's place in the ring
         self._lock = threading.Lock()
         self._seq = 0
         self._error: Optional[BaseException] = None
         self._closed = False
+        # qccl needs two peers for a collective; a torch group of one computes them locally.
+        self._solo = world_size == 1
         self._completer = Completer(f"qccl-pg-r{rank}")
+        _live.add(self)
 
     # ---- identity and lifecycle (torch's and torchft's interface) ----
 
     def getBackendName(self) -> str:  # noqa: N802 - torch's name
         return "qccl"
+
+    # torch keeps a group's name in its backends, which a Python group has none of; the name
+    # is what DeviceMesh (FSDP2, functional collectives) looks groups up by.
+    def getGroupName(self) -> str:  # noqa: N802
+        return self._group_name
+
+    def setGroupName(self, name: str) -> None:  # noqa: N802
+        self._group_name = name
+
+    def getGroupDesc(self) -> str:  # noqa: N802
+        return self._group_desc
+
+    def setGroupDesc(self, desc: str) -> None:  # noqa: N802
+        self._group_desc = desc
 
     @property
     def communicator(self):
@@ -73,6 +113,12 @@ class ProcessGroupQccl(dist.ProcessGroup):
     def ring_order(self) -> List[int]:
         """The torch rank at each position of qccl's ring."""
         return list(self._ring)
+
+    def backend_of(self, device: Any) -> str:
+        """The backend running this group's collectives on ``device`` ("qccl", or "gloo" for
+        a device that ``init_process_group("cpu:gloo,cuda:qccl")`` routed to gloo)."""
+        other = self._router.backend_for(self, torch.device(device))
+        return "qccl" if other is None else other.name()
 
     def errored(self) -> Optional[BaseException]:
         """The failure that made the group unusable, or None."""
@@ -99,8 +145,8 @@ class ProcessGroupQccl(dist.ProcessGroup):
                                                       Result.INVALID_USAGE)
         self._comm.close()
         self._completer.close()
-        if self._master is not None:
-            self._master.close()
+        aborted = getattr(self._error, "code", None) == Result.ABORTED
+        leave_group(self._store, self.rank(), self.size(), self._master, wait=not aborted)
 
     def __del__(self) -> None:
         try:
@@ -110,6 +156,7 @@ class ProcessGroupQccl(dist.ProcessGroup):
 
     # ---- collectives ----
 
+    @routed()
     def allreduce(self, tensors: Any, opts: Any = None) -> Work:
         tensors = _as_list(tensors)
         if len(tensors) != 1:
@@ -117,6 +164,7 @@ class ProcessGroupQccl(dist.ProcessGroup):
                               "use allreduce_coalesced")
         return self._launch("allreduce", [self._all_reduce(tensors[0], _red(opts))], tensors)
 
+    @routed()
     def allreduce_coalesced(self, tensors: Sequence[torch.Tensor], opts: Any = None) -> Work:
         tensors = list(tensors)
         check_device(tensors, "allreduce_coalesced")
@@ -127,6 +175,7 @@ class ProcessGroupQccl(dist.ProcessGroup):
             parts.append(self._all_reduce_flat(group, op))
         return self._launch("allreduce_coalesced", parts, tensors)
 
+    @routed()
     def broadcast(self, tensors: Any, opts: Any = None) -> Work:
         tensors = _as_list(tensors)
         root = opts.rootRank if hasattr(opts, "rootRank") else int(opts or 0)
@@ -136,62 +185,21 @@ class ProcessGroupQccl(dist.ProcessGroup):
         if not 0 <= root < self.size():
             raise QcclBackendError(f"qccl broadcast: root rank {root} is not in the group of "
                                    f"{self.size()}", Result.INVALID_ARGUMENT)
-        t = tensors[0]
-        c, back = contiguous(t)
-        data = flat_bytes(c)
-        peer = self._peer_of_rank[root]
+        return self._launch("broadcast", [self._broadcast(tensors[0], root)], tensors)
 
-        def start(tag):
-            if data.numel() == 0:
-                return []
-            return [self._comm.broadcast_async(data, root=peer, tag=tag())]
-
-        def finish(_infos):
-            back()
-        return self._launch("broadcast", [(start, finish)], tensors)
-
+    @routed()
     def allgather(self, output_tensors: Any, input_tensors: Any, opts: Any = None) -> Work:
-        outs, inp = list(output_tensors[0]), _as_list(input_tensors)[0]
         if len(output_tensors) != 1 or len(_as_list(input_tensors)) != 1:
             raise unsupported("allgather of several tensors per rank in one call")
+        outs, inp = list(output_tensors[0]), _as_list(input_tensors)[0]
         if len(outs) != self.size():
             raise QcclBackendError(f"qccl allgather: {len(outs)} output tensors for a group of "
                                    f"{self.size()}", Result.INVALID_ARGUMENT)
         check_device(outs + [inp], "allgather")
-        _same_dtype(outs, inp, "allgather")
-        src = flat_bytes(contiguous(inp)[0])
-        size = inp.element_size()
-        if same_numel(outs + [inp]):
-            n = src.numel()
-            flat = torch.empty(n * self.size(), dtype=torch.uint8, device=inp.device)
+        same_dtype(outs, inp, "allgather")
+        return self._launch("allgather", [self._gather_list(outs, inp)], [outs])
 
-            def start(tag):
-                return [self._comm.all_gather_async(src, flat, tag=tag())]
-
-            def finish(infos):
-                for k, peer in enumerate(infos[0].peers):
-                    o = outs[self._rank_of_peer[peer]]
-                    o.copy_(flat[k * n:(k + 1) * n].view(o.dtype).view(o.shape))
-            return self._launch("allgather", [(start, finish)], [outs])
-
-        total = sum(o.numel() for o in outs) * size
-        flat = torch.empty(total, dtype=torch.uint8, device=inp.device)
-
-        def start_v(tag):
-            return [self._comm.all_gather_v_async(src, flat, tag=tag())]
-
-        def finish_v(infos):
-            offset = 0
-            for peer, count in zip(infos[0].peers, infos[0].counts):
-                o = outs[self._rank_of_peer[peer]]
-                if count != o.numel() * size:
-                    raise QcclBackendError(
-                        f"qccl allgather: rank {self._rank_of_peer[peer]} sent {count // size} "
-                        f"elements, its output tensor has {o.numel()}", Result.MISMATCH)
-                o.copy_(flat[offset:offset + count].view(o.dtype).view(o.shape))
-                offset += count
-        return self._launch("allgather", [(start_v, finish_v)], [outs])
-
+    @routed("_allgather_base")
     def all_gather_single(self, output: torch.Tensor, input: torch.Tensor,
                           opts: Any = None) -> Work:
         return self._launch("all_gather_into_tensor", [self._gather_into(output, input)],
@@ -199,6 +207,7 @@ class ProcessGroupQccl(dist.ProcessGroup):
 
     _allgather_base = all_gather_single
 
+    @routed()
     def allgather_into_tensor_coalesced(self, outputs: Sequence[torch.Tensor],
                                         inputs: Sequence[torch.Tensor], opts: Any = None) -> Work:
         parts = [self._gather_into(o, i) for o, i in zip(outputs, inputs)]
@@ -206,13 +215,14 @@ class ProcessGroupQccl(dist.ProcessGroup):
 
     all_gather_single_coalesced = allgather_into_tensor_coalesced
 
+    @routed()
     def reduce_scatter(self, output_tensors: Any, input_tensors: Any, opts: Any = None) -> Work:
         out, ins = _as_list(output_tensors)[0], list(input_tensors[0])
         if len(ins) != self.size():
             raise QcclBackendError(f"qccl reduce_scatter: {len(ins)} input tensors for a group "
                                    f"of {self.size()}", Result.INVALID_ARGUMENT)
         check_device(ins + [out], "reduce_scatter")
-        _same_dtype(ins, out, "reduce_scatter")
+        same_dtype(ins, out, "reduce_scatter")
         op = _red(opts)
         if same_numel(ins + [out]):
             stacked = torch.cat([ins[r].reshape(-1) for r in self._ring])
@@ -221,6 +231,7 @@ class ProcessGroupQccl(dist.ProcessGroup):
             part = self._all_reduce_slice(ins, out, op)
         return self._launch("reduce_scatter", [part], [out])
 
+    @routed("_reduce_scatter_base")
     def reduce_scatter_single(self, output: torch.Tensor, input: torch.Tensor,
                               opts: Any = None) -> Work:
         return self._launch("reduce_scatter_tensor",
@@ -228,6 +239,7 @@ class ProcessGroupQccl(dist.ProcessGroup):
 
     _reduce_scatter_base = reduce_scatter_single
 
+    @routed()
     def reduce_scatter_tensor_coalesced(self, outputs: Sequence[torch.Tensor],
                                         inputs: Sequence[torch.Tensor],
                                         opts: Any = None) -> Work:
@@ -239,8 +251,8 @@ class ProcessGroupQccl(dist.ProcessGroup):
 
     def barrier(self, opts: Any = None) -> Work:
         def start(tag):
-            return [self._comm.barrier_async(tag=tag())]
-        return self._launch("barrier", [(start, _nothing)], [])
+            return [] if self._solo else [self._comm.barrier_async(tag=tag())]
+        return self._launch("barrier", [(start, no_finish)], [])
 
     def allreduce_quantized(self, tensor: torch.Tensor, quantization: Optional[Quantization],
                             op: Any = dist.ReduceOp.AVG) -> Work:
@@ -274,120 +286,6 @@ class ProcessGroupQccl(dist.ProcessGroup):
     def reduce(self, *args: Any, **kwargs: Any) -> Work:
         raise unsupported("reduce", "use all_reduce")
 
-    # ---- the pieces ----
-
-    def _all_reduce(self, t: torch.Tensor, op: Any,
-                    quantization: Optional[Quantization] = None) -> Part:
-        check_device([t], "allreduce")
-        factor = premul_factor(op)
-        if factor is not None:
-            c = t * factor
-            back = lambda: t.copy_(c)  # noqa: E731
-        else:
-            c, back = contiguous(t)
-        v, red = reducible(c, op, "allreduce")
-        q = quantization if quantization is not None else self._quantization(v, red)
-
-        def start(tag):
-            if v.numel() == 0:
-                return []
-            return [self._comm.all_reduce_async(v, op=red, tag=tag(), quantization=q)]
-
-        def finish(_infos):
-            back()
-        return start, finish
-
-    def _all_reduce_flat(self, tensors: List[torch.Tensor], op: Any) -> Part:
-        flat = torch.cat([t.reshape(-1) for t in tensors])
-        start, finish_flat = self._all_reduce(flat, op)
-
-        def finish(infos):
-            finish_flat(infos)
-            offset = 0
-            for t in tensors:
-                t.copy_(flat[offset:offset + t.numel()].view(t.shape))
-                offset += t.numel()
-        return start, finish
-
-    def _all_reduce_slice(self, ins: List[torch.Tensor], out: torch.Tensor, op: Any) -> Part:
-        flat = torch.cat([t.reshape(-1) for t in ins])
-        start, finish_flat = self._all_reduce(flat, op)
-        offset = sum(t.numel() for t in ins[:self.rank()])
-
-        def finish(infos):
-            finish_flat(infos)
-            out.copy_(flat[offset:offset + out.numel()].view(out.shape))
-        return start, finish
-
-    def _gather_into(self, output: torch.Tensor, input: torch.Tensor) -> Part:
-        check_device([output, input], "all_gather_into_tensor")
-        _same_dtype([output], input, "all_gather_into_tensor")
-        if output.numel() != input.numel() * self.size():
-            raise QcclBackendError(
-                f"qccl all_gather_into_tensor: output has {output.numel()} elements, needs "
-                f"{self.size()} x {input.numel()}", Result.INVALID_ARGUMENT)
-        src = flat_bytes(contiguous(input)[0])
-        o, back = contiguous(output)
-        dst = flat_bytes(o)
-        n = src.numel()
-
-        def start(tag):
-            if n == 0:
-                return []
-            return [self._comm.all_gather_async(src, dst, tag=tag())]
-
-        def finish(infos):
-            order = [self._rank_of_peer[p] for p in infos[0].peers] if infos else []
-            if order != sorted(order):  # ring order is not rank order: move the blocks
-                ring = dst.clone()
-                for k, r in enumerate(order):
-                    dst[r * n:(r + 1) * n] = ring[k * n:(k + 1) * n]
-            back()
-        return start, finish
-
-    def _scatter_from(self, output: torch.Tensor, input: torch.Tensor, op: Any) -> Part:
-        check_device([output, input], "reduce_scatter_tensor")
-        _same_dtype([output], input, "reduce_scatter_tensor")
-        if input.numel() != output.numel() * self.size():
-            raise QcclBackendError(
-                f"qccl reduce_scatter_tensor: input has {input.numel()} elements, needs "
-                f"{self.size()} x {output.numel()}", Result.INVALID_ARGUMENT)
-        if self._ring == sorted(self._ring):
-            stacked = contiguous(input)[0].reshape(-1)
-        else:  # lay the ranks' blocks out in ring order
-            stacked = input.reshape(self.size(), -1)[self._ring].reshape(-1)
-        return self._reduce_scatter(stacked, output, op, "reduce_scatter_tensor")
-
-    def _reduce_scatter(self, stacked: torch.Tensor, out: torch.Tensor, op: Any,
-                        call: str) -> Part:
-        """``stacked``: the size() blocks in ring order (read only, unless premultiplied)."""
-        factor = premul_factor(op)
-        if factor is not None:
-            stacked = stacked * factor
-        src, red = reducible(stacked, op, call)
-        o, back = contiguous(out)
-        dst, _ = reducible(o, op, call)
-        q = self._quantization(src, red)
-
-        def start(tag):
-            if src.numel() == 0:
-                return []
-            return [self._comm.reduce_scatter_async(src, dst, op=red, tag=tag(),
-                                                    quantization=q)]
-
-        def finish(infos):
-            if infos and infos[0].peers != self._ring_peers:
-                raise QcclBackendError(f"qccl {call}: the ring changed under the group",
-                                       Result.PEER_LOST)
-            back()
-        return start, finish
-
-    def _quantization(self, v: torch.Tensor, red: ReduceOp) -> Optional[Quantization]:
-        q = self._options.quantization
-        if q is None or v.dtype != torch.float32 or red not in (ReduceOp.SUM, ReduceOp.AVG):
-            return None
-        return q
-
     # ---- running ----
 
     def _next_tag(self) -> int:
@@ -402,15 +300,20 @@ class ProcessGroupQccl(dist.ProcessGroup):
             raise broken(self._error)
         work = Work(call)
         ops: List[Any] = []
+
+        def failed(e: BaseException) -> QcclBackendError:
+            return self._failure(call, e)
+
         try:
             for start, _ in parts:
                 ops.append(start(self._next_tag))
         except BaseException as e:
             if ops:  # an earlier part is in flight: it fails or ends with the Work
+                error = e  # (`e` is unbound after the except block)
                 self._completer.submit(work, [o for group in ops for o in group],
-                                       lambda _i: _reraise(e), self._note_failure)
+                                       lambda _i: _reraise(error), failed)
                 return work
-            raise QcclBackendError.of(call, e) from e
+            raise failed(e) from (None if isinstance(e, QcclBackendError) else e)
 
         def finish(infos: List[Any]) -> Any:
             for info in infos:
@@ -424,13 +327,27 @@ class ProcessGroupQccl(dist.ProcessGroup):
                 at += len(started)
             return result
 
-        self._completer.submit(work, [o for group in ops for o in group], finish,
-                               self._note_failure)
+        self._completer.submit(work, [o for group in ops for o in group], finish, failed)
         return work
 
-    def _note_failure(self, error: BaseException) -> None:
-        if getattr(error, "code", None) in _BREAKING and self._error is None:
-            self._error = error
+    def _failure(self, call: str, error: BaseException) -> QcclBackendError:
+        """The error a failed collective reports; remembers the ones that break the group.
+        Any failure once the qccl group is smaller than the torch group is PEER_LOST (e.g.
+        a reduce-scatter started on the shrunk ring fails its block size check first)."""
+        e = QcclBackendError.of(call, error)
+        if e.code not in _BREAKING and self._shrunk():
+            e = QcclBackendError(f"qccl {call}: the group lost a peer ({error})",
+                                 Result.PEER_LOST)
+            e.__cause__ = error
+        if e.code in _BREAKING and self._error is None:
+            self._error = e
+        return e
+
+    def _shrunk(self) -> bool:
+        try:
+            return self._comm.group_world_size != self.size()
+        except Exception:  # noqa: BLE001 - closed: no longer the torch group either
+            return True
 
 
 def _red(opts: Any) -> Any:
@@ -446,18 +363,9 @@ def _as_list(tensors: Any) -> List[torch.Tensor]:
     return [tensors] if isinstance(tensors, torch.Tensor) else list(tensors)
 
 
-def _same_dtype(tensors: List[torch.Tensor], other: torch.Tensor, call: str) -> None:
-    for t in tensors:
-        if t.dtype != other.dtype:
-            raise QcclBackendError(f"qccl {call}: dtypes differ ({t.dtype} and {other.dtype})",
-                                   Result.INVALID_ARGUMENT)
 
 
 def _reraise(error: BaseException) -> Any:
     raise error
-
-
-def _nothing(_infos: List[Any]) -> None:
-    return None
 
 

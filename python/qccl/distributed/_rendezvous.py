@@ -8,6 +8,7 @@ group has ``world_size`` members; then each publishes its qccl peer id under
 from __future__ import annotations
 
 import datetime
+import threading
 import time
 import zlib
 from dataclasses import dataclass
@@ -70,6 +71,38 @@ def form_group(store: dist.Store, rank: int, world_size: int, timeout: datetime.
             master.close()
         raise
     return Group(comm, master, peers)
+
+
+def leave_group(store: dist.Store, rank: int, world_size: int, master: Optional[Master],
+                wait: bool = True,
+                grace: datetime.timedelta = datetime.timedelta(seconds=5)) -> None:
+    """After this rank's communicator closed. Ranks > 0 say so in the store; rank 0 stops its
+    embedded master once they all did (at most ``grace`` later: a rank that crashed never
+    says), so that the others do not lose the master while they leave. Rank 0 waits on a
+    background thread: its own shutdown returns at once (its process may then take up to
+    ``grace`` to exit)."""
+    if rank != 0:
+        try:
+            store.set(f"qccl/left/{rank}", "1")
+        except Exception:  # noqa: BLE001 - the store is gone: nobody waits for us
+            pass
+        return
+    if master is None:
+        return
+    if not wait or world_size == 1:
+        master.close()
+        return
+
+    def stop() -> None:
+        try:
+            store.wait([f"qccl/left/{r}" for r in range(1, world_size)], grace)
+        except Exception:  # noqa: BLE001 - the store is gone or the grace passed
+            pass
+        master.close()
+    # Not a daemon: a daemon thread blocked in native code when the interpreter finalizes is
+    # ended by pthread_exit, which C++ frames cannot unwind through (std::terminate). The
+    # interpreter waits for this one at exit, at most ``grace``.
+    threading.Thread(target=stop, name="qccl-master-grace").start()
 
 
 def _left(deadline: float) -> float:

@@ -97,7 +97,8 @@ class Completer:
         self._thread.start()
 
     def submit(self, work: Work, ops: Sequence[Any], finish: Finish,
-               on_error: Callable[[BaseException], None]) -> None:
+               on_error: Callable[[BaseException], BaseException]) -> None:
+        """``on_error(e)`` returns the error the Work reports."""
         self._queue.put((work, list(ops), finish, on_error))
 
     def close(self) -> None:
@@ -125,7 +126,6 @@ class Completer:
                     raise error
                 value = finish(infos)
             except BaseException as e:  # noqa: BLE001
-                on_error(e)
-                work._fail(e)
+                work._fail(on_error(e))
             else:
                 work._succeed(value)
