@@ -43,7 +43,7 @@ def _shutdown_all() -> None:
     # _rendezvous.leave_group).
     for pg in list(_live):
         try:
-            pg.shutdown()
+            pg._shutdown(background=False)
         except Exception:  # noqa: BLE001 - exiting anyway
             pass
 
@@ -137,6 +137,9 @@ class ProcessGroupQccl(Parts, dist.ProcessGroup):
 
     def shutdown(self) -> None:
         """Leaves the qccl group gracefully and stops the embedded master. Idempotent."""
+        self._shutdown(background=True)
+
+    def _shutdown(self, background: bool) -> None:
         with self._lock:
             if self._closed:
                 return
@@ -146,7 +149,8 @@ class ProcessGroupQccl(Parts, dist.ProcessGroup):
         self._comm.close()
         self._completer.close()
         aborted = getattr(self._error, "code", None) == Result.ABORTED
-        leave_group(self._store, self.rank(), self.size(), self._master, wait=not aborted)
+        leave_group(self._store, self.rank(), self.size(), self._master, wait=not aborted,
+                    background=background)
 
     def __del__(self) -> None:
         try:

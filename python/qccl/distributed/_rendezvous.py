@@ -74,7 +74,7 @@ def form_group(store: dist.Store, rank: int, world_size: int, timeout: datetime.
 
 
 def leave_group(store: dist.Store, rank: int, world_size: int, master: Optional[Master],
-                wait: bool = True,
+                wait: bool = True, background: bool = True,
                 grace: datetime.timedelta = datetime.timedelta(seconds=5)) -> None:
     """After this rank's communicator closed. Ranks > 0 say so in the store; rank 0 stops its
     embedded master once they all did (at most ``grace`` later: a rank that crashed never
@@ -102,7 +102,10 @@ def leave_group(store: dist.Store, rank: int, world_size: int, master: Optional[
     # Not a daemon: a daemon thread blocked in native code when the interpreter finalizes is
     # ended by pthread_exit, which C++ frames cannot unwind through (std::terminate). The
     # interpreter waits for this one at exit, at most ``grace``.
-    threading.Thread(target=stop, name="qccl-master-grace").start()
+    if background:
+        threading.Thread(target=stop, name="qccl-master-grace").start()
+    else:  # at interpreter exit, where a thread started now would not be waited for
+        stop()
 
 
 def _left(deadline: float) -> float:
