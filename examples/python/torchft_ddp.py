@@ -41,7 +41,7 @@ import sys
 import threading
 import time
 from datetime import timedelta
-from typing import Dict, List, Optional
+from typing import Dict, Iterator, List, Optional
 
 import torch
 import torch.nn.functional as F
@@ -81,7 +81,6 @@ def replica(args: argparse.Namespace) -> None:
                       lighthouse_addr=args.lighthouse, timeout=timeout,
                       quorum_timeout=timedelta(seconds=args.quorum_timeout),
                       connect_timeout=timeout, use_async_quorum=not diloco)
-    stop_at = args.steps
     try:
         if diloco:
             # DiLoCo: local AdamW steps; every --sync-every steps the replicas average their
@@ -91,12 +90,7 @@ def replica(args: argparse.Namespace) -> None:
                                         nesterov=True)
             with DiLoCo(manager, [model], inner_opt, outer_opt, sync_every=args.sync_every):
                 local = 0
-                while True:
-                    if args.launched:
-                        stop_at = read_stop(stop_at)
-                    if stop_at is not None and manager.current_step() >= stop_at:
-                        break
-                    before = manager.current_step()
+                for before in steps(args, manager):
                     x, y = util.batch(teacher, me, local, args.batch)
                     inner_opt.zero_grad()
                     loss = F.mse_loss(model(x), y)
@@ -110,12 +104,7 @@ def replica(args: argparse.Namespace) -> None:
         else:
             ddp = DistributedDataParallel(manager, model)
             opt = Optimizer(manager, inner_opt)
-            while True:
-                if args.launched:
-                    stop_at = read_stop(stop_at)
-                if stop_at is not None and manager.current_step() >= stop_at:
-                    break
-                before = manager.current_step()
+            for before in steps(args, manager):
                 x, y = util.batch(teacher, me, before, args.batch)
                 opt.zero_grad()  # starts the quorum (reconfigures the qccl group if it changed)
                 loss = F.mse_loss(ddp(x), y)
@@ -146,6 +135,18 @@ def report(manager, me: int, before: int, loss: torch.Tensor, model: torch.nn.Mo
 def tensors_of(opt: torch.optim.Optimizer, prefix: str) -> Dict[str, torch.Tensor]:
     return {f"{prefix}/{i}/{k}": v for i, st in enumerate(opt.state.values())
             for k, v in st.items() if torch.is_tensor(v)}
+
+
+def steps(args: argparse.Namespace, manager) -> Iterator[int]:
+    """The training loop's head: the manager's step, until ``--steps`` or the launcher's
+    ``stop S`` is reached."""
+    stop_at = args.steps
+    while True:
+        if args.launched:
+            stop_at = read_stop(stop_at)
+        if stop_at is not None and manager.current_step() >= stop_at:
+            return
+        yield manager.current_step()
 
 
 def read_stop(stop_at: Optional[int]) -> Optional[int]:
