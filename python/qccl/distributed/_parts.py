@@ -58,7 +58,7 @@ class Parts:
                 for k, peer in enumerate(infos[0].peers if infos else self._ring_peers):
                     o = outs[self._rank_of_peer[peer]]
                     o.copy_(flat[k * n:(k + 1) * n].view(o.dtype).view(o.shape))
-                return start, finish
+            return start, finish
 
         total = sum(o.numel() for o in outs) * size
         flat = torch.empty(total, dtype=torch.uint8, device=inp.device)
@@ -133,18 +133,26 @@ class Parts:
             raise QcclBackendError(
                 f"qccl all_gather_into_tensor: output has {output.numel()} elements, needs "
                 f"{self.size()} x {input.numel()}", Result.INVALID_ARGUMENT)
-        src = flat_bytes(contiguous(input)[0])
+        if input.numel() == 0:
+            return (lambda _tag: []), no_finish
         o, back = contiguous(output)
+        if self._ring != sorted(self._ring):
+            # Ring order is not rank order: gather into staging, then each block to its
+            # rank (one copy; an in-place input, FSDP2's, never overlaps the staging).
+            start_list, finish_list = self._gather_list(list(o.view(-1).chunk(self.size())),
+                                                        input)
+
+            def finish_blocks(infos):
+                finish_list(infos)
+                back()
+            return start_list, finish_blocks
+        src = flat_bytes(contiguous(input)[0])
         dst = flat_bytes(o)
         n = src.numel()
-        if overlap(src, dst) and src.data_ptr() != dst.data_ptr() + self._ring_slot * n:
-            # In place (FSDP2 gathers each rank's shard from its block of the output): qccl
-            # takes an in-place contribution only at this peer's ring block, not its rank's.
-            src = src.clone()
+        if overlap(src, dst) and src.data_ptr() != dst.data_ptr() + self.rank() * n:
+            src = src.clone()  # qccl takes an in-place input only at this peer's block
 
         def start(tag):
-            if n == 0:
-                return []
             if self._solo:
                 dst.copy_(src)
                 return []

@@ -75,7 +75,6 @@ class ProcessGroupQccl(Parts, dist.ProcessGroup):
         self._rank_of_peer = {p: r for r, p in enumerate(group.peer_of_rank)}
         self._ring = [self._rank_of_peer[p.peer_id] for p in self._comm.peers()]
         self._ring_peers = tuple(self._peer_of_rank[r] for r in self._ring)
-        self._ring_slot = self._ring.index(rank)  # this rank's place in the ring
         self._lock = threading.Lock()
         self._seq = 0
         self._error: Optional[BaseException] = None
@@ -365,8 +364,6 @@ def _red(opts: Any) -> Any:
 
 def _as_list(tensors: Any) -> List[torch.Tensor]:
     return [tensors] if isinstance(tensors, torch.Tensor) else list(tensors)
-
-
 
 
 def _reraise(error: BaseException) -> Any:

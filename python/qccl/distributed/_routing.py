@@ -36,10 +36,13 @@ class Router:
                  timeout: datetime.timedelta) -> None:
         self._store, self._rank, self._size, self._timeout = store, rank, size, timeout
         self._gloo: Optional[Any] = None
+        self._backends: Dict[str, str] = {}  # torch's map, once torch has registered it
+
 
     def backend_for(self, pg: Any, device: torch.device) -> Optional[Any]:
         """None for qccl, else the backend object for ``device``'s collectives."""
-        backends = device_backends(pg)
+        backends = self._backends or device_backends(pg)  # (fixed once torch set it)
+        self._backends = backends
         if not backends:
             return None
         name = backends.get(device.type)
