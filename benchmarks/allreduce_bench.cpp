@@ -47,6 +47,7 @@
 // (a row the library refused, e.g. an unsupported quantization, prints its error and the run
 // continues with the next row).
 #include "bench_common.hpp"
+#include "op_profile.hpp"
 #include "topology_phase.hpp"
 
 #include <cmath>
@@ -341,6 +342,7 @@ void run_row(const Options& o, PeerCtx& ctx, const Wire& w, size_t count, uint8_
   double tx_max = 0, tx_min = 0, rx_max = 0;
   uint64_t digest = 0xcbf29ce484222325ULL, first = 0;
   bool all_same = true;
+  ProfileMeter meter(ctx.comm);
   for (int it = 0; it < o.warmup + o.iters; ++it) {
     // Out of place: poison recv (all-ones bytes are NaN in every float type) so a stale
     // correct result cannot pass. In place: restore the input the previous op overwrote.
@@ -351,9 +353,11 @@ void run_row(const Options& o, PeerCtx& ctx, const Wire& w, size_t count, uint8_
     qcclReduceInfo_t info{};
     allreduce_max(ctx, 0.0);  // barrier
     d.tag = ctx.next_tag++;
+    meter.before();
     int64_t t0 = now_ns();
     qcclResult_t r = qcclAllReduce(in, recv, &d, ctx.comm, &info);
     int64_t t1 = now_ns();
+    meter.after(it >= o.warmup);
     if (r != qcclSuccess) {
       std::string why = std::string(qcclGetErrorString(r)) + ": " + qcclGetLastError();
       send_line(o.result_fd, "ROWERR " + key + " " + std::to_string(o.index) + " " + why);
@@ -390,6 +394,8 @@ void run_row(const Options& o, PeerCtx& ctx, const Wire& w, size_t count, uint8_
                                   : 0;
     e = measure_error(o.source, recv, count, o.nranks, bound_bits);
   }
+  OpProfile profile = meter.gather(ctx, o.index, o.nranks);
+  if (o.index == 0) send_line(o.result_fd, profile_line(key, profile));
   allreduce_max(ctx, 0.0);  // every HASH line is in the pipe before the RESULT line
   if (o.index == 0) {
     std::snprintf(buf, sizeof buf, "RESULT %s OK %.0f %.0f %.0f %.9g %.9g %.9g %lld %lld",
@@ -436,6 +442,7 @@ void run_coll_row(const Options& o, PeerCtx& ctx, const std::string& op, size_t 
   // buffer (kept in recv, which is the one in-place buffer).
   const size_t send_count = op == "allgather" ? block : op == "reducescatter" ? block * size_t(n) : 0;
   for (size_t k = 0; k < send_count; ++k) send[k] = contribution(o.index, k);
+  ProfileMeter meter(ctx.comm);
   for (int it = 0; it < o.warmup + o.iters; ++it) {
     const size_t out_count = op == "reducescatter" ? block : op == "allgather" ? block * size_t(n) : total;
     if (op == "broadcast" && o.index == 0) {
@@ -449,6 +456,7 @@ void run_coll_row(const Options& o, PeerCtx& ctx, const std::string& op, size_t 
     allreduce_max(ctx, 0.0);  // barrier
     const uint64_t tag = ctx.next_tag++;
     qcclResult_t r;
+    meter.before();
     int64_t t0 = now_ns();
     if (op == "allgather") {
       r = qcclAllGather(send, recv, block, block * size_t(n), qcclFloat32, tag, ctx.comm, &info);
@@ -459,6 +467,7 @@ void run_coll_row(const Options& o, PeerCtx& ctx, const std::string& op, size_t 
       r = qcclBroadcast(recv, total, qcclFloat32, ids[0], tag, ctx.comm, &info);
     }
     int64_t t1 = now_ns();
+    meter.after(it >= o.warmup);
     if (r != qcclSuccess) {
       std::string why = std::string(qcclGetErrorString(r)) + ": " + qcclGetLastError();
       send_line(o.result_fd, "ROWERR " + key + " " + std::to_string(o.index) + " " + why);
@@ -510,6 +519,8 @@ void run_coll_row(const Options& o, PeerCtx& ctx, const std::string& op, size_t 
   std::snprintf(buf, sizeof buf, "HASH %s %d %016llx %d", key.c_str(), o.index,
                 (unsigned long long)digest, all_same ? 1 : 0);
   send_line(o.result_fd, buf);
+  OpProfile profile = meter.gather(ctx, o.index, o.nranks);
+  if (o.index == 0) send_line(o.result_fd, profile_line(key, profile));
   allreduce_max(ctx, 0.0);  // every HASH line is in the pipe before the RESULT line
   if (o.index == 0) {
     std::snprintf(buf, sizeof buf, "RESULT %s OK %.0f %.0f %.0f 0 0 0 0 %.0f", key.c_str(),
@@ -607,6 +618,7 @@ struct Row {
   std::string phase;
   std::vector<int> ring;
   double optimize_ms = 0, vs_default = 0;
+  OpProfile profile;  // where the time went (op_profile.hpp)
   bool correct() const { return ok && parity && non_finite == 0 && over_bound == 0; }
   std::string wire() const {
     std::string w = op == "allreduce" ? quant : op;
@@ -708,6 +720,7 @@ bool run_group(const Options& o, int n, int64_t deadline, std::vector<Row>& rows
     const size_t want_rows = o.sizes_mib.size() * per_size * (o.optimize ? 2 : 1);
     size_t got_rows = 0;
     std::map<std::string, RowHashes> hashes;  // "bytes quant phase" -> what the peers reported
+    std::map<std::string, OpProfile> profiles;  // the same key -> peer 0's PROFILE
     std::map<std::string, std::vector<int64_t>> ranks;  // phase -> rank of each peer index
     std::string last_phase;
     double optimize_ms = 0;
@@ -722,13 +735,19 @@ bool run_group(const Options& o, int n, int64_t deadline, std::vector<Row>& rows
       std::string kind, op, quant, phase;
       int64_t bytes = 0;
       in >> kind;
-      if (kind == "HASH" || kind == "ROWERR" || kind == "RESULT") in >> bytes >> op >> quant >> phase;
+      if (kind == "HASH" || kind == "ROWERR" || kind == "RESULT" || kind == "PROFILE") {
+        in >> bytes >> op >> quant >> phase;
+      }
       const std::string key = std::to_string(bytes) + " " + op + " " + quant + " " + phase;
       if (kind == "HASH") {
         int idx = 0, same = 0;
         std::string hex;
         in >> idx >> hex >> same;
         hashes[key].by_peer[idx] = {hex, same != 0};
+      } else if (kind == "PROFILE") {
+        OpProfile& p = profiles[key];
+        p.have = true;
+        for (double& x : p.v) in >> x;
       } else if (kind == "ROWERR") {
         int idx = 0;
         in >> idx;
@@ -774,6 +793,7 @@ bool run_group(const Options& o, int n, int64_t deadline, std::vector<Row>& rows
           r.mx = *std::max_element(r.times_ms.begin(), r.times_ms.end());
           r.algbw = double(bytes) / (r.med / 1e3) / 1e9;
           r.busbw = r.algbw * busbw_factor(op, n);
+          r.profile = profiles[key];
           const RowHashes& h = hashes[key];
           r.parity = int(h.by_peer.size()) == n;
           r.deterministic = true;
@@ -788,6 +808,7 @@ bool run_group(const Options& o, int n, int64_t deadline, std::vector<Row>& rows
         rows.push_back(r);
         relate_to_none(rows);
         print_row(rows.back(), o);
+        print_profile(rows.back().profile, rows.back().med);
         if (rows.back().vs_default > 0) {
           std::printf("-- optimized vs default ring: %.2fx faster\n", rows.back().vs_default);
         }
@@ -846,6 +867,7 @@ void write_json(const Options& o, const std::vector<Row>& rows) {
                    "\"speedup_vs_default\": %.4f, ",
                    r.phase.c_str(), ring.c_str(), r.optimize_ms, r.vs_default);
     }
+    json_profile(f, r.profile);
     std::fprintf(f, "\"times_ms\": [");
     for (size_t k = 0; k < r.times_ms.size(); ++k) {
       std::fprintf(f, "%s%.4f", k ? ", " : "", r.times_ms[k]);

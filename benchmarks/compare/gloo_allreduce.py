@@ -76,13 +76,14 @@ def worker(rank, n, port, sizes_mib, iters, warmup, queue, host="127.0.0.1", ifn
                     expected = pattern[rank * block:(rank + 1) * block] * weight
                 else:  # broadcast from rank 0, in place
                     inp, buf, expected = None, torch.empty_like(src), pattern
-                times = []
+                times, cpu = [], 0.0
                 for it in range(warmup + iters):
                     if op == "allreduce" or (op == "broadcast" and rank == 0):
                         buf.copy_(src)
                     else:
                         buf.fill_(float("nan"))  # a stale result cannot pass
                     dist.barrier()
+                    c0 = time.process_time()  # this process, all threads, user + system
                     t0 = time.perf_counter()
                     if op == "allreduce":
                         dist.all_reduce(buf, op=dist.ReduceOp.SUM)
@@ -93,6 +94,8 @@ def worker(rank, n, port, sizes_mib, iters, warmup, queue, host="127.0.0.1", ifn
                     else:
                         dist.broadcast(buf, src=0)
                     dt = (time.perf_counter() - t0) * 1e3
+                    if it >= warmup:
+                        cpu += (time.process_time() - c0) * 1e3
                     bad = 0.0 if torch.equal(buf, expected) else 1.0
                     v = torch.tensor([dt, bad], dtype=torch.float64)
                     dist.all_reduce(v, op=dist.ReduceOp.MAX)
@@ -100,8 +103,11 @@ def worker(rank, n, port, sizes_mib, iters, warmup, queue, host="127.0.0.1", ifn
                         raise RuntimeError(f"wrong gloo {op} result at {mib} MiB")
                     if it >= warmup:
                         times.append(v[0].item())
+                # CPU per op, summed over the ranks
+                total = torch.tensor([cpu], dtype=torch.float64)
+                dist.all_reduce(total, op=dist.ReduceOp.SUM)
                 if rank == 0:
-                    queue.put(("result", n, count * 4, times, op))
+                    queue.put(("result", n, count * 4, times, op, total.item() / iters))
         dist.barrier()
         dist.destroy_process_group()
         queue.put(("done", rank))
@@ -109,12 +115,12 @@ def worker(rank, n, port, sizes_mib, iters, warmup, queue, host="127.0.0.1", ifn
         queue.put(("error", rank, repr(e)))
 
 
-def row(n, size_bytes, times, op="allreduce"):
+def row(n, size_bytes, times, op="allreduce", cpu_ms=None):
     med = statistics.median(times)
     algbw = size_bytes / (med / 1e3) / 1e9
     return {"n": n, "op": op, "size_bytes": size_bytes, "times_ms": times, "median_ms": med,
             "min_ms": min(times), "max_ms": max(times), "algbw_gbs": algbw,
-            "busbw_gbs": algbw * busbw_factor(op, n)}
+            "busbw_gbs": algbw * busbw_factor(op, n), "cpu_ms": cpu_ms}
 
 
 HEADER = (f"{'N':>3} {'size(MiB)':>10} {'iters':>6} {'median(ms)':>11} {'min(ms)':>9} "

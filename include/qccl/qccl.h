@@ -255,6 +255,24 @@ typedef struct {
 QCCL_API qcclResult_t qcclGetPeers(const qcclComm_t *comm, QCCL_NULLABLE qcclPeerInfo_t *peers,
                                    size_t capacity, size_t *count_out);
 
+/* Where this peer's operations spent their time (docs/performance.md, "Where the time goes"):
+ * sums over every operation of any kind that ended (committed or failed) since the
+ * communicator was created; read before and after a run of operations and subtract. An
+ * operation's wall time splits into three consecutive spans: waiting for the ring's
+ * connections of its group epoch, the data exchange, and the commit round with the master.
+ * Concurrent operations each count their own spans. Nanoseconds. */
+typedef struct {
+  uint64_t ops;                   /* operations that ended                                      */
+  uint64_t wait_ring_ns;          /* started -> this peer's lanes of the op's epoch were up     */
+  uint64_t data_ns;               /* lanes up -> every frame received and sent                  */
+  uint64_t commit_ns;             /* frames done -> the master's verdict (all or nothing)       */
+  uint64_t frame_work_ns;         /* within data_ns: taking frames in (reduce, decode, forward)  */
+  uint64_t thread_cpu_ns;         /* CPU time (user + system) of the communicator's I/O thread  */
+  uint64_t tx_bytes, rx_bytes;    /* data bytes sent and received by those operations           */
+} qcclStats_t;
+/* Fills *stats_out. Works in any state of the communicator. */
+QCCL_API qcclResult_t qcclGetStats(const qcclComm_t *comm, qcclStats_t *stats_out);
+
 /* ------------------------------------------------------------------------------------------ */
 /* All-reduce                                                                                 */
 /* ------------------------------------------------------------------------------------------ */

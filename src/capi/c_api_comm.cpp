@@ -237,6 +237,19 @@ qcclResult_t qcclGetPeers(const qcclComm_t* comm, qcclPeerInfo_t* peers, size_t 
   });
 }
 
+qcclResult_t qcclGetStats(const qcclComm_t* comm, qcclStats_t* stats_out) {
+  const char* fn = "qcclGetStats";
+  return guarded(fn, [&] {
+    QCCL_REQUIRE(valid(comm) && stats_out != nullptr, fn, "comm or stats_out is NULL");
+    auto s = comm->rep->stats();
+    auto ns = [](std::chrono::nanoseconds d) { return static_cast<uint64_t>(d.count()); };
+    *stats_out = qcclStats_t{s.ops,          ns(s.wait_ring),  ns(s.data),
+                             ns(s.commit),   ns(s.frame_work), ns(s.thread_cpu),
+                             s.tx_bytes,     s.rx_bytes};
+    return qcclSuccess;
+  });
+}
+
 qcclResult_t qcclGetAttribute(const qcclComm_t* comm, qcclAttribute_t attr, int64_t* value_out) {
   const char* fn = "qcclGetAttribute";
   return guarded(fn, [&] {

@@ -66,6 +66,8 @@ Status Communicator::optimize_topology() {
 
 Result<int64_t> Communicator::attribute(Attribute attr) const { return runtime_->attribute(attr); }
 
+OpStats Communicator::stats() const { return runtime_->stats(); }
+
 Result<std::vector<Communicator::PeerEntry>> Communicator::peers() const {
   return runtime_->peers();
 }

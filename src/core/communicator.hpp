@@ -27,6 +27,7 @@
 #include "core/collective_args.hpp"
 #include "core/comm_options.hpp"
 #include "core/op_handle.hpp"
+#include "core/op_stats.hpp"
 #include "core/state_tensor.hpp"
 
 namespace qccl::net {
@@ -56,6 +57,8 @@ class Communicator {
     std::string address;  // "host:port" it is dialled at
   };
   Result<std::vector<PeerEntry>> peers() const;
+  // Where this peer's ended operations spent their time, since creation (core/op_stats.hpp).
+  OpStats stats() const;
 
   // REQUIRES: validate(desc) ok; buffers valid until the handle completes.
   Result<std::shared_ptr<OpHandle>> all_reduce_async(const void* sendbuf, void* recvbuf,

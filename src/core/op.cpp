@@ -8,13 +8,16 @@ using Clock = std::chrono::steady_clock;
 
 Op::Op(OpTag tag, uint64_t seq, Epoch epoch, uint64_t fingerprint,
        std::shared_ptr<OpHandle> handle)
-    : tag_(tag), seq_(seq), epoch_(epoch), fingerprint_(fingerprint), handle_(std::move(handle)) {}
+    : tag_(tag), seq_(seq), epoch_(epoch), fingerprint_(fingerprint), handle_(std::move(handle)) {
+  timeline_.made = Clock::now();
+}
 
 void Op::begin(std::vector<PeerId> ring, uint32_t rank, peer::DataLinks& links) {
   links_ = &links;
   ring_ = std::move(ring);
   phase_ = Phase::kRunning;
   last_progress_ = Clock::now();
+  timeline_.begun = last_progress_;
   start(static_cast<uint32_t>(ring_.size()), rank);
 }
 

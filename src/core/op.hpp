@@ -120,7 +120,18 @@ class Op : public peer::FrameOwner {
   // True once every frame was received and every send was written (and the op found no
   // error of its own): time to report done.
   bool locally_complete() const;
-  void mark_reported() { phase_ = Phase::kWaitCommit; }
+  void mark_reported() {
+    phase_ = Phase::kWaitCommit;
+    timeline_.frames_done = std::chrono::steady_clock::now();
+  }
+  // When the op was made, began (kRunning) and finished its frames (kWaitCommit); a time
+  // point it has not reached is the epoch (core/op_stats.hpp).
+  struct Timeline {
+    std::chrono::steady_clock::time_point made, begun, frames_done;
+  };
+  const Timeline& timeline() const { return timeline_; }
+  uint64_t tx_bytes() const { return tx_; }
+  uint64_t rx_bytes() const { return rx_; }
 
   // Records a failure and takes back queued frames. Returns true if the op was not failing
   // before. A local failure after the local part completed is ignored: only the master
@@ -177,6 +188,7 @@ class Op : public peer::FrameOwner {
   FailSource failure_source_ = FailSource::kLocal;
   bool restart_ = false;
   std::chrono::steady_clock::time_point last_progress_;
+  Timeline timeline_;
   std::function<void(Op&)> progress_;
 };
 

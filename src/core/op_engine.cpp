@@ -248,9 +248,15 @@ Status OpEngine::landed(Epoch epoch, const peer::FrameId& id, size_t payload, ui
     try_finish(op);
     return read;
   }
-  op->on_received(id.step, id.segment, staging);
+  take_in(*op, id, staging);
   check_local_done(op);
   return Status::ok();
+}
+
+void OpEngine::take_in(Op& op, const peer::FrameId& id, const uint8_t* staging) {
+  auto t0 = Clock::now();
+  op.on_received(id.step, id.segment, staging);
+  stats_.frame_work += Clock::now() - t0;
 }
 
 void OpEngine::copy_landed(Epoch epoch, const peer::FrameId& id, uint32_t lane, uint32_t claimant,
@@ -290,7 +296,7 @@ Status OpEngine::deliver_early(const std::shared_ptr<Op>& op, const EarlyFrame& 
   if (!target->staged) std::memcpy(target->dst, f.payload.data(), f.payload.size());
   op->read_started();
   op->read_finished(f.payload.size() + peer::kDataHeadBytes);
-  op->on_received(f.id.step, f.id.segment, f.payload.data());
+  take_in(*op, f.id, f.payload.data());
   return Status::ok();
 }
 
@@ -301,7 +307,7 @@ void OpEngine::take_over(const std::shared_ptr<Op>& op, const peer::FrameId& id,
   links_->stop_inbound_lane(claimant);
   changed();
   op->take_over(id.step, id.segment, lane, payload);
-  op->on_received(id.step, id.segment, payload);
+  take_in(*op, id, payload);
   check_local_done(op);
 }
 
@@ -382,7 +388,22 @@ void OpEngine::after_io(Op* raw) {
   });
 }
 
+void OpEngine::account(const Op& op) {
+  const auto& t = op.timeline();
+  const Clock::time_point unset{};
+  auto end = Clock::now();
+  auto begun = t.begun == unset ? end : t.begun;
+  auto done = t.frames_done == unset ? std::max(begun, end) : t.frames_done;
+  ++stats_.ops;
+  stats_.wait_ring += begun - t.made;
+  stats_.data += done - begun;
+  stats_.commit += end - done;
+  stats_.tx_bytes += op.tx_bytes();
+  stats_.rx_bytes += op.rx_bytes();
+}
+
 void OpEngine::erase(const std::shared_ptr<Op>& op) {
+  account(*op);
   links_->forget(op.get());
   auto it = ops_.find(op->tag());
   if (it != ops_.end() && it->second == op) ops_.erase(it);

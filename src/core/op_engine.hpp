@@ -32,6 +32,7 @@
 #include "common/logging.hpp"
 #include "core/early_frames.hpp"
 #include "core/op.hpp"
+#include "core/op_stats.hpp"
 #include "net/asio_common.hpp"
 #include "peer/data_links.hpp"
 #include "wire/messages.hpp"
@@ -66,6 +67,8 @@ class OpEngine final : public peer::FrameSink, public std::enable_shared_from_th
   void set_op_timeout(uint32_t ms) { op_timeout_ms_ = ms; }
   uint32_t op_timeout() const { return op_timeout_ms_; }
   bool empty() const { return ops_.empty(); }
+  // Where the ops that ended so far spent their time (thread_cpu left 0: the runtime's).
+  const OpStats& stats() const { return stats_; }
   size_t size() const { return ops_.size(); }
 
   // The group moved to `epoch` (`ring`: its members' peer ids in ring order, this one at
@@ -109,6 +112,8 @@ class OpEngine final : public peer::FrameSink, public std::enable_shared_from_th
   Status deliver_early(const std::shared_ptr<Op>& op, const EarlyFrame& f);
   void take_over(const std::shared_ptr<Op>& op, const peer::FrameId& id, uint32_t claimant,
                  uint32_t lane, const uint8_t* payload);
+  // op.on_received(), timed into stats_.frame_work.
+  void take_in(Op& op, const peer::FrameId& id, const uint8_t* staging);
   void check_local_done(const std::shared_ptr<Op>& op);
   void fail_mismatch(const std::shared_ptr<Op>& op);
   // Returns true if this call failed the op and reported it to the master (kLocal failures
@@ -118,6 +123,8 @@ class OpEngine final : public peer::FrameSink, public std::enable_shared_from_th
   void restart(const std::shared_ptr<Op>& op);
   void after_io(Op* raw);
   void erase(const std::shared_ptr<Op>& op);
+  // Adds an ended op's spans to stats_.
+  void account(const Op& op);
   void changed();
   std::vector<std::shared_ptr<Op>> snapshot() const;
   net::awaitable<void> watchdog(std::chrono::milliseconds tick, std::chrono::milliseconds stall);
@@ -137,6 +144,7 @@ class OpEngine final : public peer::FrameSink, public std::enable_shared_from_th
   std::map<OpTag, AbortedAhead> aborted_ahead_;
   EarlyFrames early_;
   uint32_t op_timeout_ms_ = 0;
+  OpStats stats_;
   // Early frames claim as this lane id and complete at once.
   static constexpr uint32_t kEarlyClaimant = 0;
 };

@@ -1,5 +1,7 @@
 #include "core/runtime.hpp"
 
+#include <time.h>
+
 #include "common/logging.hpp"
 
 namespace qccl::core {
@@ -80,6 +82,17 @@ Result<std::vector<Communicator::PeerEntry>> Runtime::peers() {
     if (state_ != State::kConnected) return not_connected("qcclGetPeers");
     std::vector<Communicator::PeerEntry> out;
     for (const auto& m : view_.ring) out.push_back({m.id, format_host_port({m.host, m.port})});
+    return out;
+  });
+}
+
+OpStats Runtime::stats() {
+  return io_.run_sync([&] {
+    OpStats out = engine_->stats();
+    timespec cpu{};
+    if (::clock_gettime(CLOCK_THREAD_CPUTIME_ID, &cpu) == 0) {
+      out.thread_cpu = std::chrono::seconds(cpu.tv_sec) + std::chrono::nanoseconds(cpu.tv_nsec);
+    }
     return out;
   });
 }

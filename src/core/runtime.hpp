@@ -52,6 +52,8 @@ class Runtime : public std::enable_shared_from_this<Runtime> {
   Result<bool> vote(wire::VoteKind kind);
   Result<int64_t> attribute(Attribute attr);
   Result<std::vector<Communicator::PeerEntry>> peers();
+  // The engine's stats, with the loop thread's CPU time (core/op_stats.hpp).
+  OpStats stats();
   // Starts an op made by `make` (OpEngine::Maker) for the call `call` of `tag`.
   Status start_op(OpTag tag, std::string_view call, OpEngine::Maker make);
   Status await_ring(std::chrono::milliseconds bound);

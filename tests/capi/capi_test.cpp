@@ -170,6 +170,8 @@ TEST(CApi, NullPointersWithoutHandles) {
   EXPECT_RESULT(qcclArePeersPending(nullptr, &flag), qcclInvalidArgument, "qcclArePeersPending");
   EXPECT_RESULT(qcclGetAttribute(nullptr, QCCL_ATTR_EPOCH, &value), qcclInvalidArgument,
                 "qcclGetAttribute");
+  qcclStats_t stats{};
+  EXPECT_RESULT(qcclGetStats(nullptr, &stats), qcclInvalidArgument, "qcclGetStats");
   EXPECT_RESULT(qcclAllReduce(buf, buf, &d, nullptr, nullptr), qcclInvalidArgument,
                 "qcclAllReduce");
   EXPECT_RESULT(qcclAllReduceAsync(buf, buf, &d, nullptr, &op), qcclInvalidArgument,
@@ -191,6 +193,14 @@ TEST(CApi, NullPointersWithValidHandles) {
   EXPECT_RESULT(qcclArePeersPending(comm.c, nullptr), qcclInvalidArgument, "qcclArePeersPending");
   EXPECT_RESULT(qcclGetAttribute(comm.c, QCCL_ATTR_EPOCH, nullptr), qcclInvalidArgument,
                 "qcclGetAttribute");
+  EXPECT_RESULT(qcclGetStats(comm.c, nullptr), qcclInvalidArgument, "qcclGetStats");
+  // Any state: before qcclConnect nothing has run yet.
+  qcclStats_t fresh;
+  std::memset(&fresh, 0xff, sizeof fresh);
+  ASSERT_EQ(qcclGetStats(comm.c, &fresh), qcclSuccess);
+  EXPECT_EQ(fresh.ops, 0u);
+  EXPECT_EQ(fresh.data_ns, 0u);
+  EXPECT_EQ(fresh.tx_bytes, 0u);
 
   float buf[4] = {1, 2, 3, 4};
   qcclReduceDesc_t d = desc(4);

@@ -118,6 +118,49 @@ TEST_P(AllReduceCorrectness, EveryDtypeOpAndCount) {
   EXPECT_EQ(ran.load(), n_ * 12 * 5 * static_cast<int>(counts.size()) * 2);
 }
 
+// qcclGetStats accounts for every operation that ended: its count, the bytes its infos report,
+// and spans that are positive where work happened and fit in the wall time of the calls (the
+// ops run one after another, so their spans cannot overlap).
+TEST_P(AllReduceCorrectness, StatsAccountForEveryOperation) {
+  constexpr int kOps = 3;
+  constexpr size_t kCount = 1 << 18;
+  uint64_t base = cluster_->next_tag();
+  for (int k = 1; k < kOps; ++k) cluster_->next_tag();
+  ASSERT_TRUE(cluster_->run(
+      [&](size_t i, qcclComm_t* comm) {
+        std::vector<float> in(kCount, 1.0f), out(kCount);
+        qcclStats_t before{}, after{};
+        ASSERT_EQ(qcclGetStats(comm, &before), qcclSuccess);
+        uint64_t tx = 0, rx = 0;
+        auto t0 = Clock::now();
+        for (int k = 0; k < kOps; ++k) {
+          qcclReduceDesc_t d = {kCount, qcclFloat32, qcclSum, base + k, {qcclQuantNone, qcclFloat32}};
+          qcclReduceInfo_t info{};
+          ASSERT_EQ(qcclAllReduce(in.data(), out.data(), &d, comm, &info), qcclSuccess)
+              << "peer " << i << ": " << qcclGetLastError();
+          EXPECT_EQ(out[kCount - 1], float(n_));
+          tx += info.tx_bytes;
+          rx += info.rx_bytes;
+        }
+        ASSERT_EQ(qcclGetStats(comm, &after), qcclSuccess);  // the last op's end is before it
+        auto wall = uint64_t(std::chrono::duration_cast<std::chrono::nanoseconds>(Clock::now() - t0).count());
+        EXPECT_EQ(after.ops - before.ops, uint64_t(kOps)) << "peer " << i;
+        EXPECT_EQ(after.tx_bytes - before.tx_bytes, tx) << "peer " << i;
+        EXPECT_EQ(after.rx_bytes - before.rx_bytes, rx) << "peer " << i;
+        const uint64_t data = after.data_ns - before.data_ns;
+        const uint64_t frames = after.frame_work_ns - before.frame_work_ns;
+        const uint64_t spans = (after.wait_ring_ns - before.wait_ring_ns) + data +
+                               (after.commit_ns - before.commit_ns);
+        EXPECT_GT(data, 0u) << "peer " << i;
+        EXPECT_GT(after.commit_ns, before.commit_ns) << "peer " << i;
+        EXPECT_GT(frames, 0u) << "peer " << i;
+        EXPECT_LE(frames, data) << "peer " << i;
+        EXPECT_LE(spans, wall) << "peer " << i;
+        EXPECT_GT(after.thread_cpu_ns, before.thread_cpu_ns) << "peer " << i;
+      },
+      std::chrono::seconds(60)));
+}
+
 TEST_P(AllReduceCorrectness, LargeFloatSum) {
   constexpr size_t kCount = 3000017;
   bool in_place = n_ % 2 == 1;
