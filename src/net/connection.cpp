@@ -134,11 +134,61 @@ awaitable<Result<std::pair<wire::FrameHeader, std::vector<uint8_t>>>> Connection
   co_return std::make_pair(*header, std::move(payload));
 }
 
+namespace {
+
+// The first `bytes` of `bufs`.
+std::vector<asio::const_buffer> prefix(const std::vector<asio::const_buffer>& bufs, size_t bytes) {
+  std::vector<asio::const_buffer> out;
+  for (const auto& b : bufs) {
+    if (bytes == 0) break;
+    size_t n = std::min(bytes, b.size());
+    out.emplace_back(b.data(), n);
+    bytes -= n;
+  }
+  return out;
+}
+
+// Drops the first `bytes` of `bufs`.
+void consume(std::vector<asio::const_buffer>& bufs, size_t bytes) {
+  while (bytes > 0 && !bufs.empty()) {
+    if (bufs.front().size() > bytes) {
+      bufs.front() += bytes;
+      return;
+    }
+    bytes -= bufs.front().size();
+    bufs.erase(bufs.begin());
+  }
+}
+
+}  // namespace
+
 awaitable<Status> Connection::write_gather(std::span<const asio::const_buffer> buffers) {
-  auto [ec, n] = co_await asio::async_write(socket_, buffers, use_nothrow);
-  bytes_written_ += n;
+  size_t total = asio::buffer_size(buffers);
+  size_t written = 0;
+  asio::error_code ec;
+  if (!coalesce_ || total <= kCoalesceTail) {
+    std::tie(ec, written) = co_await asio::async_write(socket_, buffers, use_nothrow);
+  } else {
+    // MSG_MORE until the last kCoalesceTail bytes: a send that the socket takes only in part
+    // leaves its partial last packet for the next send to fill, instead of pushing it out
+    // (TCP_NODELAY would); the last send, without MSG_MORE, pushes everything.
+    std::vector<asio::const_buffer> rest(buffers.begin(), buffers.end());
+    while (written < total) {
+      size_t left = total - written;
+      bool more = left > kCoalesceTail;
+      auto [e, n] = co_await socket_.async_send(prefix(rest, more ? left - kCoalesceTail : left),
+                                                more ? MSG_MORE : 0, use_nothrow);
+      written += n;
+      consume(rest, n);
+      if (e) {
+        ec = e;
+        break;
+      }
+    }
+  }
+  bytes_written_ += written;
   if (ec) co_return io_status(StatusCode::kPeerLost, fmt::format("write to {}", remote_), ec);
-  if (faults_ && faults_->close_after_write(n)) close();
+  if (faults_ && faults_->close_after_write(written)) close();
   co_return Status::ok();
 }
 

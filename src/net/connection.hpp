@@ -59,6 +59,12 @@ class Connection : public std::enable_shared_from_this<Connection> {
 
   // Writes all buffers; the caller guarantees that no other write is in progress.
   awaitable<Status> write_gather(std::span<const asio::const_buffer> buffers);
+  // write_gather() of more than kCoalesceTail bytes sends full packets: with TCP_NODELAY
+  // every send() the socket takes in part would otherwise push out its partial last packet,
+  // so a large write became many small packets (each costing the sender, the receiver and an
+  // ACK). Off by default (control links write small frames).
+  void set_coalesce_writes(bool on) { coalesce_ = on; }
+  static constexpr size_t kCoalesceTail = 64 * 1024;
 
   // Queues a complete frame for the internal writer. Returns false (and drops the frame) if
   // the connection is closed or more than `kMaxQueuedBytes` are waiting (a stuck reader).
@@ -103,6 +109,7 @@ class Connection : public std::enable_shared_from_this<Connection> {
   std::vector<std::function<void()>> closed_callbacks_;
   uint64_t bytes_read_ = 0;
   uint64_t bytes_written_ = 0;
+  bool coalesce_ = false;
   std::shared_ptr<FaultPolicy> faults_;
 };
 

@@ -32,6 +32,7 @@ void apply_tuning_env(LinkSettings& settings) {
   if (auto b = env_number("QCCL_TCP_NOTSENT_LOWAT")) {
     settings.notsent_lowat = static_cast<uint32_t>(std::min<uint64_t>(*b, 1u << 30));
   }
+  if (auto b = env_number("QCCL_TCP_COALESCE")) settings.coalesce_writes = *b != 0;
 }
 
 DataLinks::DataLinks(asio::any_io_executor ex, FrameSink& sink, EpochHandler on_ready,

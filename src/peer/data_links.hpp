@@ -66,11 +66,12 @@ struct LinkSettings {
   // 0 = timeout / 5, between 500 ms and 2 s.
   std::chrono::milliseconds lane_stall{0};
   uint32_t notsent_lowat = 256 * 1024;  // TCP_NOTSENT_LOWAT of outbound lanes; 0 = unset
+  bool coalesce_writes = true;  // outbound lanes' Connection::set_coalesce_writes
 };
 
-// Tuning knobs from the environment (docs/performance.md): QCCL_LANE_STALL_MS (lane_stall)
-// and QCCL_TCP_NOTSENT_LOWAT (bytes; 0 = leave the kernel's default). A value that is not a
-// number is ignored with a warning.
+// Tuning knobs from the environment (docs/performance.md): QCCL_LANE_STALL_MS (lane_stall),
+// QCCL_TCP_NOTSENT_LOWAT (bytes; 0 = leave the kernel's default) and QCCL_TCP_COALESCE
+// (coalesce_writes; 0 = off). A value that is not a number is ignored with a warning.
 void apply_tuning_env(LinkSettings& settings);
 
 class DataLinks {

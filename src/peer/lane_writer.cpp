@@ -35,6 +35,7 @@ net::awaitable<void> DataLinks::dial(Epoch epoch, Neighbour next, uint16_t lane,
   auto conn = std::make_shared<net::Connection>(std::move(sock).value());
   conn->set_liveness(settings_.heartbeat, settings_.timeout);
   if (settings_.notsent_lowat > 0) conn->set_notsent_lowat(settings_.notsent_lowat);
+  conn->set_coalesce_writes(settings_.coalesce_writes);
   auto out = std::make_shared<OutLane>();
   out->conn = conn;
   out->index = lane;
