@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "net/auth.hpp"
+#include "loopback_pair.hpp"
 #include "net/connection.hpp"
 #include "support/watchdog.hpp"
 #include "wire/frame.hpp"
@@ -49,33 +50,6 @@ TEST(Auth, MacsDependOnRoleSecretPreambleAndBothNonces) {
   pre[8] = 1;  // another peer id
   EXPECT_FALSE(macs_equal(base, auth_mac("k", AuthRole::kClient, pre, a, b)));
 }
-
-// A connected pair of Connections on loopback.
-struct Pair {
-  asio::io_context io;
-  std::shared_ptr<Connection> client, server;
-
-  Pair() {
-    tcp::acceptor acc(io, tcp::endpoint(asio::ip::make_address("127.0.0.1"), 0));
-    tcp::socket c(io), s(io);
-    c.connect(acc.local_endpoint());
-    acc.accept(s);
-    client = std::make_shared<Connection>(std::move(c));
-    server = std::make_shared<Connection>(std::move(s));
-  }
-
-  // Runs `fn` (spawned on io) until it finishes or 10 s pass.
-  template <typename Fn>
-  void run(Fn fn) {
-    bool done = false;
-    asio::co_spawn(io, [&]() -> awaitable<void> {
-      co_await fn();
-      done = true;
-    }, asio::detached);
-    io.run_for(10s);
-    ASSERT_TRUE(done) << "the exchange did not finish in time";
-  }
-};
 
 wire::Preamble probe_preamble() {
   wire::Preamble p;
