@@ -8,7 +8,13 @@ Runs, for every N and size, qccl_allreduce_bench, benchmarks/compare/gloo_allred
 benchmarks/compare/mpi_allreduce.c (under mpirun --mca pml ob1 --mca btl tcp,self) on loopback,
 all measured the same way (untimed barrier, slowest rank's op time, results checked), then
 prints one table of busbw with the ratios qccl/gloo and qccl/mpi and the fraction of the
-loopback ceiling (--ceiling-gbs / N), checks the issue's aims, and writes JSON.
+loopback ceiling (--ceiling-gbs / N), then a table of CPU seconds per GB of every system (each
+rank's process CPU time, user + system, all threads, over its timed ops, summed over the ranks)
+beside where qccl's op time went (qcclGetStats via benchmarks/op_profile.hpp: the data exchange,
+the frame work in it, the I/O thread's CPU, the rest off-CPU, and the commit round), checks
+issue 21's aims (64-256 MiB: busbw >= 1.2x Gloo, >= 80% of the ceiling, CPU per GB <= Gloo's;
+1 MiB at N=2: op time <= Open MPI's), and writes JSON. Softirq time (the receive side of
+loopback TCP, run on whichever CPU sends) is not in any process's CPU time.
 Prerequisites: scripts/install_bench_deps.sh, and qccl built in --build-dir (default
 build-bench) with the benchmarks enabled. With --rounds R > 1 the systems run interleaved R
 times and each cell is the median over rounds (rounds on this machine vary by up to 2x).
