@@ -32,11 +32,16 @@
 // combined in fp32 and rounded once per hop; Avg divides once, at the owner, in the last
 // reduce-scatter step.
 //
-// Buffers. Reduce-scatter frames are read into a small staging buffer (one per connection)
-// and reduced straight into recvbuf; out of place, the own contribution is read from sendbuf,
-// so there is no full-buffer copy. All-gather frames are read directly into recvbuf. Causality
-// makes this safe: a final segment can only arrive after this peer's earlier send of the same
-// region has been delivered.
+// Buffers. Out of place, reduce-scatter frames are read straight into their place in recvbuf
+// and reduced there with the own contribution from sendbuf (recvbuf = input op received): that
+// region of recvbuf holds nothing yet (each chunk is received once in the reduce-scatter, and
+// forwarded only after it is reduced), and the payload is still in cache when the reduction
+// reads it. In place, the received partial sum would overwrite the input it is combined with,
+// so those frames go through a small staging buffer (one per connection); the all-reduce op
+// passes its copy of the input as sendbuf instead (core/allreduce_op.cpp), so only callers
+// without one stage. All-gather frames are read directly into recvbuf. Causality makes this
+// safe: a final segment can only arrive after this peer's earlier send of the same region has
+// been delivered.
 //
 // Quantization (desc.quant_*: a WireCodec that is not the identity). Frames carry encoded
 // segments (quant/quantize.hpp). Reduce-scatter: each hop decodes the received partial sum,
@@ -140,7 +145,10 @@ RingAllReduce::RecvTarget RingAllReduce::claim_target(uint32_t step, uint32_t se
   Range seg = segment_range(chunk_range(desc_.count, world_, recv_chunk(step)), segment_elems_,
                             segment);
   size_t bytes = frame_bytes(seg.count);
-  if (step < world_ - 1) return RecvTarget{nullptr, bytes, true};
+  if (step < world_ - 1) {
+    if (!reduce_in_recvbuf()) return RecvTarget{nullptr, bytes, true};
+    return RecvTarget{recv_ + seg.offset * elem_size_, bytes, false};
+  }
   if (!coded_) return RecvTarget{recv_ + seg.offset * elem_size_, bytes, false};
   // All-gather, quantized: into the slot this frame is forwarded from (the last one has none).
   bool forwarded = step + 1 < num_steps();
@@ -163,10 +171,14 @@ std::optional<RingAllReduce::Send> RingAllReduce::on_received(uint32_t step, uin
       quant::decode_reduce(codec_, desc_.op, dst, own, staging, seg.count, divisor);
       // The owner (last_reduce) keeps exactly what the others will decode.
       quant::encode(codec_, dst, seg.count, slot(step + 1, segment), last_reduce ? dst : nullptr);
-    } else if (divisor > 1) {
-      quant::reduce_and_divide(desc_.dtype, dst, own, staging, seg.count, divisor);
     } else {
-      quant::reduce(desc_.dtype, desc_.op, dst, own, staging, seg.count);
+      // The received partial sum: already in place, or in staging (claim_target).
+      const uint8_t* in = reduce_in_recvbuf() ? dst : staging;
+      if (divisor > 1) {
+        quant::reduce_and_divide(desc_.dtype, dst, own, in, seg.count, divisor);
+      } else {
+        quant::reduce(desc_.dtype, desc_.op, dst, own, in, seg.count);
+      }
     }
   } else if (coded_) {
     quant::decode(codec_, forward ? slot(step + 1, segment) : staging, seg.count, dst);

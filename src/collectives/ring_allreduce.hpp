@@ -100,6 +100,9 @@ class RingAllReduce {
     return wire_.get() + frame_index(step, segment) * slot_bytes_;
   }
   Send send_frame(uint32_t step, uint32_t segment, Range seg);
+  // Reduce-scatter frames are read into their place in recvbuf and reduced there (out of
+  // place, unquantized); otherwise into staging (see ring_allreduce.cpp, "Buffers").
+  bool reduce_in_recvbuf() const { return !coded_ && send_ != recv_; }
   // Where the payload of frame (step, segment) goes (see RecvTarget).
   RecvTarget claim_target(uint32_t step, uint32_t segment) const;
 

@@ -21,7 +21,11 @@ AllReduceOp::AllReduceOp(const collectives::ReduceDesc& desc, const void* sendbu
 }
 
 void AllReduceOp::start(uint32_t world, uint32_t rank) {
-  auto ring = std::make_unique<RingAllReduce>(desc_, sendbuf_, recvbuf_, world,
+  // In place, the ring reads this peer's contribution from the copy kept for a failure: the
+  // buffers then differ, and received partial sums go straight into recvbuf
+  // (collectives/ring_allreduce.cpp, "Buffers").
+  const void* input = backup_bytes_ > 0 ? static_cast<const void*>(backup_.data()) : sendbuf_;
+  auto ring = std::make_unique<RingAllReduce>(desc_, input, recvbuf_, world,
                                               reduce_rank(rank, world));
   bool deferred = ring->initial_frames_need_fill();
   run(std::move(ring), deferred);

@@ -192,12 +192,30 @@ TEST(RingReduceScatter, ClaimRefusesImpossibleFrames) {
   EXPECT_TRUE(lost(ring.claim(0, 0, 4 * 4)));  // step 0 brings chunk 2: 3 elements
   auto ok = ring.claim(1, 0, 3 * 4);           // step 1 brings chunk 1, this peer's own
   ASSERT_TRUE(ok.is_ok()) << ok.status().message();
-  EXPECT_TRUE(ok->staged);
+  // Out of place: straight into its place in recvbuf, reduced there.
+  EXPECT_FALSE(ok->staged);
+  EXPECT_EQ(ok->dst, reinterpret_cast<uint8_t*>(recv.data() + 4));
   float partial[3] = {2, 2, 2};
-  auto fwd = ring.on_received(1, 0, reinterpret_cast<const uint8_t*>(partial));
+  std::memcpy(ok->dst, partial, sizeof partial);
+  auto fwd = ring.on_received(1, 0, nullptr);
   EXPECT_FALSE(fwd.has_value());  // the last step: nothing to forward
   EXPECT_EQ(recv[4], 3.0f);
   EXPECT_EQ(recv[6], 3.0f);
+}
+
+TEST(RingReduceScatter, InPlaceFramesAreStaged) {
+  ReduceDesc d;
+  d.count = 10;
+  d.dtype = DataType::kFloat32;
+  std::vector<float> buf(d.count, 1.0f);
+  RingAllReduce ring(d, buf.data(), buf.data(), 3, 0, Mode::kReduceScatter);
+  auto ok = ring.claim(1, 0, 3 * 4);
+  ASSERT_TRUE(ok.is_ok()) << ok.status().message();
+  EXPECT_TRUE(ok->staged);  // the partial sum would overwrite the input it is added to
+  float partial[3] = {2, 2, 2};
+  EXPECT_FALSE(ring.on_received(1, 0, reinterpret_cast<const uint8_t*>(partial)).has_value());
+  EXPECT_EQ(buf[4], 3.0f);
+  EXPECT_EQ(buf[6], 3.0f);
 }
 
 }  // namespace
