@@ -393,7 +393,7 @@ void OpEngine::account(const Op& op) {
   const Clock::time_point unset{};
   auto end = Clock::now();
   auto begun = t.begun == unset ? end : t.begun;
-  auto done = t.frames_done == unset ? std::max(begun, end) : t.frames_done;
+  auto done = t.frames_done == unset ? end : t.frames_done;  // a failed op's frames never finished
   ++stats_.ops;
   stats_.wait_ring += begun - t.made;
   stats_.data += done - begun;

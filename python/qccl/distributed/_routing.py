@@ -38,7 +38,6 @@ class Router:
         self._gloo: Optional[Any] = None
         self._backends: Dict[str, str] = {}  # torch's map, once torch has registered it
 
-
     def backend_for(self, pg: Any, device: torch.device) -> Optional[Any]:
         """None for qccl, else the backend object for ``device``'s collectives."""
         backends = self._backends or device_backends(pg)  # (fixed once torch set it)
