@@ -24,7 +24,7 @@ from . import _errors, _qccl
 from ._comm import AllReduceOp, Communicator, Op, SharedState
 from ._comm import _close_all as _close_all_comms
 from ._enums import (Attribute, DataType, OpInfo, PeerInfo, QuantAlgorithm, Quantization,
-                     ReduceInfo, ReduceOp, Result, SyncInfo, SyncStrategy)
+                     ReduceInfo, ReduceOp, Result, Stats, SyncInfo, SyncStrategy)
 from ._errors import (AbortedError, AuthFailedError, InternalError, InvalidArgumentError,
                       InvalidUsageError, KickedError, MasterUnreachableError, MismatchError,
                       PeerLostError, QcclError, TimeoutError, TooFewPeersError)
@@ -52,6 +52,7 @@ __all__ = [
     "ReduceInfo",
     "ReduceOp",
     "Result",
+    "Stats",
     "SyncInfo",
     "SyncStrategy",
     # errors

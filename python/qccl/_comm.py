@@ -9,7 +9,7 @@ from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 
 from . import _qccl as _C
 from ._buffers import Buffer, resolve, resolve_pair
-from ._enums import (Attribute, PeerInfo, Quantization, ReduceInfo, ReduceOp, SyncInfo,
+from ._enums import (Attribute, PeerInfo, Quantization, ReduceInfo, ReduceOp, Stats, SyncInfo,
                      SyncStrategy, _quantization_args)
 from ._errors import InvalidArgumentError, InvalidUsageError
 from ._handle import Handle
@@ -384,6 +384,11 @@ class Communicator(Handle):
     def get_attribute(self, attribute: Attribute) -> int:
         """Reads an attribute (:class:`qccl.Attribute`) as of the last membership update seen."""
         return self._c.get_attribute(int(_enum(Attribute, "attribute", attribute)))
+
+    def stats(self) -> Stats:
+        """Where this peer's operations spent their time so far (:class:`qccl.Stats`,
+        ``qcclGetStats``); works in any state of the communicator."""
+        return Stats(*self._c.stats())
 
     @property
     def world_size(self) -> int:

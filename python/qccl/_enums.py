@@ -20,6 +20,7 @@ __all__ = [
     "SyncStrategy",
     "Attribute",
     "PeerInfo",
+    "Stats",
     "Quantization",
     "ReduceInfo",
     "SyncInfo",
@@ -126,6 +127,27 @@ class PeerInfo(NamedTuple):
     peer_id: int
     ring_rank: int
     address: str  # "host:port" the other peers dial it at
+
+
+class Stats(NamedTuple):
+    """Where this peer's operations spent their time (``qcclStats_t``, from
+    :meth:`qccl.Communicator.stats`): sums over every operation that ended (committed or failed)
+    since the communicator was created. Take one before and one after a run of operations and
+    subtract (``after - before``). Times in nanoseconds; an operation's wall time is
+    ``wait_ring_ns + data_ns + commit_ns`` (docs/performance.md, "Where the time goes")."""
+
+    ops: int  # operations that ended
+    wait_ring_ns: int  # started -> this peer's lanes of the op's group epoch were up
+    data_ns: int  # lanes up -> every frame received and sent
+    commit_ns: int  # frames done -> the master's verdict (all or nothing)
+    frame_work_ns: int  # within data_ns: taking frames in (reduce, decode, forward)
+    thread_cpu_ns: int  # CPU time (user + system) of the communicator's I/O thread
+    tx_bytes: int  # data bytes sent by those operations
+    rx_bytes: int  # data bytes received by those operations
+
+    def __sub__(self, other: "Stats") -> "Stats":  # type: ignore[override]
+        """The counts of the operations that ended between ``other`` and ``self``."""
+        return Stats(*(a - b for a, b in zip(self, other)))
 
 
 @dataclass(frozen=True)

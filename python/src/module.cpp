@@ -457,6 +457,16 @@ class Comm {
     return value;
   }
 
+  // qcclGetStats as (ops, wait_ring_ns, data_ns, commit_ns, frame_work_ns, thread_cpu_ns,
+  // tx_bytes, rx_bytes): the order of qccl.Stats.
+  py::tuple stats() {
+    Use use(gate_, "communicator");
+    qcclStats_t s{};
+    check(qcclGetStats(comm_, &s));
+    return py::make_tuple(s.ops, s.wait_ring_ns, s.data_ns, s.commit_ns, s.frame_work_ns,
+                          s.thread_cpu_ns, s.tx_bytes, s.rx_bytes);
+  }
+
   py::tuple all_reduce(uintptr_t send, uintptr_t recv, size_t count, int dtype, int op,
                        uint64_t tag, int q_algorithm, int q_dtype) {
     Use use(gate_, "communicator");
@@ -867,6 +877,7 @@ PYBIND11_MODULE(_qccl, m) {
       .def("wait_for_world", &Comm::wait_for_world, py::arg("min_size"), py::arg("timeout_ms"))
       .def("optimize_topology", &Comm::optimize_topology)
       .def("get_attribute", &Comm::get_attribute, py::arg("attribute"))
+      .def("stats", &Comm::stats)
       .def("all_reduce", &Comm::all_reduce, py::arg("send"), py::arg("recv"), py::arg("count"),
            py::arg("dtype"), py::arg("op"), py::arg("tag"), py::arg("q_algorithm"),
            py::arg("q_dtype"))

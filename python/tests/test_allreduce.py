@@ -72,6 +72,20 @@ def test_other_buffer_types(pair):
     assert [b.tolist() for b in bufs] == [[[3, 3], [3, 3]]] * 2
 
 
+def test_stats_account_for_each_operation(pair):
+    before = [c.stats() for c in pair]
+    n = 64 * 1024
+    bufs, first = reduce_all(pair, lambda i: torch.full((n,), float(i + 1)))
+    assert all(torch.equal(b, torch.full((n,), 3.0)) for b in bufs)
+    _, second = reduce_all(pair, lambda i: torch.ones(n))
+    for c, b, i1, i2 in zip(pair, before, first, second):
+        d = c.stats() - b
+        assert isinstance(d, qccl.Stats) and d.ops == 2
+        assert d.tx_bytes == i1.tx_bytes + i2.tx_bytes and d.rx_bytes == i1.rx_bytes + i2.rx_bytes
+        assert d.data_ns > 0 and d.commit_ns > 0 and d.thread_cpu_ns > 0
+        assert 0 <= d.frame_work_ns <= d.data_ns
+
+
 def test_zero_copy(pair):
     t = [torch.ones(4), torch.ones(4)]
     ptrs = [x.data_ptr() for x in t]
