@@ -11,7 +11,7 @@ The same model on every system: an MLP 1024 -> width (-> width, depth times) -> 
 between, float32, trained with DistributedDataParallel (default buckets) and SGD on a random
 batch of --batch rows per rank and step, one process per rank, torch on one thread each. A
 system is `gloo` (torch's Gloo backend) or `qccl[:CONNS[:uint8]]`: the qccl backend with
-Options(connections_per_peer=CONNS) (none or 0: qccl's default, 4 lanes over loopback, 16 to
+Options(connections_per_peer=CONNS) (none or 0: qccl's default, 2 lanes over loopback, 16 to
 another host) and, with `uint8`, qccl.distributed.hooks.minmax_uint8_hook as DDP comm hook.
 
 Each rank times every step (zero_grad, forward, backward with DDP's all-reduces, optimizer

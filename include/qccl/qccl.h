@@ -119,7 +119,7 @@ typedef struct {
   const char *master_address;     /* "host:port"                                                */
   uint32_t peer_group;            /* collectives span one group only                           */
   uint32_t connections_per_peer;  /* TCP connections to each ring neighbour, at most 64;       *
-                                   * 0 = automatic: 16 to another host, 4 over loopback        */
+                                   * 0 = automatic: 16 to another host, 2 over loopback        */
   uint32_t connect_timeout_ms;    /* for qcclConnect; 0 = wait forever                          */
   QCCL_NULLABLE const char *auth_token;
   /* Appended: addressing on real hosts (docs/deployment.md). Each NULL field falls back to its

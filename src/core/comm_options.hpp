@@ -35,7 +35,7 @@ struct CommOptions {
 // shared-state downloads and bandwidth probes use kDefaultConnections. docs/performance.md
 // has the measurements behind these.
 inline constexpr uint32_t kDefaultRemoteLanes = 16;
-inline constexpr uint32_t kDefaultLoopbackLanes = 4;
+inline constexpr uint32_t kDefaultLoopbackLanes = 2;
 inline constexpr uint32_t kDefaultConnections = 4;
 // The ring lanes for a neighbour at `host` with `configured` connections_per_peer.
 uint32_t ring_lanes_for(uint32_t configured, std::string_view host);
