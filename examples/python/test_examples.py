@@ -150,9 +150,18 @@ def test_async_diloco_two_peers():
     assert losses[-1] < 0.5 * losses[0], losses
 
 
-def torchrun(script: str, args: List[str], out: str, deadline: float) -> List[List[dict]]:
+# What torch 2.13 prints when a Gloo rank aborts at interpreter exit, after all its steps and
+# destroy_process_group(): in 3 of 20 runs of torch_ddp.py --backend gloo on this 2-core machine
+# with the qccl import removed, 5 of 20 with it (pytorch/pytorch#190489: Gloo's threads at exit).
+GLOO_EXIT_ABORT = "terminate called without an active exception"
+
+
+def torchrun(script: str, args: List[str], out: str, deadline: float,
+             gloo_exit_abort_ok: bool = False) -> List[List[dict]]:
     """``torchrun --standalone --nproc-per-node 3 SCRIPT ARGS --out OUT``; returns each rank's
-    JSON log. torchrun runs in its own session, ended (with its workers) by its pid."""
+    JSON log. torchrun runs in its own session, ended (with its workers) by its pid.
+    ``gloo_exit_abort_ok``: for a Gloo reference run, a rank aborting with GLOO_EXIT_ABORT at
+    exit is not a failure if every rank wrote its whole log (written before the teardown)."""
     import json
     import signal
     import subprocess
@@ -171,11 +180,17 @@ def torchrun(script: str, args: List[str], out: str, deadline: float) -> List[Li
         if p.poll() is None:
             os.killpg(p.pid, signal.SIGKILL)
             p.wait()
-    assert p.returncode == 0, f"{script} {args} exited with {p.returncode}:\n{output[-4000:]}"
     logs = []
     for rank in range(3):
+        if p.returncode != 0 and not os.path.exists(f"{out}.{rank}.json"):
+            break
         with open(f"{out}.{rank}.json") as f:
             logs.append(json.load(f))
+    steps = int(args[args.index("--steps") + 1]) if "--steps" in args else None
+    teardown_abort = (gloo_exit_abort_ok and GLOO_EXIT_ABORT in output and len(logs) == 3
+                      and all(len(log) == steps for log in logs))
+    assert p.returncode == 0 or teardown_abort, (
+        f"{script} {args} exited with {p.returncode}:\n{output[-4000:]}")
     return logs
 
 
@@ -185,7 +200,8 @@ def test_torch_ddp_on_qccl_matches_gloo(tmp_path):
     holds the same parameters after every step and the losses match gloo's; with qccl's
     8-bit quantizing comm hook the loss still falls."""
     steps = ["--steps", "12"]
-    gloo = torchrun("torch_ddp.py", ["--backend", "gloo", *steps], str(tmp_path / "g"), 40)
+    gloo = torchrun("torch_ddp.py", ["--backend", "gloo", *steps], str(tmp_path / "g"), 40,
+                    gloo_exit_abort_ok=True)
     qccl = torchrun("torch_ddp.py", ["--backend", "qccl", *steps], str(tmp_path / "q"), 40)
     for step in range(12):
         assert len({log[step]["params"] for log in qccl}) == 1, f"ranks differ at step {step}"
