@@ -10,6 +10,7 @@ CPU seconds of all CPUs (/proc/stat: softirq time, where loopback TCP's receive 
 in no process's CPU time). System-wide: run it on an otherwise idle machine, and compare two
 commands that do the same work (docs/performance.md, "Where the time goes").
 """
+import os
 import subprocess
 import sys
 
@@ -24,7 +25,7 @@ def counters():
             out.update(zip(rows[0][1:], map(int, rows[1][1:])))
     with open("/proc/stat") as f:
         cpu = list(map(int, f.readline().split()[1:]))
-    hz = 100  # USER_HZ
+    hz = os.sysconf("SC_CLK_TCK")  # /proc/stat's unit (USER_HZ)
     out["busy_s"] = (sum(cpu) - cpu[3] - cpu[4]) / hz
     out["softirq_s"] = cpu[6] / hz
     return out

@@ -145,7 +145,7 @@ class Stats(NamedTuple):
     tx_bytes: int  # data bytes sent by those operations
     rx_bytes: int  # data bytes received by those operations
 
-    def __sub__(self, other: "Stats") -> "Stats":  # type: ignore[override]
+    def __sub__(self, other: "Stats") -> "Stats":
         """The counts of the operations that ended between ``other`` and ``self``."""
         return Stats(*(a - b for a, b in zip(self, other)))
 

@@ -145,10 +145,8 @@ RingAllReduce::RecvTarget RingAllReduce::claim_target(uint32_t step, uint32_t se
   Range seg = segment_range(chunk_range(desc_.count, world_, recv_chunk(step)), segment_elems_,
                             segment);
   size_t bytes = frame_bytes(seg.count);
-  if (step < world_ - 1) {
-    if (!reduce_in_recvbuf()) return RecvTarget{nullptr, bytes, true};
-    return RecvTarget{recv_ + seg.offset * elem_size_, bytes, false};
-  }
+  // Reduce-scatter frames stage unless reduced in recvbuf (which implies unquantized).
+  if (step < world_ - 1 && !reduce_in_recvbuf()) return RecvTarget{nullptr, bytes, true};
   if (!coded_) return RecvTarget{recv_ + seg.offset * elem_size_, bytes, false};
   // All-gather, quantized: into the slot this frame is forwarded from (the last one has none).
   bool forwarded = step + 1 < num_steps();
