@@ -111,6 +111,10 @@ net::awaitable<void> MasterLink::read_loop() {
   auto self = shared_from_this();
   for (;;) {
     auto frame = co_await conn_->read_frame(wire::kMaxControlPayload);
+    if (!frame.is_ok() && closed_) {
+      conn_->close();  // after leave(): the master's EOF (or our own close())
+      co_return;
+    }
     if (!frame.is_ok()) {
       lost(make_status(StatusCode::kMasterUnreachable, "lost the connection to the master: {}",
                        frame.status().message()));
@@ -125,9 +129,9 @@ net::awaitable<void> MasterLink::read_loop() {
                        msg.status().message()));
       co_return;
     }
-    if (std::holds_alternative<wire::M2CHeartbeat>(*msg)) continue;
+    // After leave() only the master's EOF matters.
+    if (closed_ || std::holds_alternative<wire::M2CHeartbeat>(*msg)) continue;
     on_message_(*msg, frame->first.epoch);
-    if (closed_) co_return;
   }
 }
 
@@ -161,7 +165,12 @@ void MasterLink::leave(Epoch epoch, std::function<void()> done) {
   send(wire::C2MLeave{}, epoch);
   closed_ = true;
   conn_->on_closed(std::move(done));
-  conn_->close_after_flush();
+  // The master closes the connection once it has taken the leave, and read_loop closes ours
+  // at that EOF: what another peer asks the master after this peer's qcclCommDestroy returned
+  // finds it gone. A master that does not close within kLeaveBound is not waited for.
+  auto bound = std::make_shared<asio::steady_timer>(ex_, kLeaveBound);
+  conn_->on_closed([bound] { bound->cancel(); });
+  bound->async_wait([conn = conn_, bound](const asio::error_code&) { conn->close(); });
 }
 
 void MasterLink::close() {

@@ -41,8 +41,10 @@ class MasterLink : public std::enable_shared_from_this<MasterLink> {
   void start();
   // Queues a message (frame epoch = the caller's current global epoch).
   void send(const wire::ControlMessage& m, Epoch epoch);
-  // Sends C2MLeave and closes after flushing; `done` runs once the connection is closed.
+  // Sends C2MLeave and closes once the master has closed its end (it has taken the leave),
+  // or after kLeaveBound; `done` runs once the connection is closed.
   void leave(Epoch epoch, std::function<void()> done);
+  static constexpr std::chrono::seconds kLeaveBound{2};
   void close();
   bool is_open() const { return conn_ && conn_->is_open(); }
 
