@@ -163,8 +163,10 @@ QCCL_API qcclResult_t qcclCommCreate(const qcclCommConfig_t *config, qcclComm_t 
  * qcclInvalidUsage (already connected), qcclKicked, qcclAborted (qcclCommAbort). */
 QCCL_API qcclResult_t qcclConnect(qcclComm_t *comm);
 /* Leaves the run gracefully (the others see the group shrink), ends in-flight operations with
- * qcclAborted, and frees the communicator. No other thread may be inside a call on comm (use
- * qcclCommAbort first to end such calls, and wait for them to return). */
+ * qcclAborted, and frees the communicator. Returns once the master has taken the leave (at
+ * most 2 s if it does not answer), so the other peers' next calls find this peer gone. No other
+ * thread may be inside a call on comm (use qcclCommAbort first to end such calls, and wait for
+ * them to return). */
 QCCL_API qcclResult_t qcclCommDestroy(qcclComm_t *comm);
 /* Cancels the communicator, from any thread: every call blocked on it (qcclConnect, the votes,
  * qcclAdmitPending, qcclWaitForWorld, operations and qcclWait on their handles,
