@@ -146,9 +146,19 @@ typedef struct {
    * qcclTimeout too); nobody is expelled. Changeable with qcclCommSetOpTimeout. See
    * docs/reliability.md. */
   uint32_t op_timeout_ms;
+  /* Appended: surviving the loss of the master (docs/reliability.md, "Losing the master").
+   * When the master is lost (its process ends or stops answering), an accepted peer keeps its
+   * communicator and, for up to this many ms, dials master_address again, every address of it
+   * in turn when it lists several ("a:48148,b:48148": an active master and standbys), until a
+   * master resumes the run: a new qccl-master on the same address, or a standby. Calls made
+   * meanwhile wait; operations in flight fail with qcclPeerLost (retry) unless they had
+   * finished locally, which the new master commits or fails on every peer alike. Past the
+   * deadline every call fails with qcclMasterUnreachable, as at once with 0. 0 = the
+   * environment's $QCCL_MASTER_RECONNECT_MS if set, else 0 (do not resume). */
+  uint32_t master_reconnect_ms;
 } qcclCommConfig_t;
 #define QCCL_COMM_CONFIG_INIT \
-  { sizeof(qcclCommConfig_t), "127.0.0.1:0", 0, 0, 0, NULL, NULL, NULL, NULL, 0 }
+  { sizeof(qcclCommConfig_t), "127.0.0.1:0", 0, 0, 0, NULL, NULL, NULL, NULL, 0, 0 }
 
 /* Creates a communicator (not yet connected). Copies every string of the config. A config
  * from an older qccl.h (a smaller struct_size) is accepted: only the fields it has are read,

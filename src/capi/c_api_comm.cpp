@@ -112,6 +112,13 @@ qcclResult_t qcclCommCreate(const qcclCommConfig_t* config, qcclComm_t** comm_ou
       if (!env.is_ok()) return to_result(env.status(), fn);
       o.op_timeout_ms = *env;
     }
+    o.master_reconnect_ms =
+        QCCL_COMM_CONFIG_HAS_(*config, master_reconnect_ms) ? config->master_reconnect_ms : 0;
+    if (o.master_reconnect_ms == 0) {
+      auto env = env_ms("QCCL_MASTER_RECONNECT_MS");
+      if (!env.is_ok()) return to_result(env.status(), fn);
+      o.master_reconnect_ms = *env;
+    }
     auto comm = qccl::core::Communicator::create(std::move(o));
     if (!comm.is_ok()) return to_result(comm.status(), fn);
     auto c = std::make_unique<qcclComm>();

@@ -14,7 +14,7 @@
 namespace qccl::core {
 
 struct CommOptions {
-  std::string master_address;       // "host:port"
+  std::string master_address;       // "host:port", or a list "host:port,host:port" (standbys)
   GroupId peer_group = 0;
   uint32_t connections_per_peer = 0;  // 0 = automatic (ring_lanes_for)
   uint32_t connect_timeout_ms = 0;    // 0 = no deadline
@@ -28,6 +28,10 @@ struct CommOptions {
   // Every operation's deadline (docs/reliability.md §7); 0 = none. Changeable at run time
   // (Communicator::set_op_timeout).
   uint32_t op_timeout_ms = 0;
+  // After losing the master, how long to look for a master that resumes the run (the same
+  // address restarted, or the next of the list) before failing with kMasterUnreachable; 0 = do
+  // not resume (docs/reliability.md, "Losing the master").
+  uint32_t master_reconnect_ms = 0;
 };
 
 // connections_per_peer = 0: ring lanes to a neighbour on another host (a WAN needs many:

@@ -16,7 +16,13 @@
 namespace qccl::core {
 
 Result<std::unique_ptr<Communicator>> Communicator::create(CommOptions options) {
-  QCCL_ASSIGN_OR_RETURN(HostPort master, parse_host_port(options.master_address));
+  std::vector<HostPort> masters;
+  for (size_t at = 0; at <= options.master_address.size();) {
+    size_t comma = std::min(options.master_address.find(',', at), options.master_address.size());
+    QCCL_ASSIGN_OR_RETURN(HostPort m, parse_host_port(options.master_address.substr(at, comma - at)));
+    masters.push_back(std::move(m));
+    at = comma + 1;
+  }
   if (options.auth_token && options.auth_token->empty()) {
     return make_status(StatusCode::kInvalidArgument, "auth_token is empty; pass NULL for none");
   }
@@ -33,7 +39,7 @@ Result<std::unique_ptr<Communicator>> Communicator::create(CommOptions options) 
   if (!options.advertise_address.empty()) {
     QCCL_ASSIGN_OR_RETURN(advertise, parse_advertise_address(options.advertise_address));
   }
-  auto runtime = std::make_shared<Runtime>(std::move(options), std::move(master),
+  auto runtime = std::make_shared<Runtime>(std::move(options), std::move(masters),
                                            std::move(listen), std::move(advertise));
   QCCL_RETURN_IF_ERROR(runtime->init());
   return std::unique_ptr<Communicator>(new Communicator(std::move(runtime)));

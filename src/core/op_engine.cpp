@@ -99,6 +99,8 @@ void OpEngine::begin(const std::shared_ptr<Op>& op) {
 
 void OpEngine::on_group(Epoch epoch, std::vector<PeerId> ring, uint32_t rank) {
   const auto world = static_cast<uint32_t>(ring.size());
+  // Commits of the epoch before the one ending are no longer needed (resume_report()).
+  std::erase_if(committed_, [&](const auto& kv) { return kv.first.second < group_epoch_; });
   group_epoch_ = epoch;
   world_ = world;
   ring_ = std::move(ring);
@@ -145,6 +147,22 @@ void OpEngine::on_fatal(const Status& why) {
   changed();
 }
 
+void OpEngine::on_master_lost(const Status& why) {
+  for (auto& op : snapshot()) {
+    if (op->phase() != Op::Phase::kWaitCommit) fail(op, why, FailSource::kMaster);
+  }
+  changed();
+}
+
+std::vector<wire::ResumeOp> OpEngine::resume_report() const {
+  std::vector<wire::ResumeOp> out;
+  for (const auto& [tag, op] : ops_) {
+    if (op->phase() == Op::Phase::kWaitCommit) out.push_back({tag, op->seq(), op->epoch(), false});
+  }
+  for (const auto& [key, seq] : committed_) out.push_back({key.first, seq, key.second, true});
+  return out;
+}
+
 void OpEngine::on_op_result(const wire::M2COpResult& r) {
   auto it = ops_.find(r.tag);
   if (it == ops_.end() || it->second->seq() != r.seq || it->second->epoch() != r.op_epoch) {
@@ -162,6 +180,7 @@ void OpEngine::on_op_result(const wire::M2COpResult& r) {
       return;
     }
     op->commit(r.world_size);
+    committed_[{op->tag(), op->epoch()}] = op->seq();
     erase(op);
     return;
   }

@@ -80,6 +80,14 @@ class OpEngine final : public peer::FrameSink, public std::enable_shared_from_th
   void on_op_result(const wire::M2COpResult& r);
   // The communicator is dead (or closing): every op fails with `why` once drained.
   void on_fatal(const Status& why);
+  // The master was lost and the runtime waits for a new one (docs/reliability.md, "Losing the
+  // master"): every op fails with `why` (it completes once a new membership moves the group on,
+  // or on_fatal), except those whose local part is done and that wait for the master's verdict:
+  // the new master gives it (resume_report()).
+  void on_master_lost(const Status& why);
+  // For C2MResume: the ops waiting for their verdict, and per tag the last op this peer
+  // committed in the current and the previous group epoch.
+  std::vector<wire::ResumeOp> resume_report() const;
   // Fails an op whose data stopped moving for `stall` (a neighbour alive but not reading or
   // sending, which neither heartbeats nor TCP notice); checks every `tick`.
   void start_watchdog(std::chrono::milliseconds tick, std::chrono::milliseconds stall);
@@ -140,6 +148,9 @@ class OpEngine final : public peer::FrameSink, public std::enable_shared_from_th
   std::optional<Status> fatal_;
   std::map<OpTag, std::shared_ptr<Op>> ops_;
   std::map<OpTag, uint64_t> next_seq_;
+  // Per (tag, group epoch): the seq of the last op committed, for this and the previous epoch
+  // (a lost master may have moved some members on before others heard its verdict).
+  std::map<std::pair<OpTag, Epoch>, uint64_t> committed_;
   // Per tag: the next op of this peer's sequence, aborted by the master before it started here.
   std::map<OpTag, AbortedAhead> aborted_ahead_;
   EarlyFrames early_;

@@ -8,9 +8,10 @@ namespace qccl::core {
 
 using Clock = std::chrono::steady_clock;
 
-Runtime::Runtime(CommOptions options, HostPort master, ListenAddress listen, HostPort advertise)
+Runtime::Runtime(CommOptions options, std::vector<HostPort> masters, ListenAddress listen,
+                 HostPort advertise)
     : options_(std::move(options)),
-      master_addr_(std::move(master)),
+      masters_(std::move(masters)),
       listen_(std::move(listen)),
       advertise_(std::move(advertise)),
       io_("qccl-comm"),
@@ -62,7 +63,9 @@ Result<bool> Runtime::vote(wire::VoteKind kind) {
 
 Result<int64_t> Runtime::attribute(Attribute attr) {
   return io_.run_sync([&]() -> Result<int64_t> {
-    if (state_ != State::kConnected) return not_connected("qcclGetAttribute");
+    if (state_ != State::kConnected && state_ != State::kResuming) {
+      return not_connected("qcclGetAttribute");
+    }
     switch (attr) {
       case Attribute::kGlobalWorldSize: return int64_t{view_.global_world_size};
       case Attribute::kGroupWorldSize: return int64_t{view_.group_world_size};
@@ -79,7 +82,9 @@ Result<int64_t> Runtime::attribute(Attribute attr) {
 
 Result<std::vector<Communicator::PeerEntry>> Runtime::peers() {
   return io_.run_sync([&]() -> Result<std::vector<Communicator::PeerEntry>> {
-    if (state_ != State::kConnected) return not_connected("qcclGetPeers");
+    if (state_ != State::kConnected && state_ != State::kResuming) {
+      return not_connected("qcclGetPeers");
+    }
     std::vector<Communicator::PeerEntry> out;
     for (const auto& m : view_.ring) out.push_back({m.id, format_host_port({m.host, m.port})});
     return out;
@@ -98,13 +103,24 @@ OpStats Runtime::stats() {
 }
 
 Status Runtime::start_op(OpTag tag, std::string_view call, OpEngine::Maker make) {
-  return io_.run_sync([&]() -> Status {
-    if (state_ != State::kConnected) return not_connected(call);
-    if (vote_.active() || sync_->active()) {
-      return make_status(StatusCode::kInvalidUsage, "{}: a control call is in progress", call);
-    }
-    return engine_->start(tag, call, std::move(make));
-  });
+  for (;;) {
+    // While the run waits for a new master the call waits (bounded by master_reconnect_ms).
+    std::optional<std::future<void>> resumed;
+    Status st = io_.run_sync([&]() -> Status {
+      auto wake = std::make_shared<std::promise<void>>();
+      if (defer_while_resuming([wake] { wake->set_value(); })) {
+        resumed = wake->get_future();
+        return Status::ok();
+      }
+      if (state_ != State::kConnected) return not_connected(call);
+      if (vote_.active() || sync_->active()) {
+        return make_status(StatusCode::kInvalidUsage, "{}: a control call is in progress", call);
+      }
+      return engine_->start(tag, call, make);
+    });
+    if (!resumed) return st;
+    resumed->wait();
+  }
 }
 
 Status Runtime::await_ring(std::chrono::milliseconds bound) {
@@ -116,7 +132,8 @@ Status Runtime::await_ring(std::chrono::milliseconds bound) {
 
 std::chrono::milliseconds Runtime::peer_timeout() {
   return io_.run_sync([&] {
-    return state_ == State::kConnected ? settings_.timeout : std::chrono::milliseconds(0);
+    bool up = state_ == State::kConnected || state_ == State::kResuming;
+    return up ? settings_.timeout : std::chrono::milliseconds(0);
   });
 }
 
@@ -225,10 +242,7 @@ void Runtime::start_connect(std::shared_ptr<std::promise<Status>> promise) {
       if (!ec) self->connect_timed_out();
     });
   }
-  master_ = std::make_shared<peer::MasterLink>(
-      io_.context().get_executor(), master_addr_, options_.auth_token,
-      [this](const wire::ControlMessage& m, Epoch e) { on_master_message(m, e); },
-      [this](const Status& why) { on_fatal(why); });
+  master_ = make_master_link();
   asio::co_spawn(io_.context(), connect_flow(deadline), asio::detached);
 }
 
@@ -237,7 +251,7 @@ net::awaitable<void> Runtime::connect_flow(Clock::time_point deadline) {
   auto link = master_;
   wire::C2MRegister reg{options_.peer_group,
                         advertise_.port != 0 ? advertise_.port : links_->port(), advertise_.host};
-  auto welcome = co_await link->connect(reg, deadline);
+  auto welcome = co_await link->connect(wire::ControlMessage(reg), deadline, {});
   if (link != master_ || state_ != State::kRegistering) co_return;  // timed out meanwhile
   if (!welcome.is_ok()) {
     finish_connect(welcome.status());
@@ -245,6 +259,8 @@ net::awaitable<void> Runtime::connect_flow(Clock::time_point deadline) {
   }
   state_ = State::kAwaitingAdmission;
   self_ = welcome->peer_id;
+  run_id_ = welcome->run_id;
+  generation_ = welcome->generation;
   settings_.heartbeat = std::chrono::milliseconds(welcome->heartbeat_interval_ms);
   settings_.timeout = std::chrono::milliseconds(welcome->peer_timeout_ms);
   peer::apply_tuning_env(settings_);
@@ -255,7 +271,8 @@ net::awaitable<void> Runtime::connect_flow(Clock::time_point deadline) {
   engine_->start_watchdog(settings_.heartbeat,
                           std::chrono::milliseconds(
                               std::max(welcome->vote_timeout_ms, welcome->peer_timeout_ms)));
-  log_->info("registered with the master at {} as peer {}", format_host_port(master_addr_), self_);
+  log_->info("registered with the master at {} as peer {}", format_host_port(link->address()),
+             self_);
   // Admission arrives as M2CMembership; the call returns once the ring lanes are up.
 }
 
@@ -286,12 +303,16 @@ void Runtime::finish_connect(Status st) {
 // ---- control calls ----
 
 void Runtime::start_sync(SyncRequest req, std::shared_ptr<StateSync::Promise> promise) {
+  if (defer_while_resuming([this, req, promise]() mutable { start_sync(std::move(req), promise); })) {
+    return;
+  }
   Status allowed = control_call_allowed("qcclSyncSharedState");
   if (!allowed.is_ok()) return promise->set_value(allowed);
   sync_->start(std::move(req), std::move(promise));
 }
 
 void Runtime::start_vote(wire::VoteKind kind, std::shared_ptr<VoteCall::Promise> promise) {
+  if (defer_while_resuming([this, kind, promise] { start_vote(kind, promise); })) return;
   Status allowed = control_call_allowed(VoteCall::call_name(kind));
   if (!allowed.is_ok()) return promise->set_value(allowed);
   vote_.start(kind, std::move(promise));
@@ -324,6 +345,7 @@ void Runtime::on_probe_plan(const wire::M2CProbePlan& plan) {
 
 void Runtime::start_ring_wait(std::shared_ptr<std::promise<Status>> promise,
                               std::chrono::milliseconds bound) {
+  if (defer_while_resuming([this, promise, bound] { start_ring_wait(promise, bound); })) return;
   if (state_ != State::kConnected) return promise->set_value(not_connected("qcclAllReduce"));
   if (ring_up()) return promise->set_value(Status::ok());
   uint64_t id = ++last_ring_waiter_;
@@ -377,13 +399,18 @@ void Runtime::on_membership(const wire::M2CMembership& m, Epoch epoch) {
     return;
   }
   global_epoch_ = epoch;
+  next_peer_id_ = m.next_peer_id;
   bool admission = state_ == State::kAwaitingAdmission;
+  bool resuming = state_ == State::kResuming;
   bool group_changed = admission || m.group_epoch != group_epoch_;
   view_ = m;
   rank_ = *rank;
   if (admission) state_ = State::kJoining;
   sync_->on_ring(m.ring);
-  if (!group_changed) return;
+  if (!group_changed) {
+    if (resuming) resumed();
+    return;
+  }
   group_epoch_ = m.group_epoch;
   ring_failure_reported_ = false;
   uint32_t n = static_cast<uint32_t>(m.ring.size());
@@ -401,6 +428,7 @@ void Runtime::on_membership(const wire::M2CMembership& m, Epoch epoch) {
   engine_->on_group(group_epoch_, std::move(ids), rank_);
   links_->set_ring(group_epoch_, next, prev,
                    ring_lanes_for(options_.connections_per_peer, next ? next->host : ""));
+  if (resuming) resumed();
 }
 
 void Runtime::on_links_ready(Epoch e) {
@@ -435,6 +463,9 @@ void Runtime::on_fatal(const Status& why) {
     log_->warn("peer {}: {}", self_, why.message());
   }
   state_ = State::kClosed;
+  if (resume_link_) resume_link_->close();
+  resume_link_.reset();
+  if (resume_timer_) resume_timer_->cancel();
   if (connect_promise_) finish_connect(why);
   vote_.finish(why);
   prober_->cancel();
@@ -443,13 +474,14 @@ void Runtime::on_fatal(const Status& why) {
   links_->close_all();
   if (master_) master_->close();
   check_ring_waiters();
+  run_deferred();
 }
 
 void Runtime::leave_master() {
   // Before M2CWelcome the master does not know this peer (a C2MLeave would be read as its
   // registration): on_fatal just closes the link then.
   bool registered = state_ == State::kAwaitingAdmission || state_ == State::kJoining ||
-                    state_ == State::kConnected;
+                    state_ == State::kConnected || state_ == State::kResuming;
   if (!master_ || fatal_ || !registered) return;
   leaving_ = true;
   auto link = master_;

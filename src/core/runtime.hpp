@@ -11,6 +11,9 @@
 //                                                  (connect() fails; it may be called again)
 //   any ---fatal: expelled, master lost, aborted, destroyed---> kClosed (every call fails
 //                                                                 with why)
+//   kConnected ---master lost, master_reconnect_ms > 0---> kResuming (calls wait; C2MResume to
+//                  the master's address, or the next of the list) ---membership of the new
+//                  master---> kConnected; ---master_reconnect_ms passed---> kClosed
 //
 // While kConnected, at most one control call (a vote, VoteCall; or a sync, StateSync) runs,
 // and only when no operation is in flight; operations run in the OpEngine. Destruction leaves
@@ -24,10 +27,12 @@
 #pragma once
 
 #include <chrono>
+#include <functional>
 #include <future>
 #include <map>
 #include <memory>
 #include <optional>
+#include <vector>
 
 #include "common/address.hpp"
 #include "core/communicator.hpp"
@@ -43,7 +48,8 @@ namespace qccl::core {
 
 class Runtime : public std::enable_shared_from_this<Runtime> {
  public:
-  Runtime(CommOptions options, HostPort master, ListenAddress listen, HostPort advertise);
+  Runtime(CommOptions options, std::vector<HostPort> masters, ListenAddress listen,
+          HostPort advertise);
   // Starts the data listener. REQUIRES: called once, before anything else.
   Status init();
 
@@ -71,7 +77,15 @@ class Runtime : public std::enable_shared_from_this<Runtime> {
   void shutdown();
 
  private:
-  enum class State { kIdle, kRegistering, kAwaitingAdmission, kJoining, kConnected, kClosed };
+  enum class State {
+    kIdle,
+    kRegistering,
+    kAwaitingAdmission,
+    kJoining,
+    kConnected,
+    kResuming,
+    kClosed
+  };
   struct RingWaiter {
     std::shared_ptr<std::promise<Status>> promise;
     std::shared_ptr<asio::steady_timer> timer;
@@ -97,6 +111,17 @@ class Runtime : public std::enable_shared_from_this<Runtime> {
   void start_ring_wait(std::shared_ptr<std::promise<Status>> promise,
                        std::chrono::milliseconds bound);
   void check_ring_waiters();
+  // losing the master (runtime_resume.cpp)
+  std::shared_ptr<peer::MasterLink> make_master_link();
+  void on_master_lost(const Status& why);
+  net::awaitable<void> resume_flow(std::shared_ptr<peer::MasterLink> link,
+                                   std::chrono::steady_clock::time_point deadline);
+  wire::C2MResume resume_message() const;
+  Status check_resumer(const wire::M2CWelcome& w) const;
+  void resumed();  // the new master's membership arrived
+  // Runs `again` once the communicator is no longer resuming (or closed); true if deferred.
+  bool defer_while_resuming(std::function<void()> again);
+  void run_deferred();
   // the master, the membership and the lanes
   void on_master_message(const wire::ControlMessage& m, Epoch epoch);
   void on_membership(const wire::M2CMembership& m, Epoch epoch);
@@ -111,7 +136,7 @@ class Runtime : public std::enable_shared_from_this<Runtime> {
   void check_drained();
 
   CommOptions options_;
-  HostPort master_addr_;
+  std::vector<HostPort> masters_;
   ListenAddress listen_;
   HostPort advertise_;
   net::IoThread io_;
@@ -138,6 +163,15 @@ class Runtime : public std::enable_shared_from_this<Runtime> {
   // Shutdown: the promise the destructor waits on, and whether C2MLeave is still flushing.
   std::shared_ptr<std::promise<void>> drained_;
   bool leaving_ = false;
+  // The run and the master generation this peer follows (M2CWelcome), and the next peer id
+  // the master gives (M2CMembership): given back to a new master.
+  uint64_t run_id_ = 0;
+  uint64_t generation_ = 0;
+  PeerId next_peer_id_ = 0;
+  // Resuming: the link being dialled, the deadline's timer, and the calls waiting.
+  std::shared_ptr<peer::MasterLink> resume_link_;
+  std::optional<asio::steady_timer> resume_timer_;
+  std::vector<std::function<void()>> deferred_;
 };
 
 }  // namespace qccl::core

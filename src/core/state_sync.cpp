@@ -207,6 +207,7 @@ void StateSync::finish(Result<SyncOutcome> outcome) {
     self->active_.reset();
     self->finishing_ = false;
     if (outcome.is_ok()) {
+      self->last_revision_ = outcome->revision;
       outcome->tx_bytes = self->server_->bytes_sent();
       outcome->rx_bytes = a.rx_bytes;
     } else {

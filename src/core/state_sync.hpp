@@ -75,6 +75,9 @@ class StateSync : public std::enable_shared_from_this<StateSync> {
   void on_result(const wire::M2CSyncResult& result);
   void on_ring(const std::vector<wire::RingMember>& ring);
   void fail(const Status& why);
+  // The revision the group's last successful sync elected, as this peer saw it (a new master
+  // after a lost one continues from it: C2MResume).
+  std::optional<uint64_t> last_revision() const { return last_revision_; }
 
   // A kState connection accepted by the data listener.
   void adopt(std::shared_ptr<net::Connection> conn, const wire::Preamble& preamble);
@@ -109,6 +112,7 @@ class StateSync : public std::enable_shared_from_this<StateSync> {
   uint32_t connections_ = 4;
   std::optional<Active> active_;
   bool finishing_ = false;
+  std::optional<uint64_t> last_revision_;
 };
 
 }  // namespace qccl::core

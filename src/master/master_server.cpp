@@ -2,6 +2,7 @@
 
 #include <map>
 #include <mutex>
+#include <random>
 
 #include "common/address.hpp"
 #include "common/logging.hpp"
@@ -18,6 +19,18 @@ using net::awaitable;
 using net::tcp;
 using net::use_nothrow;
 
+namespace {
+
+// A run id no other master picks (64 random bits; never 0, which a peer sends before it has one).
+uint64_t random_run_id() {
+  std::random_device rd;
+  uint64_t id = 0;
+  while (id == 0) id = (uint64_t{rd()} << 32) ^ rd();
+  return id;
+}
+
+}  // namespace
+
 class MasterServer::Impl {
  public:
   explicit Impl(MasterOptions options)
@@ -26,7 +39,8 @@ class MasterServer::Impl {
                                      std::chrono::milliseconds(options_.vote_timeout_ms),
                                      options_.heartbeat_interval_ms,
                                      std::chrono::milliseconds(options_.probe_ms),
-                                     std::chrono::milliseconds(options_.probe_max_age_ms)}),
+                                     std::chrono::milliseconds(options_.probe_max_age_ms),
+                                     random_run_id()}),
         log_(log::get("master")) {}
 
   Status start() {
@@ -153,12 +167,12 @@ class MasterServer::Impl {
     }
   }
 
-  // Returns the registered peer's id, or kNoPeer if the connection must be dropped.
+  // Returns the registered (or resumed) peer's id, or kNoPeer if the connection must be dropped.
   awaitable<PeerId> handshake(std::shared_ptr<net::Connection> conn) {
     using namespace asio::experimental::awaitable_operators;
     asio::steady_timer deadline(io_->context(),
                                 std::chrono::milliseconds(options_.peer_timeout_ms));
-    auto exchange = [&]() -> awaitable<Result<wire::C2MRegister>> {
+    auto exchange = [&]() -> awaitable<Result<wire::ControlMessage>> {
       auto preamble = co_await net::receive_preamble(*conn, options_.auth_token);
       if (!preamble.is_ok()) co_return preamble.status();
       if (preamble->kind != wire::ConnKind::kControl) {
@@ -172,10 +186,12 @@ class MasterServer::Impl {
       if (!frame.is_ok()) co_return frame.status();
       auto msg = wire::decode_control(frame->first.type, frame->second);
       if (!msg.is_ok()) co_return msg.status();
-      if (!std::holds_alternative<wire::C2MRegister>(*msg)) {
-        co_return make_status(StatusCode::kInvalidArgument, "first message is not C2MRegister");
+      if (!std::holds_alternative<wire::C2MRegister>(*msg) &&
+          !std::holds_alternative<wire::C2MResume>(*msg)) {
+        co_return make_status(StatusCode::kInvalidArgument,
+                              "first message is neither C2MRegister nor C2MResume");
       }
-      co_return std::get<wire::C2MRegister>(*msg);
+      co_return std::move(msg).value();
     };
     auto outcome = co_await (exchange() || deadline.async_wait(use_nothrow));
     if (outcome.index() == 1) {
@@ -183,13 +199,30 @@ class MasterServer::Impl {
                  options_.peer_timeout_ms);
       co_return kNoPeer;
     }
-    auto& reg = std::get<0>(outcome);
-    if (!reg.is_ok()) {
-      log_->warn("{}: rejected during handshake: {}", conn->remote(), reg.status().message());
+    auto& first = std::get<0>(outcome);
+    if (!first.is_ok()) {
+      log_->warn("{}: rejected during handshake: {}", conn->remote(), first.status().message());
       co_return kNoPeer;
     }
     Outbox out;
-    PeerId id = membership_.on_register(*reg, conn->remote_ip(), Clock::now(), out);
+    PeerId id = kNoPeer;
+    if (const auto* reg = std::get_if<wire::C2MRegister>(&*first)) {
+      id = membership_.on_register(*reg, conn->remote_ip(), Clock::now(), out);
+    } else {
+      const auto& resume = std::get<wire::C2MResume>(*first);
+      auto resumed = membership_.on_resume(resume, conn->remote_ip(), Clock::now(), out);
+      if (!resumed.is_ok()) {
+        log_->warn("{}: resume of peer {} refused: {}", conn->remote(), resume.peer_id,
+                   resumed.status().message());
+        // A few bytes into an empty socket buffer: the write completes at once.
+        auto kicked = wire::encode_frame(
+            wire::M2CKicked{wire::KickReason::kWrongRun, resumed.status().message()}, 0);
+        std::array<asio::const_buffer, 1> bufs{asio::buffer(kicked)};
+        (void)co_await conn->write_gather(bufs);
+        co_return kNoPeer;
+      }
+      id = *resumed;
+    }
     sessions_[id] = conn;
     apply(out);
     co_return id;

@@ -16,7 +16,7 @@ std::string_view vote_name(wire::VoteKind k) {
   return "unknown";
 }
 
-Membership::Membership(MembershipConfig config) : config_(config) {}
+Membership::Membership(MembershipConfig config) : config_(config), run_id_(config.run_id) {}
 
 size_t Membership::num_accepted() const {
   return static_cast<size_t>(std::count_if(peers_.begin(), peers_.end(), [](const auto& kv) {
@@ -24,7 +24,11 @@ size_t Membership::num_accepted() const {
   }));
 }
 
-size_t Membership::num_registered() const { return peers_.size() - num_accepted(); }
+size_t Membership::num_registered() const {
+  return static_cast<size_t>(std::count_if(peers_.begin(), peers_.end(), [](const auto& kv) {
+    return kv.second.phase == Phase::kRegistered;
+  }));
+}
 
 std::optional<Epoch> Membership::group_epoch(GroupId g) const {
   auto it = groups_.find(g);
@@ -54,15 +58,22 @@ PeerId Membership::on_register(const wire::C2MRegister& msg, const std::string& 
   p.port = msg.p2p_port;
   p.last_seen = now;
   peers_.emplace(p.id, p);
-  out.sends.push_back({p.id,
-                       wire::M2CWelcome{p.id, config_.heartbeat_interval_ms,
-                                        static_cast<uint32_t>(config_.peer_timeout.count()),
-                                        static_cast<uint32_t>(config_.vote_timeout.count())},
-                       global_epoch_});
+  had_peers_ = true;
+  out.sends.push_back({p.id, welcome(p.id), global_epoch_});
   out.log.push_back(fmt::format("peer {} registered (group {}, p2p {}:{}), waiting for admission",
                                 p.id, p.group, p.host, p.port));
-  if (num_accepted() == 0) admit_registered(now, out);  // the first peer of a run
+  // The first peer of a run is admitted at once (not while a run is being resumed).
+  if (num_accepted() == 0 && !resume_) admit_registered(now, out);
   return p.id;
+}
+
+wire::M2CWelcome Membership::welcome(PeerId id) const {
+  return wire::M2CWelcome{id,
+                          config_.heartbeat_interval_ms,
+                          static_cast<uint32_t>(config_.peer_timeout.count()),
+                          static_cast<uint32_t>(config_.vote_timeout.count()),
+                          run_id_,
+                          generation_};
 }
 
 void Membership::on_message(PeerId id, const wire::ControlMessage& msg, TimePoint now,
@@ -123,6 +134,7 @@ void Membership::on_alive(PeerId peer, TimePoint now) {
 }
 
 void Membership::on_tick(TimePoint now, Outbox& out) {
+  if (resume_ && now >= resume_->deadline) close_resume(now, out);
   std::vector<PeerId> silent;
   for (const auto& [id, p] : peers_) {
     if (now - p.last_seen >= config_.peer_timeout) silent.push_back(id);
@@ -186,6 +198,7 @@ std::optional<TimePoint> Membership::next_deadline() const {
     if (g.sync && !g.sync->decided) consider(g.sync->first_vote + config_.vote_timeout);
   }
   if (probe_) consider(probe_->deadline);
+  if (resume_) consider(resume_->deadline);
   return best;
 }
 
@@ -417,6 +430,10 @@ void Membership::remove_peer(PeerId id, TimePoint now, Outbox& out) {
   Peer p = it->second;
   peers_.erase(it);
   std::erase_if(links_, [&](const auto& kv) { return kv.first.first == id || kv.first.second == id; });
+  if (p.phase == Phase::kResumed && resume_) {
+    resume_->gone.insert(id);
+    if (everyone_back()) close_resume(now, out);
+  }
   if (p.phase == Phase::kAccepted) {
     Group& g = groups_.at(p.group);
     g.ring.erase(std::remove(g.ring.begin(), g.ring.end(), id), g.ring.end());
@@ -433,7 +450,7 @@ void Membership::remove_peer(PeerId id, TimePoint now, Outbox& out) {
       sync_peer_removed(p.group, id, now, out);
     }
     probe_peer_removed(id, now, out);
-    if (num_accepted() == 0) {
+    if (num_accepted() == 0 && !resume_) {
       votes_.clear();  // a round of a run that has ended must not bind the next one
       admit_registered(now, out);
     }
@@ -462,6 +479,7 @@ wire::M2CMembership Membership::membership_view(GroupId gid) const {
     const Peer& p = peers_.at(id);
     m.ring.push_back({id, p.host, p.port});
   }
+  m.next_peer_id = next_id_;
   return m;
 }
 

@@ -49,6 +49,16 @@
 // status for everyone; a member lost during the transfer no longer counts. The group's
 // expected revision moves on only when a round succeeds, and is forgotten with the group.
 //
+// Resuming a run (membership_resume.cpp, docs/reliability.md "Losing the master"): a master
+// that has had no peer yet may adopt the run of the first peer that sends C2MResume (its run
+// id, generation + 1). For peer_timeout it takes the resumes of that run's peers (phase
+// Resumed: known, heartbeating, in no group yet), and closes the window early once every
+// member of every reported ring is back. Then it answers the ops the peers waited on (committed
+// if any member committed them, else failed), restores each group's ring (the last reported
+// order, without the peers that did not come back) and its expected shared-state revision,
+// and sends the membership in a new epoch. A master refuses resumes of another run, of another
+// generation (a stale master never takes back a run a newer one leads) and after its window.
+//
 // Thread-safety: none; owned by the master's single I/O thread.
 #pragma once
 
@@ -80,6 +90,7 @@ struct MembershipConfig {
   uint32_t heartbeat_interval_ms = 1000;  // told to peers in M2CWelcome
   std::chrono::milliseconds probe_window{250};      // measured transfer per probed link
   std::chrono::milliseconds probe_max_age{600000};  // older measurements are probed again
+  uint64_t run_id = 1;  // of the run this master starts (random, from the shell), unless it resumes one
 };
 
 // What an event asks the shell to do, in order.
@@ -103,6 +114,11 @@ class Membership {
   // connection to it); the Outbox holds the M2CWelcome and, if admitted at once, membership.
   PeerId on_register(const wire::C2MRegister& msg, const std::string& observed_host, TimePoint now,
                      Outbox& out);
+  // A new control connection sent C2MResume. Returns the resumed peer's id (the shell maps the
+  // connection to it; the Outbox holds the M2CWelcome), or why this master cannot take it (the
+  // shell answers M2CKicked kWrongRun with that message and closes).
+  Result<PeerId> on_resume(const wire::C2MResume& msg, const std::string& observed_host,
+                           TimePoint now, Outbox& out);
   // Any later message from a registered or accepted peer.
   void on_message(PeerId peer, const wire::ControlMessage& msg, TimePoint now, Outbox& out);
   // The connection closed or was found broken (`why` goes to the log). Unknown ids are ignored.
@@ -121,9 +137,12 @@ class Membership {
   std::optional<Epoch> group_epoch(GroupId g) const;
   std::vector<PeerId> ring(GroupId g) const;
   bool is_known(PeerId p) const { return peers_.count(p) != 0; }
+  uint64_t run_id() const { return run_id_; }
+  uint64_t generation() const { return generation_; }
+  bool resuming() const { return resume_.has_value(); }
 
  private:
-  enum class Phase { kRegistered, kAccepted };
+  enum class Phase { kRegistered, kResumed, kAccepted };
   struct Peer {
     PeerId id = kNoPeer;
     GroupId group = 0;
@@ -195,6 +214,22 @@ class Membership {
     size_t links_probed = 0;
   };
 
+  // Resuming (membership_resume.cpp).
+  struct ResumeWindow {
+    TimePoint deadline;
+    struct GroupReport {
+      Epoch epoch = 0;               // the newest group epoch a member reported
+      std::vector<PeerId> ring;      // the ring at that epoch
+      std::vector<wire::ResumeOp> ops;
+      std::optional<uint64_t> last_revision;
+    };
+    std::map<GroupId, GroupReport> groups;
+    std::set<PeerId> gone;  // resumed, then left or expelled within the window
+  };
+  std::optional<std::string> resume_refusal(const wire::C2MResume& msg) const;
+  bool everyone_back() const;
+  void close_resume(TimePoint now, Outbox& out);
+  wire::M2CWelcome welcome(PeerId id) const;
   void handle_vote(Peer& p, wire::VoteKind kind, TimePoint now, Outbox& out);
   // Out-of-step calls (membership_phases.cpp, docs/call-order.md): after a call arrived,
   // answers the calls that can never meet the group's (a vote where the others run a
@@ -250,6 +285,10 @@ class Membership {
   MembershipConfig config_;
   PeerId next_id_ = 1;
   Epoch global_epoch_ = 0;
+  uint64_t run_id_ = 1;
+  uint64_t generation_ = 1;
+  bool had_peers_ = false;  // a run began here (a registration) or was adopted (a resume)
+  std::optional<ResumeWindow> resume_;
   std::map<PeerId, Peer> peers_;
   std::map<GroupId, Group> groups_;
   std::map<wire::VoteKind, VoteRound> votes_;

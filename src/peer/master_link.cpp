@@ -8,23 +8,27 @@ namespace qccl::peer {
 using net::use_nothrow;
 using Clock = std::chrono::steady_clock;
 
-MasterLink::MasterLink(asio::any_io_executor ex, HostPort master, net::Secret secret,
-                       MessageHandler on_message, LostHandler on_lost)
+MasterLink::MasterLink(asio::any_io_executor ex, std::vector<HostPort> masters,
+                       net::Secret secret, MessageHandler on_message, LostHandler on_lost)
     : ex_(std::move(ex)),
-      master_(std::move(master)),
+      masters_(std::move(masters)),
       secret_(std::move(secret)),
       on_message_(std::move(on_message)),
       on_lost_(std::move(on_lost)),
       cancel_(ex_, Clock::time_point::max()) {}
 
-net::awaitable<Result<wire::M2CWelcome>> MasterLink::connect(const wire::C2MRegister& reg,
-                                                             Clock::time_point deadline) {
+net::awaitable<Result<wire::M2CWelcome>> MasterLink::connect(const wire::ControlMessage& hello,
+                                                             Clock::time_point deadline,
+                                                             Attempt attempt) {
   using namespace asio::experimental::awaitable_operators;
-  std::string where = format_host_port(master_);
-  // Dial until accepted: a master that is not up yet refuses, and we try again.
+  // Dial until accepted: a master that is not up yet refuses, and we try again (the next
+  // address of the list, and after a round of them a short back-off).
   asio::steady_timer backoff(ex_);
-  Status last = make_status(StatusCode::kMasterUnreachable, "cannot reach the master at {}", where);
-  for (;;) {
+  Status last = make_status(StatusCode::kMasterUnreachable, "cannot reach the master at {}",
+                            format_masters());
+  for (size_t round = 0;; ++round) {
+    const HostPort& at = masters_[round % masters_.size()];
+    std::string where = format_host_port(at);
     // close() (the communicator was aborted or destroyed) ends the dialling at once: it fires
     // cancel_, which every wait below races against. Nobody waits for this result any more.
     if (closed_) {
@@ -33,11 +37,11 @@ net::awaitable<Result<wire::M2CWelcome>> MasterLink::connect(const wire::C2MRegi
     auto now = Clock::now();
     if (now >= deadline) {
       co_return make_status(StatusCode::kTimeout, "no answer from the master at {} in time ({})",
-                            where, last.message());
+                            format_masters(), last.message());
     }
     auto budget = std::chrono::duration_cast<std::chrono::milliseconds>(
         std::min<Clock::duration>(deadline - now, std::chrono::seconds(10)));
-    auto dialled = co_await (net::connect_tcp(ex_, master_.host, master_.port, budget) ||
+    auto dialled = co_await (net::connect_tcp(ex_, at.host, at.port, budget) ||
                              cancel_.async_wait(use_nothrow));
     if (dialled.index() == 1 || closed_) {
       co_return make_status(StatusCode::kAborted, "connecting to {} was cancelled", where);
@@ -45,19 +49,47 @@ net::awaitable<Result<wire::M2CWelcome>> MasterLink::connect(const wire::C2MRegi
     auto sock = std::get<0>(std::move(dialled));
     if (sock.is_ok()) {
       conn_ = std::make_shared<net::Connection>(std::move(sock).value());
-      break;
+      auto bound = std::min(deadline, attempt.bound == Clock::duration::max()
+                                          ? deadline
+                                          : Clock::now() + attempt.bound);
+      auto welcome = co_await exchange(hello, bound, where);
+      if (welcome.is_ok() && attempt.check) {
+        Status fit = attempt.check(*welcome);
+        if (!fit.is_ok()) welcome = fit;
+      }
+      if (welcome.is_ok()) {
+        at_ = at;
+        heartbeat_ = std::chrono::milliseconds(std::max<uint32_t>(10, welcome->heartbeat_interval_ms));
+        timeout_ = std::chrono::milliseconds(std::max<uint32_t>(100, welcome->peer_timeout_ms));
+        conn_->set_liveness(heartbeat_, timeout_);
+        co_return welcome;
+      }
+      conn_->close();
+      if (!attempt.check) co_return welcome.status();  // a registration: the first answer counts
+      last = welcome.status();
+      log::get("peer")->info("the master at {} did not take the resume: {}", where,
+                             last.message());
+    } else {
+      last = sock.status();
     }
-    last = sock.status();
+    if ((round + 1) % masters_.size() != 0) continue;  // the next address at once
     backoff.expires_after(std::chrono::milliseconds(100));
     co_await (backoff.async_wait(use_nothrow) || cancel_.async_wait(use_nothrow));
   }
-  asio::steady_timer timer(ex_, deadline);
-  auto exchange = [&]() -> net::awaitable<Result<wire::M2CWelcome>> {
+}
+
+// Preambles, the hello (C2MRegister or C2MResume) and the master's answer on conn_, bounded.
+net::awaitable<Result<wire::M2CWelcome>> MasterLink::exchange(const wire::ControlMessage& hello,
+                                                              Clock::time_point bound,
+                                                              std::string where) {
+  using namespace asio::experimental::awaitable_operators;
+  asio::steady_timer timer(ex_, bound);
+  auto talk = [&]() -> net::awaitable<Result<wire::M2CWelcome>> {
     wire::Preamble pre;
     pre.kind = wire::ConnKind::kControl;
     QCCL_CO_RETURN_IF_ERROR(co_await net::send_preamble(*conn_, pre, secret_));
-    auto reg_frame = wire::encode_frame(reg, 0);
-    std::array<asio::const_buffer, 1> out{asio::buffer(reg_frame)};
+    auto hello_frame = wire::encode_frame(hello, 0);
+    std::array<asio::const_buffer, 1> out{asio::buffer(hello_frame)};
     QCCL_CO_RETURN_IF_ERROR(co_await conn_->write_gather(out));
     std::array<uint8_t, wire::kPreambleAckSize> ack_bytes;
     QCCL_CO_RETURN_IF_ERROR(co_await conn_->read_exact(ack_bytes));
@@ -82,22 +114,21 @@ net::awaitable<Result<wire::M2CWelcome>> MasterLink::connect(const wire::C2MRegi
     }
     co_return std::get<wire::M2CWelcome>(*msg);
   };
-  auto outcome = co_await (exchange() || timer.async_wait(use_nothrow));
+  auto outcome = co_await (talk() || timer.async_wait(use_nothrow));
   if (outcome.index() == 1) {
-    conn_->close();
-    co_return make_status(StatusCode::kTimeout, "the master at {} did not answer the registration in time", where);
+    co_return make_status(StatusCode::kTimeout, "the master at {} did not answer in time", where);
   }
   auto welcome = std::get<0>(std::move(outcome));
-  if (!welcome.is_ok()) {
-    conn_->close();
-    Status st = welcome.status();
-    if (st.code() == StatusCode::kPeerLost) st = Status(StatusCode::kMasterUnreachable, st.message());
-    co_return st;
+  if (!welcome.is_ok() && welcome.status().code() == StatusCode::kPeerLost) {
+    co_return Status(StatusCode::kMasterUnreachable, welcome.status().message());
   }
-  heartbeat_ = std::chrono::milliseconds(std::max<uint32_t>(10, welcome->heartbeat_interval_ms));
-  timeout_ = std::chrono::milliseconds(std::max<uint32_t>(100, welcome->peer_timeout_ms));
-  conn_->set_liveness(heartbeat_, timeout_);
   co_return welcome;
+}
+
+std::string MasterLink::format_masters() const {
+  std::string out;
+  for (const auto& m : masters_) out += (out.empty() ? "" : ",") + format_host_port(m);
+  return out;
 }
 
 void MasterLink::start() {

@@ -1,7 +1,8 @@
 // MasterLink: a peer's control connection to the master.
 //
 // connect() dials the master (retrying refused connections until the deadline, so peers may
-// start before the master), exchanges preambles, registers and waits for M2CWelcome. Then a
+// start before the master; with a list of addresses, each in turn), exchanges preambles,
+// registers (or resumes, after a lost master) and waits for M2CWelcome. Then a
 // reader coroutine hands every message to the owner's handler, a heartbeat coroutine sends
 // C2MHeartbeat every heartbeat interval, and a watchdog declares the master lost when nothing
 // (not even its heartbeats) arrived for the peer timeout. Losing the master is reported once
@@ -14,6 +15,7 @@
 #include <functional>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "common/address.hpp"
 #include "net/asio_common.hpp"
@@ -28,14 +30,27 @@ class MasterLink : public std::enable_shared_from_this<MasterLink> {
   using MessageHandler = std::function<void(const wire::ControlMessage&, Epoch)>;
   using LostHandler = std::function<void(const Status&)>;
 
+  // `masters`: the master's address, or several (an active one and standbys), tried in turn.
   // `secret`: the run's shared secret, if any (net/auth.hpp).
-  MasterLink(asio::any_io_executor ex, HostPort master, net::Secret secret,
+  MasterLink(asio::any_io_executor ex, std::vector<HostPort> masters, net::Secret secret,
              MessageHandler on_message, LostHandler on_lost);
 
-  // Connects, registers and returns the welcome. `deadline` bounds the whole exchange
-  // (time_point::max() = no bound). kMasterUnreachable / kTimeout / kAuthFailed on failure.
-  net::awaitable<Result<wire::M2CWelcome>> connect(const wire::C2MRegister& reg,
-                                                   std::chrono::steady_clock::time_point deadline);
+  // How connect() treats an answer. Without `check` (a registration) the first master that
+  // answers decides: its welcome, or its refusal. With it (a resume) a master whose welcome
+  // fails the check, or that refuses, times out (`bound` per attempt) or is unreachable, is
+  // left for the next address until the deadline.
+  struct Attempt {
+    std::function<Status(const wire::M2CWelcome&)> check;
+    std::chrono::steady_clock::duration bound = std::chrono::steady_clock::duration::max();
+  };
+  // Connects, sends `hello` (C2MRegister or C2MResume) and returns the welcome. `deadline`
+  // bounds the whole exchange (time_point::max() = no bound). kMasterUnreachable / kTimeout /
+  // kAuthFailed / kKicked on failure.
+  net::awaitable<Result<wire::M2CWelcome>> connect(const wire::ControlMessage& hello,
+                                                   std::chrono::steady_clock::time_point deadline,
+                                                   Attempt attempt);
+  // The master connect() reached.
+  const HostPort& address() const { return at_; }
 
   // After a successful connect(): starts delivering messages and sending heartbeats.
   void start();
@@ -49,12 +64,17 @@ class MasterLink : public std::enable_shared_from_this<MasterLink> {
   bool is_open() const { return conn_ && conn_->is_open(); }
 
  private:
+  net::awaitable<Result<wire::M2CWelcome>> exchange(const wire::ControlMessage& hello,
+                                                    std::chrono::steady_clock::time_point bound,
+                                                    std::string where);
+  std::string format_masters() const;
   net::awaitable<void> read_loop();
   net::awaitable<void> heartbeat_loop();
   void lost(const Status& why);
 
   asio::any_io_executor ex_;
-  HostPort master_;
+  std::vector<HostPort> masters_;
+  HostPort at_;
   net::Secret secret_;
   MessageHandler on_message_;
   LostHandler on_lost_;

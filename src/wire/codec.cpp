@@ -66,6 +66,7 @@ QCCL_WIRE_MSG_INFO_(C2MLeave);
 QCCL_WIRE_MSG_INFO_(C2MSyncState);
 QCCL_WIRE_MSG_INFO_(C2MSyncDone);
 QCCL_WIRE_MSG_INFO_(C2MProbeResults);
+QCCL_WIRE_MSG_INFO_(C2MResume);
 QCCL_WIRE_MSG_INFO_(M2CWelcome);
 QCCL_WIRE_MSG_INFO_(M2CMembership);
 QCCL_WIRE_MSG_INFO_(M2CVoteResult);
@@ -119,6 +120,7 @@ Result<ControlMessage> decode_control(uint16_t type, std::span<const uint8_t> pa
     case MsgType::kC2MSyncState: return decode_as<C2MSyncState>(payload);
     case MsgType::kC2MSyncDone: return decode_as<C2MSyncDone>(payload);
     case MsgType::kC2MProbeResults: return decode_as<C2MProbeResults>(payload);
+    case MsgType::kC2MResume: return decode_as<C2MResume>(payload);
     case MsgType::kM2CWelcome: return decode_as<M2CWelcome>(payload);
     case MsgType::kM2CMembership: return decode_as<M2CMembership>(payload);
     case MsgType::kM2CVoteResult: return decode_as<M2CVoteResult>(payload);

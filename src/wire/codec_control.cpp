@@ -8,11 +8,15 @@
 //   C2MOpStart     u64 tag | u64 seq | u64 op_epoch | u64 desc_hash | u32 timeout_ms
 //   C2MOpDone      u64 tag | u64 seq | u64 op_epoch | u8 status | str message
 //   C2MLeave       (empty)
+//   C2MResume      u64 run_id | u64 generation | u64 peer_id | u32 peer_group | u16 p2p_port |
+//                  str advertised_host | u64 global_epoch | u64 group_epoch | u32 n | n x u64 |
+//                  u64 next_peer_id | bool has_revision | u64 last_revision | u32 m |
+//                  m x (u64 tag | u64 seq | u64 op_epoch | bool committed)
 //   M2CWelcome     u64 peer_id | u32 heartbeat_interval_ms | u32 peer_timeout_ms |
-//                  u32 vote_timeout_ms
+//                  u32 vote_timeout_ms | u64 run_id | u64 generation
 //   M2CMembership  u64 group_epoch | u32 global_world_size | u32 group_world_size |
 //                  u32 num_groups | u32 largest_group_size | u32 n | n x (u64 id | str host |
-//                  u16 port)
+//                  u16 port) | u64 next_peer_id
 //   M2CVoteResult  u8 kind | bool peers_pending | u8 status | str message
 //   M2COpResult    u64 tag | u64 seq | u64 op_epoch | u8 status | u32 world_size | str message
 //   M2CKicked      u8 reason | str message
@@ -47,11 +51,35 @@ void put(ByteWriter& w, const C2MOpDone& m) {
   w.string(clamp_string(m.message));
 }
 void put(ByteWriter&, const C2MLeave&) {}
+void put(ByteWriter& w, const C2MResume& m) {
+  w.u64(m.run_id);
+  w.u64(m.generation);
+  w.u64(m.peer_id);
+  w.u32(m.peer_group);
+  w.u16(m.p2p_port);
+  w.string(clamp_string(m.advertised_host));
+  w.u64(m.global_epoch);
+  w.u64(m.group_epoch);
+  w.u32(static_cast<uint32_t>(m.ring.size()));
+  for (PeerId id : m.ring) w.u64(id);
+  w.u64(m.next_peer_id);
+  w.boolean(m.has_revision);
+  w.u64(m.last_revision);
+  w.u32(static_cast<uint32_t>(m.ops.size()));
+  for (const ResumeOp& op : m.ops) {
+    w.u64(op.tag);
+    w.u64(op.seq);
+    w.u64(op.op_epoch);
+    w.boolean(op.committed);
+  }
+}
 void put(ByteWriter& w, const M2CWelcome& m) {
   w.u64(m.peer_id);
   w.u32(m.heartbeat_interval_ms);
   w.u32(m.peer_timeout_ms);
   w.u32(m.vote_timeout_ms);
+  w.u64(m.run_id);
+  w.u64(m.generation);
 }
 void put(ByteWriter& w, const M2CMembership& m) {
   w.u64(m.group_epoch);
@@ -65,6 +93,7 @@ void put(ByteWriter& w, const M2CMembership& m) {
     w.string(clamp_string(member.host));
     w.u16(member.port);
   }
+  w.u64(m.next_peer_id);
 }
 void put(ByteWriter& w, const M2CVoteResult& m) {
   w.u8(static_cast<uint8_t>(m.kind));
@@ -109,11 +138,40 @@ Status get(ByteReader& r, C2MOpDone* m) {
   return r.string(&m->message, "message", kMaxStringBytes);
 }
 Status get(ByteReader&, C2MLeave*) { return Status::ok(); }
+Status get(ByteReader& r, C2MResume* m) {
+  QCCL_RETURN_IF_ERROR(r.u64(&m->run_id, "run_id"));
+  QCCL_RETURN_IF_ERROR(r.u64(&m->generation, "generation"));
+  QCCL_RETURN_IF_ERROR(r.u64(&m->peer_id, "peer_id"));
+  QCCL_RETURN_IF_ERROR(r.u32(&m->peer_group, "peer_group"));
+  QCCL_RETURN_IF_ERROR(r.u16(&m->p2p_port, "p2p_port"));
+  QCCL_RETURN_IF_ERROR(r.string(&m->advertised_host, "advertised_host", kMaxStringBytes));
+  QCCL_RETURN_IF_ERROR(r.u64(&m->global_epoch, "global_epoch"));
+  QCCL_RETURN_IF_ERROR(r.u64(&m->group_epoch, "group_epoch"));
+  uint32_t n = 0;
+  QCCL_RETURN_IF_ERROR(r.count(&n, "ring", kMaxRingMembers, 8));
+  m->ring.assign(n, kNoPeer);  // safe: count() checked n against the remaining bytes
+  for (uint32_t i = 0; i < n; ++i) QCCL_RETURN_IF_ERROR(r.u64(&m->ring[i], "ring member id"));
+  QCCL_RETURN_IF_ERROR(r.u64(&m->next_peer_id, "next_peer_id"));
+  QCCL_RETURN_IF_ERROR(r.boolean(&m->has_revision, "has_revision"));
+  QCCL_RETURN_IF_ERROR(r.u64(&m->last_revision, "last_revision"));
+  uint32_t ops = 0;
+  QCCL_RETURN_IF_ERROR(r.count(&ops, "ops", kMaxResumeOps, 8 + 8 + 8 + 1));
+  m->ops.assign(ops, ResumeOp{});
+  for (ResumeOp& op : m->ops) {
+    QCCL_RETURN_IF_ERROR(r.u64(&op.tag, "op tag"));
+    QCCL_RETURN_IF_ERROR(r.u64(&op.seq, "op seq"));
+    QCCL_RETURN_IF_ERROR(r.u64(&op.op_epoch, "op epoch"));
+    QCCL_RETURN_IF_ERROR(r.boolean(&op.committed, "op committed"));
+  }
+  return Status::ok();
+}
 Status get(ByteReader& r, M2CWelcome* m) {
   QCCL_RETURN_IF_ERROR(r.u64(&m->peer_id, "peer_id"));
   QCCL_RETURN_IF_ERROR(r.u32(&m->heartbeat_interval_ms, "heartbeat_interval_ms"));
   QCCL_RETURN_IF_ERROR(r.u32(&m->peer_timeout_ms, "peer_timeout_ms"));
-  return r.u32(&m->vote_timeout_ms, "vote_timeout_ms");
+  QCCL_RETURN_IF_ERROR(r.u32(&m->vote_timeout_ms, "vote_timeout_ms"));
+  QCCL_RETURN_IF_ERROR(r.u64(&m->run_id, "run_id"));
+  return r.u64(&m->generation, "generation");
 }
 Status get(ByteReader& r, M2CMembership* m) {
   QCCL_RETURN_IF_ERROR(r.u64(&m->group_epoch, "group_epoch"));
@@ -131,7 +189,7 @@ Status get(ByteReader& r, M2CMembership* m) {
     QCCL_RETURN_IF_ERROR(r.string(&member.host, "ring member host", kMaxStringBytes));
     QCCL_RETURN_IF_ERROR(r.u16(&member.port, "ring member port"));
   }
-  return Status::ok();
+  return r.u64(&m->next_peer_id, "next_peer_id");
 }
 Status get(ByteReader& r, M2CVoteResult* m) {
   QCCL_RETURN_IF_ERROR(read_vote_kind(r, &m->kind));
@@ -150,7 +208,7 @@ Status get(ByteReader& r, M2COpResult* m) {
 Status get(ByteReader& r, M2CKicked* m) {
   QCCL_RETURN_IF_ERROR(read_enum(r, &m->reason, "kick reason",
                                  static_cast<uint8_t>(KickReason::kTimeout),
-                                 static_cast<uint8_t>(KickReason::kUnreachable)));
+                                 static_cast<uint8_t>(KickReason::kWrongRun)));
   return r.string(&m->message, "message", kMaxStringBytes);
 }
 Status get(ByteReader&, M2CHeartbeat*) { return Status::ok(); }

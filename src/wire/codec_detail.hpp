@@ -43,6 +43,7 @@ Status read_vote_kind(ByteReader& r, VoteKind* out);
 // ---- encoders: one overload per message ----
 // codec_control.cpp
 void put(ByteWriter&, const C2MRegister&);
+void put(ByteWriter&, const C2MResume&);
 void put(ByteWriter&, const C2MHeartbeat&);
 void put(ByteWriter&, const C2MVote&);
 void put(ByteWriter&, const C2MOpStart&);
@@ -65,6 +66,7 @@ void put(ByteWriter&, const M2CProbePlan&);
 // ---- decoders: one overload per message; the caller checks for trailing bytes ----
 // codec_control.cpp
 Status get(ByteReader&, C2MRegister*);
+Status get(ByteReader&, C2MResume*);
 Status get(ByteReader&, C2MHeartbeat*);
 Status get(ByteReader&, C2MVote*);
 Status get(ByteReader&, C2MOpStart*);

@@ -29,6 +29,7 @@ enum class MsgType : uint16_t {
   kC2MSyncState = 7,
   kC2MSyncDone = 8,
   kC2MProbeResults = 9,
+  kC2MResume = 10,
   // M2C
   kM2CWelcome = 32,
   kM2CMembership = 33,
@@ -49,6 +50,7 @@ enum class MsgType : uint16_t {
 inline constexpr uint32_t kMaxStringBytes = 4096;
 inline constexpr uint32_t kMaxRingMembers = 65536;
 inline constexpr uint32_t kMaxStateEntries = 1u << 18;
+inline constexpr uint32_t kMaxResumeOps = 1u << 16;
 // Data types on the wire: qcclDataType_t values 0 .. kNumDataTypes-1 (checked in core/state_sync.cpp).
 inline constexpr uint8_t kNumDataTypes = 12;
 
@@ -67,6 +69,7 @@ enum class KickReason : uint8_t {
   kDuplicate = 5,       // registered twice
   kLostElection = 6,    // a send-only peer whose shared state lost the election
   kUnreachable = 7,     // no ring of reachable links exists with this peer in it
+  kWrongRun = 8,        // a resume this master cannot take (another run, or not its lineage)
 };
 
 // ---- C2M ----
@@ -136,12 +139,44 @@ struct C2MProbeResults {
   std::vector<PeerId> unreachable;   // targets of this plan that could not be connected to
 };
 
+// Resuming after the master was lost (docs/reliability.md, "Losing the master"): an accepted
+// peer gives a new master (on the same address, or the next of its list) what the lost one
+// knew of it. Answered by M2CWelcome (the same peer id) or M2CKicked (kWrongRun).
+// An op the peer reports: its local part finished and it waits for the verdict
+// (committed = false), or the last op of its tag it committed in its group epoch (true).
+struct ResumeOp {
+  OpTag tag = 0;
+  uint64_t seq = 0;
+  Epoch op_epoch = 0;
+  bool committed = false;
+  auto operator<=>(const ResumeOp&) const = default;
+};
+struct C2MResume {
+  uint64_t run_id = 0;       // M2CWelcome.run_id of the lost master
+  uint64_t generation = 0;   // M2CWelcome.generation of the lost master
+  PeerId peer_id = kNoPeer;
+  GroupId peer_group = 0;
+  uint16_t p2p_port = 0;
+  std::string advertised_host;
+  Epoch global_epoch = 0;
+  Epoch group_epoch = 0;
+  std::vector<PeerId> ring;  // its group's ring at group_epoch, in ring order
+  PeerId next_peer_id = 0;   // the lost master's next peer id (M2CMembership)
+  bool has_revision = false; // the group had a successful shared-state sync:
+  uint64_t last_revision = 0;  // its elected revision
+  std::vector<ResumeOp> ops;
+};
+
 // ---- M2C ----
 struct M2CWelcome {
   PeerId peer_id = kNoPeer;
   uint32_t heartbeat_interval_ms = 0;
   uint32_t peer_timeout_ms = 0;
   uint32_t vote_timeout_ms = 0;  // also bounds a collective that stops making progress
+  // The run this master leads, and its generation: 1 for the master that started the run, +1
+  // for each master that resumed it. A peer only ever follows a higher generation of its run.
+  uint64_t run_id = 0;
+  uint64_t generation = 0;
 };
 struct RingMember {
   PeerId id = kNoPeer;
@@ -157,6 +192,7 @@ struct M2CMembership {
   uint32_t num_groups = 0;
   uint32_t largest_group_size = 0;
   std::vector<RingMember> ring;    // this group's ring order; the receiver finds itself in it
+  PeerId next_peer_id = 0;         // the id the master gives next (C2MResume.next_peer_id)
 };
 struct M2CVoteResult {
   VoteKind kind = VoteKind::kUpdateTopology;
@@ -258,7 +294,7 @@ inline constexpr size_t kP2PStatePieceHeaderSize = 24;
 
 using ControlMessage =
     std::variant<C2MRegister, C2MHeartbeat, C2MVote, C2MOpStart, C2MOpDone, C2MLeave,
-                 C2MSyncState, C2MSyncDone, C2MProbeResults, M2CWelcome, M2CMembership,
+                 C2MSyncState, C2MSyncDone, C2MProbeResults, C2MResume, M2CWelcome, M2CMembership,
                  M2CVoteResult, M2COpResult, M2CKicked, M2CHeartbeat, M2CSyncPlan,
                  M2CSyncResult, M2CProbePlan>;
 

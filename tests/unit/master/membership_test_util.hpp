@@ -55,6 +55,8 @@ inline std::string kick_reason_name(wire::KickReason r) {
       return "LostElection";
     case wire::KickReason::kUnreachable:
       return "Unreachable";
+    case wire::KickReason::kWrongRun:
+      return "WrongRun";
   }
   return fmt::format("KickReason({})", static_cast<int>(r));
 }

@@ -40,11 +40,12 @@ TEST(WireCodec, RegisterGoldenBytes) {
 }
 
 TEST(WireCodec, MembershipGoldenBytes) {
-  M2CMembership m{0x0A, 1, 2, 3, 4, {test::member(0x0B, "h", 0x0C0D)}};
+  M2CMembership m{0x0A, 1, 2, 3, 4, {test::member(0x0B, "h", 0x0C0D)}, 0x0E};
   const std::vector<uint8_t> expected = {
       0x0A, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 2, 0, 0, 0, 3, 0, 0, 0, 4, 0, 0, 0,  // counts
       1, 0, 0, 0,                                                                  // ring size
-      0x0B, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 'h', 0x0D, 0x0C};                    // member
+      0x0B, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 'h', 0x0D, 0x0C,                     // member
+      0x0E, 0, 0, 0, 0, 0, 0, 0};                                                  // next id
   EXPECT_EQ(payload_bytes(m), expected);
 }
 
@@ -82,6 +83,7 @@ TEST(WireCodec, TypeOfMatchesEveryAlternative) {
   EXPECT_EQ(type_of(M2CKicked{}), MsgType::kM2CKicked);
   EXPECT_EQ(type_of(M2CHeartbeat{}), MsgType::kM2CHeartbeat);
   EXPECT_EQ(type_of(C2MProbeResults{}), MsgType::kC2MProbeResults);
+  EXPECT_EQ(type_of(C2MResume{}), MsgType::kC2MResume);
   EXPECT_EQ(type_of(M2CProbePlan{}), MsgType::kM2CProbePlan);
 }
 
@@ -109,7 +111,7 @@ TEST(WireCodec, ProbeMessagesGoldenBytes) {
 
 TEST(WireCodec, EveryMessageRoundTrips) {
   const std::vector<ControlMessage> samples = sample_messages();
-  ASSERT_EQ(samples.size(), 32u);
+  ASSERT_EQ(samples.size(), 35u);
   for (const ControlMessage& m : samples) {
     const std::vector<uint8_t> frame = encode_frame(m, 0xFEDCBA9876543210ull);
     auto decoded = test::decode_whole_frame(frame);
@@ -213,7 +215,7 @@ TEST(WireCodec, RejectsTrailingBytes) {
 
 TEST(WireCodec, RejectsUnknownAndDataTypes) {
   const std::vector<uint8_t> empty;
-  for (uint16_t t : {0, 10, 31, 41, 63, 67, 1000, 0xFFFF}) {
+  for (uint16_t t : {0, 11, 31, 41, 63, 67, 1000, 0xFFFF}) {
     EXPECT_TRUE(fails_with(decode_control(t, empty), {"unknown message type"})) << t;
   }
   const std::vector<uint8_t> data(kP2PDataHeaderSize, 0);
@@ -252,7 +254,7 @@ TEST(WireCodec, RejectsOutOfRangeEnums) {
   sync[18] = kNumDataTypes;
   EXPECT_TRUE(fails_with(decode_control(type_num(C2MSyncState{}), sync), {"dtype", "12"}));
 
-  for (uint8_t k : {0, 8, 200}) {
+  for (uint8_t k : {0, 9, 200}) {
     std::vector<uint8_t> kicked = payload_bytes(M2CKicked{KickReason::kTimeout, "t"});
     kicked[0] = k;
     EXPECT_TRUE(fails_with(decode_control(type_num(M2CKicked{}), kicked), {"M2CKicked", "reason"}));
@@ -293,7 +295,7 @@ TEST(WireCodec, RejectsOverLimitStrings) {
 TEST(WireCodec, RejectsOverLimitRings) {
   const uint16_t t = type_num(M2CMembership{});
   std::vector<uint8_t> p = payload_bytes(M2CMembership{1, 2, 3, 4, 5, {}});
-  ASSERT_EQ(p.size(), 28u);
+  ASSERT_EQ(p.size(), 36u);
   put_u32(p, 24, 0xFFFFFFFFu);
   EXPECT_TRUE(fails_with(decode_control(t, p), {"M2CMembership", "ring", "limit 65536"}));
   put_u32(p, 24, kMaxRingMembers + 1);
@@ -301,6 +303,16 @@ TEST(WireCodec, RejectsOverLimitRings) {
   // Within the limit but far more than the bytes present: rejected before reserving.
   put_u32(p, 24, kMaxRingMembers);
   EXPECT_TRUE(fails_with(decode_control(t, p), {"truncated", "ring", "65536 entries"}));
+
+  // C2MResume's ring (ids only) and op list: the same limits, checked before reserving.
+  const uint16_t r = type_num(C2MResume{});
+  std::vector<uint8_t> resume = payload_bytes(C2MResume{1, 1, 2, 0, 1, "", 1, 1, {}, 3, false, 0, {}});
+  ASSERT_EQ(resume.size(), 8u + 8 + 8 + 4 + 2 + 4 + 8 + 8 + 4 + 8 + 1 + 8 + 4);
+  put_u32(resume, 50, kMaxRingMembers + 1);
+  EXPECT_TRUE(fails_with(decode_control(r, resume), {"C2MResume", "ring", "limit 65536"}));
+  put_u32(resume, 50, 0);
+  put_u32(resume, resume.size() - 4, 1000);
+  EXPECT_TRUE(fails_with(decode_control(r, resume), {"C2MResume", "truncated", "ops"}));
 
   // An encoder handed an over-limit ring does not cut it; the receiver rejects it.
   M2CMembership big{1, 0, 0, 1, 0, std::vector<RingMember>(kMaxRingMembers + 1)};

@@ -1,0 +1,124 @@
+// Runtime: losing the master and resuming the run with a new one (runtime.hpp,
+// docs/reliability.md "Losing the master").
+#include "common/logging.hpp"
+#include "core/runtime.hpp"
+
+namespace qccl::core {
+
+using Clock = std::chrono::steady_clock;
+
+std::shared_ptr<peer::MasterLink> Runtime::make_master_link() {
+  return std::make_shared<peer::MasterLink>(
+      io_.context().get_executor(), masters_, options_.auth_token,
+      [this](const wire::ControlMessage& m, Epoch e) { on_master_message(m, e); },
+      [this](const Status& why) { on_master_lost(why); });
+}
+
+// The master link broke or went silent. Without master_reconnect_ms, or before this peer was
+// accepted, that ends the communicator (kMasterUnreachable); otherwise the run is resumed.
+void Runtime::on_master_lost(const Status& why) {
+  if (fatal_) return;
+  if (options_.master_reconnect_ms == 0 || state_ != State::kConnected) return on_fatal(why);
+  auto deadline = Clock::now() + std::chrono::milliseconds(options_.master_reconnect_ms);
+  log_->warn("peer {}: {}; looking for a master to resume the run for up to {} ms", self_,
+             why.message(), options_.master_reconnect_ms);
+  state_ = State::kResuming;
+  if (master_) master_->close();
+  master_.reset();
+  // Everything in progress fails with a retryable code, except the ops that wait for their
+  // verdict: the new master gives it. The retries wait until the run has resumed.
+  Status retry = make_status(StatusCode::kPeerLost,
+                             "the master was lost ({}); call again: the call waits until a master "
+                             "resumes the run", why.message());
+  vote_.finish(retry);
+  prober_->cancel();
+  sync_->fail(retry);
+  engine_->on_master_lost(retry);
+  resume_timer_.emplace(io_.context(), deadline);
+  resume_timer_->async_wait([self = shared_from_this()](const asio::error_code& ec) {
+    if (ec || self->state_ != State::kResuming) return;
+    self->on_fatal(make_status(StatusCode::kMasterUnreachable,
+                               "lost the master, and no master resumed the run within "
+                               "master_reconnect_ms = {} ms",
+                               self->options_.master_reconnect_ms));
+  });
+  resume_link_ = make_master_link();
+  asio::co_spawn(io_.context(), resume_flow(resume_link_, deadline), asio::detached);
+}
+
+wire::C2MResume Runtime::resume_message() const {
+  wire::C2MResume m;
+  m.run_id = run_id_;
+  m.generation = generation_;
+  m.peer_id = self_;
+  m.peer_group = options_.peer_group;
+  m.p2p_port = advertise_.port != 0 ? advertise_.port : links_->port();
+  m.advertised_host = advertise_.host;
+  m.global_epoch = global_epoch_;
+  m.group_epoch = group_epoch_;
+  for (const auto& member : view_.ring) m.ring.push_back(member.id);
+  m.next_peer_id = next_peer_id_;
+  if (auto rev = sync_->last_revision()) {
+    m.has_revision = true;
+    m.last_revision = *rev;
+  }
+  m.ops = engine_->resume_report();
+  return m;
+}
+
+// A master may resume this run only as a newer generation of it.
+Status Runtime::check_resumer(const wire::M2CWelcome& w) const {
+  if (w.run_id != run_id_ || w.generation <= generation_ || w.peer_id != self_) {
+    return make_status(StatusCode::kMasterUnreachable,
+                       "it leads run {:016x} generation {} (peer {}); this peer follows run "
+                       "{:016x} generation {} as peer {}",
+                       w.run_id, w.generation, w.peer_id, run_id_, generation_, self_);
+  }
+  return Status::ok();
+}
+
+net::awaitable<void> Runtime::resume_flow(std::shared_ptr<peer::MasterLink> link,
+                                          Clock::time_point deadline) {
+  auto self = shared_from_this();
+  peer::MasterLink::Attempt attempt;
+  attempt.check = [this](const wire::M2CWelcome& w) { return check_resumer(w); };
+  attempt.bound = settings_.timeout;  // a stopped master accepts but never answers
+  auto welcome = co_await link->connect(wire::ControlMessage(resume_message()), deadline, attempt);
+  if (link != resume_link_ || state_ != State::kResuming) co_return;  // closed meanwhile
+  resume_link_.reset();
+  if (!welcome.is_ok()) {
+    on_fatal(make_status(StatusCode::kMasterUnreachable,
+                         "lost the master, and no master resumed the run within "
+                         "master_reconnect_ms = {} ms: {}",
+                         options_.master_reconnect_ms, welcome.status().message()));
+    co_return;
+  }
+  generation_ = welcome->generation;
+  master_ = link;
+  link->start();
+  log_->info("peer {}: the master at {} (generation {}) took the resume; waiting for the ring",
+             self_, format_host_port(link->address()), generation_);
+  // Calls go on once its membership arrives (on_membership -> resumed()).
+}
+
+void Runtime::resumed() {
+  state_ = State::kConnected;
+  if (resume_timer_) resume_timer_->cancel();
+  log_->info("peer {}: run resumed at group epoch {}, rank {} of {}", self_, group_epoch_, rank_,
+             view_.ring.size());
+  run_deferred();
+}
+
+bool Runtime::defer_while_resuming(std::function<void()> again) {
+  if (state_ != State::kResuming) return false;
+  deferred_.push_back(std::move(again));
+  return true;
+}
+
+void Runtime::run_deferred() {
+  auto calls = std::move(deferred_);
+  deferred_.clear();
+  for (auto& call : calls) call();
+}
+
+}  // namespace qccl::core

@@ -1,0 +1,152 @@
+// Membership: resuming a run whose master was lost (membership.hpp, docs/reliability.md
+// "Losing the master").
+#include <algorithm>
+#include <set>
+
+#include <fmt/format.h>
+#include <fmt/ranges.h>
+
+#include "master/membership.hpp"
+
+namespace qccl::master {
+
+std::optional<std::string> Membership::resume_refusal(const wire::C2MResume& msg) const {
+  if (!had_peers_) return std::nullopt;  // a fresh master adopts the run
+  if (msg.run_id != run_id_) {
+    return fmt::format("this master leads run {:016x}, not run {:016x}", run_id_, msg.run_id);
+  }
+  if (msg.generation + 1 != generation_) {
+    return fmt::format("this master is generation {} of run {:016x}; peer {} followed generation "
+                       "{} (a newer master leads the run, or this one lost it)",
+                       generation_, run_id_, msg.peer_id, msg.generation);
+  }
+  if (!resume_) {
+    return fmt::format("run {:016x} was resumed without peer {} (it did not come back within "
+                       "the peer timeout)", run_id_, msg.peer_id);
+  }
+  if (peers_.count(msg.peer_id) != 0 || resume_->gone.count(msg.peer_id) != 0) {
+    return fmt::format("peer {} resumed run {:016x} already", msg.peer_id, run_id_);
+  }
+  return std::nullopt;
+}
+
+Result<PeerId> Membership::on_resume(const wire::C2MResume& msg, const std::string& observed_host,
+                                     TimePoint now, Outbox& out) {
+  if (auto why = resume_refusal(msg)) return Status(StatusCode::kInvalidUsage, *why);
+  if (!had_peers_) {
+    had_peers_ = true;
+    run_id_ = msg.run_id;
+    generation_ = msg.generation + 1;
+    resume_ = ResumeWindow{now + config_.peer_timeout, {}, {}};
+    out.log.push_back(fmt::format("resuming run {:016x} as its generation {} master (peer {} "
+                                  "came back first); waiting up to {} ms for the others",
+                                  run_id_, generation_, msg.peer_id,
+                                  config_.peer_timeout.count()));
+  }
+  Peer p;
+  p.id = msg.peer_id;
+  p.group = msg.peer_group;
+  p.host = msg.advertised_host.empty() ? observed_host : msg.advertised_host;
+  p.port = msg.p2p_port;
+  p.phase = Phase::kResumed;
+  p.last_seen = now;
+  peers_.emplace(p.id, p);
+  next_id_ = std::max({next_id_, msg.next_peer_id, msg.peer_id + 1});
+  global_epoch_ = std::max(global_epoch_, msg.global_epoch);
+
+  auto& report = resume_->groups[p.group];
+  if (report.ring.empty() || msg.group_epoch > report.epoch) {
+    report.epoch = msg.group_epoch;
+    report.ring = msg.ring;
+  }
+  report.ops.insert(report.ops.end(), msg.ops.begin(), msg.ops.end());
+  if (msg.has_revision) {
+    report.last_revision = std::max(report.last_revision.value_or(0), msg.last_revision);
+  }
+  out.sends.push_back({p.id, welcome(p.id), global_epoch_});
+  out.log.push_back(fmt::format("peer {} resumed (group {}, p2p {}:{}, group epoch {}, {} op(s) "
+                                "reported)", p.id, p.group, p.host, p.port, msg.group_epoch,
+                                msg.ops.size()));
+  if (everyone_back()) close_resume(now, out);
+  return p.id;
+}
+
+// Every member of every reported ring has resumed (or resumed and gone again).
+bool Membership::everyone_back() const {
+  if (!resume_) return false;
+  for (const auto& [gid, report] : resume_->groups) {
+    for (PeerId id : report.ring) {
+      auto it = peers_.find(id);
+      bool back = it != peers_.end() && it->second.phase == Phase::kResumed;
+      if (!back && resume_->gone.count(id) == 0) return false;
+    }
+  }
+  return true;
+}
+
+void Membership::close_resume(TimePoint now, Outbox& out) {
+  ResumeWindow window = std::move(*resume_);
+  resume_.reset();
+  ++global_epoch_;
+  for (auto& [gid, report] : window.groups) {
+    // The reported order, then any member that reported an older ring.
+    std::vector<PeerId> ring;
+    for (PeerId id : report.ring) {
+      auto it = peers_.find(id);
+      if (it != peers_.end() && it->second.phase == Phase::kResumed && it->second.group == gid) {
+        ring.push_back(id);
+      }
+    }
+    std::vector<PeerId> missing;
+    for (PeerId id : report.ring) {
+      if (std::find(ring.begin(), ring.end(), id) == ring.end()) missing.push_back(id);
+    }
+    for (auto& [id, peer] : peers_) {
+      if (peer.phase != Phase::kResumed || peer.group != gid) continue;
+      if (std::find(ring.begin(), ring.end(), id) == ring.end()) ring.push_back(id);
+    }
+    if (ring.empty()) continue;
+    for (PeerId id : ring) peers_.at(id).phase = Phase::kAccepted;
+    Group& g = groups_[gid];
+    g.ring = ring;
+    g.epoch = global_epoch_;
+    if (report.last_revision) g.next_revision = *report.last_revision + 1;
+
+    // The ops members waited on: committed if any member committed them (the lost master told
+    // it so before dying), else failed on every member (no one committed: at least one member
+    // had not finished, or the verdict never left the master).
+    std::set<std::tuple<OpTag, uint64_t, Epoch>> waited;
+    for (const auto& op : report.ops) {
+      if (!op.committed) waited.emplace(op.tag, op.seq, op.op_epoch);
+    }
+    for (const auto& [tag, seq, epoch] : waited) {
+      bool committed = std::any_of(report.ops.begin(), report.ops.end(), [&](const auto& o) {
+        return o.committed && o.tag == tag && o.op_epoch == epoch && o.seq >= seq;
+      });
+      StatusCode status = committed ? StatusCode::kOk : StatusCode::kPeerLost;
+      std::string why = committed ? std::string()
+                                  : "the master was lost before the operation committed; retry";
+      for (PeerId id : ring) {
+        out.sends.push_back({id,
+                             wire::M2COpResult{tag, seq, epoch, status,
+                                               static_cast<uint32_t>(report.ring.size()), why},
+                             global_epoch_});
+      }
+      out.log.push_back(fmt::format("resumed operation tag {} seq {} of group {}: {}", tag, seq,
+                                    gid, committed ? "committed" : "failed"));
+    }
+    out.log.push_back(fmt::format(
+        "ring change: group {} epoch {} ring [{}] (resumed; not back: [{}])", gid, g.epoch,
+        fmt::join(ring, ", "), fmt::join(missing, ", ")));
+  }
+  out.log.push_back(fmt::format("run {:016x} resumed by generation {}: {} peers in {} groups, "
+                                "epoch {}",
+                                run_id_, generation_, num_accepted(), groups_.size(),
+                                global_epoch_));
+  send_membership_to_all(out);
+  // Peers that registered meanwhile wait for an update-topology vote, as in any run; if no
+  // one resumed after all, they start it.
+  if (num_accepted() == 0) admit_registered(now, out);
+}
+
+}  // namespace qccl::master

@@ -1,0 +1,221 @@
+// Fault tests: the run survives losing its master (issue 22; docs/reliability.md "Losing the
+// master"). Peers are qccl_test_peer processes in idle mode with QCCL_MASTER_RECONNECT_MS set;
+// the master is the qccl-master binary in a process of its own (master_process.hpp).
+//
+//   - Killed while the peers are idle, a new qccl-master started on the same address: every
+//     peer's next all-reduce and sync succeed with exact results, in the same ring order, a
+//     higher epoch and the next shared-state revision (no peer was admitted again).
+//   - Killed during an all-reduce: the call in flight fails with qcclPeerLost (retryable) once
+//     the new master is up, leaving its input intact; the retry succeeds.
+//   - Stopped (SIGSTOP, longer than the peer timeout) with a standby listed ("A,B"): the peers
+//     move to the standby and go on (the call that ran while the master was silent fails with
+//     qcclPeerLost on every peer: nobody committed it). The stopped master, resumed, cannot take the run back:
+//     once the standby is killed too, the peers find only the old master, which refuses
+//     them, and their calls fail with qcclMasterUnreachable at the reconnect deadline.
+// Measured ("[ measure  ]"): master kill -> the first successful all-reduce after the restart.
+#include <gtest/gtest.h>
+
+#include <csignal>
+#include <cstdio>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "master_process.hpp"
+#include "qccl/qccl.h"
+#include "support/watchdog.hpp"
+
+QCCL_TEST_WATCHDOG(110);
+
+namespace qccl::test {
+namespace {
+
+constexpr uint32_t kHeartbeatMs = 200;
+constexpr uint32_t kPeerTimeoutMs = 2000;
+const ExternalMaster::Timing kTiming{kHeartbeatMs, kPeerTimeoutMs, 60000};
+constexpr size_t kBigCount = size_t{4} << 20;  // 32 MiB of uint64 per peer
+
+std::vector<std::string> reconnect_env(uint32_t ms) {
+  return {"QCCL_MASTER_RECONNECT_MS=" + std::to_string(ms)};
+}
+
+// Every peer runs `script` then "attr" (sent to all first: the calls are collective); returns
+// each peer's view line ("view world W epoch E rank R"), or nothing after a gtest failure.
+std::optional<std::vector<Event>> run_all(ProcCluster& pc,
+                                          const std::vector<ProcCluster::Handle>& peers,
+                                          std::vector<Transcript>& ts,
+                                          std::vector<std::string> script, Deadline d) {
+  script.push_back("attr");
+  for (auto h : peers) {
+    if (!send_all(pc, h, script)) return std::nullopt;
+  }
+  std::vector<Event> views;
+  for (size_t i = 0; i < peers.size(); ++i) {
+    std::optional<Event> view;
+    bool ok = follow(pc, peers[i], ts[i], [&](const Event& e) {
+      if (e.is("view")) view = e;
+      return e.is("view");
+    }, d);
+    if (!ok || !view) {
+      ADD_FAILURE() << pc.label(peers[i]) << ": the script did not finish in time";
+      return std::nullopt;
+    }
+    views.push_back(*view);
+  }
+  return views;
+}
+
+int64_t field_int(const Event& e, const std::string& name) {
+  return std::strtoll(e.field(name).value_or("-1").c_str(), nullptr, 10);
+}
+
+// n idle peers of `master` that resume for 20 s after losing it; the first `inplace` of them
+// reduce in place (a failed op must restore the buffer), the others out of place.
+std::vector<ProcCluster::Handle> resumable_peers(ProcCluster& pc, const std::string& master,
+                                                 int n, int inplace) {
+  return start_peers(pc, master, n, [inplace](int i) {
+    return i < inplace ? std::vector<std::string>{"--inplace"} : std::vector<std::string>{};
+  }, deadline_in(30s), [](int) { return reconnect_env(20000); });
+}
+
+TEST(MasterResume, KilledWhileIdleANewMasterOnTheSameAddressResumesTheRun) {
+  auto master = std::make_unique<ExternalMaster>(kTiming);
+  ASSERT_TRUE(master->ok()) << master->error();
+  const std::string address = master->address();
+  ProcCluster pc;
+  constexpr int n = 3;
+  auto peers = resumable_peers(pc, address, n, 1);
+  ASSERT_EQ(peers.size(), static_cast<size_t>(n));
+  std::vector<Transcript> ts(n);
+  auto before = run_all(pc, peers, ts, {"try", "sync"}, deadline_in(30s));
+  ASSERT_TRUE(before.has_value());
+
+  const int64_t t_kill = master->signal(SIGKILL);
+  ASSERT_TRUE(master->reaped(deadline_in(5s)));
+  master = std::make_unique<ExternalMaster>(kTiming, address);
+  ASSERT_TRUE(master->ok()) << master->error();
+
+  std::vector<size_t> first(n);
+  for (int i = 0; i < n; ++i) first[i] = ts[i].calls.size();
+  auto after = run_all(pc, peers, ts, {"try", "sync", "try"}, deadline_in(40s));
+  ASSERT_TRUE(after.has_value());
+  for (int i = 0; i < n; ++i) {
+    SCOPED_TRACE(pc.label(peers[i]));
+    const Event& v = (*after)[i];
+    for (const auto& p : ts[i].problems) ADD_FAILURE() << p;
+    ASSERT_EQ(ts[i].calls.size() - first[i], 3u);
+    for (size_t k = first[i]; k < ts[i].calls.size(); ++k) {
+      EXPECT_EQ(ts[i].calls[k].code, 0) << ts[i].calls[k].raw;
+    }
+    // The same ring, a higher epoch, and the shared-state revision after the one before.
+    EXPECT_EQ(field_int(v, "world"), n);
+    EXPECT_EQ(field_int(v, "rank"), field_int((*before)[i], "rank"));
+    EXPECT_GT(field_int(v, "epoch"), field_int((*before)[i], "epoch"));
+    EXPECT_NE(ts[i].calls[first[i] + 1].raw.find("revision 8 "), std::string::npos)
+        << ts[i].calls[first[i] + 1].raw;
+    std::printf("[ measure  ] %s: master kill -> first all-reduce after the restart returned: "
+                "%.1f ms\n", pc.label(peers[i]).c_str(),
+                (*ts[i].calls[first[i]].end_us - t_kill) / 1000.0);
+  }
+}
+
+TEST(MasterResume, KilledDuringAnAllReduceTheCallFailsRetryablyAndTheRetrySucceeds) {
+  auto master = std::make_unique<ExternalMaster>(kTiming);
+  ASSERT_TRUE(master->ok()) << master->error();
+  const std::string address = master->address();
+  ProcCluster pc;
+  constexpr int n = 3;
+  auto peers = resumable_peers(pc, address, n, 2);
+  ASSERT_EQ(peers.size(), static_cast<size_t>(n));
+  std::vector<Transcript> ts(n);
+  const std::string big = "try " + std::to_string(kBigCount);
+  for (int i = 0; i < n; ++i) ASSERT_TRUE(send_all(pc, peers[i], {big, "attr"}));
+  for (int i = 0; i < n; ++i) {
+    ASSERT_TRUE(follow(pc, peers[i], ts[i], is_view, deadline_in(30s)));
+    ASSERT_EQ(ts[i].calls.back().code, 0) << ts[i].calls.back().raw;
+  }
+  double op_ms = 1e9;
+  for (auto& t : ts) op_ms = std::min(op_ms, t.op_ms.value_or(0));
+
+  std::vector<size_t> first(n);
+  for (int i = 0; i < n; ++i) {
+    first[i] = ts[i].calls.size();
+    ASSERT_TRUE(send_all(pc, peers[i], {big}));
+  }
+  for (int i = 0; i < n; ++i) ASSERT_TRUE(follow(pc, peers[i], ts[i], is_call, deadline_in(10s)));
+  // Inside the transfer (every peer is in qcclAllReduce; this only places the fault).
+  std::mt19937_64 rng(20261207);
+  std::this_thread::sleep_for(std::chrono::microseconds(static_cast<int64_t>(
+      std::uniform_real_distribution<double>(0, 0.33)(rng) * op_ms * 1000)));
+  master->signal(SIGKILL);
+  ASSERT_TRUE(master->reaped(deadline_in(5s)));
+  master = std::make_unique<ExternalMaster>(kTiming, address);
+  ASSERT_TRUE(master->ok()) << master->error();
+
+  for (int i = 0; i < n; ++i) {
+    ASSERT_TRUE(follow(pc, peers[i], ts[i], is_result, deadline_in(30s)))
+        << pc.label(peers[i]) << ": the all-reduce in flight did not return";
+    const Call& c = ts[i].calls[first[i]];
+    // Failed and retryable; (success is allowed only if every peer's data had arrived and the
+    // old master had committed: then all peers succeed, checked below).
+    EXPECT_TRUE(c.code == qcclPeerLost || c.code == 0) << pc.label(peers[i]) << ": " << c.raw;
+  }
+  const int in_flight = ts[0].calls[first[0]].code;
+  for (int i = 0; i < n; ++i) {
+    EXPECT_EQ(ts[i].calls[first[i]].code, in_flight) << "all or nothing: " << pc.label(peers[i]);
+  }
+  ASSERT_TRUE(run_all(pc, peers, ts, {big}, deadline_in(30s)));
+  for (int i = 0; i < n; ++i) {
+    for (const auto& p : ts[i].problems) ADD_FAILURE() << pc.label(peers[i]) << ": " << p;
+    EXPECT_EQ(ts[i].calls.back().code, 0) << pc.label(peers[i]) << ": " << ts[i].calls.back().raw;
+  }
+}
+
+TEST(MasterResume, AStoppedMasterLosesTheRunToTheStandbyAndCannotTakeItBack) {
+  ExternalMaster active(kTiming);
+  ASSERT_TRUE(active.ok()) << active.error();
+  auto standby = std::make_unique<ExternalMaster>(kTiming);
+  ASSERT_TRUE(standby->ok()) << standby->error();
+  const std::string list = active.address() + "," + standby->address();
+  constexpr uint32_t kReconnectMs = 8000;
+  ProcCluster pc;
+  constexpr int n = 2;
+  auto peers = start_peers(pc, list, n, [](int) { return std::vector<std::string>{}; },
+                           deadline_in(30s), [](int) { return reconnect_env(kReconnectMs); });
+  ASSERT_EQ(peers.size(), static_cast<size_t>(n));
+  std::vector<Transcript> ts(n);
+  ASSERT_TRUE(run_all(pc, peers, ts, {"try"}, deadline_in(30s)));
+
+  // Stopped: the peers notice the silence after the peer timeout, find the active address
+  // answering nothing, and resume with the standby.
+  active.signal(SIGSTOP);
+  std::vector<size_t> first(n);
+  for (int i = 0; i < n; ++i) first[i] = ts[i].calls.size();
+  ASSERT_TRUE(run_all(pc, peers, ts, {"try", "try"}, deadline_in(40s)));
+  // The first call ran while the master was silent: its data moved, but no master could
+  // commit it, so the standby fails it on every peer alike (retry); the second succeeds.
+  for (int i = 0; i < n; ++i) {
+    ASSERT_EQ(ts[i].calls.size() - first[i], 2u);
+    const Call& c = ts[i].calls[first[i]];
+    EXPECT_TRUE(c.code == qcclPeerLost || c.code == 0) << pc.label(peers[i]) << ": " << c.raw;
+    EXPECT_EQ(c.code, ts[0].calls[first[0]].code) << "all or nothing";
+    EXPECT_EQ(ts[i].calls.back().code, 0) << pc.label(peers[i]) << ": " << ts[i].calls.back().raw;
+  }
+  // The old master comes back, and the standby dies: the old one must not take the run back.
+  active.signal(SIGCONT);
+  standby->signal(SIGKILL);
+  ASSERT_TRUE(standby->reaped(deadline_in(5s)));
+  for (int i = 0; i < n; ++i) first[i] = ts[i].calls.size();
+  ASSERT_TRUE(run_all(pc, peers, ts, {"try"}, deadline_in(40s)));
+  for (int i = 0; i < n; ++i) {
+    ASSERT_EQ(ts[i].calls.size() - first[i], 1u);
+    const Call& c = ts[i].calls[first[i]];
+    EXPECT_EQ(c.code, qcclMasterUnreachable) << pc.label(peers[i]) << ": " << c.raw;
+    // It waited for a master until the reconnect deadline (minus the time the loss took to
+    // notice, plus slack), not less: nobody took the resume.
+    EXPECT_GE(c.ms(), kReconnectMs - kPeerTimeoutMs - 1500.0) << c.raw;
+  }
+}
+
+}  // namespace
+}  // namespace qccl::test

@@ -1,0 +1,166 @@
+// Membership: resuming a run whose master was lost (C2MResume; membership_resume.cpp). A fresh
+// master adopts the run of the first resume, waits for every member of the reported rings (at
+// most peer_timeout), answers the ops the peers waited on, and sends the ring in a new epoch.
+#include <gtest/gtest.h>
+
+#include "master/membership.hpp"
+#include "membership_test_util.hpp"
+
+namespace qccl::master {
+namespace {
+
+using testing::Harness;
+using testing::Lines;
+using testing::received_by;
+using namespace std::chrono_literals;
+
+constexpr uint64_t kRun = 0xABCD;
+
+// Peer `id` of group 0, whose lost master was generation 1 and whose ring at group epoch 9
+// (global epoch 11) was `ring`; the master had handed out ids up to 7.
+wire::C2MResume resume_of(PeerId id, std::vector<PeerId> ring = {5, 3, 7},
+                          std::vector<wire::ResumeOp> ops = {}) {
+  wire::C2MResume m;
+  m.run_id = kRun;
+  m.generation = 1;
+  m.peer_id = id;
+  m.p2p_port = static_cast<uint16_t>(7000 + id);
+  m.global_epoch = 11;
+  m.group_epoch = 9;
+  m.ring = std::move(ring);
+  m.next_peer_id = 8;
+  m.ops = std::move(ops);
+  return m;
+}
+
+Result<PeerId> resume(Harness& h, const wire::C2MResume& m) {
+  return h.m.on_resume(m, fmt::format("h{}", m.peer_id), h.now, h.out);
+}
+
+TEST(MembershipResume, AFreshMasterTakesTheRunOnceEveryRingMemberIsBack) {
+  Harness h;
+  ASSERT_TRUE(resume(h, resume_of(3)).is_ok());
+  EXPECT_EQ(h.m.run_id(), kRun);
+  EXPECT_EQ(h.m.generation(), 2u);
+  EXPECT_TRUE(h.m.resuming());
+  ASSERT_TRUE(resume(h, resume_of(7)).is_ok());
+  // Welcomed with their own ids; no ring yet: peer 5 is not back.
+  EXPECT_EQ(h.lines(), (Lines{"3 <- Welcome{id=3 hb=1000 timeout=10000} @11",
+                              "7 <- Welcome{id=7 hb=1000 timeout=10000} @11"}));
+  EXPECT_EQ(h.m.num_accepted(), 0u);
+  ASSERT_TRUE(resume(h, resume_of(5)).is_ok());
+  EXPECT_FALSE(h.m.resuming());
+  // The ring in its old order, in an epoch above every old one.
+  EXPECT_EQ(h.lines(),
+            (Lines{"5 <- Welcome{id=5 hb=1000 timeout=10000} @11",
+                   "5 <- Membership{ge=12 world=3 group=3 groups=1 largest=3 ring=[5,3,7]} @12",
+                   "3 <- Membership{ge=12 world=3 group=3 groups=1 largest=3 ring=[5,3,7]} @12",
+                   "7 <- Membership{ge=12 world=3 group=3 groups=1 largest=3 ring=[5,3,7]} @12"}));
+  EXPECT_EQ(h.m.ring(0), (std::vector<PeerId>{5, 3, 7}));
+  // Ids go on from where the lost master was: never reused.
+  EXPECT_EQ(h.reg(), 8u);
+}
+
+TEST(MembershipResume, PeersNotBackWithinThePeerTimeoutAreLeftOut) {
+  Harness h;
+  ASSERT_TRUE(resume(h, resume_of(7)).is_ok());
+  h.advance(5s);
+  ASSERT_TRUE(resume(h, resume_of(5)).is_ok());
+  h.take();
+  EXPECT_EQ(h.m.next_deadline(), Harness::start_time() + 10s);
+  h.heartbeat(7);
+  h.heartbeat(5);
+  h.advance(5s - 1ms);
+  h.tick();
+  EXPECT_EQ(h.lines(), Lines{});
+  h.advance(1ms);
+  h.tick();
+  EXPECT_EQ(h.lines(),
+            (Lines{"5 <- Membership{ge=12 world=2 group=2 groups=1 largest=2 ring=[5,7]} @12",
+                   "7 <- Membership{ge=12 world=2 group=2 groups=1 largest=2 ring=[5,7]} @12"}));
+  // Peer 3 comes back too late: refused, the run goes on without it.
+  auto late = resume(h, resume_of(3));
+  ASSERT_FALSE(late.is_ok());
+  EXPECT_NE(late.status().message().find("did not come back"), std::string::npos)
+      << late.status().message();
+}
+
+TEST(MembershipResume, AnOpIsCommittedIfAnyMemberCommittedItElseItFailsForAll) {
+  Harness h;
+  // Peer 5 heard the commit of tag 1 seq 4 (and went on); 3 and 7 wait for it. Tag 2 seq 0:
+  // 3 waits, nobody committed it (7 had not finished it).
+  ASSERT_TRUE(resume(h, resume_of(5, {5, 3, 7}, {{1, 4, 9, true}})).is_ok());
+  ASSERT_TRUE(resume(h, resume_of(3, {5, 3, 7}, {{1, 4, 9, false}, {2, 0, 9, false}})).is_ok());
+  h.take();
+  ASSERT_TRUE(resume(h, resume_of(7, {5, 3, 7}, {{1, 4, 9, false}})).is_ok());
+  Outbox out = h.take();
+  // Every member hears both verdicts, before the new ring.
+  EXPECT_EQ(received_by(out, 3),
+            (Lines{"OpResult{tag=1 seq=4 e=9 Ok world=3}", "OpResult{tag=2 seq=0 e=9 PeerLost}",
+                   "Membership{ge=12 world=3 group=3 groups=1 largest=3 ring=[5,3,7]}"}));
+  EXPECT_EQ(received_by(out, 5), received_by(out, 3));
+  EXPECT_EQ(received_by(out, 7),
+            (Lines{"Welcome{id=7 hb=1000 timeout=10000}", "OpResult{tag=1 seq=4 e=9 Ok world=3}",
+                   "OpResult{tag=2 seq=0 e=9 PeerLost}",
+                   "Membership{ge=12 world=3 group=3 groups=1 largest=3 ring=[5,3,7]}"}));
+}
+
+TEST(MembershipResume, AStaleOrForeignMasterRefuses) {
+  // A master with a run of its own (it had a registration) refuses another run's resume.
+  Harness own;
+  own.start_run({0, 0});
+  auto foreign = resume(own, resume_of(3));
+  ASSERT_FALSE(foreign.is_ok());
+  EXPECT_NE(foreign.status().message().find("not run"), std::string::npos);
+
+  // The master that lost the run (generation 1 of it), resumed, refuses peers that followed a
+  // newer master; so does a newer master for a peer of an older generation.
+  MembershipConfig old_config = testing::test_config();
+  old_config.run_id = kRun;
+  Harness old(old_config);
+  old.start_run({0, 0});
+  wire::C2MResume from_gen2 = resume_of(1, {1, 2});
+  from_gen2.generation = 2;
+  auto stale = resume(old, from_gen2);
+  ASSERT_FALSE(stale.is_ok());
+  EXPECT_NE(stale.status().message().find("generation 1"), std::string::npos)
+      << stale.status().message();
+
+  Harness fresh;
+  ASSERT_TRUE(resume(fresh, resume_of(5)).is_ok());
+  wire::C2MResume behind = resume_of(3);
+  behind.generation = 0;
+  EXPECT_FALSE(resume(fresh, behind).is_ok());
+  // And a second resume of the same peer.
+  EXPECT_FALSE(resume(fresh, resume_of(5)).is_ok());
+}
+
+TEST(MembershipResume, ARegistrationDuringTheWindowWaitsForTheResumedRun) {
+  Harness h;
+  ASSERT_TRUE(resume(h, resume_of(3, {3, 5})).is_ok());
+  PeerId newcomer = h.reg();
+  EXPECT_EQ(newcomer, 8u);
+  h.take();
+  EXPECT_EQ(h.m.num_registered(), 1u);
+  ASSERT_TRUE(resume(h, resume_of(5, {3, 5})).is_ok());
+  Outbox out = h.take();
+  EXPECT_EQ(received_by(out, newcomer), Lines{});  // not admitted: waits for a vote
+  EXPECT_EQ(h.m.ring(0), (std::vector<PeerId>{3, 5}));
+  h.vote(3);
+  h.vote(5);
+  EXPECT_EQ(h.m.ring(0), (std::vector<PeerId>{3, 5, 8}));
+}
+
+TEST(MembershipResume, APeerThatLeavesDuringTheWindowIsNotWaitedFor) {
+  Harness h;
+  ASSERT_TRUE(resume(h, resume_of(3, {3, 5, 7})).is_ok());
+  ASSERT_TRUE(resume(h, resume_of(5, {3, 5, 7})).is_ok());
+  h.leave(5);
+  h.take();
+  ASSERT_TRUE(resume(h, resume_of(7, {3, 5, 7})).is_ok());
+  EXPECT_EQ(h.m.ring(0), (std::vector<PeerId>{3, 7}));
+  EXPECT_FALSE(h.m.resuming());
+}
+
+}  // namespace
+}  // namespace qccl::master
