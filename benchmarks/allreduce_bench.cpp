@@ -590,10 +590,7 @@ int run_peer(const Options& o) {
     send_line(o.result_fd, "DONE " + std::to_string(o.index));
     return 0;
   } catch (const std::exception& e) {
-    std::fprintf(stderr, "peer %d: %s\n", o.index, e.what());
-    send_line(o.result_fd, "ERROR " + std::to_string(o.index) + " " + e.what());
-    if (ctx.comm) qcclCommDestroy(ctx.comm);
-    return 1;
+    return peer_failed(ctx, o.result_fd, o.index, e);
   }
 }
 

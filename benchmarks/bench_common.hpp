@@ -259,6 +259,15 @@ struct PeerCtx {
 // once the update that admitted it returns. `on_connected` (if given) runs right after
 // qcclConnect returned, i.e. once this peer is admitted: a parent that starts the next peer
 // only then controls the admission order, which is the default ring order.
+// A peer process's end after an error: says why on stderr and to the parent ("ERROR index
+// why"), destroys the communicator; returns the exit code.
+inline int peer_failed(PeerCtx& ctx, int result_fd, int index, const std::exception& e) {
+  std::fprintf(stderr, "peer %d: %s\n", index, e.what());
+  send_line(result_fd, "ERROR " + std::to_string(index) + " " + e.what());
+  if (ctx.comm) qcclCommDestroy(ctx.comm);
+  return 1;
+}
+
 inline void join_group(PeerCtx& ctx, const std::string& master, int n, uint32_t connections,
                        int64_t deadline_ns, const std::function<void()>& on_connected = nullptr) {
   constexpr uint64_t kJoinTag = 0x6a6f696eULL;  // fixed: new peers have no tag history yet

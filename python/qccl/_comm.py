@@ -240,14 +240,18 @@ class Communicator(Handle):
     """One peer of a qccl run (``qcclComm_t``).
 
     ``Communicator(master_address, peer_group=0, connections_per_peer=0, auth_token=None,
-    *, listen_address=None, advertise_address=None, auth_token_file=None, op_timeout=None)``
-    creates it (not yet connected; a malformed address raises
+    *, listen_address=None, advertise_address=None, auth_token_file=None, op_timeout=None,
+    master_reconnect=None)`` creates it (not yet connected; a malformed address raises
     :class:`qccl.InvalidArgumentError`).
     ``listen_address`` ("host:port" or "host:first-last"), ``advertise_address`` ("host" or
     "host:port") and ``auth_token_file`` default to ``$QCCL_LISTEN_ADDRESS``,
     ``$QCCL_ADVERTISE_ADDRESS`` and ``$QCCL_AUTH_TOKEN_FILE``; see docs/deployment.md.
     ``op_timeout`` (seconds, None = ``$QCCL_OP_TIMEOUT_MS`` if set, else no deadline) is the
-    deadline of every operation (:attr:`op_timeout`). :meth:`connect` joins the run. Use it
+    deadline of every operation (:attr:`op_timeout`). ``master_reconnect`` (seconds, None =
+    ``$QCCL_MASTER_RECONNECT_MS`` if set, else 0: do not resume) is how long this peer, once
+    accepted, looks for a master that resumes the run after losing its master (the same
+    address restarted, or the next of a list "a:48148,b:48148"; docs/reliability.md §8).
+    :meth:`connect` joins the run. Use it
     as a context manager, or call :meth:`close`, to leave the run gracefully; a communicator
     that is garbage-collected or still open at interpreter exit is closed then.
 
@@ -262,7 +266,8 @@ class Communicator(Handle):
                  auth_token: Optional[str] = None, *, listen_address: Optional[str] = None,
                  advertise_address: Optional[str] = None,
                  auth_token_file: Optional[str] = None,
-                 op_timeout: Optional[float] = None) -> None:
+                 op_timeout: Optional[float] = None,
+                 master_reconnect: Optional[float] = None) -> None:
         if not isinstance(master_address, str):
             raise TypeError(f"master_address must be a str 'host:port', not "
                             f"{type(master_address).__name__}")
@@ -279,6 +284,7 @@ class Communicator(Handle):
         self._connected = False
         self._timeout_ms = 0
         self._op_timeout_ms = _timeout_ms(op_timeout)
+        self._master_reconnect_ms = _timeout_ms(master_reconnect)
         self._aborted = False
         self._c: "_C.Comm" = self._create(0)
         _live.add(self)
@@ -286,7 +292,7 @@ class Communicator(Handle):
     def _create(self, timeout_ms: int) -> "_C.Comm":
         address, group, conns, token, listen, advertise, token_file = self._config
         return _C.Comm(address, group, conns, timeout_ms, token, listen, advertise, token_file,
-                       self._op_timeout_ms)
+                       self._op_timeout_ms, self._master_reconnect_ms)
 
     # ---- membership ----
 

@@ -387,9 +387,11 @@ class Comm {
   Comm(const std::string& master_address, uint32_t peer_group, uint32_t connections_per_peer,
        uint32_t connect_timeout_ms, std::optional<std::string> auth_token,
        std::optional<std::string> listen_address, std::optional<std::string> advertise_address,
-       std::optional<std::string> auth_token_file, uint32_t op_timeout_ms) {
+       std::optional<std::string> auth_token_file, uint32_t op_timeout_ms,
+       uint32_t master_reconnect_ms) {
     qcclCommConfig_t cfg = QCCL_COMM_CONFIG_INIT;
     cfg.op_timeout_ms = op_timeout_ms;
+    cfg.master_reconnect_ms = master_reconnect_ms;
     cfg.master_address = master_address.c_str();
     cfg.peer_group = peer_group;
     cfg.connections_per_peer = connections_per_peer;
@@ -861,11 +863,11 @@ PYBIND11_MODULE(_qccl, m) {
   py::class_<Comm>(m, "Comm", "qcclComm_t: one peer.")
       .def(py::init<const std::string&, uint32_t, uint32_t, uint32_t, std::optional<std::string>,
                     std::optional<std::string>, std::optional<std::string>,
-                    std::optional<std::string>, uint32_t>(),
+                    std::optional<std::string>, uint32_t, uint32_t>(),
            py::arg("master_address"), py::arg("peer_group"), py::arg("connections_per_peer"),
            py::arg("connect_timeout_ms"), py::arg("auth_token"), py::arg("listen_address"),
            py::arg("advertise_address"), py::arg("auth_token_file"),
-           py::arg("op_timeout_ms") = 0)
+           py::arg("op_timeout_ms") = 0, py::arg("master_reconnect_ms") = 0)
       .def("abort", &Comm::abort, "qcclCommAbort: ends every call in progress, any thread.")
       .def("set_op_timeout", &Comm::set_op_timeout, py::arg("timeout_ms"))
       .def_property_readonly("op_timeout_ms", &Comm::op_timeout)

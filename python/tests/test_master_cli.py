@@ -84,3 +84,54 @@ def test_missing_binary_is_reported(tmp_path):
     env = dict(os.environ, QCCL_MASTER_BIN=str(tmp_path / "nope"))
     r = subprocess.run(CMD + ["--help"], capture_output=True, text=True, timeout=30, env=env)
     assert r.returncode == 1 and "missing" in r.stderr
+
+
+def _start_master(listen):
+    p = subprocess.Popen(CMD + ["--listen", listen, "--log-level", "warn"],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    line = p.stdout.readline()  # blocks until the master printed it (or exited)
+    assert line.startswith("qccl-master listening on 127.0.0.1:"), (line, p.poll())
+    return p, line.split()[-1]
+
+
+def _end(p):
+    if p.poll() is None:
+        os.kill(p.pid, signal.SIGKILL)
+        p.wait(10)
+    p.stdout.close()
+    p.stderr.close()
+
+
+def test_peers_resume_with_a_master_restarted_on_the_same_address():
+    """master_reconnect (docs/reliability.md §8): the master process is killed and a new
+    one started on its address; the peers keep their communicators and go on."""
+    import numpy as np
+    from conftest import admit, parallel
+
+    first, address = _start_master("127.0.0.1:0")
+    second = None
+    comms = [qccl.Communicator(address, master_reconnect=20) for _ in range(2)]
+    try:
+        comms[0].connect(timeout=10)
+        admit(comms[:1], comms[1:])
+        bufs = [np.full(1000, i + 1, dtype=np.float32) for i in range(2)]
+        parallel([lambda c=c, b=b: c.all_reduce(b) for c, b in zip(comms, bufs)])
+        epoch = comms[0].epoch
+        ids = [c.peer_id for c in comms]
+        os.kill(first.pid, signal.SIGKILL)
+        first.wait(10)
+        second, again = _start_master(address)
+        assert again == address
+        bufs = [np.full(1000, i + 1, dtype=np.float32) for i in range(2)]
+        parallel([lambda c=c, b=b: c.all_reduce(b) for c, b in zip(comms, bufs)])
+        for b in bufs:
+            np.testing.assert_array_equal(b, np.full(1000, 3, dtype=np.float32))
+        assert [c.peer_id for c in comms] == ids  # not admitted again
+        assert comms[0].epoch > epoch
+        assert all(c.world_size == 2 for c in comms)
+    finally:
+        for c in comms:
+            c.close()
+        _end(first)
+        if second is not None:
+            _end(second)

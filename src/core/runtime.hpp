@@ -115,7 +115,7 @@ class Runtime : public std::enable_shared_from_this<Runtime> {
   std::shared_ptr<peer::MasterLink> make_master_link();
   void on_master_lost(const Status& why);
   net::awaitable<void> resume_flow(std::shared_ptr<peer::MasterLink> link,
-                                   std::chrono::steady_clock::time_point deadline);
+                                   std::chrono::steady_clock::time_point deadline, size_t first);
   wire::C2MResume resume_message() const;
   Status check_resumer(const wire::M2CWelcome& w) const;
   void resumed();  // the new master's membership arrived

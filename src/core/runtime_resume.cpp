@@ -20,6 +20,9 @@ void Runtime::on_master_lost(const Status& why) {
   if (fatal_) return;
   if (options_.master_reconnect_ms == 0 || state_ != State::kConnected) return on_fatal(why);
   auto deadline = Clock::now() + std::chrono::milliseconds(options_.master_reconnect_ms);
+  // A standby is tried before the address that was just lost (a stopped master there would
+  // hold each attempt for the whole peer timeout).
+  const size_t lost_at = master_ ? master_->address_index() : 0;
   log_->warn("peer {}: {}; looking for a master to resume the run for up to {} ms", self_,
              why.message(), options_.master_reconnect_ms);
   state_ = State::kResuming;
@@ -43,7 +46,8 @@ void Runtime::on_master_lost(const Status& why) {
                                self->options_.master_reconnect_ms));
   });
   resume_link_ = make_master_link();
-  asio::co_spawn(io_.context(), resume_flow(resume_link_, deadline), asio::detached);
+  const size_t first = (lost_at + 1) % masters_.size();
+  asio::co_spawn(io_.context(), resume_flow(resume_link_, deadline, first), asio::detached);
 }
 
 wire::C2MResume Runtime::resume_message() const {
@@ -78,11 +82,12 @@ Status Runtime::check_resumer(const wire::M2CWelcome& w) const {
 }
 
 net::awaitable<void> Runtime::resume_flow(std::shared_ptr<peer::MasterLink> link,
-                                          Clock::time_point deadline) {
+                                          Clock::time_point deadline, size_t first) {
   auto self = shared_from_this();
   peer::MasterLink::Attempt attempt;
   attempt.check = [this](const wire::M2CWelcome& w) { return check_resumer(w); };
   attempt.bound = settings_.timeout;  // a stopped master accepts but never answers
+  attempt.first = first;
   auto welcome = co_await link->connect(wire::ControlMessage(resume_message()), deadline, attempt);
   if (link != resume_link_ || state_ != State::kResuming) co_return;  // closed meanwhile
   resume_link_.reset();

@@ -22,12 +22,13 @@ net::awaitable<Result<wire::M2CWelcome>> MasterLink::connect(const wire::Control
                                                              Attempt attempt) {
   using namespace asio::experimental::awaitable_operators;
   // Dial until accepted: a master that is not up yet refuses, and we try again (the next
-  // address of the list, and after a round of them a short back-off).
+  // address of the list, and after a round of them a back-off of 10 ms growing to 100 ms).
   asio::steady_timer backoff(ex_);
   Status last = make_status(StatusCode::kMasterUnreachable, "cannot reach the master at {}",
                             format_masters());
   for (size_t round = 0;; ++round) {
-    const HostPort& at = masters_[round % masters_.size()];
+    const size_t index = (attempt.first + round) % masters_.size();
+    const HostPort& at = masters_[index];
     std::string where = format_host_port(at);
     // close() (the communicator was aborted or destroyed) ends the dialling at once: it fires
     // cancel_, which every wait below races against. Nobody waits for this result any more.
@@ -58,7 +59,7 @@ net::awaitable<Result<wire::M2CWelcome>> MasterLink::connect(const wire::Control
         if (!fit.is_ok()) welcome = fit;
       }
       if (welcome.is_ok()) {
-        at_ = at;
+        at_ = index;
         heartbeat_ = std::chrono::milliseconds(std::max<uint32_t>(10, welcome->heartbeat_interval_ms));
         timeout_ = std::chrono::milliseconds(std::max<uint32_t>(100, welcome->peer_timeout_ms));
         conn_->set_liveness(heartbeat_, timeout_);
@@ -73,7 +74,11 @@ net::awaitable<Result<wire::M2CWelcome>> MasterLink::connect(const wire::Control
       last = sock.status();
     }
     if ((round + 1) % masters_.size() != 0) continue;  // the next address at once
-    backoff.expires_after(std::chrono::milliseconds(100));
+    // 10 ms after the first round, doubling to 100 ms: a master restarted by a supervisor is
+    // found within a few ms of listening.
+    const auto pause = std::chrono::milliseconds(
+        std::min<int64_t>(100, int64_t{10} << std::min<size_t>(round / masters_.size(), 4)));
+    backoff.expires_after(pause);
     co_await (backoff.async_wait(use_nothrow) || cancel_.async_wait(use_nothrow));
   }
 }

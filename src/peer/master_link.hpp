@@ -42,6 +42,7 @@ class MasterLink : public std::enable_shared_from_this<MasterLink> {
   struct Attempt {
     std::function<Status(const wire::M2CWelcome&)> check;
     std::chrono::steady_clock::duration bound = std::chrono::steady_clock::duration::max();
+    size_t first = 0;  // the index of the address dialled first
   };
   // Connects, sends `hello` (C2MRegister or C2MResume) and returns the welcome. `deadline`
   // bounds the whole exchange (time_point::max() = no bound). kMasterUnreachable / kTimeout /
@@ -49,8 +50,9 @@ class MasterLink : public std::enable_shared_from_this<MasterLink> {
   net::awaitable<Result<wire::M2CWelcome>> connect(const wire::ControlMessage& hello,
                                                    std::chrono::steady_clock::time_point deadline,
                                                    Attempt attempt);
-  // The master connect() reached.
-  const HostPort& address() const { return at_; }
+  // The master connect() reached, and its index in the list.
+  const HostPort& address() const { return masters_[at_]; }
+  size_t address_index() const { return at_; }
 
   // After a successful connect(): starts delivering messages and sending heartbeats.
   void start();
@@ -74,7 +76,7 @@ class MasterLink : public std::enable_shared_from_this<MasterLink> {
 
   asio::any_io_executor ex_;
   std::vector<HostPort> masters_;
-  HostPort at_;
+  size_t at_ = 0;
   net::Secret secret_;
   MessageHandler on_message_;
   LostHandler on_lost_;
