@@ -88,8 +88,14 @@ typedef struct {
    * probe_max_age_ms ago is not probed again; 0 = default (600000 ms = 10 min). */
   uint32_t probe_ms;
   uint32_t probe_max_age_ms;
+  /* Appended: 1 = a standby (docs/reliability.md §8): it starts no run of its own (peers that
+   * register wait), and takes over the run of peers that lost their master and list this one
+   * after it in master_address. 0 = an ordinary master. (64 bits wide so that it lies past the
+   * tail padding of the previous layout, which older callers leave undefined.) */
+  uint64_t standby;
 } qcclMasterConfig_t;
-#define QCCL_MASTER_CONFIG_INIT { sizeof(qcclMasterConfig_t), "0.0.0.0:0", 0, 0, NULL, 0, 0, 0 }
+#define QCCL_MASTER_CONFIG_INIT \
+  { sizeof(qcclMasterConfig_t), "0.0.0.0:0", 0, 0, NULL, 0, 0, 0, 0 }
 
 /* Creates a master (not yet listening). Copies every string of the config.
  * qcclInvalidArgument: NULL pointer, bad struct_size, malformed listen address. */

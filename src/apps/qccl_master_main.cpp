@@ -117,6 +117,9 @@ int main(int argc, char** argv) {
                  "File holding the shared secret peers must present (one trailing newline is "
                  "ignored); default: no authentication")
       ->type_name("FILE");
+  app.add_flag("--standby", options.standby,
+               "Start no run: take over the run of peers that lost their master and list this "
+               "one after it (docs/reliability.md)");
 
   try {
     app.parse(argc, argv);

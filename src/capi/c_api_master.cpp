@@ -40,6 +40,10 @@ qcclResult_t qcclMasterCreate(const qcclMasterConfig_t* config, qcclMaster_t** m
       if (config->probe_ms) o.probe_ms = config->probe_ms;
       if (config->probe_max_age_ms) o.probe_max_age_ms = config->probe_max_age_ms;
     }
+    if (QCCL_HAS_FIELD_(standby)) {
+      QCCL_REQUIRE(config->standby <= 1, fn, "standby must be 0 or 1");
+      o.standby = config->standby == 1;
+    }
 #undef QCCL_HAS_FIELD_
     QCCL_REQUIRE(o.probe_ms <= qccl::master::kMaxProbeMs, fn,
                  "probe_ms must be at most 60000 (it is the measured time per probed link)");

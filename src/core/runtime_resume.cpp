@@ -91,6 +91,10 @@ net::awaitable<void> Runtime::resume_flow(std::shared_ptr<peer::MasterLink> link
   auto welcome = co_await link->connect(wire::ControlMessage(resume_message()), deadline, attempt);
   if (link != resume_link_ || state_ != State::kResuming) co_return;  // closed meanwhile
   resume_link_.reset();
+  if (!welcome.is_ok() && welcome.status().code() == StatusCode::kKicked) {
+    on_fatal(welcome.status());  // the run goes on without this peer: it joins again
+    co_return;
+  }
   if (!welcome.is_ok()) {
     on_fatal(make_status(StatusCode::kMasterUnreachable,
                          "lost the master, and no master resumed the run within "

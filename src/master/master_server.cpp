@@ -40,7 +40,7 @@ class MasterServer::Impl {
                                      options_.heartbeat_interval_ms,
                                      std::chrono::milliseconds(options_.probe_ms),
                                      std::chrono::milliseconds(options_.probe_max_age_ms),
-                                     random_run_id()}),
+                                     random_run_id(), options_.standby}),
         log_(log::get("master")) {}
 
   Status start() {
@@ -81,9 +81,10 @@ class MasterServer::Impl {
       io_.reset();
       return result;
     }
-    log_->info("listening on {}:{} (heartbeat {} ms, peer timeout {} ms, vote timeout {} ms)",
+    log_->info("listening on {}:{} (heartbeat {} ms, peer timeout {} ms, vote timeout {} ms){}",
                hp.host, port_.load(), options_.heartbeat_interval_ms, options_.peer_timeout_ms,
-               options_.vote_timeout_ms);
+               options_.vote_timeout_ms,
+               options_.standby ? "; a standby: waiting to take over a run" : "");
     return Status::ok();
   }
 
@@ -211,17 +212,16 @@ class MasterServer::Impl {
     } else {
       const auto& resume = std::get<wire::C2MResume>(*first);
       auto resumed = membership_.on_resume(resume, conn->remote_ip(), Clock::now(), out);
-      if (!resumed.is_ok()) {
+      if (const auto* refusal = std::get_if<Membership::Refusal>(&resumed)) {
         log_->warn("{}: resume of peer {} refused: {}", conn->remote(), resume.peer_id,
-                   resumed.status().message());
+                   refusal->why);
         // A few bytes into an empty socket buffer: the write completes at once.
-        auto kicked = wire::encode_frame(
-            wire::M2CKicked{wire::KickReason::kWrongRun, resumed.status().message()}, 0);
+        auto kicked = wire::encode_frame(wire::M2CKicked{refusal->reason, refusal->why}, 0);
         std::array<asio::const_buffer, 1> bufs{asio::buffer(kicked)};
         (void)co_await conn->write_gather(bufs);
         co_return kNoPeer;
       }
-      id = *resumed;
+      id = std::get<PeerId>(resumed);
     }
     sessions_[id] = conn;
     apply(out);

@@ -25,6 +25,7 @@ struct MasterOptions {
   uint32_t probe_ms = 250;              // measured transfer per probed link, <= kMaxProbeMs
   uint32_t probe_max_age_ms = 600000;   // older link measurements are probed again
   std::optional<std::string> auth_token;
+  bool standby = false;  // starts no run; takes over one whose master was lost (reliability.md §8)
 };
 
 inline constexpr uint32_t kMaxProbeMs = 60000;

@@ -58,12 +58,13 @@ PeerId Membership::on_register(const wire::C2MRegister& msg, const std::string& 
   p.port = msg.p2p_port;
   p.last_seen = now;
   peers_.emplace(p.id, p);
-  had_peers_ = true;
+  if (!config_.standby) leads_run_ = true;
   out.sends.push_back({p.id, welcome(p.id), global_epoch_});
   out.log.push_back(fmt::format("peer {} registered (group {}, p2p {}:{}), waiting for admission",
                                 p.id, p.group, p.host, p.port));
-  // The first peer of a run is admitted at once (not while a run is being resumed).
-  if (num_accepted() == 0 && !resume_) admit_registered(now, out);
+  // The first peer of a run is admitted at once (not while a run is being resumed, nor by a
+  // standby that has adopted none).
+  if (num_accepted() == 0 && !resume_ && leads_run_) admit_registered(now, out);
   return p.id;
 }
 
@@ -452,7 +453,7 @@ void Membership::remove_peer(PeerId id, TimePoint now, Outbox& out) {
     probe_peer_removed(id, now, out);
     if (num_accepted() == 0 && !resume_) {
       votes_.clear();  // a round of a run that has ended must not bind the next one
-      admit_registered(now, out);
+      if (leads_run_) admit_registered(now, out);
     }
     // A round whose voters have all gone is void: it must not expel the peers that remain.
     for (auto round = votes_.begin(); round != votes_.end();) {

@@ -49,15 +49,19 @@
 // status for everyone; a member lost during the transfer no longer counts. The group's
 // expected revision moves on only when a round succeeds, and is forgotten with the group.
 //
-// Resuming a run (membership_resume.cpp, docs/reliability.md "Losing the master"): a master
-// that has had no peer yet may adopt the run of the first peer that sends C2MResume (its run
-// id, generation + 1). For peer_timeout it takes the resumes of that run's peers (phase
-// Resumed: known, heartbeating, in no group yet), and closes the window early once every
-// member of every reported ring is back. Then it answers the ops the peers waited on (committed
-// if any member committed them, else failed), restores each group's ring (the last reported
-// order, without the peers that did not come back) and its expected shared-state revision,
-// and sends the membership in a new epoch. A master refuses resumes of another run, of another
-// generation (a stale master never takes back a run a newer one leads) and after its window.
+// Resuming a run (membership_resume.cpp, docs/reliability.md §8): a master that has had no
+// peer yet may adopt the run of the first peer that sends C2MResume (its run id, generation +
+// 1). For peer_timeout it takes the resumes of that run's peers (phase Resumed: known,
+// heartbeating, in no group yet), and closes the window early once every member of every
+// reported ring is back. Then, for each group of which more than half the reported ring came
+// back (a quorum: two masters cannot both resume one ring), it answers the ops the peers waited
+// on (committed if any member committed them, else failed), restores the ring (the reported
+// order, without the peers that did not come back) and its expected shared-state revision;
+// the members of a group without a quorum are refused. If no group had one, the master is
+// fresh again. A master refuses resumes of another run or generation (kWrongRun: a stale
+// master never takes back a run a newer one leads), and those of peers the run goes on without
+// (kNotResumed: the master they followed is alive, the window closed, or a duplicate). A
+// standby (config.standby) starts no run of its own: registrations wait for an adopted one.
 //
 // Thread-safety: none; owned by the master's single I/O thread.
 #pragma once
@@ -68,6 +72,7 @@
 #include <optional>
 #include <set>
 #include <string>
+#include <variant>
 #include <vector>
 
 #include "common/ids.hpp"
@@ -91,6 +96,8 @@ struct MembershipConfig {
   std::chrono::milliseconds probe_window{250};      // measured transfer per probed link
   std::chrono::milliseconds probe_max_age{600000};  // older measurements are probed again
   uint64_t run_id = 1;  // of the run this master starts (random, from the shell), unless it resumes one
+  // A standby never starts a run: registrations wait until it has adopted one by resumes.
+  bool standby = false;
 };
 
 // What an event asks the shell to do, in order.
@@ -116,9 +123,14 @@ class Membership {
                      Outbox& out);
   // A new control connection sent C2MResume. Returns the resumed peer's id (the shell maps the
   // connection to it; the Outbox holds the M2CWelcome), or why this master cannot take it (the
-  // shell answers M2CKicked kWrongRun with that message and closes).
-  Result<PeerId> on_resume(const wire::C2MResume& msg, const std::string& observed_host,
-                           TimePoint now, Outbox& out);
+  // shell answers M2CKicked with that reason and message, and closes).
+  struct Refusal {
+    wire::KickReason reason;  // kWrongRun: try another master; kNotResumed: join again
+    std::string why;
+  };
+  std::variant<PeerId, Refusal> on_resume(const wire::C2MResume& msg,
+                                          const std::string& observed_host, TimePoint now,
+                                          Outbox& out);
   // Any later message from a registered or accepted peer.
   void on_message(PeerId peer, const wire::ControlMessage& msg, TimePoint now, Outbox& out);
   // The connection closed or was found broken (`why` goes to the log). Unknown ids are ignored.
@@ -226,7 +238,7 @@ class Membership {
     std::map<GroupId, GroupReport> groups;
     std::set<PeerId> gone;  // resumed, then left or expelled within the window
   };
-  std::optional<std::string> resume_refusal(const wire::C2MResume& msg) const;
+  std::optional<Refusal> resume_refusal(const wire::C2MResume& msg) const;
   bool everyone_back() const;
   void close_resume(TimePoint now, Outbox& out);
   wire::M2CWelcome welcome(PeerId id) const;
@@ -287,7 +299,7 @@ class Membership {
   Epoch global_epoch_ = 0;
   uint64_t run_id_ = 1;
   uint64_t generation_ = 1;
-  bool had_peers_ = false;  // a run began here (a registration) or was adopted (a resume)
+  bool leads_run_ = false;  // a run began here (a registration, not on a standby) or was adopted
   std::optional<ResumeWindow> resume_;
   std::map<PeerId, Peer> peers_;
   std::map<GroupId, Group> groups_;

@@ -10,31 +10,43 @@
 
 namespace qccl::master {
 
-std::optional<std::string> Membership::resume_refusal(const wire::C2MResume& msg) const {
-  if (!had_peers_) return std::nullopt;  // a fresh master adopts the run
+std::optional<Membership::Refusal> Membership::resume_refusal(const wire::C2MResume& msg) const {
+  using wire::KickReason;
+  if (!leads_run_ && !resume_) return std::nullopt;  // a fresh master adopts the run
   if (msg.run_id != run_id_) {
-    return fmt::format("this master leads run {:016x}, not run {:016x}", run_id_, msg.run_id);
+    return Refusal{KickReason::kWrongRun,
+                   fmt::format("this master leads run {:016x}, not run {:016x}", run_id_,
+                               msg.run_id)};
+  }
+  if (msg.generation == generation_) {
+    return Refusal{KickReason::kNotResumed,
+                   fmt::format("this master still leads run {:016x} (generation {}), without "
+                               "peer {}: join again", run_id_, generation_, msg.peer_id)};
   }
   if (msg.generation + 1 != generation_) {
-    return fmt::format("this master is generation {} of run {:016x}; peer {} followed generation "
-                       "{} (a newer master leads the run, or this one lost it)",
-                       generation_, run_id_, msg.peer_id, msg.generation);
+    return Refusal{KickReason::kWrongRun,
+                   fmt::format("this master is generation {} of run {:016x}; peer {} followed "
+                               "generation {} (a newer master leads the run, or this one lost it)",
+                               generation_, run_id_, msg.peer_id, msg.generation)};
   }
   if (!resume_) {
-    return fmt::format("run {:016x} was resumed without peer {} (it did not come back within "
-                       "the peer timeout)", run_id_, msg.peer_id);
+    return Refusal{KickReason::kNotResumed,
+                   fmt::format("run {:016x} was resumed without peer {} (it did not come back "
+                               "within the peer timeout): join again", run_id_, msg.peer_id)};
   }
   if (peers_.count(msg.peer_id) != 0 || resume_->gone.count(msg.peer_id) != 0) {
-    return fmt::format("peer {} resumed run {:016x} already", msg.peer_id, run_id_);
+    return Refusal{KickReason::kNotResumed,
+                   fmt::format("peer {} resumed run {:016x} already", msg.peer_id, run_id_)};
   }
   return std::nullopt;
 }
 
-Result<PeerId> Membership::on_resume(const wire::C2MResume& msg, const std::string& observed_host,
-                                     TimePoint now, Outbox& out) {
-  if (auto why = resume_refusal(msg)) return Status(StatusCode::kInvalidUsage, *why);
-  if (!had_peers_) {
-    had_peers_ = true;
+std::variant<PeerId, Membership::Refusal> Membership::on_resume(const wire::C2MResume& msg,
+                                                                const std::string& observed_host,
+                                                                TimePoint now, Outbox& out) {
+  if (auto refusal = resume_refusal(msg)) return *refusal;
+  if (!resume_) {
+    leads_run_ = true;
     run_id_ = msg.run_id;
     generation_ = msg.generation + 1;
     resume_ = ResumeWindow{now + config_.peer_timeout, {}, {}};
@@ -106,6 +118,20 @@ void Membership::close_resume(TimePoint now, Outbox& out) {
       if (std::find(ring.begin(), ring.end(), id) == ring.end()) ring.push_back(id);
     }
     if (ring.empty()) continue;
+    if (ring.size() * 2 <= report.ring.size()) {
+      // No quorum: another master may lead the rest of this ring.
+      std::string why = fmt::format("only {} of the {} members of group {} came back to this "
+                                    "master (more than half must): join again",
+                                    ring.size(), report.ring.size(), gid);
+      for (PeerId id : ring) {
+        out.sends.push_back({id, wire::M2CKicked{wire::KickReason::kNotResumed, why},
+                             global_epoch_});
+        out.disconnects.push_back(id);
+        peers_.erase(id);
+      }
+      out.log.push_back(fmt::format("group {} not resumed: {}", gid, why));
+      continue;
+    }
     for (PeerId id : ring) peers_.at(id).phase = Phase::kAccepted;
     Group& g = groups_[gid];
     g.ring = ring;
@@ -139,14 +165,24 @@ void Membership::close_resume(TimePoint now, Outbox& out) {
         "ring change: group {} epoch {} ring [{}] (resumed; not back: [{}])", gid, g.epoch,
         fmt::join(ring, ", "), fmt::join(missing, ", ")));
   }
+  if (groups_.empty()) {  // nothing resumed: fresh again, for a later failover or a new run
+    leads_run_ = false;
+    run_id_ = config_.run_id;
+    generation_ = 1;
+    out.log.push_back("no group resumed; waiting for a run");
+    // Registrations that came meanwhile start a run of their own (not on a standby).
+    if (!config_.standby && num_registered() > 0) {
+      leads_run_ = true;
+      admit_registered(now, out);
+    }
+    return;
+  }
   out.log.push_back(fmt::format("run {:016x} resumed by generation {}: {} peers in {} groups, "
                                 "epoch {}",
                                 run_id_, generation_, num_accepted(), groups_.size(),
                                 global_epoch_));
+  // Peers that registered meanwhile wait for an update-topology vote, as in any run.
   send_membership_to_all(out);
-  // Peers that registered meanwhile wait for an update-topology vote, as in any run; if no
-  // one resumed after all, they start it.
-  if (num_accepted() == 0) admit_registered(now, out);
 }
 
 }  // namespace qccl::master

@@ -66,7 +66,11 @@ net::awaitable<Result<wire::M2CWelcome>> MasterLink::connect(const wire::Control
         co_return welcome;
       }
       conn_->close();
-      if (!attempt.check) co_return welcome.status();  // a registration: the first answer counts
+      // A registration: the first answer counts. A resume: a refusal for good (the master it
+      // followed goes on without it) ends it; any other failure sends it to the next address.
+      if (!attempt.check || welcome.status().code() == StatusCode::kKicked) {
+        co_return welcome.status();
+      }
       last = welcome.status();
       log::get("peer")->info("the master at {} did not take the resume: {}", where,
                              last.message());
@@ -112,7 +116,11 @@ net::awaitable<Result<wire::M2CWelcome>> MasterLink::exchange(const wire::Contro
     auto msg = wire::decode_control(frame->first.type, frame->second);
     if (!msg.is_ok()) co_return msg.status();
     if (auto* kicked = std::get_if<wire::M2CKicked>(&*msg)) {
-      co_return make_status(StatusCode::kKicked, "the master refused this peer: {}", kicked->message);
+      // kWrongRun: that master cannot take this peer's resume, another may.
+      StatusCode code = kicked->reason == wire::KickReason::kWrongRun
+                            ? StatusCode::kMasterUnreachable
+                            : StatusCode::kKicked;
+      co_return make_status(code, "the master refused this peer: {}", kicked->message);
     }
     if (!std::holds_alternative<wire::M2CWelcome>(*msg)) {
       co_return make_status(StatusCode::kMasterUnreachable, "unexpected first message from the master");

@@ -37,8 +37,9 @@ class MasterLink : public std::enable_shared_from_this<MasterLink> {
 
   // How connect() treats an answer. Without `check` (a registration) the first master that
   // answers decides: its welcome, or its refusal. With it (a resume) a master whose welcome
-  // fails the check, or that refuses, times out (`bound` per attempt) or is unreachable, is
-  // left for the next address until the deadline.
+  // fails the check, that cannot take the resume (kWrongRun), times out (`bound` per attempt)
+  // or is unreachable, is left for the next address until the deadline; a refusal for good
+  // (kNotResumed: kKicked) ends the resume.
   struct Attempt {
     std::function<Status(const wire::M2CWelcome&)> check;
     std::chrono::steady_clock::duration bound = std::chrono::steady_clock::duration::max();

@@ -208,7 +208,7 @@ Status get(ByteReader& r, M2COpResult* m) {
 Status get(ByteReader& r, M2CKicked* m) {
   QCCL_RETURN_IF_ERROR(read_enum(r, &m->reason, "kick reason",
                                  static_cast<uint8_t>(KickReason::kTimeout),
-                                 static_cast<uint8_t>(KickReason::kWrongRun)));
+                                 static_cast<uint8_t>(KickReason::kNotResumed)));
   return r.string(&m->message, "message", kMaxStringBytes);
 }
 Status get(ByteReader&, M2CHeartbeat*) { return Status::ok(); }

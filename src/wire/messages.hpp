@@ -69,7 +69,10 @@ enum class KickReason : uint8_t {
   kDuplicate = 5,       // registered twice
   kLostElection = 6,    // a send-only peer whose shared state lost the election
   kUnreachable = 7,     // no ring of reachable links exists with this peer in it
-  kWrongRun = 8,        // a resume this master cannot take (another run, or not its lineage)
+  kWrongRun = 8,        // a resume this master cannot take (another run, or not its lineage):
+                        // the peer tries another master
+  kNotResumed = 9,      // the master the peer followed leads the run without it (it was
+                        // expelled, or the run resumed without it): the peer joins again
 };
 
 // ---- C2M ----

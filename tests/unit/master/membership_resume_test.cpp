@@ -3,6 +3,8 @@
 // most peer_timeout), answers the ops the peers waited on, and sends the ring in a new epoch.
 #include <gtest/gtest.h>
 
+#include <variant>
+
 #include "master/membership.hpp"
 #include "membership_test_util.hpp"
 
@@ -33,8 +35,16 @@ wire::C2MResume resume_of(PeerId id, std::vector<PeerId> ring = {5, 3, 7},
   return m;
 }
 
-Result<PeerId> resume(Harness& h, const wire::C2MResume& m) {
-  return h.m.on_resume(m, fmt::format("h{}", m.peer_id), h.now, h.out);
+// The peer's resume: ok (is_ok()) or refused with reason and message.
+struct Answer {
+  std::variant<PeerId, Membership::Refusal> v;
+  bool is_ok() const { return std::holds_alternative<PeerId>(v); }
+  wire::KickReason reason() const { return std::get<Membership::Refusal>(v).reason; }
+  const std::string& why() const { return std::get<Membership::Refusal>(v).why; }
+};
+
+Answer resume(Harness& h, const wire::C2MResume& m) {
+  return {h.m.on_resume(m, fmt::format("h{}", m.peer_id), h.now, h.out)};
 }
 
 TEST(MembershipResume, AFreshMasterTakesTheRunOnceEveryRingMemberIsBack) {
@@ -78,11 +88,11 @@ TEST(MembershipResume, PeersNotBackWithinThePeerTimeoutAreLeftOut) {
   EXPECT_EQ(h.lines(),
             (Lines{"5 <- Membership{ge=12 world=2 group=2 groups=1 largest=2 ring=[5,7]} @12",
                    "7 <- Membership{ge=12 world=2 group=2 groups=1 largest=2 ring=[5,7]} @12"}));
-  // Peer 3 comes back too late: refused, the run goes on without it.
+  // Peer 3 comes back too late: refused for good, the run goes on without it.
   auto late = resume(h, resume_of(3));
   ASSERT_FALSE(late.is_ok());
-  EXPECT_NE(late.status().message().find("did not come back"), std::string::npos)
-      << late.status().message();
+  EXPECT_EQ(late.reason(), wire::KickReason::kNotResumed);
+  EXPECT_NE(late.why().find("did not come back"), std::string::npos) << late.why();
 }
 
 TEST(MembershipResume, AnOpIsCommittedIfAnyMemberCommittedItElseItFailsForAll) {
@@ -111,7 +121,8 @@ TEST(MembershipResume, AStaleOrForeignMasterRefuses) {
   own.start_run({0, 0});
   auto foreign = resume(own, resume_of(3));
   ASSERT_FALSE(foreign.is_ok());
-  EXPECT_NE(foreign.status().message().find("not run"), std::string::npos);
+  EXPECT_EQ(foreign.reason(), wire::KickReason::kWrongRun);  // another master may take it
+  EXPECT_NE(foreign.why().find("not run"), std::string::npos);
 
   // The master that lost the run (generation 1 of it), resumed, refuses peers that followed a
   // newer master; so does a newer master for a peer of an older generation.
@@ -123,16 +134,21 @@ TEST(MembershipResume, AStaleOrForeignMasterRefuses) {
   from_gen2.generation = 2;
   auto stale = resume(old, from_gen2);
   ASSERT_FALSE(stale.is_ok());
-  EXPECT_NE(stale.status().message().find("generation 1"), std::string::npos)
-      << stale.status().message();
+  EXPECT_EQ(stale.reason(), wire::KickReason::kWrongRun);
+  EXPECT_NE(stale.why().find("generation 1"), std::string::npos) << stale.why();
+  // A peer that still follows this very master (its link broke, the master lives on): the run
+  // goes on without it, it must join again.
+  auto alive = resume(old, resume_of(1, {1, 2}));
+  ASSERT_FALSE(alive.is_ok());
+  EXPECT_EQ(alive.reason(), wire::KickReason::kNotResumed);
 
   Harness fresh;
   ASSERT_TRUE(resume(fresh, resume_of(5)).is_ok());
   wire::C2MResume behind = resume_of(3);
   behind.generation = 0;
-  EXPECT_FALSE(resume(fresh, behind).is_ok());
+  EXPECT_EQ(resume(fresh, behind).reason(), wire::KickReason::kWrongRun);
   // And a second resume of the same peer.
-  EXPECT_FALSE(resume(fresh, resume_of(5)).is_ok());
+  EXPECT_EQ(resume(fresh, resume_of(5)).reason(), wire::KickReason::kNotResumed);
 }
 
 TEST(MembershipResume, ARegistrationDuringTheWindowWaitsForTheResumedRun) {
@@ -160,6 +176,42 @@ TEST(MembershipResume, APeerThatLeavesDuringTheWindowIsNotWaitedFor) {
   ASSERT_TRUE(resume(h, resume_of(7, {3, 5, 7})).is_ok());
   EXPECT_EQ(h.m.ring(0), (std::vector<PeerId>{3, 7}));
   EXPECT_FALSE(h.m.resuming());
+}
+
+TEST(MembershipResume, WithoutAQuorumOfTheRingNobodyIsResumed) {
+  // One of three came back (the other two follow another master, or are gone): refused when
+  // the window closes, and the master is fresh again.
+  Harness h;
+  ASSERT_TRUE(resume(h, resume_of(3)).is_ok());
+  h.take();
+  h.advance(10s);
+  h.tick();
+  EXPECT_EQ(h.lines(), (Lines{"3 <- Kicked{NotResumed} @12", "close 3"}));
+  EXPECT_FALSE(h.m.resuming());
+  EXPECT_EQ(h.m.num_accepted(), 0u);
+  EXPECT_EQ(h.m.generation(), 1u);
+  // Fresh: a later failover of another run is taken.
+  wire::C2MResume other = resume_of(4, {4});
+  other.run_id = 0x77;
+  ASSERT_TRUE(resume(h, other).is_ok());
+  EXPECT_EQ(h.m.run_id(), 0x77u);
+  EXPECT_EQ(h.m.ring(0), (std::vector<PeerId>{4}));  // one of one is a quorum
+}
+
+TEST(MembershipResume, AStandbyStartsNoRunButTakesOneOver) {
+  MembershipConfig config = testing::test_config();
+  config.standby = true;
+  Harness h(config);
+  PeerId early = h.reg();  // a peer that could not reach the active master: it waits
+  EXPECT_EQ(received_by(h.take(), early), Lines{"Welcome{id=1 hb=1000 timeout=10000}"});
+  EXPECT_EQ(h.m.num_accepted(), 0u);
+  EXPECT_EQ(h.m.num_registered(), 1u);
+  ASSERT_TRUE(resume(h, resume_of(3, {3, 5})).is_ok());
+  ASSERT_TRUE(resume(h, resume_of(5, {3, 5})).is_ok());
+  EXPECT_EQ(h.m.ring(0), (std::vector<PeerId>{3, 5}));
+  h.vote(3);
+  h.vote(5);
+  EXPECT_EQ(h.m.ring(0), (std::vector<PeerId>{3, 5, 1}));  // admitted into the adopted run
 }
 
 }  // namespace

@@ -57,6 +57,8 @@ inline std::string kick_reason_name(wire::KickReason r) {
       return "Unreachable";
     case wire::KickReason::kWrongRun:
       return "WrongRun";
+    case wire::KickReason::kNotResumed:
+      return "NotResumed";
   }
   return fmt::format("KickReason({})", static_cast<int>(r));
 }

@@ -254,7 +254,7 @@ TEST(WireCodec, RejectsOutOfRangeEnums) {
   sync[18] = kNumDataTypes;
   EXPECT_TRUE(fails_with(decode_control(type_num(C2MSyncState{}), sync), {"dtype", "12"}));
 
-  for (uint8_t k : {0, 9, 200}) {
+  for (uint8_t k : {0, 10, 200}) {
     std::vector<uint8_t> kicked = payload_bytes(M2CKicked{KickReason::kTimeout, "t"});
     kicked[0] = k;
     EXPECT_TRUE(fails_with(decode_control(type_num(M2CKicked{}), kicked), {"M2CKicked", "reason"}));
