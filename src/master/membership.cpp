@@ -210,6 +210,7 @@ void Membership::handle_vote(Peer& p, wire::VoteKind kind, TimePoint now, Outbox
   }
   p.vote = kind;
   votes_.try_emplace(kind, VoteRound{now, ++next_order_});
+  out.debug.push_back(fmt::format("peer {} joined the {} vote", p.id, vote_name(kind)));
   try_complete_votes(now, out);
   resolve_phases(now, out);
 }

@@ -49,6 +49,10 @@ std::variant<PeerId, Membership::Refusal> Membership::on_resume(const wire::C2MR
     leads_run_ = true;
     run_id_ = msg.run_id;
     generation_ = msg.generation + 1;
+    // Probe rounds are numbered above any an earlier generation used (fewer than 2^32 each):
+    // a peer's prober keeps the newest round's measurements and refuses older rounds, so
+    // rounds counted from 1 again would be refused, or served the lost master's measurements.
+    probe_rounds_ = generation_ << 32;
     resume_ = ResumeWindow{now + config_.peer_timeout, {}, {}};
     out.log.push_back(fmt::format("resuming run {:016x} as its generation {} master (peer {} "
                                   "came back first); waiting up to {} ms for the others",

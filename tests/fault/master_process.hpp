@@ -33,18 +33,23 @@ class ExternalMaster {
     uint32_t vote_timeout_ms;
   };
   // Listens on `listen` (port 0: any free one; a restarted master passes the address its
-  // predecessor printed).
-  explicit ExternalMaster(Timing t, const std::string& listen = "127.0.0.1:0")
+  // predecessor printed); `extra` is appended to its command line (e.g. --probe-ms N,
+  // --log-level debug).
+  explicit ExternalMaster(Timing t, const std::string& listen = "127.0.0.1:0",
+                          const std::vector<std::string>& extra = {})
       : pc_(QCCL_MASTER_BIN) {
-    auto h = pc_.spawn("qccl-master",
-                       {"--listen", listen, "--heartbeat-ms", std::to_string(t.heartbeat_ms),
-                        "--peer-timeout-ms", std::to_string(t.peer_timeout_ms),
-                        "--vote-timeout-ms", std::to_string(t.vote_timeout_ms)});
+    std::vector<std::string> args{"--listen", listen, "--heartbeat-ms",
+                                  std::to_string(t.heartbeat_ms), "--peer-timeout-ms",
+                                  std::to_string(t.peer_timeout_ms), "--vote-timeout-ms",
+                                  std::to_string(t.vote_timeout_ms)};
+    args.insert(args.end(), extra.begin(), extra.end());
+    auto h = pc_.spawn("qccl-master", args);
     if (!h) {
       error_ = "cannot start qccl-master: " + pc_.error();
       return;
     }
     h_ = *h;
+    pc_.capture_stderr_lines(h_);  // its log: wait_log()
     // "qccl-master listening on 127.0.0.1:PORT"
     auto e = pc_.wait_for(h_, [](const Event& ev) {
       return ev.words.size() == 4 && ev.words[0] == "qccl-master" && ev.words[1] == "listening";
@@ -72,10 +77,17 @@ class ExternalMaster {
   }
   // After SIGKILL: the process is gone (reaped) within the deadline.
   bool reaped(Deadline d) { return pc_.wait_exit(h_, d).has_value(); }
-  // The master's lines until one satisfies `pred` (its log lines too: stderr is captured).
+  // The master's stdout lines until one satisfies `pred`.
   std::optional<Event> wait_for(const std::function<bool(const Event&)>& pred, Deadline d) {
     return pc_.wait_for(h_, pred, d);
   }
+  // The master's log lines (stderr) until one contains `needle` (that line), skipping those
+  // before it; nullopt at the deadline or its exit. Only lines not read yet are searched.
+  std::optional<std::string> wait_log(const std::string& needle, Deadline d) {
+    return pc_.wait_stderr(h_, needle, d);
+  }
+  // Forgets the log lines printed so far: wait_log() then sees only later ones.
+  void skip_log() { pc_.skip_stderr(h_); }
 
  private:
   void wait_stopped() {

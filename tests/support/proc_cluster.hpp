@@ -164,6 +164,13 @@ class ProcCluster {
     }
   }
 
+  // Drops the unread stderr lines of a child with capture_stderr_lines(), those its pipe holds
+  // already included: a later wait_stderr() sees only lines printed from now on.
+  void skip_stderr(Handle h) {
+    drain_all();
+    logs_.at(h).err_unread.clear();
+  }
+
   // Reads the child's stderr lines until one contains `needle`; nullopt at the deadline/EOF.
   std::optional<std::string> wait_stderr(Handle h, const std::string& needle, Deadline deadline) {
     for (;;) {

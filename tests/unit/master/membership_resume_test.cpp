@@ -214,5 +214,22 @@ TEST(MembershipResume, AStandbyStartsNoRunButTakesOneOver) {
   EXPECT_EQ(h.m.ring(0), (std::vector<PeerId>{3, 5, 1}));  // admitted into the adopted run
 }
 
+// A peer's prober keeps the measurements of the newest probe round it saw and refuses probe
+// connections of older rounds: a resumed master must not number its rounds from 1 again (its
+// first round would be refused as older than the lost master's last one, or be answered with
+// that round's measurements), so generation g numbers them from g * 2^32 + 1.
+TEST(MembershipResume, ProbeRoundsGoOnAboveThoseOfEarlierGenerations) {
+  Harness h;
+  ASSERT_TRUE(resume(h, resume_of(3, {3, 5})).is_ok());
+  ASSERT_TRUE(resume(h, resume_of(5, {3, 5})).is_ok());
+  h.take();
+  h.vote(3, wire::VoteKind::kOptimizeTopology);
+  h.vote(5, wire::VoteKind::kOptimizeTopology);
+  EXPECT_EQ(h.lines(), (Lines{
+      "3 <- ProbePlan{round=8589934593 window=250 slot=475 to=[0:5] from=[1:5]} @12",
+      "5 <- ProbePlan{round=8589934593 window=250 slot=475 to=[1:3] from=[0:3]} @12",
+  }));
+}
+
 }  // namespace
 }  // namespace qccl::master
