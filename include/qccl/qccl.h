@@ -93,9 +93,14 @@ typedef struct {
    * after it in master_address. 0 = an ordinary master. (64 bits wide so that it lies past the
    * tail padding of the previous layout, which older callers leave undefined.) */
   uint64_t standby;
+  /* Appended: for this many ms after qcclMasterStart no new run is started (peers that
+   * register wait), so that the peers of a run whose master this one replaces on the same
+   * address resume it first (docs/reliability.md §8); then waiting registrations start a run.
+   * 0 = none. */
+  uint32_t resume_grace_ms;
 } qcclMasterConfig_t;
 #define QCCL_MASTER_CONFIG_INIT \
-  { sizeof(qcclMasterConfig_t), "0.0.0.0:0", 0, 0, NULL, 0, 0, 0, 0 }
+  { sizeof(qcclMasterConfig_t), "0.0.0.0:0", 0, 0, NULL, 0, 0, 0, 0, 0 }
 
 /* Creates a master (not yet listening). Copies every string of the config.
  * qcclInvalidArgument: NULL pointer, bad struct_size, malformed listen address. */

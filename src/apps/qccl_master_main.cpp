@@ -120,6 +120,12 @@ int main(int argc, char** argv) {
   app.add_flag("--standby", options.standby,
                "Start no run: take over the run of peers that lost their master and list this "
                "one after it (docs/reliability.md)");
+  app.add_option("--resume-grace-ms", options.resume_grace_ms,
+                 "Start no new run for this long after starting, so that the peers of a run "
+                 "whose master this one replaces resume it first (docs/reliability.md)")
+      ->type_name("N")
+      ->capture_default_str()
+      ->check(CLI::Range(0u, kMaxMs));
 
   try {
     app.parse(argc, argv);

@@ -44,6 +44,7 @@ qcclResult_t qcclMasterCreate(const qcclMasterConfig_t* config, qcclMaster_t** m
       QCCL_REQUIRE(config->standby <= 1, fn, "standby must be 0 or 1");
       o.standby = config->standby == 1;
     }
+    if (QCCL_HAS_FIELD_(resume_grace_ms)) o.resume_grace_ms = config->resume_grace_ms;
 #undef QCCL_HAS_FIELD_
     QCCL_REQUIRE(o.probe_ms <= qccl::master::kMaxProbeMs, fn,
                  "probe_ms must be at most 60000 (it is the measured time per probed link)");

@@ -261,6 +261,7 @@ net::awaitable<void> Runtime::connect_flow(Clock::time_point deadline) {
   self_ = welcome->peer_id;
   run_id_ = welcome->run_id;
   generation_ = welcome->generation;
+  master_id_ = welcome->master_id;
   settings_.heartbeat = std::chrono::milliseconds(welcome->heartbeat_interval_ms);
   settings_.timeout = std::chrono::milliseconds(welcome->peer_timeout_ms);
   peer::apply_tuning_env(settings_);

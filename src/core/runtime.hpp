@@ -167,6 +167,7 @@ class Runtime : public std::enable_shared_from_this<Runtime> {
   // the master gives (M2CMembership): given back to a new master.
   uint64_t run_id_ = 0;
   uint64_t generation_ = 0;
+  uint64_t master_id_ = 0;
   PeerId next_peer_id_ = 0;
   // Resuming: the link being dialled, the deadline's timer, and the calls waiting.
   std::shared_ptr<peer::MasterLink> resume_link_;

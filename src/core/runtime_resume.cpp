@@ -54,6 +54,7 @@ wire::C2MResume Runtime::resume_message() const {
   wire::C2MResume m;
   m.run_id = run_id_;
   m.generation = generation_;
+  m.master_id = master_id_;
   m.peer_id = self_;
   m.peer_group = options_.peer_group;
   m.p2p_port = advertise_.port != 0 ? advertise_.port : links_->port();
@@ -103,6 +104,7 @@ net::awaitable<void> Runtime::resume_flow(std::shared_ptr<peer::MasterLink> link
     co_return;
   }
   generation_ = welcome->generation;
+  master_id_ = welcome->master_id;
   master_ = link;
   link->start();
   log_->info("peer {}: the master at {} (generation {}) took the resume; waiting for the ring",

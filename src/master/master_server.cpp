@@ -21,7 +21,8 @@ using net::use_nothrow;
 
 namespace {
 
-// A run id no other master picks (64 random bits; never 0, which a peer sends before it has one).
+// A run (or master) id no other master picks (64 random bits; never 0, which a peer sends
+// before it has one).
 uint64_t random_run_id() {
   std::random_device rd;
   uint64_t id = 0;
@@ -40,7 +41,8 @@ class MasterServer::Impl {
                                      options_.heartbeat_interval_ms,
                                      std::chrono::milliseconds(options_.probe_ms),
                                      std::chrono::milliseconds(options_.probe_max_age_ms),
-                                     random_run_id(), options_.standby}),
+                                     random_run_id(), random_run_id(), options_.standby,
+                                     std::chrono::milliseconds(options_.resume_grace_ms)}),
         log_(log::get("master")) {}
 
   Status start() {
@@ -69,10 +71,12 @@ class MasterServer::Impl {
                            options_.listen_address, ec.message());
       }
       port_ = acceptor_->local_endpoint().port();
+      tick_timer_.emplace(ctx);
+      Outbox out;
+      membership_.start(Clock::now(), out);
+      apply(out);
       asio::co_spawn(ctx, accept_loop(), asio::detached);
       asio::co_spawn(ctx, heartbeat_loop(), asio::detached);
-      tick_timer_.emplace(ctx);
-      schedule_tick();
       return Status::ok();
     });
     if (!result.is_ok()) {
@@ -207,7 +211,18 @@ class MasterServer::Impl {
     }
     Outbox out;
     PeerId id = kNoPeer;
+    // A refusal: a few bytes into an empty socket buffer, so the write completes at once.
+    auto refuse = [&](wire::KickReason reason, const std::string& why) -> awaitable<void> {
+      auto kicked = wire::encode_frame(wire::M2CKicked{reason, why}, 0);
+      std::array<asio::const_buffer, 1> bufs{asio::buffer(kicked)};
+      (void)co_await conn->write_gather(bufs);
+    };
     if (const auto* reg = std::get_if<wire::C2MRegister>(&*first)) {
+      if (!membership_.accepts_registrations(Clock::now())) {
+        co_await refuse(wire::KickReason::kNotLeading,
+                        "this master leads no run yet (a standby, or just restarted): try again");
+        co_return kNoPeer;
+      }
       id = membership_.on_register(*reg, conn->remote_ip(), Clock::now(), out);
     } else {
       const auto& resume = std::get<wire::C2MResume>(*first);
@@ -215,10 +230,7 @@ class MasterServer::Impl {
       if (const auto* refusal = std::get_if<Membership::Refusal>(&resumed)) {
         log_->warn("{}: resume of peer {} refused: {}", conn->remote(), resume.peer_id,
                    refusal->why);
-        // A few bytes into an empty socket buffer: the write completes at once.
-        auto kicked = wire::encode_frame(wire::M2CKicked{refusal->reason, refusal->why}, 0);
-        std::array<asio::const_buffer, 1> bufs{asio::buffer(kicked)};
-        (void)co_await conn->write_gather(bufs);
+        co_await refuse(refusal->reason, refusal->why);
         co_return kNoPeer;
       }
       id = std::get<PeerId>(resumed);

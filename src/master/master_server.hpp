@@ -26,6 +26,9 @@ struct MasterOptions {
   uint32_t probe_max_age_ms = 600000;   // older link measurements are probed again
   std::optional<std::string> auth_token;
   bool standby = false;  // starts no run; takes over one whose master was lost (reliability.md §8)
+  // For this long after start no run is started (registrations wait) so that the peers of a
+  // run whose master this one replaces on the same address resume it first.
+  uint32_t resume_grace_ms = 0;
 };
 
 inline constexpr uint32_t kMaxProbeMs = 60000;

@@ -18,6 +18,18 @@ std::string_view vote_name(wire::VoteKind k) {
 
 Membership::Membership(MembershipConfig config) : config_(config), run_id_(config.run_id) {}
 
+void Membership::start(TimePoint now, Outbox& out) {
+  if (config_.resume_grace.count() > 0) {
+    grace_end_ = now + config_.resume_grace;
+    out.log.push_back(fmt::format("no new run for {} ms: peers of a run whose master was lost may "
+                                  "resume it first", config_.resume_grace.count()));
+  }
+}
+
+bool Membership::may_start_run(TimePoint now) const {
+  return !config_.standby && !resume_ && (!grace_end_ || now >= *grace_end_);
+}
+
 size_t Membership::num_accepted() const {
   return static_cast<size_t>(std::count_if(peers_.begin(), peers_.end(), [](const auto& kv) {
     return kv.second.phase == Phase::kAccepted;
@@ -58,13 +70,12 @@ PeerId Membership::on_register(const wire::C2MRegister& msg, const std::string& 
   p.port = msg.p2p_port;
   p.last_seen = now;
   peers_.emplace(p.id, p);
-  if (!config_.standby) leads_run_ = true;
+  leads_run_ = true;  // accepts_registrations(): it leads one, or starts one now
   out.sends.push_back({p.id, welcome(p.id), global_epoch_});
   out.log.push_back(fmt::format("peer {} registered (group {}, p2p {}:{}), waiting for admission",
                                 p.id, p.group, p.host, p.port));
-  // The first peer of a run is admitted at once (not while a run is being resumed, nor by a
-  // standby that has adopted none).
-  if (num_accepted() == 0 && !resume_ && leads_run_) admit_registered(now, out);
+  // The first peer of a run is admitted at once (not while a run is being resumed).
+  if (num_accepted() == 0 && !resume_) admit_registered(now, out);
   return p.id;
 }
 
@@ -74,7 +85,8 @@ wire::M2CWelcome Membership::welcome(PeerId id) const {
                           static_cast<uint32_t>(config_.peer_timeout.count()),
                           static_cast<uint32_t>(config_.vote_timeout.count()),
                           run_id_,
-                          generation_};
+                          generation_,
+                          config_.master_id};
 }
 
 void Membership::on_message(PeerId id, const wire::ControlMessage& msg, TimePoint now,

@@ -58,10 +58,13 @@
 // on (committed if any member committed them, else failed), restores the ring (the reported
 // order, without the peers that did not come back) and its expected shared-state revision;
 // the members of a group without a quorum are refused. If no group had one, the master is
-// fresh again. A master refuses resumes of another run or generation (kWrongRun: a stale
-// master never takes back a run a newer one leads), and those of peers the run goes on without
-// (kNotResumed: the master they followed is alive, the window closed, or a duplicate). A
-// standby (config.standby) starts no run of its own: registrations wait for an adopted one.
+// fresh again. During its window a master takes every resume of its run (from peers that
+// followed any earlier master of it) and keeps its generation above theirs. Outside one it
+// refuses resumes of another run or of a generation not below its own (kWrongRun: a stale
+// master never takes back a run a newer one leads; the peer tries elsewhere), and those of
+// peers the run goes on without (kNotResumed: the peer followed this very master, which
+// dropped it; or came from an older generation after the window; or is a duplicate). A
+// standby (config.standby) starts no run of its own.
 //
 // Thread-safety: none; owned by the master's single I/O thread.
 #pragma once
@@ -96,8 +99,14 @@ struct MembershipConfig {
   std::chrono::milliseconds probe_window{250};      // measured transfer per probed link
   std::chrono::milliseconds probe_max_age{600000};  // older measurements are probed again
   uint64_t run_id = 1;  // of the run this master starts (random, from the shell), unless it resumes one
-  // A standby never starts a run: registrations wait until it has adopted one by resumes.
+  uint64_t master_id = 1;  // this master process (random, from the shell): in every welcome
+  // A standby never starts a run: registrations are refused (kNotLeading, the peer tries
+  // again) until it has adopted one by resumes.
   bool standby = false;
+  // For this long after start() no run is started either, so that the peers of a run whose
+  // master this one replaces can resume it first (their ids are the run's: a newcomer
+  // registered before them could take one).
+  std::chrono::milliseconds resume_grace{0};
 };
 
 // What an event asks the shell to do, in order.
@@ -116,8 +125,15 @@ struct Outbox {
 class Membership {
  public:
   explicit Membership(MembershipConfig config);
+  // The master began listening (the resume grace counts from here).
+  void start(TimePoint now, Outbox& out);
 
-  // A new control connection sent C2MRegister. Returns the new peer's id (the shell maps its
+  // Whether a C2MRegister may be taken now: not while this master leads no run and may not
+  // start one (a standby, or within the resume grace); the shell answers M2CKicked
+  // kNotLeading instead, and the peer tries again.
+  bool accepts_registrations(TimePoint now) const { return leads_run_ || may_start_run(now); }
+  // A new control connection sent C2MRegister (REQUIRES: accepts_registrations). Returns the
+  // new peer's id (the shell maps its
   // connection to it); the Outbox holds the M2CWelcome and, if admitted at once, membership.
   PeerId on_register(const wire::C2MRegister& msg, const std::string& observed_host, TimePoint now,
                      Outbox& out);
@@ -232,7 +248,7 @@ class Membership {
     struct GroupReport {
       Epoch epoch = 0;               // the newest group epoch a member reported
       std::vector<PeerId> ring;      // the ring at that epoch
-      std::vector<wire::ResumeOp> ops;
+      std::map<PeerId, std::vector<wire::ResumeOp>> ops;  // by reporter
       std::optional<uint64_t> last_revision;
     };
     std::map<GroupId, GroupReport> groups;
@@ -300,6 +316,9 @@ class Membership {
   uint64_t run_id_ = 1;
   uint64_t generation_ = 1;
   bool leads_run_ = false;  // a run began here (a registration, not on a standby) or was adopted
+  std::optional<TimePoint> grace_end_;  // registrations start no run before (resume_grace)
+  // A registration may start a run now (not a standby, not within the resume grace).
+  bool may_start_run(TimePoint now) const;
   std::optional<ResumeWindow> resume_;
   std::map<PeerId, Peer> peers_;
   std::map<GroupId, Group> groups_;

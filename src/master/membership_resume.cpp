@@ -18,47 +18,45 @@ std::optional<Membership::Refusal> Membership::resume_refusal(const wire::C2MRes
                    fmt::format("this master leads run {:016x}, not run {:016x}", run_id_,
                                msg.run_id)};
   }
-  if (msg.generation == generation_) {
+  if (msg.master_id == config_.master_id) {
     return Refusal{KickReason::kNotResumed,
-                   fmt::format("this master still leads run {:016x} (generation {}), without "
-                               "peer {}: join again", run_id_, generation_, msg.peer_id)};
+                   fmt::format("this master still leads run {:016x}, without peer {}: join again",
+                               run_id_, msg.peer_id)};
   }
-  if (msg.generation + 1 != generation_) {
+  if (resume_) {  // any earlier master's peer, during the window, once
+    if (peers_.count(msg.peer_id) == 0 && resume_->gone.count(msg.peer_id) == 0) {
+      return std::nullopt;
+    }
+    return Refusal{KickReason::kNotResumed,
+                   fmt::format("peer {} resumed run {:016x} already", msg.peer_id, run_id_)};
+  }
+  if (msg.generation >= generation_) {
     return Refusal{KickReason::kWrongRun,
                    fmt::format("this master is generation {} of run {:016x}; peer {} followed "
                                "generation {} (a newer master leads the run, or this one lost it)",
                                generation_, run_id_, msg.peer_id, msg.generation)};
   }
-  if (!resume_) {
-    return Refusal{KickReason::kNotResumed,
-                   fmt::format("run {:016x} was resumed without peer {} (it did not come back "
-                               "within the peer timeout): join again", run_id_, msg.peer_id)};
-  }
-  if (peers_.count(msg.peer_id) != 0 || resume_->gone.count(msg.peer_id) != 0) {
-    return Refusal{KickReason::kNotResumed,
-                   fmt::format("peer {} resumed run {:016x} already", msg.peer_id, run_id_)};
-  }
-  return std::nullopt;
+  return Refusal{KickReason::kNotResumed,
+                 fmt::format("run {:016x} was resumed without peer {} (it did not come back "
+                             "within the peer timeout): join again", run_id_, msg.peer_id)};
 }
 
 std::variant<PeerId, Membership::Refusal> Membership::on_resume(const wire::C2MResume& msg,
                                                                 const std::string& observed_host,
                                                                 TimePoint now, Outbox& out) {
   if (auto refusal = resume_refusal(msg)) return *refusal;
+  // Above every generation a resumed peer followed (the welcome tells the peer so).
+  const uint64_t generation = std::max(resume_ ? generation_ : 0, msg.generation + 1);
   if (!resume_) {
     leads_run_ = true;
     run_id_ = msg.run_id;
-    generation_ = msg.generation + 1;
-    // Probe rounds are numbered above any an earlier generation used (fewer than 2^32 each):
-    // a peer's prober keeps the newest round's measurements and refuses older rounds, so
-    // rounds counted from 1 again would be refused, or served the lost master's measurements.
-    probe_rounds_ = generation_ << 32;
     resume_ = ResumeWindow{now + config_.peer_timeout, {}, {}};
     out.log.push_back(fmt::format("resuming run {:016x} as its generation {} master (peer {} "
                                   "came back first); waiting up to {} ms for the others",
-                                  run_id_, generation_, msg.peer_id,
+                                  run_id_, generation, msg.peer_id,
                                   config_.peer_timeout.count()));
   }
+  generation_ = generation;
   Peer p;
   p.id = msg.peer_id;
   p.group = msg.peer_group;
@@ -75,7 +73,7 @@ std::variant<PeerId, Membership::Refusal> Membership::on_resume(const wire::C2MR
     report.epoch = msg.group_epoch;
     report.ring = msg.ring;
   }
-  report.ops.insert(report.ops.end(), msg.ops.begin(), msg.ops.end());
+  report.ops[p.id] = msg.ops;
   if (msg.has_revision) {
     report.last_revision = std::max(report.last_revision.value_or(0), msg.last_revision);
   }
@@ -103,9 +101,13 @@ bool Membership::everyone_back() const {
 void Membership::close_resume(TimePoint now, Outbox& out) {
   ResumeWindow window = std::move(*resume_);
   resume_.reset();
+  // Probe rounds are numbered above any an earlier generation used (fewer than 2^32 each): a
+  // peer's prober keeps the newest round's measurements and refuses older rounds, so rounds
+  // counted from 1 again would be refused, or served the lost master's measurements.
+  probe_rounds_ = generation_ << 32;
   ++global_epoch_;
   for (auto& [gid, report] : window.groups) {
-    // The reported order, then any member that reported an older ring.
+    // The newest reported ring, in its order, of the members that came back.
     std::vector<PeerId> ring;
     for (PeerId id : report.ring) {
       auto it = peers_.find(id);
@@ -117,9 +119,22 @@ void Membership::close_resume(TimePoint now, Outbox& out) {
     for (PeerId id : report.ring) {
       if (std::find(ring.begin(), ring.end(), id) == ring.end()) missing.push_back(id);
     }
+    // A peer that reported an older ring and is not in the newest had been removed from the
+    // group (expelled, say) before it heard so: the run goes on without it.
+    std::vector<PeerId> removed;
     for (auto& [id, peer] : peers_) {
       if (peer.phase != Phase::kResumed || peer.group != gid) continue;
-      if (std::find(ring.begin(), ring.end(), id) == ring.end()) ring.push_back(id);
+      if (std::find(ring.begin(), ring.end(), id) == ring.end()) removed.push_back(id);
+    }
+    for (PeerId id : removed) {
+      std::string why = fmt::format("peer {} was no longer in group {}'s ring (epoch {}) when the "
+                                    "master was lost: join again", id, gid, report.epoch);
+      out.sends.push_back({id, wire::M2CKicked{wire::KickReason::kNotResumed, why},
+                           global_epoch_});
+      out.disconnects.push_back(id);
+      out.log.push_back(fmt::format("peer {} not resumed: {}", id, why));
+      peers_.erase(id);
+      report.ops.erase(id);
     }
     if (ring.empty()) continue;
     if (ring.size() * 2 <= report.ring.size()) {
@@ -145,12 +160,14 @@ void Membership::close_resume(TimePoint now, Outbox& out) {
     // The ops members waited on: committed if any member committed them (the lost master told
     // it so before dying), else failed on every member (no one committed: at least one member
     // had not finished, or the verdict never left the master).
+    std::vector<wire::ResumeOp> ops;
+    for (const auto& [id, list] : report.ops) ops.insert(ops.end(), list.begin(), list.end());
     std::set<std::tuple<OpTag, uint64_t, Epoch>> waited;
-    for (const auto& op : report.ops) {
+    for (const auto& op : ops) {
       if (!op.committed) waited.emplace(op.tag, op.seq, op.op_epoch);
     }
     for (const auto& [tag, seq, epoch] : waited) {
-      bool committed = std::any_of(report.ops.begin(), report.ops.end(), [&](const auto& o) {
+      bool committed = std::any_of(ops.begin(), ops.end(), [&](const auto& o) {
         return o.committed && o.tag == tag && o.op_epoch == epoch && o.seq >= seq;
       });
       StatusCode status = committed ? StatusCode::kOk : StatusCode::kPeerLost;
@@ -174,10 +191,17 @@ void Membership::close_resume(TimePoint now, Outbox& out) {
     run_id_ = config_.run_id;
     generation_ = 1;
     out.log.push_back("no group resumed; waiting for a run");
-    // Registrations that came meanwhile start a run of their own (not on a standby).
-    if (!config_.standby && num_registered() > 0) {
+    // Registrations taken meanwhile start a run of their own, or (a standby, within the
+    // grace) are sent to try again.
+    if (num_registered() > 0 && may_start_run(now)) {
       leads_run_ = true;
       admit_registered(now, out);
+    } else {
+      std::vector<PeerId> waiting;
+      for (const auto& [id, p] : peers_) waiting.push_back(id);
+      for (PeerId id : waiting) {
+        kick(id, wire::KickReason::kNotLeading, "this master leads no run: try again", now, out);
+      }
     }
     return;
   }

@@ -50,6 +50,7 @@ net::awaitable<Result<wire::M2CWelcome>> MasterLink::connect(const wire::Control
     auto sock = std::get<0>(std::move(dialled));
     if (sock.is_ok()) {
       conn_ = std::make_shared<net::Connection>(std::move(sock).value());
+      refused_.reset();
       auto bound = std::min(deadline, attempt.bound == Clock::duration::max()
                                           ? deadline
                                           : Clock::now() + attempt.bound);
@@ -66,13 +67,15 @@ net::awaitable<Result<wire::M2CWelcome>> MasterLink::connect(const wire::Control
         co_return welcome;
       }
       conn_->close();
-      // A registration: the first answer counts. A resume: a refusal for good (the master it
-      // followed goes on without it) ends it; any other failure sends it to the next address.
-      if (!attempt.check || welcome.status().code() == StatusCode::kKicked) {
+      // A registration: the first answer counts, unless the master leads no run yet (a
+      // standby, or one just restarted). A resume: a refusal for good (the master it followed
+      // goes on without it) ends it; any other failure sends it to the next address.
+      const bool not_leading = refused_ == wire::KickReason::kNotLeading;
+      if ((!attempt.check && !not_leading) || welcome.status().code() == StatusCode::kKicked) {
         co_return welcome.status();
       }
       last = welcome.status();
-      log::get("peer")->info("the master at {} did not take the resume: {}", where,
+      log::get("peer")->info("the master at {} did not take this peer: {}", where,
                              last.message());
     } else {
       last = sock.status();
@@ -116,11 +119,12 @@ net::awaitable<Result<wire::M2CWelcome>> MasterLink::exchange(const wire::Contro
     auto msg = wire::decode_control(frame->first.type, frame->second);
     if (!msg.is_ok()) co_return msg.status();
     if (auto* kicked = std::get_if<wire::M2CKicked>(&*msg)) {
-      // kWrongRun: that master cannot take this peer's resume, another may.
-      StatusCode code = kicked->reason == wire::KickReason::kWrongRun
-                            ? StatusCode::kMasterUnreachable
-                            : StatusCode::kKicked;
-      co_return make_status(code, "the master refused this peer: {}", kicked->message);
+      refused_ = kicked->reason;
+      // kWrongRun, kNotLeading: that master cannot take this peer, another (or later) may.
+      bool elsewhere = kicked->reason == wire::KickReason::kWrongRun ||
+                       kicked->reason == wire::KickReason::kNotLeading;
+      co_return make_status(elsewhere ? StatusCode::kMasterUnreachable : StatusCode::kKicked,
+                            "the master refused this peer: {}", kicked->message);
     }
     if (!std::holds_alternative<wire::M2CWelcome>(*msg)) {
       co_return make_status(StatusCode::kMasterUnreachable, "unexpected first message from the master");

@@ -14,6 +14,7 @@
 #include <chrono>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -36,7 +37,8 @@ class MasterLink : public std::enable_shared_from_this<MasterLink> {
              MessageHandler on_message, LostHandler on_lost);
 
   // How connect() treats an answer. Without `check` (a registration) the first master that
-  // answers decides: its welcome, or its refusal. With it (a resume) a master whose welcome
+  // answers decides: its welcome, or its refusal (except "leads no run yet": a standby, or a
+  // master in its resume grace; the next address is tried, and that one again later). With it (a resume) a master whose welcome
   // fails the check, that cannot take the resume (kWrongRun), times out (`bound` per attempt)
   // or is unreachable, is left for the next address until the deadline; a refusal for good
   // (kNotResumed: kKicked) ends the resume.
@@ -78,6 +80,7 @@ class MasterLink : public std::enable_shared_from_this<MasterLink> {
   asio::any_io_executor ex_;
   std::vector<HostPort> masters_;
   size_t at_ = 0;
+  std::optional<wire::KickReason> refused_;  // the last attempt's M2CKicked, if any
   net::Secret secret_;
   MessageHandler on_message_;
   LostHandler on_lost_;

@@ -8,12 +8,12 @@
 //   C2MOpStart     u64 tag | u64 seq | u64 op_epoch | u64 desc_hash | u32 timeout_ms
 //   C2MOpDone      u64 tag | u64 seq | u64 op_epoch | u8 status | str message
 //   C2MLeave       (empty)
-//   C2MResume      u64 run_id | u64 generation | u64 peer_id | u32 peer_group | u16 p2p_port |
-//                  str advertised_host | u64 global_epoch | u64 group_epoch | u32 n | n x u64 |
+//   C2MResume      u64 run_id | u64 generation | u64 master_id | u64 peer_id | u32 peer_group |
+//                  u16 p2p_port | str advertised_host | u64 global_epoch | u64 group_epoch | u32 n | n x u64 |
 //                  u64 next_peer_id | bool has_revision | u64 last_revision | u32 m |
 //                  m x (u64 tag | u64 seq | u64 op_epoch | bool committed)
 //   M2CWelcome     u64 peer_id | u32 heartbeat_interval_ms | u32 peer_timeout_ms |
-//                  u32 vote_timeout_ms | u64 run_id | u64 generation
+//                  u32 vote_timeout_ms | u64 run_id | u64 generation | u64 master_id
 //   M2CMembership  u64 group_epoch | u32 global_world_size | u32 group_world_size |
 //                  u32 num_groups | u32 largest_group_size | u32 n | n x (u64 id | str host |
 //                  u16 port) | u64 next_peer_id
@@ -54,6 +54,7 @@ void put(ByteWriter&, const C2MLeave&) {}
 void put(ByteWriter& w, const C2MResume& m) {
   w.u64(m.run_id);
   w.u64(m.generation);
+  w.u64(m.master_id);
   w.u64(m.peer_id);
   w.u32(m.peer_group);
   w.u16(m.p2p_port);
@@ -80,6 +81,7 @@ void put(ByteWriter& w, const M2CWelcome& m) {
   w.u32(m.vote_timeout_ms);
   w.u64(m.run_id);
   w.u64(m.generation);
+  w.u64(m.master_id);
 }
 void put(ByteWriter& w, const M2CMembership& m) {
   w.u64(m.group_epoch);
@@ -141,6 +143,7 @@ Status get(ByteReader&, C2MLeave*) { return Status::ok(); }
 Status get(ByteReader& r, C2MResume* m) {
   QCCL_RETURN_IF_ERROR(r.u64(&m->run_id, "run_id"));
   QCCL_RETURN_IF_ERROR(r.u64(&m->generation, "generation"));
+  QCCL_RETURN_IF_ERROR(r.u64(&m->master_id, "master_id"));
   QCCL_RETURN_IF_ERROR(r.u64(&m->peer_id, "peer_id"));
   QCCL_RETURN_IF_ERROR(r.u32(&m->peer_group, "peer_group"));
   QCCL_RETURN_IF_ERROR(r.u16(&m->p2p_port, "p2p_port"));
@@ -171,7 +174,8 @@ Status get(ByteReader& r, M2CWelcome* m) {
   QCCL_RETURN_IF_ERROR(r.u32(&m->peer_timeout_ms, "peer_timeout_ms"));
   QCCL_RETURN_IF_ERROR(r.u32(&m->vote_timeout_ms, "vote_timeout_ms"));
   QCCL_RETURN_IF_ERROR(r.u64(&m->run_id, "run_id"));
-  return r.u64(&m->generation, "generation");
+  QCCL_RETURN_IF_ERROR(r.u64(&m->generation, "generation"));
+  return r.u64(&m->master_id, "master_id");
 }
 Status get(ByteReader& r, M2CMembership* m) {
   QCCL_RETURN_IF_ERROR(r.u64(&m->group_epoch, "group_epoch"));
@@ -208,7 +212,7 @@ Status get(ByteReader& r, M2COpResult* m) {
 Status get(ByteReader& r, M2CKicked* m) {
   QCCL_RETURN_IF_ERROR(read_enum(r, &m->reason, "kick reason",
                                  static_cast<uint8_t>(KickReason::kTimeout),
-                                 static_cast<uint8_t>(KickReason::kNotResumed)));
+                                 static_cast<uint8_t>(KickReason::kNotLeading)));
   return r.string(&m->message, "message", kMaxStringBytes);
 }
 Status get(ByteReader&, M2CHeartbeat*) { return Status::ok(); }

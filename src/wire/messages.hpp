@@ -73,6 +73,8 @@ enum class KickReason : uint8_t {
                         // the peer tries another master
   kNotResumed = 9,      // the master the peer followed leads the run without it (it was
                         // expelled, or the run resumed without it): the peer joins again
+  kNotLeading = 10,     // a registration while this master leads no run and may not start
+                        // one (a standby, or within its resume grace): the peer tries again
 };
 
 // ---- C2M ----
@@ -157,6 +159,7 @@ struct ResumeOp {
 struct C2MResume {
   uint64_t run_id = 0;       // M2CWelcome.run_id of the lost master
   uint64_t generation = 0;   // M2CWelcome.generation of the lost master
+  uint64_t master_id = 0;    // M2CWelcome.master_id of the lost master
   PeerId peer_id = kNoPeer;
   GroupId peer_group = 0;
   uint16_t p2p_port = 0;
@@ -180,6 +183,7 @@ struct M2CWelcome {
   // for each master that resumed it. A peer only ever follows a higher generation of its run.
   uint64_t run_id = 0;
   uint64_t generation = 0;
+  uint64_t master_id = 0;  // this master process (random): a peer's resume names the one it lost
 };
 struct RingMember {
   PeerId id = kNoPeer;

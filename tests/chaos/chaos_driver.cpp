@@ -15,6 +15,10 @@
 //   leave     a peer leaves gracefully ("leave" on its stdin; qcclCommDestroy)
 //   cut       (network namespaces only) the peer's link goes down for 0.2-2.5 peer timeouts
 //   throttle  (network namespaces only) the peer's link is limited to 10-50 mbit for 2-10 s
+//   master    (--master-restarts) SIGKILL the master, and start a new one on its address
+//             0-500 ms later with --resume-grace-ms 1000 (peers run with
+//             QCCL_MASTER_RECONNECT_MS and resume); only while more than half the peers are
+//             healthy, so that the ring has a quorum, and not again until it settled
 // A fault that could take a peer out of the group (kill, stop, cut, leave) is only injected if
 // at least two established, unimpaired peers remain, so the group never empties: its shared
 // state always has a holder. At most --max-impaired peers are stopped or cut off at once. With root, ip and tc, every peer slot is its own network
@@ -124,7 +128,8 @@ class Driver {
   void status_line();
 
   // ---- processes ----
-  bool start_master();
+  // Starts the master on `listen` ("host:0" at first; its old address after a kill).
+  bool start_master(const std::string& listen);
   std::string spawn_peer(const char* why);
   void on_line(Procs::Id id, bool is_out, const std::string& line);
   void on_peer_event(PeerProc& p, const Event& e);
@@ -163,6 +168,8 @@ class Driver {
   std::string net_skip_reason_;
   std::optional<Procs::Id> master_;
   std::string master_addr_;
+  int64_t master_restart_us_ = -1;  // >= 0: the master was killed; start it again then
+  int64_t master_settled_us_ = 0;   // until then the restarted master may be taking resumes
   std::vector<PeerProc> peers_;
   std::map<Procs::Id, size_t> peer_of_;
   Slot slots_[kMaxSlots];
@@ -195,7 +202,7 @@ std::string Driver::options_line() const {
          std::to_string(opt_.stall_margin_ms) + " --fault-interval-ms " +
          std::to_string(opt_.fault_interval_ms) + " --max-impaired " +
          std::to_string(opt_.max_impaired) + " --pace-ms " + std::to_string(opt_.pace_ms) +
-         (opt_.netns ? "" : " --no-netns");
+         (opt_.netns ? "" : " --no-netns") + (opt_.master_restarts ? " --master-restarts" : "");
 }
 
 void Driver::log_line(const std::string& who, const std::string& line, bool is_err) {
@@ -222,13 +229,15 @@ void Driver::status_line() {
 
 // ------------------------------------------------------------------ processes
 
-bool Driver::start_master() {
-  const std::string host = net_ ? net_->master_ip() : "127.0.0.1";
+bool Driver::start_master(const std::string& listen) {
   std::vector<std::string> argv = net_ ? net_->master_prefix() : std::vector<std::string>{};
-  argv.insert(argv.end(), {opt_.master_bin, "--listen", host + ":0", "--log-level", "info",
+  argv.insert(argv.end(), {opt_.master_bin, "--listen", listen, "--log-level", "info",
                            "--heartbeat-ms", std::to_string(opt_.heartbeat_ms),
                            "--peer-timeout-ms", std::to_string(opt_.peer_timeout_ms),
                            "--vote-timeout-ms", std::to_string(opt_.vote_timeout_ms)});
+  // A replacement (on the old address) starts no new run while the peers resume the old one:
+  // a joiner that registered first would otherwise start a second run.
+  if (report_.master_pid != 0) argv.insert(argv.end(), {"--resume-grace-ms", "1000"});
   std::vector<std::string> env;
 #if defined(__SANITIZE_ADDRESS__)
   // ASan keeps freed memory in a quarantine (256 MiB by default) before reusing it, which
@@ -242,6 +251,7 @@ bool Driver::start_master() {
     std::printf("cannot start %s: %s\n", opt_.master_bin.c_str(), procs_.error().c_str());
     return false;
   }
+  master_addr_.clear();
   const int64_t deadline = now_us() + 15'000'000;
   while (master_addr_.empty() && now_us() < deadline && !procs_.try_reap(*master_)) {
     procs_.poll_once(100, [this](Procs::Id id, bool out, const std::string& l) { on_line(id, out, l); });
@@ -250,7 +260,7 @@ bool Driver::start_master() {
     std::printf("the master did not print its address within 15 s:\n%s", procs_.tail(*master_).c_str());
     return false;
   }
-  report_.master_pid = procs_.pid(*master_);
+  if (report_.master_pid == 0) report_.master_pid = procs_.pid(*master_);
   return true;
 }
 
@@ -277,7 +287,12 @@ std::string Driver::spawn_peer(const char* why) {
                            std::to_string(connect_timeout_ms_)});
   p.spawned_us = now_us();
   history_.begin(slot, p.spawned_us);
-  auto id = procs_.spawn(p.label, argv, {"QCCL_LOG_LEVEL=warn"});
+  std::vector<std::string> env = {"QCCL_LOG_LEVEL=warn"};
+  // Long enough for any restart here (at most 0.5 s) and for a cut link to come back.
+  if (opt_.master_restarts) {
+    env.push_back("QCCL_MASTER_RECONNECT_MS=" + std::to_string(5 * opt_.peer_timeout_ms + 10000));
+  }
+  auto id = procs_.spawn(p.label, argv, env);
   if (!id) {
     history_.end(slot, now_us());
     inv_.violate(Inv::kPeers, "cannot start a peer: " + procs_.error());
@@ -403,6 +418,9 @@ int Driver::established_healthy() const {
 
 // A fault that may take `p` out of the group leaves two established, unimpaired peers.
 bool Driver::may_disable(const PeerProc& p) const {
+  // Not while a restarted master may still be taking the resumes: a peer lost then could cost
+  // the ring its quorum, and the whole group would join again (the group emptied).
+  if (master_restart_us_ >= 0 || now_us() < master_settled_us_) return false;
   return established_healthy() - ((healthy(p) && p.established) ? 1 : 0) >= 2;
 }
 
@@ -488,10 +506,16 @@ void Driver::inject(int64_t now) {
   });
   const bool join = alive() < opt_.max_peers && !free_slots().empty();
   const bool cut = net_ && stop.has_value();
+  // While more than half the peers are healthy, so that the ring has a quorum to resume with
+  // (the impaired ones find the run gone on without them and join again).
+  const bool master = opt_.master_restarts && master_ && master_restart_us_ < 0 &&
+                      now >= master_settled_us_ && established_healthy() >= 2 &&
+                      2 * established_healthy() > alive();
 
   struct Choice { int weight; int kind; };
   const Choice choices[] = {{kill ? 3 : 0, 0}, {stop ? 3 : 0, 1}, {join ? 3 : 0, 2},
-                            {leave ? 2 : 0, 3}, {cut ? 3 : 0, 4},  {throttle ? 2 : 0, 5}};
+                            {leave ? 2 : 0, 3}, {cut ? 3 : 0, 4},  {throttle ? 2 : 0, 5},
+                            {master ? 2 : 0, 6}};
   int total = 0;
   for (const auto& c : choices) total += c.weight;
   if (total == 0) return;
@@ -557,10 +581,35 @@ void Driver::inject(int64_t now) {
                                             " mbit for " + std::to_string(d / 1000) + " ms");
       break;
     }
+    case 6: {
+      const int64_t d = uniform(0, 500'000);
+      procs_.kill_and_reap(*master_);
+      procs_.release(*master_, [this](Procs::Id id, bool out, const std::string& l) {
+        on_line(id, out, l);
+      });
+      master_.reset();
+      master_restart_us_ = now + d;
+      note_fault(Fault::kMasterRestart, now, "master kill, restart after " +
+                                                 std::to_string(d / 1000) + " ms");
+      break;
+    }
   }
 }
 
 void Driver::timed_actions(int64_t now) {
+  if (master_restart_us_ >= 0 && now >= master_restart_us_) {
+    const std::string address = master_addr_;
+    master_restart_us_ = -1;
+    if (start_master(address)) {
+      log_line("harness", "master restarted at " + master_addr_ + " pid " +
+                              std::to_string(procs_.pid(*master_)), false);
+      master_settled_us_ = now_us() + opt_.peer_timeout_ms * 1000 + 1'000'000;
+      ++report_.master_restarts;
+    } else {
+      inv_.violate(Inv::kMaster, "cannot start the master again at " + address);
+      master_addr_ = address;
+    }
+  }
   for (auto& p : peers_) {
     if (p.stopped && now >= p.cont_at_us) {
       procs_.signal(p.id, SIGCONT);
@@ -591,6 +640,7 @@ void Driver::timed_actions(int64_t now) {
 }
 
 void Driver::restore_all(int64_t now) {
+  if (master_restart_us_ >= 0) master_restart_us_ = std::min(master_restart_us_, now);
   for (auto& p : peers_) p.cont_at_us = std::min(p.cont_at_us, now);
   for (auto& sl : slots_) {
     sl.restore_at_us = std::min(sl.restore_at_us, now);
@@ -705,7 +755,7 @@ int Driver::run() {
   report_.net_line = net_ ? "on (every peer slot in its own network namespace)"
                           : "skipped (" + net_skip_reason_ + ")";
   std::printf("network faults: %s\n", report_.net_line.c_str());
-  if (!start_master()) return 1;
+  if (!start_master((net_ ? net_->master_ip() : "127.0.0.1") + ":0")) return 1;
   std::printf("master pid %d at %s\n", report_.master_pid, master_addr_.c_str());
   std::fflush(stdout);
 

@@ -28,6 +28,7 @@ struct Options {
   int64_t pace_ms = 10;
   int64_t rss_limit_mib = 0;  // 0: the first sample + 64 MiB
   bool netns = true;
+  bool master_restarts = false;  // the master may be killed and started again (issue 22)
   bool verbose = false;
   std::string log_dir;
   std::string master_bin = QCCL_CHAOS_MASTER_BIN;
@@ -51,6 +52,7 @@ struct Options {
                "  --pace-ms N            peers pause N ms between steps (default 10)\n"
                "  --rss-limit-mib N      master VmRSS bound (default: first sample + 64)\n"
                "  --no-netns             loopback only, even as root (no network faults)\n"
+               "  --master-restarts      also kill the master and start it again (peers resume)\n"
                "  --log-dir DIR          write every line of every process to DIR/chaos.log\n"
                "  --verbose              echo every line to stdout\n"
                "  --master-bin PATH      qccl-master (default: the build's)\n"
@@ -65,6 +67,7 @@ inline Options parse(int argc, char** argv) {
     std::string a = argv[i];
     if (a == "--help" || a == "-h") usage("", 0);
     if (a == "--no-netns") { o.netns = false; continue; }
+    if (a == "--master-restarts") { o.master_restarts = true; continue; }
     if (a == "--verbose") { o.verbose = true; continue; }
     if (i + 1 >= argc) usage("missing value for " + a);
     std::string v = argv[++i];

@@ -14,19 +14,30 @@
 
 namespace qccl::chaos {
 
-enum class Fault { kKill, kStopShort, kStopLong, kJoin, kLeave, kCut, kThrottle, kCount };
+enum class Fault {
+  kKill,
+  kStopShort,
+  kStopLong,
+  kJoin,
+  kLeave,
+  kCut,
+  kThrottle,
+  kMasterRestart,
+  kCount
+};
 
 inline const char* fault_name(Fault f) {
   static const char* const kNames[] = {"kill (SIGKILL)",        "stop < peer timeout",
                                        "stop >= peer timeout",  "join",
                                        "leave (graceful)",      "link cut",
-                                       "link throttle"};
+                                       "link throttle",         "master kill + restart"};
   return kNames[static_cast<int>(f)];
 }
 
 struct Report {
   std::string opt_line, net_line;
   int master_pid = 0;
+  int master_restarts = 0;
   double duration_s = 0;
   uint64_t steps = 0, solo_steps = 0, step_lines = 0, max_step = 0;
   int peers_started = 0, max_alive = 0;
@@ -62,7 +73,8 @@ struct Report {
     s += "\n==== qccl chaos report ====\n";
     line("command          %s", opt_line.c_str());
     line("network faults   %s", net_line.c_str());
-    line("ran              %.1f s; master pid %d", duration_s, master_pid);
+    line("ran              %.1f s; master pid %d (the first; %d restarts)", duration_s, master_pid,
+         master_restarts);
     line("steps            %llu completed (last step %llu; %llu solo, with one peer); %llu step "
          "reports checked",
          ull(steps), ull(max_step), ull(solo_steps), ull(step_lines));

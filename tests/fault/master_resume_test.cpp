@@ -48,6 +48,8 @@ namespace {
 constexpr uint32_t kHeartbeatMs = 200;
 constexpr uint32_t kPeerTimeoutMs = 2000;
 const ExternalMaster::Timing kTiming{kHeartbeatMs, kPeerTimeoutMs, 60000};
+// A master restarted on its old address starts no new run while the old one's peers resume.
+const std::vector<std::string> kRestartArgs{"--resume-grace-ms", "1000"};
 constexpr size_t kBigCount = size_t{4} << 20;  // 32 MiB of uint64 per peer
 
 std::vector<std::string> reconnect_env(uint32_t ms) {
@@ -107,7 +109,7 @@ TEST(MasterResume, KilledWhileIdleANewMasterOnTheSameAddressResumesTheRun) {
 
   const int64_t t_kill = master->signal(SIGKILL);
   ASSERT_TRUE(master->reaped(deadline_in(5s)));
-  master = std::make_unique<ExternalMaster>(kTiming, address);
+  master = std::make_unique<ExternalMaster>(kTiming, address, kRestartArgs);
   ASSERT_TRUE(master->ok()) << master->error();
 
   std::vector<size_t> first(n);
@@ -164,7 +166,7 @@ TEST(MasterResume, KilledDuringAnAllReduceTheCallFailsRetryablyAndTheRetrySuccee
       std::uniform_real_distribution<double>(0, 0.33)(rng) * op_ms * 1000)));
   master->signal(SIGKILL);
   ASSERT_TRUE(master->reaped(deadline_in(5s)));
-  master = std::make_unique<ExternalMaster>(kTiming, address);
+  master = std::make_unique<ExternalMaster>(kTiming, address, kRestartArgs);
   ASSERT_TRUE(master->ok()) << master->error();
 
   for (int i = 0; i < n; ++i) {
@@ -189,7 +191,8 @@ TEST(MasterResume, KilledDuringAnAllReduceTheCallFailsRetryablyAndTheRetrySuccee
 TEST(MasterResume, AStoppedMasterLosesTheRunToTheStandbyAndCannotTakeItBack) {
   ExternalMaster active(kTiming);
   ASSERT_TRUE(active.ok()) << active.error();
-  auto standby = std::make_unique<ExternalMaster>(kTiming);
+  auto standby = std::make_unique<ExternalMaster>(kTiming, "127.0.0.1:0",
+                                                  std::vector<std::string>{"--standby"});
   ASSERT_TRUE(standby->ok()) << standby->error();
   const std::string list = active.address() + "," + standby->address();
   constexpr uint32_t kReconnectMs = 8000;
@@ -248,7 +251,9 @@ void restart(std::unique_ptr<ExternalMaster>& master, const std::string& address
              const std::vector<std::string>& extra = {}) {
   master->signal(SIGKILL);
   ASSERT_TRUE(master->reaped(deadline_in(5s)));
-  master = std::make_unique<ExternalMaster>(kTiming, address, extra);
+  std::vector<std::string> args = kRestartArgs;
+  args.insert(args.end(), extra.begin(), extra.end());
+  master = std::make_unique<ExternalMaster>(kTiming, address, args);
   ASSERT_TRUE(master->ok()) << master->error();
 }
 

@@ -17,6 +17,7 @@ using testing::received_by;
 using namespace std::chrono_literals;
 
 constexpr uint64_t kRun = 0xABCD;
+constexpr uint64_t kLostMaster = 0x1111;  // the master the peers lost (the harness's is 1)
 
 // Peer `id` of group 0, whose lost master was generation 1 and whose ring at group epoch 9
 // (global epoch 11) was `ring`; the master had handed out ids up to 7.
@@ -25,6 +26,7 @@ wire::C2MResume resume_of(PeerId id, std::vector<PeerId> ring = {5, 3, 7},
   wire::C2MResume m;
   m.run_id = kRun;
   m.generation = 1;
+  m.master_id = kLostMaster;
   m.peer_id = id;
   m.p2p_port = static_cast<uint16_t>(7000 + id);
   m.global_epoch = 11;
@@ -138,16 +140,24 @@ TEST(MembershipResume, AStaleOrForeignMasterRefuses) {
   EXPECT_NE(stale.why().find("generation 1"), std::string::npos) << stale.why();
   // A peer that still follows this very master (its link broke, the master lives on): the run
   // goes on without it, it must join again.
-  auto alive = resume(old, resume_of(1, {1, 2}));
+  wire::C2MResume mine = resume_of(1, {1, 2});
+  mine.master_id = old_config.master_id;
+  auto alive = resume(old, mine);
   ASSERT_FALSE(alive.is_ok());
   EXPECT_EQ(alive.reason(), wire::KickReason::kNotResumed);
 
+  // During its window a master takes the peers of any earlier master of the run (a master that
+  // adopted the run and died before its window closed had welcomed some with its generation),
+  // and stays above every generation they followed.
   Harness fresh;
   ASSERT_TRUE(resume(fresh, resume_of(5)).is_ok());
-  wire::C2MResume behind = resume_of(3);
-  behind.generation = 0;
-  EXPECT_EQ(resume(fresh, behind).reason(), wire::KickReason::kWrongRun);
-  // And a second resume of the same peer.
+  EXPECT_EQ(fresh.m.generation(), 2u);
+  wire::C2MResume ahead = resume_of(3);
+  ahead.generation = 2;
+  ahead.master_id = 0x2222;
+  ASSERT_TRUE(resume(fresh, ahead).is_ok());
+  EXPECT_EQ(fresh.m.generation(), 3u);
+  // A second resume of the same peer is refused.
   EXPECT_EQ(resume(fresh, resume_of(5)).reason(), wire::KickReason::kNotResumed);
 }
 
@@ -178,6 +188,28 @@ TEST(MembershipResume, APeerThatLeavesDuringTheWindowIsNotWaitedFor) {
   EXPECT_FALSE(h.m.resuming());
 }
 
+TEST(MembershipResume, APeerMissingFromTheNewestRingIsNotTakenBack) {
+  // The lost master had expelled peer 3 (ring [5, 3, 7] at epoch 9 became [5, 7] at epoch 10)
+  // and died before peer 3 heard of it: peer 3's report is older, and the run goes on without
+  // it (its ops do not count either).
+  Harness h;
+  wire::C2MResume stale = resume_of(3, {5, 3, 7}, {{1, 4, 9, true}});
+  ASSERT_TRUE(resume(h, stale).is_ok());
+  wire::C2MResume five = resume_of(5, {5, 7}, {{1, 4, 9, false}});
+  five.group_epoch = 10;
+  ASSERT_TRUE(resume(h, five).is_ok());
+  h.take();
+  wire::C2MResume seven = resume_of(7, {5, 7}, {{1, 4, 9, false}});
+  seven.group_epoch = 10;
+  ASSERT_TRUE(resume(h, seven).is_ok());
+  Outbox out = h.take();
+  EXPECT_EQ(received_by(out, 3), Lines{"Kicked{NotResumed}"});
+  EXPECT_EQ(received_by(out, 5),
+            (Lines{"OpResult{tag=1 seq=4 e=9 PeerLost}",
+                   "Membership{ge=12 world=2 group=2 groups=1 largest=2 ring=[5,7]}"}));
+  EXPECT_EQ(h.m.ring(0), (std::vector<PeerId>{5, 7}));
+}
+
 TEST(MembershipResume, WithoutAQuorumOfTheRingNobodyIsResumed) {
   // One of three came back (the other two follow another master, or are gone): refused when
   // the window closes, and the master is fresh again.
@@ -202,16 +234,45 @@ TEST(MembershipResume, AStandbyStartsNoRunButTakesOneOver) {
   MembershipConfig config = testing::test_config();
   config.standby = true;
   Harness h(config);
-  PeerId early = h.reg();  // a peer that could not reach the active master: it waits
-  EXPECT_EQ(received_by(h.take(), early), Lines{"Welcome{id=1 hb=1000 timeout=10000}"});
-  EXPECT_EQ(h.m.num_accepted(), 0u);
-  EXPECT_EQ(h.m.num_registered(), 1u);
+  h.m.start(h.now, h.out);
+  // A peer that could not reach the active master is sent to try again: no second run here.
+  EXPECT_FALSE(h.m.accepts_registrations(h.now));
+  h.advance(1h);
+  EXPECT_FALSE(h.m.accepts_registrations(h.now));
   ASSERT_TRUE(resume(h, resume_of(3, {3, 5})).is_ok());
+  EXPECT_TRUE(h.m.accepts_registrations(h.now));  // it leads the run now: newcomers wait
+  PeerId newcomer = h.reg();
   ASSERT_TRUE(resume(h, resume_of(5, {3, 5})).is_ok());
   EXPECT_EQ(h.m.ring(0), (std::vector<PeerId>{3, 5}));
+  EXPECT_EQ(newcomer, 8u);  // after the run's ids
   h.vote(3);
   h.vote(5);
-  EXPECT_EQ(h.m.ring(0), (std::vector<PeerId>{3, 5, 1}));  // admitted into the adopted run
+  EXPECT_EQ(h.m.ring(0), (std::vector<PeerId>{3, 5, 8}));
+}
+
+TEST(MembershipResume, WithinTheResumeGraceNoRunIsStarted) {
+  // A master restarted on the old address: a newcomer must not start a run of its own before
+  // the old run's peers resume (they would be refused as another run, and it could take one
+  // of their ids).
+  MembershipConfig config = testing::test_config();
+  config.resume_grace = 1s;
+  Harness h(config);
+  h.m.start(h.now, h.out);
+  EXPECT_FALSE(h.m.accepts_registrations(h.now));
+  ASSERT_TRUE(resume(h, resume_of(3, {3, 5})).is_ok());
+  EXPECT_TRUE(h.m.accepts_registrations(h.now));
+  ASSERT_TRUE(resume(h, resume_of(5, {3, 5})).is_ok());
+  EXPECT_EQ(h.m.ring(0), (std::vector<PeerId>{3, 5}));
+
+  // Nobody resumes: after the grace the first registration starts a run, as on any master.
+  Harness alone(config);
+  alone.m.start(alone.now, alone.out);
+  alone.advance(1s - 1ms);
+  EXPECT_FALSE(alone.m.accepts_registrations(alone.now));
+  alone.advance(1ms);
+  ASSERT_TRUE(alone.m.accepts_registrations(alone.now));
+  PeerId first = alone.reg();
+  EXPECT_EQ(alone.m.ring(0), (std::vector<PeerId>{first}));
 }
 
 // A peer's prober keeps the measurements of the newest probe round it saw and refuses probe

@@ -59,6 +59,8 @@ inline std::string kick_reason_name(wire::KickReason r) {
       return "WrongRun";
     case wire::KickReason::kNotResumed:
       return "NotResumed";
+    case wire::KickReason::kNotLeading:
+      return "NotLeading";
   }
   return fmt::format("KickReason({})", static_cast<int>(r));
 }

@@ -254,7 +254,7 @@ TEST(WireCodec, RejectsOutOfRangeEnums) {
   sync[18] = kNumDataTypes;
   EXPECT_TRUE(fails_with(decode_control(type_num(C2MSyncState{}), sync), {"dtype", "12"}));
 
-  for (uint8_t k : {0, 10, 200}) {
+  for (uint8_t k : {0, 11, 200}) {
     std::vector<uint8_t> kicked = payload_bytes(M2CKicked{KickReason::kTimeout, "t"});
     kicked[0] = k;
     EXPECT_TRUE(fails_with(decode_control(type_num(M2CKicked{}), kicked), {"M2CKicked", "reason"}));
@@ -306,11 +306,12 @@ TEST(WireCodec, RejectsOverLimitRings) {
 
   // C2MResume's ring (ids only) and op list: the same limits, checked before reserving.
   const uint16_t r = type_num(C2MResume{});
-  std::vector<uint8_t> resume = payload_bytes(C2MResume{1, 1, 2, 0, 1, "", 1, 1, {}, 3, false, 0, {}});
-  ASSERT_EQ(resume.size(), 8u + 8 + 8 + 4 + 2 + 4 + 8 + 8 + 4 + 8 + 1 + 8 + 4);
-  put_u32(resume, 50, kMaxRingMembers + 1);
+  std::vector<uint8_t> resume =
+      payload_bytes(C2MResume{1, 1, 1, 2, 0, 1, "", 1, 1, {}, 3, false, 0, {}});
+  ASSERT_EQ(resume.size(), 8u + 8 + 8 + 8 + 4 + 2 + 4 + 8 + 8 + 4 + 8 + 1 + 8 + 4);
+  put_u32(resume, 58, kMaxRingMembers + 1);
   EXPECT_TRUE(fails_with(decode_control(r, resume), {"C2MResume", "ring", "limit 65536"}));
-  put_u32(resume, 50, 0);
+  put_u32(resume, 58, 0);
   put_u32(resume, resume.size() - 4, 1000);
   EXPECT_TRUE(fails_with(decode_control(r, resume), {"C2MResume", "truncated", "ops"}));
 

@@ -37,13 +37,13 @@ inline auto fields(const C2MProbeResults& m) {
   return std::tie(m.round, m.inbound, m.unreachable);
 }
 inline auto fields(const C2MResume& m) {
-  return std::tie(m.run_id, m.generation, m.peer_id, m.peer_group, m.p2p_port,
+  return std::tie(m.run_id, m.generation, m.master_id, m.peer_id, m.peer_group, m.p2p_port,
                   m.advertised_host, m.global_epoch, m.group_epoch, m.ring, m.next_peer_id,
                   m.has_revision, m.last_revision, m.ops);
 }
 inline auto fields(const M2CWelcome& m) {
   return std::tie(m.peer_id, m.heartbeat_interval_ms, m.peer_timeout_ms, m.vote_timeout_ms,
-                  m.run_id, m.generation);
+                  m.run_id, m.generation, m.master_id);
 }
 inline auto fields(const M2CMembership& m) {
   std::vector<std::tuple<PeerId, std::string, uint16_t>> ring;
@@ -106,10 +106,10 @@ inline std::vector<ControlMessage> sample_messages() {
   v.push_back(C2MOpDone{5, 6, 7, StatusCode::kPeerLost, "neighbour 3 closed the connection"});
   v.push_back(C2MOpDone{~0ull, ~0ull, ~0ull, StatusCode::kInternal, ""});
   v.push_back(C2MLeave{});
-  v.push_back(M2CWelcome{123456789012345ull, 250, 5000, 30000, 0x0102030405060708ull, 3});
-  v.push_back(C2MResume{0x0102030405060708ull, 2, 7, 3, 29501, "node-7", 40, 38, {4, 7, 9}, 12,
-                        true, 5, {ResumeOp{1, 4, 38, false}, ResumeOp{~0ull, 9, 38, true}}});
-  v.push_back(C2MResume{1, 1, 2, 0, 1, "", 1, 1, {}, 3, false, 0, {}});
+  v.push_back(M2CWelcome{123456789012345ull, 250, 5000, 30000, 0x0102030405060708ull, 3, 0x99});
+  v.push_back(C2MResume{0x0102030405060708ull, 2, 0x99, 7, 3, 29501, "node-7", 40, 38, {4, 7, 9},
+                        12, true, 5, {ResumeOp{1, 4, 38, false}, ResumeOp{~0ull, 9, 38, true}}});
+  v.push_back(C2MResume{1, 1, 1, 2, 0, 1, "", 1, 1, {}, 3, false, 0, {}});
   M2CMembership empty_ring{3, 10, 4, 3, 5, {}, 0};
   v.push_back(empty_ring);
   M2CMembership ring{17, 8, 3, 2, 5, {}, 13};
