@@ -321,6 +321,10 @@ void Runtime::start_vote(wire::VoteKind kind, std::shared_ptr<VoteCall::Promise>
 }
 
 void Runtime::on_vote_result(const wire::M2CVoteResult& r) {
+  if (r.status == StatusCode::kOk && r.round > vote_round_) {
+    vote_round_ = r.round;
+    vote_pending_ = r.peers_pending;
+  }
   bool lanes_ready = links_->ready() && links_->epoch() == group_epoch_;
   vote_.on_result(r, lanes_ready, 2 * settings_.timeout, [this, kind = r.kind] {
     return make_status(StatusCode::kPeerLost,
@@ -401,6 +405,7 @@ void Runtime::on_membership(const wire::M2CMembership& m, Epoch epoch) {
   }
   global_epoch_ = epoch;
   next_peer_id_ = m.next_peer_id;
+  vote_round_ = std::max(vote_round_, m.vote_round);
   bool admission = state_ == State::kAwaitingAdmission;
   bool resuming = state_ == State::kResuming;
   bool group_changed = admission || m.group_epoch != group_epoch_;

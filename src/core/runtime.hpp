@@ -169,6 +169,10 @@ class Runtime : public std::enable_shared_from_this<Runtime> {
   uint64_t generation_ = 0;
   uint64_t master_id_ = 0;
   PeerId next_peer_id_ = 0;
+  // The count of completed votes this peer saw last (M2CVoteResult.round, M2CMembership), and
+  // the last vote's peers_pending: given back to a new master (C2MResume).
+  uint64_t vote_round_ = 0;
+  bool vote_pending_ = false;
   // Resuming: the link being dialled, the deadline's timer, and the calls waiting.
   std::shared_ptr<peer::MasterLink> resume_link_;
   std::optional<asio::steady_timer> resume_timer_;

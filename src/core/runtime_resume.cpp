@@ -28,14 +28,15 @@ void Runtime::on_master_lost(const Status& why) {
   state_ = State::kResuming;
   if (master_) master_->close();
   master_.reset();
-  // Everything in progress fails with a retryable code, except the ops that wait for their
-  // verdict: the new master gives it. The retries wait until the run has resumed.
+  // Everything in progress fails with a retryable code, except what waits for the master's
+  // answer only (an op whose data all arrived, a vote, a sync whose download is done): the
+  // lost master may have given it to some peers, so the new master gives it to the others,
+  // alike. The retries wait until the run has resumed.
   Status retry = make_status(StatusCode::kPeerLost,
                              "the master was lost ({}); call again: the call waits until a master "
                              "resumes the run", why.message());
-  vote_.finish(retry);
   prober_->cancel();
-  sync_->fail(retry);
+  sync_->on_master_lost(retry);
   engine_->on_master_lost(retry);
   resume_timer_.emplace(io_.context(), deadline);
   resume_timer_->async_wait([self = shared_from_this()](const asio::error_code& ec) {
@@ -68,6 +69,14 @@ wire::C2MResume Runtime::resume_message() const {
     m.last_revision = *rev;
   }
   m.ops = engine_->resume_report();
+  if (auto kind = vote_.waiting_result()) m.vote_waiting = static_cast<uint8_t>(*kind);
+  m.vote_round = vote_round_;
+  m.vote_pending = vote_pending_;
+  if (auto wait = sync_->waiting_result()) {
+    m.sync_waiting = true;
+    m.sync_round = wait->round;
+    m.sync_revision = wait->revision;
+  }
   return m;
 }
 

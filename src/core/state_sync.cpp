@@ -167,6 +167,8 @@ void StateSync::on_result(const wire::M2CSyncResult& r) {
   Result<SyncOutcome> outcome = r.status == StatusCode::kOk
                                     ? Result<SyncOutcome>(SyncOutcome{r.revision, 0, 0})
                                     : Result<SyncOutcome>(Status(r.status, r.message));
+  // At once, not when the server has drained: a master lost meanwhile asks for it.
+  if (r.status == StatusCode::kOk) last_revision_ = r.revision;
   if (active_->fetch) {
     // Another receiver failed while we download: stop, then report.
     active_->pending_end = std::move(outcome);
@@ -193,6 +195,17 @@ void StateSync::fail(const Status& why) {
     return;
   }
   finish(why);
+}
+
+void StateSync::on_master_lost(const Status& why) {
+  if (!waiting_result()) fail(why);
+}
+
+std::optional<StateSync::Waiting> StateSync::waiting_result() const {
+  if (!active_ || active_->phase != Phase::kWaitResult || active_->pending_end || finishing_) {
+    return std::nullopt;
+  }
+  return Waiting{active_->round, active_->revision};
 }
 
 void StateSync::adopt(std::shared_ptr<net::Connection> conn, const wire::Preamble& preamble) {

@@ -75,6 +75,15 @@ class StateSync : public std::enable_shared_from_this<StateSync> {
   void on_result(const wire::M2CSyncResult& result);
   void on_ring(const std::vector<wire::RingMember>& ring);
   void fail(const Status& why);
+  // The master was lost: fails the sync like fail(), unless its download is done (or it had
+  // nothing to fetch) and it only waits for the result, which a new master gives.
+  void on_master_lost(const Status& why);
+  // That wait: its round and elected revision.
+  struct Waiting {
+    uint64_t round = 0;
+    uint64_t revision = 0;
+  };
+  std::optional<Waiting> waiting_result() const;
   // The revision the group's last successful sync elected, as this peer saw it (a new master
   // after a lost one continues from it: C2MResume).
   std::optional<uint64_t> last_revision() const { return last_revision_; }

@@ -16,6 +16,11 @@ std::optional<wire::VoteKind> VoteCall::kind() const {
   return vote_->kind;
 }
 
+std::optional<wire::VoteKind> VoteCall::waiting_result() const {
+  if (!vote_ || vote_->result_in) return std::nullopt;
+  return vote_->kind;
+}
+
 void VoteCall::start(wire::VoteKind kind, std::shared_ptr<Promise> promise) {
   vote_ = Wait{kind, std::move(promise)};
 }

@@ -31,6 +31,9 @@ class VoteCall {
 
   bool active() const { return vote_.has_value(); }
   std::optional<wire::VoteKind> kind() const;
+  // The kind of the vote in progress if it still waits for the master's result (a vote whose
+  // result came only waits for the lanes).
+  std::optional<wire::VoteKind> waiting_result() const;
   void start(wire::VoteKind kind, std::shared_ptr<Promise> promise);
   // `ring_up`: the current epoch's lanes are up. `late` builds the error if they are not
   // within `bound`.

@@ -240,6 +240,7 @@ void Membership::try_complete_votes(TimePoint now, Outbox& out) {
       continue;
     }
     bool pending = num_registered() > 0;
+    ++vote_rounds_;  // before the membership it may send: admitted peers learn the count
     if (kind == wire::VoteKind::kUpdateTopology && pending) admit_registered(now, out);
     // Voters hear the result after any membership change it caused.
     for (PeerId id : ids) {
@@ -247,7 +248,9 @@ void Membership::try_complete_votes(TimePoint now, Outbox& out) {
       if (it == peers_.end()) continue;
       it->second.vote.reset();
       settle(id);
-      out.sends.push_back({id, wire::M2CVoteResult{kind, pending, StatusCode::kOk, {}}, global_epoch_});
+      out.sends.push_back(
+          {id, wire::M2CVoteResult{kind, pending, StatusCode::kOk, {}, vote_rounds_},
+           global_epoch_});
     }
   }
 }
@@ -494,6 +497,7 @@ wire::M2CMembership Membership::membership_view(GroupId gid) const {
     m.ring.push_back({id, p.host, p.port});
   }
   m.next_peer_id = next_id_;
+  m.vote_round = vote_rounds_;
   return m;
 }
 

@@ -253,10 +253,16 @@ class Membership {
     };
     std::map<GroupId, GroupReport> groups;
     std::set<PeerId> gone;  // resumed, then left or expelled within the window
+    std::map<PeerId, wire::C2MResume> resumes;  // what each resumed peer reported
   };
   std::optional<Refusal> resume_refusal(const wire::C2MResume& msg) const;
   bool everyone_back() const;
   void close_resume(TimePoint now, Outbox& out);
+  // The votes and syncs that resumed peers waited on: completed if a peer reports it saw them
+  // complete; else a vote goes on, a sync fails (retry).
+  void answer_waiting_votes(const ResumeWindow& window, TimePoint now, Outbox& out);
+  void answer_waiting_syncs(const ResumeWindow& window, GroupId gid,
+                            const std::vector<PeerId>& ring, Outbox& out);
   wire::M2CWelcome welcome(PeerId id) const;
   void handle_vote(Peer& p, wire::VoteKind kind, TimePoint now, Outbox& out);
   // Out-of-step calls (membership_phases.cpp, docs/call-order.md): after a call arrived,
@@ -326,6 +332,7 @@ class Membership {
   std::map<std::pair<PeerId, PeerId>, LinkSample> links_;  // (from, to) -> last measurement
   std::optional<ProbeRound> probe_;
   uint64_t probe_rounds_ = 0;
+  uint64_t vote_rounds_ = 0;  // completed votes (M2CVoteResult.round)
   uint64_t next_order_ = 0;  // counts calls that open a vote, collective or sync: which came first
 };
 

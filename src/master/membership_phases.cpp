@@ -145,11 +145,11 @@ void Membership::drop_claim(const Claim& loser, const Claim& winner, TimePoint n
       for (PeerId id : loser.callers) {
         Peer& p = peers_.at(id);
         p.vote.reset();
-        wire::M2CVoteResult r{loser.vote, false, StatusCode::kInvalidUsage, why};
+        wire::M2CVoteResult r{loser.vote, false, StatusCode::kInvalidUsage, why, vote_rounds_};
         // The loop head of every peer: for a fresh one, "nothing pending" is the truth of
         // the admission round that let it in.
         if (p.fresh && loser.vote == wire::VoteKind::kPeersPending) {
-          r = wire::M2CVoteResult{loser.vote, false, StatusCode::kOk, {}};
+          r = wire::M2CVoteResult{loser.vote, false, StatusCode::kOk, {}, vote_rounds_};
         }
         out.sends.push_back({id, std::move(r), global_epoch_});
       }

@@ -50,7 +50,7 @@ std::variant<PeerId, Membership::Refusal> Membership::on_resume(const wire::C2MR
   if (!resume_) {
     leads_run_ = true;
     run_id_ = msg.run_id;
-    resume_ = ResumeWindow{now + config_.peer_timeout, {}, {}};
+    resume_ = ResumeWindow{now + config_.peer_timeout, {}, {}, {}};
     out.log.push_back(fmt::format("resuming run {:016x} as its generation {} master (peer {} "
                                   "came back first); waiting up to {} ms for the others",
                                   run_id_, generation, msg.peer_id,
@@ -74,6 +74,7 @@ std::variant<PeerId, Membership::Refusal> Membership::on_resume(const wire::C2MR
     report.ring = msg.ring;
   }
   report.ops[p.id] = msg.ops;
+  resume_->resumes[p.id] = msg;
   if (msg.has_revision) {
     report.last_revision = std::max(report.last_revision.value_or(0), msg.last_revision);
   }
@@ -105,6 +106,7 @@ void Membership::close_resume(TimePoint now, Outbox& out) {
   // peer's prober keeps the newest round's measurements and refuses older rounds, so rounds
   // counted from 1 again would be refused, or served the lost master's measurements.
   probe_rounds_ = generation_ << 32;
+  for (const auto& [id, r] : window.resumes) vote_rounds_ = std::max(vote_rounds_, r.vote_round);
   ++global_epoch_;
   for (auto& [gid, report] : window.groups) {
     // The newest reported ring, in its order, of the members that came back.
@@ -182,6 +184,7 @@ void Membership::close_resume(TimePoint now, Outbox& out) {
       out.log.push_back(fmt::format("resumed operation tag {} seq {} of group {}: {}", tag, seq,
                                     gid, committed ? "committed" : "failed"));
     }
+    answer_waiting_syncs(window, gid, ring, out);
     out.log.push_back(fmt::format(
         "ring change: group {} epoch {} ring [{}] (resumed; not back: [{}])", gid, g.epoch,
         fmt::join(ring, ", "), fmt::join(missing, ", ")));
@@ -211,6 +214,65 @@ void Membership::close_resume(TimePoint now, Outbox& out) {
                                 global_epoch_));
   // Peers that registered meanwhile wait for an update-topology vote, as in any run.
   send_membership_to_all(out);
+  answer_waiting_votes(window, now, out);
+}
+
+// Votes span every group. The vote a peer waited on (the one after the count it saw last)
+// completed if any resumed peer saw that count reached: the peer gets that peer's answer.
+// Otherwise the vote goes on here: its waiting voters count as voted, and the peers that had
+// not voted yet join it when they call (failing it would split them: the voters would go on
+// to their next call while the others vote).
+void Membership::answer_waiting_votes(const ResumeWindow& window, TimePoint now, Outbox& out) {
+  bool reopened = false;
+  for (const auto& [id, r] : window.resumes) {
+    if (r.vote_waiting == 0 || !peers_.count(id) || peers_.at(id).phase != Phase::kAccepted) {
+      continue;
+    }
+    const auto kind = static_cast<wire::VoteKind>(r.vote_waiting);
+    const wire::C2MResume* witness = nullptr;
+    for (const auto& [other, o] : window.resumes) {
+      if (o.vote_round > r.vote_round && peers_.count(other) != 0) witness = &o;
+    }
+    if (witness != nullptr) {
+      out.sends.push_back(
+          {id, wire::M2CVoteResult{kind, witness->vote_pending, StatusCode::kOk, {},
+                                   r.vote_round + 1},
+           global_epoch_});
+      out.log.push_back(fmt::format("peer {}'s {} vote: completed", id, vote_name(kind)));
+      continue;
+    }
+    peers_.at(id).vote = kind;
+    votes_.try_emplace(kind, VoteRound{now, ++next_order_});
+    reopened = true;
+    out.log.push_back(fmt::format("peer {}'s {} vote goes on", id, vote_name(kind)));
+  }
+  if (reopened) {
+    try_complete_votes(now, out);
+    resolve_phases(now, out);
+  }
+}
+
+// The sync a member waited on (its download done) succeeded if a member of its group holds
+// its revision as the group's last elected one.
+void Membership::answer_waiting_syncs(const ResumeWindow& window, GroupId gid,
+                                      const std::vector<PeerId>& ring, Outbox& out) {
+  for (PeerId id : ring) {
+    const wire::C2MResume& r = window.resumes.at(id);
+    if (!r.sync_waiting) continue;
+    const bool done = std::any_of(ring.begin(), ring.end(), [&](PeerId other) {
+      const wire::C2MResume& o = window.resumes.at(other);
+      return o.has_revision && o.last_revision >= r.sync_revision;
+    });
+    wire::M2CSyncResult result{r.sync_round, StatusCode::kOk, {}, r.sync_revision};
+    if (!done) {
+      result.status = StatusCode::kPeerLost;
+      result.message = "the master was lost before the sync completed; call again";
+      result.revision = 0;
+    }
+    out.sends.push_back({id, result, global_epoch_});
+    out.log.push_back(fmt::format("peer {}'s sync of group {} at revision {}: {}", id, gid,
+                                  r.sync_revision, done ? "completed" : "failed"));
+  }
 }
 
 }  // namespace qccl::master

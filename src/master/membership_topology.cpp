@@ -153,6 +153,7 @@ void Membership::finish_optimize(TimePoint now, Outbox& out) {
   probe_.reset();  // before any expulsion below: a removed peer must not finish it again
   std::vector<GroupId> gids;
   for (const auto& [gid, g] : groups_) gids.push_back(gid);
+  ++vote_rounds_;  // before the membership it may send
   bool changed = false;
   for (GroupId gid : gids) changed |= optimize_group(gid, now, out);
   if (changed) send_membership_to_all(out);
@@ -162,7 +163,10 @@ void Membership::finish_optimize(TimePoint now, Outbox& out) {
     p.vote.reset();
     p.fresh = false;
     out.sends.push_back(
-        {id, wire::M2CVoteResult{wire::VoteKind::kOptimizeTopology, pending, StatusCode::kOk, {}}, global_epoch_});
+        {id,
+         wire::M2CVoteResult{wire::VoteKind::kOptimizeTopology, pending, StatusCode::kOk, {},
+                             vote_rounds_},
+         global_epoch_});
   }
 }
 

@@ -11,13 +11,15 @@
 //   C2MResume      u64 run_id | u64 generation | u64 master_id | u64 peer_id | u32 peer_group |
 //                  u16 p2p_port | str advertised_host | u64 global_epoch | u64 group_epoch | u32 n | n x u64 |
 //                  u64 next_peer_id | bool has_revision | u64 last_revision | u32 m |
-//                  m x (u64 tag | u64 seq | u64 op_epoch | bool committed)
+//                  m x (u64 tag | u64 seq | u64 op_epoch | bool committed) |
+//                  u8 vote_waiting (0 or a vote kind) | u64 vote_round | bool vote_pending |
+//                  bool sync_waiting | u64 sync_round | u64 sync_revision
 //   M2CWelcome     u64 peer_id | u32 heartbeat_interval_ms | u32 peer_timeout_ms |
 //                  u32 vote_timeout_ms | u64 run_id | u64 generation | u64 master_id
 //   M2CMembership  u64 group_epoch | u32 global_world_size | u32 group_world_size |
 //                  u32 num_groups | u32 largest_group_size | u32 n | n x (u64 id | str host |
-//                  u16 port) | u64 next_peer_id
-//   M2CVoteResult  u8 kind | bool peers_pending | u8 status | str message
+//                  u16 port) | u64 next_peer_id | u64 vote_round
+//   M2CVoteResult  u8 kind | bool peers_pending | u8 status | str message | u64 round
 //   M2COpResult    u64 tag | u64 seq | u64 op_epoch | u8 status | u32 world_size | str message
 //   M2CKicked      u8 reason | str message
 //   M2CHeartbeat   (empty)
@@ -73,6 +75,12 @@ void put(ByteWriter& w, const C2MResume& m) {
     w.u64(op.op_epoch);
     w.boolean(op.committed);
   }
+  w.u8(m.vote_waiting);
+  w.u64(m.vote_round);
+  w.boolean(m.vote_pending);
+  w.boolean(m.sync_waiting);
+  w.u64(m.sync_round);
+  w.u64(m.sync_revision);
 }
 void put(ByteWriter& w, const M2CWelcome& m) {
   w.u64(m.peer_id);
@@ -96,12 +104,14 @@ void put(ByteWriter& w, const M2CMembership& m) {
     w.u16(member.port);
   }
   w.u64(m.next_peer_id);
+  w.u64(m.vote_round);
 }
 void put(ByteWriter& w, const M2CVoteResult& m) {
   w.u8(static_cast<uint8_t>(m.kind));
   w.boolean(m.peers_pending);
   w.u8(static_cast<uint8_t>(m.status));
   w.string(clamp_string(m.message));
+  w.u64(m.round);
 }
 void put(ByteWriter& w, const M2COpResult& m) {
   w.u64(m.tag);
@@ -166,7 +176,13 @@ Status get(ByteReader& r, C2MResume* m) {
     QCCL_RETURN_IF_ERROR(r.u64(&op.op_epoch, "op epoch"));
     QCCL_RETURN_IF_ERROR(r.boolean(&op.committed, "op committed"));
   }
-  return Status::ok();
+  QCCL_RETURN_IF_ERROR(read_enum(r, &m->vote_waiting, "vote_waiting", 0,
+                                 static_cast<uint8_t>(VoteKind::kOptimizeTopology)));
+  QCCL_RETURN_IF_ERROR(r.u64(&m->vote_round, "vote_round"));
+  QCCL_RETURN_IF_ERROR(r.boolean(&m->vote_pending, "vote_pending"));
+  QCCL_RETURN_IF_ERROR(r.boolean(&m->sync_waiting, "sync_waiting"));
+  QCCL_RETURN_IF_ERROR(r.u64(&m->sync_round, "sync_round"));
+  return r.u64(&m->sync_revision, "sync_revision");
 }
 Status get(ByteReader& r, M2CWelcome* m) {
   QCCL_RETURN_IF_ERROR(r.u64(&m->peer_id, "peer_id"));
@@ -193,13 +209,15 @@ Status get(ByteReader& r, M2CMembership* m) {
     QCCL_RETURN_IF_ERROR(r.string(&member.host, "ring member host", kMaxStringBytes));
     QCCL_RETURN_IF_ERROR(r.u16(&member.port, "ring member port"));
   }
-  return r.u64(&m->next_peer_id, "next_peer_id");
+  QCCL_RETURN_IF_ERROR(r.u64(&m->next_peer_id, "next_peer_id"));
+  return r.u64(&m->vote_round, "vote_round");
 }
 Status get(ByteReader& r, M2CVoteResult* m) {
   QCCL_RETURN_IF_ERROR(read_vote_kind(r, &m->kind));
   QCCL_RETURN_IF_ERROR(r.boolean(&m->peers_pending, "peers_pending"));
   QCCL_RETURN_IF_ERROR(read_status_code(r, &m->status));
-  return r.string(&m->message, "message", kMaxStringBytes);
+  QCCL_RETURN_IF_ERROR(r.string(&m->message, "message", kMaxStringBytes));
+  return r.u64(&m->round, "round");
 }
 Status get(ByteReader& r, M2COpResult* m) {
   QCCL_RETURN_IF_ERROR(r.u64(&m->tag, "tag"));

@@ -171,6 +171,15 @@ struct C2MResume {
   bool has_revision = false; // the group had a successful shared-state sync:
   uint64_t last_revision = 0;  // its elected revision
   std::vector<ResumeOp> ops;
+  // A vote whose result it waits for (0 = none: else the VoteKind), the count of completed
+  // votes it saw last, and that vote's peers_pending.
+  uint8_t vote_waiting = 0;
+  uint64_t vote_round = 0;
+  bool vote_pending = false;
+  // A shared-state sync whose result it waits for (its download done, or nothing to fetch).
+  bool sync_waiting = false;
+  uint64_t sync_round = 0;
+  uint64_t sync_revision = 0;
 };
 
 // ---- M2C ----
@@ -200,6 +209,7 @@ struct M2CMembership {
   uint32_t largest_group_size = 0;
   std::vector<RingMember> ring;    // this group's ring order; the receiver finds itself in it
   PeerId next_peer_id = 0;         // the id the master gives next (C2MResume.next_peer_id)
+  uint64_t vote_round = 0;         // completed votes so far (M2CVoteResult.round)
 };
 struct M2CVoteResult {
   VoteKind kind = VoteKind::kUpdateTopology;
@@ -208,6 +218,9 @@ struct M2CVoteResult {
   // (docs/call-order.md) and was dropped; `message` says what the group is doing.
   StatusCode status = StatusCode::kOk;
   std::string message;
+  // The master's count of completed votes (any kind), this one included when it completed:
+  // a peer that waited for a vote when the master was lost gives back the count it saw last.
+  uint64_t round = 0;
 };
 struct M2COpResult {
   OpTag tag = 0;

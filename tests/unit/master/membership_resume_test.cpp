@@ -210,6 +210,96 @@ TEST(MembershipResume, APeerMissingFromTheNewestRingIsNotTakenBack) {
   EXPECT_EQ(h.m.ring(0), (std::vector<PeerId>{5, 7}));
 }
 
+// The lost master sent a vote's result to some voters only: peer 5 saw vote #4 complete
+// (nothing pending) and went on; peers 3 and 7 wait for it (they saw #3 last). A vote that
+// nobody saw complete goes on at the new master: its voters count as voted, and it completes
+// when the others call it.
+TEST(MembershipResume, AVoteSomePeersSawCompleteCompletesForTheOthers) {
+  Harness h;
+  wire::C2MResume five = resume_of(5);
+  five.vote_round = 4;
+  five.vote_pending = false;
+  wire::C2MResume three = resume_of(3);
+  three.vote_waiting = static_cast<uint8_t>(wire::VoteKind::kPeersPending);
+  three.vote_round = 3;
+  wire::C2MResume seven = three;
+  seven.peer_id = 7;
+  ASSERT_TRUE(resume(h, five).is_ok());
+  ASSERT_TRUE(resume(h, three).is_ok());
+  h.take();
+  ASSERT_TRUE(resume(h, seven).is_ok());
+  Outbox out = h.take();
+  EXPECT_EQ(received_by(out, 3),
+            (Lines{"Membership{ge=12 world=3 group=3 groups=1 largest=3 ring=[5,3,7]}",
+                   "VoteResult{PeersPending pending=0}"}));
+  EXPECT_EQ(received_by(out, 5),
+            (Lines{"Membership{ge=12 world=3 group=3 groups=1 largest=3 ring=[5,3,7]}"}));
+
+  Harness none;
+  wire::C2MResume waiting = resume_of(3, {3, 5});
+  waiting.vote_waiting = static_cast<uint8_t>(wire::VoteKind::kUpdateTopology);
+  waiting.vote_round = 3;
+  wire::C2MResume other = resume_of(5, {3, 5});
+  other.vote_round = 3;  // it had not voted yet, or waits too: nobody saw #4
+  ASSERT_TRUE(resume(none, waiting).is_ok());
+  ASSERT_TRUE(resume(none, other).is_ok());
+  EXPECT_EQ(received_by(none.take(), 3),
+            (Lines{"Welcome{id=3 hb=1000 timeout=10000}",
+                   "Membership{ge=12 world=2 group=2 groups=1 largest=2 ring=[3,5]}"}));
+  none.vote(5);  // peer 5 calls it now: it completes for both
+  Outbox done = none.take();
+  EXPECT_EQ(received_by(done, 3), Lines{"VoteResult{UpdateTopology pending=0}"});
+  EXPECT_EQ(received_by(done, 5), Lines{"VoteResult{UpdateTopology pending=0}"});
+}
+
+// The same for a shared-state sync: peer 3's download of revision 8 is done and it waits for
+// the result, which peer 5 got (its last revision is 8); peer 7 waits on nothing.
+TEST(MembershipResume, ASyncSomePeersSawCompleteCompletesForTheOthers) {
+  Harness h;
+  wire::C2MResume five = resume_of(5);
+  five.has_revision = true;
+  five.last_revision = 8;
+  wire::C2MResume three = resume_of(3);
+  three.has_revision = true;
+  three.last_revision = 7;
+  three.sync_waiting = true;
+  three.sync_round = 6;
+  three.sync_revision = 8;
+  ASSERT_TRUE(resume(h, five).is_ok());
+  ASSERT_TRUE(resume(h, three).is_ok());
+  h.take();
+  ASSERT_TRUE(resume(h, resume_of(7)).is_ok());
+  Outbox out = h.take();
+  std::vector<wire::M2CSyncResult> to_three;
+  for (const auto& send : out.sends) {
+    if (const auto* r = std::get_if<wire::M2CSyncResult>(&send.message)) {
+      EXPECT_EQ(send.to, 3u);
+      to_three.push_back(*r);
+    }
+  }
+  ASSERT_EQ(to_three.size(), 1u);
+  EXPECT_EQ(to_three[0].round, 6u);
+  EXPECT_EQ(to_three[0].status, StatusCode::kOk);
+  EXPECT_EQ(to_three[0].revision, 8u);
+
+  // Nobody holds revision 8: the sync failed everywhere (retry).
+  Harness none;
+  three.peer_id = 3;
+  ASSERT_TRUE(resume(none, three).is_ok());
+  wire::C2MResume five7 = resume_of(5);
+  five7.has_revision = true;
+  five7.last_revision = 7;
+  ASSERT_TRUE(resume(none, five7).is_ok());
+  ASSERT_TRUE(resume(none, resume_of(7)).is_ok());
+  bool failed = false;
+  for (const auto& send : none.take().sends) {
+    if (const auto* r = std::get_if<wire::M2CSyncResult>(&send.message)) {
+      failed = send.to == 3 && r->round == 6 && r->status == StatusCode::kPeerLost;
+    }
+  }
+  EXPECT_TRUE(failed);
+}
+
 TEST(MembershipResume, WithoutAQuorumOfTheRingNobodyIsResumed) {
   // One of three came back (the other two follow another master, or are gone): refused when
   // the window closes, and the master is fresh again.

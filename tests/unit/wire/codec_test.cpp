@@ -45,7 +45,8 @@ TEST(WireCodec, MembershipGoldenBytes) {
       0x0A, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 2, 0, 0, 0, 3, 0, 0, 0, 4, 0, 0, 0,  // counts
       1, 0, 0, 0,                                                                  // ring size
       0x0B, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 'h', 0x0D, 0x0C,                     // member
-      0x0E, 0, 0, 0, 0, 0, 0, 0};                                                  // next id
+      0x0E, 0, 0, 0, 0, 0, 0, 0,                                                   // next id
+      0, 0, 0, 0, 0, 0, 0, 0};                                                     // votes
   EXPECT_EQ(payload_bytes(m), expected);
 }
 
@@ -264,7 +265,7 @@ TEST(WireCodec, RejectsOutOfRangeEnums) {
 TEST(WireCodec, RejectsBadBoolBytes) {
   for (uint8_t b : {2, 0x80, 0xFF}) {
     std::vector<uint8_t> p = payload_bytes(M2CVoteResult{VoteKind::kPeersPending, true, StatusCode::kOk, ""});
-    ASSERT_EQ(p.size(), 2u + 1 + 4);  // kind, bool, status, empty message
+    ASSERT_EQ(p.size(), 2u + 1 + 4 + 8);  // kind, bool, status, empty message, round
     ASSERT_EQ(p[1], 1);
     p[1] = b;
     EXPECT_TRUE(fails_with(decode_control(type_num(M2CVoteResult{}), p),
@@ -295,7 +296,7 @@ TEST(WireCodec, RejectsOverLimitStrings) {
 TEST(WireCodec, RejectsOverLimitRings) {
   const uint16_t t = type_num(M2CMembership{});
   std::vector<uint8_t> p = payload_bytes(M2CMembership{1, 2, 3, 4, 5, {}});
-  ASSERT_EQ(p.size(), 36u);
+  ASSERT_EQ(p.size(), 44u);
   put_u32(p, 24, 0xFFFFFFFFu);
   EXPECT_TRUE(fails_with(decode_control(t, p), {"M2CMembership", "ring", "limit 65536"}));
   put_u32(p, 24, kMaxRingMembers + 1);
@@ -308,12 +309,17 @@ TEST(WireCodec, RejectsOverLimitRings) {
   const uint16_t r = type_num(C2MResume{});
   std::vector<uint8_t> resume =
       payload_bytes(C2MResume{1, 1, 1, 2, 0, 1, "", 1, 1, {}, 3, false, 0, {}});
-  ASSERT_EQ(resume.size(), 8u + 8 + 8 + 8 + 4 + 2 + 4 + 8 + 8 + 4 + 8 + 1 + 8 + 4);
+  // ... | u32 ops | u8 vote_waiting | u64 vote_round | bool | bool | u64 | u64
+  const size_t tail = 1 + 8 + 1 + 1 + 8 + 8;
+  ASSERT_EQ(resume.size(), 8u + 8 + 8 + 8 + 4 + 2 + 4 + 8 + 8 + 4 + 8 + 1 + 8 + 4 + tail);
   put_u32(resume, 58, kMaxRingMembers + 1);
   EXPECT_TRUE(fails_with(decode_control(r, resume), {"C2MResume", "ring", "limit 65536"}));
   put_u32(resume, 58, 0);
-  put_u32(resume, resume.size() - 4, 1000);
+  put_u32(resume, resume.size() - tail - 4, 1000);
   EXPECT_TRUE(fails_with(decode_control(r, resume), {"C2MResume", "truncated", "ops"}));
+  put_u32(resume, resume.size() - tail - 4, 0);
+  resume[resume.size() - tail] = 4;  // no such vote kind
+  EXPECT_TRUE(fails_with(decode_control(r, resume), {"C2MResume", "vote_waiting"}));
 
   // An encoder handed an over-limit ring does not cut it; the receiver rejects it.
   M2CMembership big{1, 0, 0, 1, 0, std::vector<RingMember>(kMaxRingMembers + 1)};

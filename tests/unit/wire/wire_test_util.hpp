@@ -39,7 +39,8 @@ inline auto fields(const C2MProbeResults& m) {
 inline auto fields(const C2MResume& m) {
   return std::tie(m.run_id, m.generation, m.master_id, m.peer_id, m.peer_group, m.p2p_port,
                   m.advertised_host, m.global_epoch, m.group_epoch, m.ring, m.next_peer_id,
-                  m.has_revision, m.last_revision, m.ops);
+                  m.has_revision, m.last_revision, m.ops, m.vote_waiting, m.vote_round,
+                  m.vote_pending, m.sync_waiting, m.sync_round, m.sync_revision);
 }
 inline auto fields(const M2CWelcome& m) {
   return std::tie(m.peer_id, m.heartbeat_interval_ms, m.peer_timeout_ms, m.vote_timeout_ms,
@@ -49,10 +50,10 @@ inline auto fields(const M2CMembership& m) {
   std::vector<std::tuple<PeerId, std::string, uint16_t>> ring;
   for (const RingMember& r : m.ring) ring.emplace_back(r.id, r.host, r.port);
   return std::make_tuple(m.group_epoch, m.global_world_size, m.group_world_size, m.num_groups,
-                         m.largest_group_size, std::move(ring), m.next_peer_id);
+                         m.largest_group_size, std::move(ring), m.next_peer_id, m.vote_round);
 }
 inline auto fields(const M2CVoteResult& m) {
-  return std::tie(m.kind, m.peers_pending, m.status, m.message);
+  return std::tie(m.kind, m.peers_pending, m.status, m.message, m.round);
 }
 inline auto fields(const M2COpResult& m) {
   return std::tie(m.tag, m.seq, m.op_epoch, m.status, m.world_size, m.message);
@@ -108,16 +109,17 @@ inline std::vector<ControlMessage> sample_messages() {
   v.push_back(C2MLeave{});
   v.push_back(M2CWelcome{123456789012345ull, 250, 5000, 30000, 0x0102030405060708ull, 3, 0x99});
   v.push_back(C2MResume{0x0102030405060708ull, 2, 0x99, 7, 3, 29501, "node-7", 40, 38, {4, 7, 9},
-                        12, true, 5, {ResumeOp{1, 4, 38, false}, ResumeOp{~0ull, 9, 38, true}}});
+                        12, true, 5, {ResumeOp{1, 4, 38, false}, ResumeOp{~0ull, 9, 38, true}},
+                        2, 41, true, true, 6, 5});
   v.push_back(C2MResume{1, 1, 1, 2, 0, 1, "", 1, 1, {}, 3, false, 0, {}});
   M2CMembership empty_ring{3, 10, 4, 3, 5, {}, 0};
   v.push_back(empty_ring);
-  M2CMembership ring{17, 8, 3, 2, 5, {}, 13};
+  M2CMembership ring{17, 8, 3, 2, 5, {}, 13, 9};
   ring.ring.push_back(member(11, "10.0.0.1", 40001));
   ring.ring.push_back(member(12, "", 40002));
   ring.ring.push_back(member(~0ull, std::string(kMaxStringBytes, 'x'), 65535));
   v.push_back(ring);
-  v.push_back(M2CVoteResult{VoteKind::kPeersPending, true, StatusCode::kOk, ""});
+  v.push_back(M2CVoteResult{VoteKind::kPeersPending, true, StatusCode::kOk, "", 77});
   v.push_back(M2CVoteResult{VoteKind::kUpdateTopology, false, StatusCode::kOk, ""});
   v.push_back(M2CVoteResult{VoteKind::kPeersPending, false, StatusCode::kInvalidUsage, "out of step"});
   v.push_back(M2COpResult{99, 3, 12, StatusCode::kMismatch, 6, "descriptor hash differs"});
