@@ -218,7 +218,9 @@ std::string Runtime::next_neighbour() const {
 }
 
 bool Runtime::send_to_master(const wire::ControlMessage& m) {
-  if (!master_ || fatal_) return false;
+  // While resuming, nothing goes to the master: reports about the lost master's epoch mean
+  // nothing to the new one, which moves the group to a new epoch anyway.
+  if (!master_ || fatal_ || state_ == State::kResuming) return false;
   master_->send(m, global_epoch_);
   return true;
 }
@@ -453,7 +455,7 @@ void Runtime::on_links_failed(Epoch e, const Status& why) {
 }
 
 void Runtime::report_ring_failure(const Status& why) {
-  if (ring_failure_reported_ || !master_) return;
+  if (ring_failure_reported_ || !master_ || state_ == State::kResuming) return;
   ring_failure_reported_ = true;
   master_->send(
       wire::C2MOpDone{kRingFailureTag, 0, group_epoch_, StatusCode::kPeerLost, why.message()},

@@ -106,6 +106,13 @@ void Membership::on_message(PeerId id, const wire::ControlMessage& msg, TimePoin
     kick(id, wire::KickReason::kDuplicate, "registered twice on one connection", now, out);
     return;
   }
+  if (p.phase == Phase::kResumed) {
+    // A resumed peer waits for the ring; a report it sent about the lost master's epoch
+    // (a lane that broke meanwhile, say) means nothing here. Dropped, not punished.
+    out.debug.push_back(fmt::format("peer {}: message type {} while the run resumes; dropped",
+                                    id, static_cast<int>(wire::type_of(msg))));
+    return;
+  }
   if (p.phase != Phase::kAccepted) {
     kick(id, wire::KickReason::kProtocolError,
          fmt::format("message type {} before being admitted",
