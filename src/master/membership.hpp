@@ -248,7 +248,6 @@ class Membership {
     struct GroupReport {
       Epoch epoch = 0;               // the newest group epoch a member reported
       std::vector<PeerId> ring;      // the ring at that epoch
-      std::map<PeerId, std::vector<wire::ResumeOp>> ops;  // by reporter
       std::optional<uint64_t> last_revision;
     };
     std::map<GroupId, GroupReport> groups;

@@ -73,7 +73,6 @@ std::variant<PeerId, Membership::Refusal> Membership::on_resume(const wire::C2MR
     report.epoch = msg.group_epoch;
     report.ring = msg.ring;
   }
-  report.ops[p.id] = msg.ops;
   resume_->resumes[p.id] = msg;
   if (msg.has_revision) {
     report.last_revision = std::max(report.last_revision.value_or(0), msg.last_revision);
@@ -136,7 +135,6 @@ void Membership::close_resume(TimePoint now, Outbox& out) {
       out.disconnects.push_back(id);
       out.log.push_back(fmt::format("peer {} not resumed: {}", id, why));
       peers_.erase(id);
-      report.ops.erase(id);
     }
     if (ring.empty()) continue;
     if (ring.size() * 2 <= report.ring.size()) {
@@ -163,7 +161,10 @@ void Membership::close_resume(TimePoint now, Outbox& out) {
     // it so before dying), else failed on every member (no one committed: at least one member
     // had not finished, or the verdict never left the master).
     std::vector<wire::ResumeOp> ops;
-    for (const auto& [id, list] : report.ops) ops.insert(ops.end(), list.begin(), list.end());
+    for (PeerId id : ring) {  // the members' reports only (not a removed peer's)
+      const auto& list = window.resumes.at(id).ops;
+      ops.insert(ops.end(), list.begin(), list.end());
+    }
     std::set<std::tuple<OpTag, uint64_t, Epoch>> waited;
     for (const auto& op : ops) {
       if (!op.committed) waited.emplace(op.tag, op.seq, op.op_epoch);

@@ -95,6 +95,19 @@ std::vector<ProcCluster::Handle> resumable_peers(ProcCluster& pc, const std::str
   }, deadline_in(30s), [](int) { return reconnect_env(20000); });
 }
 
+// SIGKILLs the master and starts a new one on its address (with `extra` arguments);
+// `killed_at` (if given) gets the CLOCK_MONOTONIC µs of the kill.
+void restart(std::unique_ptr<ExternalMaster>& master, const std::string& address,
+             const std::vector<std::string>& extra = {}, int64_t* killed_at = nullptr) {
+  const int64_t t = master->signal(SIGKILL);
+  if (killed_at != nullptr) *killed_at = t;
+  ASSERT_TRUE(master->reaped(deadline_in(5s)));
+  std::vector<std::string> args = kRestartArgs;
+  args.insert(args.end(), extra.begin(), extra.end());
+  master = std::make_unique<ExternalMaster>(kTiming, address, args);
+  ASSERT_TRUE(master->ok()) << master->error();
+}
+
 TEST(MasterResume, KilledWhileIdleANewMasterOnTheSameAddressResumesTheRun) {
   auto master = std::make_unique<ExternalMaster>(kTiming);
   ASSERT_TRUE(master->ok()) << master->error();
@@ -107,10 +120,9 @@ TEST(MasterResume, KilledWhileIdleANewMasterOnTheSameAddressResumesTheRun) {
   auto before = run_all(pc, peers, ts, {"try", "sync"}, deadline_in(30s));
   ASSERT_TRUE(before.has_value());
 
-  const int64_t t_kill = master->signal(SIGKILL);
-  ASSERT_TRUE(master->reaped(deadline_in(5s)));
-  master = std::make_unique<ExternalMaster>(kTiming, address, kRestartArgs);
-  ASSERT_TRUE(master->ok()) << master->error();
+  int64_t t_kill = 0;
+  restart(master, address, {}, &t_kill);
+  if (HasFatalFailure()) return;
 
   std::vector<size_t> first(n);
   for (int i = 0; i < n; ++i) first[i] = ts[i].calls.size();
@@ -164,10 +176,8 @@ TEST(MasterResume, KilledDuringAnAllReduceTheCallFailsRetryablyAndTheRetrySuccee
   std::mt19937_64 rng(20261207);
   std::this_thread::sleep_for(std::chrono::microseconds(static_cast<int64_t>(
       std::uniform_real_distribution<double>(0, 0.33)(rng) * op_ms * 1000)));
-  master->signal(SIGKILL);
-  ASSERT_TRUE(master->reaped(deadline_in(5s)));
-  master = std::make_unique<ExternalMaster>(kTiming, address, kRestartArgs);
-  ASSERT_TRUE(master->ok()) << master->error();
+  restart(master, address);
+  if (HasFatalFailure()) return;
 
   for (int i = 0; i < n; ++i) {
     ASSERT_TRUE(follow(pc, peers[i], ts[i], is_result, deadline_in(30s)))
@@ -246,16 +256,6 @@ TEST(MasterResume, AStoppedMasterLosesTheRunToTheStandbyAndCannotTakeItBack) {
 
 // ---------------------------------------------------------------- moments of the kill
 
-// SIGKILLs the master and starts a new one on its address (with `extra` arguments).
-void restart(std::unique_ptr<ExternalMaster>& master, const std::string& address,
-             const std::vector<std::string>& extra = {}) {
-  master->signal(SIGKILL);
-  ASSERT_TRUE(master->reaped(deadline_in(5s)));
-  std::vector<std::string> args = kRestartArgs;
-  args.insert(args.end(), extra.begin(), extra.end());
-  master = std::make_unique<ExternalMaster>(kTiming, address, args);
-  ASSERT_TRUE(master->ok()) << master->error();
-}
 
 // The call of peer i that was in flight at the kill (index first[i]) returns qcclPeerLost.
 void expect_in_flight_lost(ProcCluster& pc, const std::vector<ProcCluster::Handle>& peers,
