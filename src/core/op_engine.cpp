@@ -441,6 +441,8 @@ std::vector<std::shared_ptr<Op>> OpEngine::snapshot() const {
 // ---- stall watchdog ----
 
 void OpEngine::start_watchdog(std::chrono::milliseconds tick, std::chrono::milliseconds stall) {
+  if (watchdog_started_) return;  // a second qcclConnect, or a registration again
+  watchdog_started_ = true;
   asio::co_spawn(ex_, watchdog(tick, stall), asio::detached);
 }
 

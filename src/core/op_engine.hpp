@@ -146,6 +146,7 @@ class OpEngine final : public peer::FrameSink, public std::enable_shared_from_th
   std::vector<PeerId> ring_;
   uint32_t rank_ = 0;
   std::optional<Status> fatal_;
+  bool watchdog_started_ = false;
   std::map<OpTag, std::shared_ptr<Op>> ops_;
   std::map<OpTag, uint64_t> next_seq_;
   // Per (tag, group epoch): the seq of the last op committed, for this and the previous epoch

@@ -238,6 +238,7 @@ void Runtime::start_connect(std::shared_ptr<std::promise<Status>> promise) {
   auto deadline = options_.connect_timeout_ms == 0
                       ? Clock::time_point::max()
                       : Clock::now() + std::chrono::milliseconds(options_.connect_timeout_ms);
+  connect_deadline_ = deadline;
   if (options_.connect_timeout_ms != 0) {
     connect_timer_.emplace(io_.context(), deadline);
     connect_timer_->async_wait([self = shared_from_this()](const asio::error_code& ec) {
@@ -245,15 +246,17 @@ void Runtime::start_connect(std::shared_ptr<std::promise<Status>> promise) {
     });
   }
   master_ = make_master_link();
-  asio::co_spawn(io_.context(), connect_flow(deadline), asio::detached);
+  asio::co_spawn(io_.context(), connect_flow(deadline, 0), asio::detached);
 }
 
-net::awaitable<void> Runtime::connect_flow(Clock::time_point deadline) {
+net::awaitable<void> Runtime::connect_flow(Clock::time_point deadline, size_t first_master) {
   auto self = shared_from_this();
   auto link = master_;
   wire::C2MRegister reg{options_.peer_group,
                         advertise_.port != 0 ? advertise_.port : links_->port(), advertise_.host};
-  auto welcome = co_await link->connect(wire::ControlMessage(reg), deadline, {});
+  peer::MasterLink::Attempt attempt;
+  attempt.first = first_master;
+  auto welcome = co_await link->connect(wire::ControlMessage(reg), deadline, attempt);
   if (link != master_ || state_ != State::kRegistering) co_return;  // timed out meanwhile
   if (!welcome.is_ok()) {
     finish_connect(welcome.status());
@@ -280,6 +283,13 @@ net::awaitable<void> Runtime::connect_flow(Clock::time_point deadline) {
 }
 
 void Runtime::connect_timed_out() {
+  if (state_ == State::kResuming && connect_promise_) {
+    // A joiner that lost the master on its way in: the resume ends with the call.
+    if (resume_link_) resume_link_->close();
+    resume_link_.reset();
+    if (resume_timer_) resume_timer_->cancel();
+    state_ = State::kJoining;
+  }
   if (state_ != State::kRegistering && state_ != State::kAwaitingAdmission &&
       state_ != State::kJoining) {
     return;

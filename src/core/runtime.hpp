@@ -14,6 +14,10 @@
 //   kConnected ---master lost, master_reconnect_ms > 0---> kResuming (calls wait; C2MResume to
 //                  the master's address, or the next of the list) ---membership of the new
 //                  master---> kConnected; ---master_reconnect_ms passed---> kClosed
+//   kJoining ---master lost, master_reconnect_ms > 0---> kResuming ---membership---> kJoining
+//                  (it is in the lost master's ring: it resumes with the others)
+//   kAwaitingAdmission ---master lost, master_reconnect_ms > 0---> kRegistering (it registers
+//                  again, with the next master that leads the run; connect() still waits)
 //
 // While kConnected, at most one control call (a vote, VoteCall; or a sync, StateSync) runs,
 // and only when no operation is in flight; operations run in the OpEngine. Destruction leaves
@@ -100,7 +104,8 @@ class Runtime : public std::enable_shared_from_this<Runtime> {
 
   // connect
   void start_connect(std::shared_ptr<std::promise<Status>> promise);
-  net::awaitable<void> connect_flow(std::chrono::steady_clock::time_point deadline);
+  net::awaitable<void> connect_flow(std::chrono::steady_clock::time_point deadline,
+                                    size_t first_master);
   void connect_timed_out();
   void finish_connect(Status st);
   // control calls
@@ -114,6 +119,7 @@ class Runtime : public std::enable_shared_from_this<Runtime> {
   // losing the master (runtime_resume.cpp)
   std::shared_ptr<peer::MasterLink> make_master_link();
   void on_master_lost(const Status& why);
+  void register_again(const Status& why);  // lost the master while waiting for admission
   net::awaitable<void> resume_flow(std::shared_ptr<peer::MasterLink> link,
                                    std::chrono::steady_clock::time_point deadline, size_t first);
   wire::C2MResume resume_message() const;
@@ -158,6 +164,7 @@ class Runtime : public std::enable_shared_from_this<Runtime> {
   bool ring_failure_reported_ = false;  // in this group epoch
   std::shared_ptr<std::promise<Status>> connect_promise_;
   std::optional<asio::steady_timer> connect_timer_;
+  std::chrono::steady_clock::time_point connect_deadline_;
   std::map<uint64_t, RingWaiter> ring_waiters_;  // await_ring() calls, by id
   uint64_t last_ring_waiter_ = 0;
   // Shutdown: the promise the destructor waits on, and whether C2MLeave is still flushing.

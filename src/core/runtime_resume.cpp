@@ -14,11 +14,14 @@ std::shared_ptr<peer::MasterLink> Runtime::make_master_link() {
       [this](const Status& why) { on_master_lost(why); });
 }
 
-// The master link broke or went silent. Without master_reconnect_ms, or before this peer was
-// accepted, that ends the communicator (kMasterUnreachable); otherwise the run is resumed.
+// The master link broke or went silent. Without master_reconnect_ms that ends the
+// communicator (kMasterUnreachable). With it, a peer in the ring (connected, or joining: its
+// lanes were coming up) resumes the run, and one still waiting for admission registers again.
 void Runtime::on_master_lost(const Status& why) {
   if (fatal_) return;
-  if (options_.master_reconnect_ms == 0 || state_ != State::kConnected) return on_fatal(why);
+  if (options_.master_reconnect_ms == 0) return on_fatal(why);
+  if (state_ == State::kAwaitingAdmission) return register_again(why);
+  if (state_ != State::kConnected && state_ != State::kJoining) return on_fatal(why);
   auto deadline = Clock::now() + std::chrono::milliseconds(options_.master_reconnect_ms);
   // A standby is tried before the address that was just lost (a stopped master there would
   // hold each attempt for the whole peer timeout).
@@ -49,6 +52,24 @@ void Runtime::on_master_lost(const Status& why) {
   resume_link_ = make_master_link();
   const size_t first = (lost_at + 1) % masters_.size();
   asio::co_spawn(io_.context(), resume_flow(resume_link_, deadline, first), asio::detached);
+}
+
+// The lost master had not admitted this peer: no ring holds it yet, so it registers again
+// with whichever master leads the run next (the next address first; a master resuming the run
+// refuses registrations until it leads it, and the dialling goes on). qcclConnect keeps
+// waiting, bounded by its connect deadline and by master_reconnect_ms.
+void Runtime::register_again(const Status& why) {
+  const size_t lost_at = master_ ? master_->address_index() : 0;
+  log_->warn("peer {}: {} before it was admitted; registering again for up to {} ms", self_,
+             why.message(), options_.master_reconnect_ms);
+  if (master_) master_->close();
+  master_ = make_master_link();
+  state_ = State::kRegistering;
+  self_ = kNoPeer;
+  auto deadline = std::min(connect_deadline_,
+                           Clock::now() + std::chrono::milliseconds(options_.master_reconnect_ms));
+  asio::co_spawn(io_.context(), connect_flow(deadline, (lost_at + 1) % masters_.size()),
+                 asio::detached);
 }
 
 wire::C2MResume Runtime::resume_message() const {
@@ -122,7 +143,8 @@ net::awaitable<void> Runtime::resume_flow(std::shared_ptr<peer::MasterLink> link
 }
 
 void Runtime::resumed() {
-  state_ = State::kConnected;
+  // A joiner's qcclConnect returns once the new epoch's lanes are up (on_links_ready).
+  state_ = connect_promise_ ? State::kJoining : State::kConnected;
   if (resume_timer_) resume_timer_->cancel();
   log_->info("peer {}: run resumed at group epoch {}, rank {} of {}", self_, group_epoch_, rank_,
              view_.ring.size());

@@ -68,10 +68,15 @@ net::awaitable<Result<wire::M2CWelcome>> MasterLink::connect(const wire::Control
       }
       conn_->close();
       // A registration: the first answer counts, unless the master leads no run yet (a
-      // standby, or one just restarted). A resume: a refusal for good (the master it followed
-      // goes on without it) ends it; any other failure sends it to the next address.
+      // standby, or one just restarted). A connection closed before any answer is no answer
+      // (a master dying as it accepted): the dialling goes on. A resume: a refusal for good
+      // (the master it followed goes on without it) ends it; any other failure sends it to
+      // the next address.
       const bool not_leading = refused_ == wire::KickReason::kNotLeading;
-      if ((!attempt.check && !not_leading) || welcome.status().code() == StatusCode::kKicked) {
+      const bool unanswered =
+          !refused_ && welcome.status().code() == StatusCode::kMasterUnreachable;
+      if ((!attempt.check && !not_leading && !unanswered) ||
+          welcome.status().code() == StatusCode::kKicked) {
         co_return welcome.status();
       }
       last = welcome.status();

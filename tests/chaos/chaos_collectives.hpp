@@ -182,9 +182,9 @@ class CollectiveRound {
           if (!first_try || root_id == 0) {
             qcclPeerInfo_t first{};
             size_t n = 0;
-            if (qcclGetPeers(comm_, &first, 1, &n) != qcclSuccess || n == 0) {
-              return qcclPeerLost;
-            }
+            // A communicator that ended (kicked, master lost) says so: its code, not a retry.
+            if (qcclResult_t r = qcclGetPeers(comm_, &first, 1, &n); r != qcclSuccess) return r;
+            if (n == 0) return qcclPeerLost;
             root_id = first.peer_id;
           }
           first_try = false;

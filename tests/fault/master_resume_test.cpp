@@ -14,8 +14,8 @@
 //     them, and their calls fail with qcclMasterUnreachable at the reconnect deadline.
 //   - Killed while a vote is pending (peers 0 and 1 called qcclArePeersPending,
 //     qcclUpdateTopology or qcclOptimizeTopology, and the master logged both votes; peer 2 has
-//     not voted): both blocked calls return qcclPeerLost; then every peer calls the same vote
-//     and it succeeds.
+//     not voted): the vote goes on at the new master (its voters count as voted), and once
+//     peer 2 calls it, it completes for all three.
 //   - Killed during a shared-state download (a --stale peer fetching 64 MiB from two donors,
 //     one of which logged a served piece): every peer's sync fails with qcclPeerLost and no
 //     tensor byte changed (the receiver's failed sync restores what the download overwrote);
@@ -24,6 +24,8 @@
 //     master's second probe round): every call returns qcclPeerLost, and the retried
 //     qcclOptimizeTopology succeeds after a probe round of the new master that measured every
 //     link.
+//   - Killed while a newcomer waits in qcclConnect for admission: it registers again with the
+//     new master (an id no resumed peer holds), and the next qcclUpdateTopology admits it.
 //   After each, the next all-reduce succeeds on every peer with exact results.
 // Measured ("[ measure  ]"): master kill -> the first successful all-reduce after the restart.
 #include <gtest/gtest.h>
@@ -459,6 +461,65 @@ TEST(MasterResume, KilledDuringTheBandwidthProbesOptimizeGoesOnAtTheNewMaster) {
   ASSERT_TRUE(done) << "the new master did not finish a probe round";
   EXPECT_NE(done->find(" done: 6 links measured"), std::string::npos) << *done;
   expect_script_succeeds(pc, peers, ts, {"try"});
+}
+
+// The id in a master's "peer N registered (group ...), waiting for admission" line; -1 if none.
+int64_t registered_id(const std::optional<std::string>& line) {
+  if (!line) return -1;
+  auto at = line->find(" registered (group");
+  auto peer = line->rfind("peer ", at);
+  if (at == std::string::npos || peer == std::string::npos) return -1;
+  return std::strtoll(line->c_str() + peer + 5, nullptr, 10);
+}
+
+// A newcomer waits in qcclConnect for admission when the master is killed: it registers again
+// with the new master (a fresh id, none of the resumed peers'), the resumed peers' next
+// qcclUpdateTopology admits it, and the four all-reduce exactly.
+TEST(MasterResume, KilledWhileAJoinerAwaitsAdmissionItRegistersAgainAndIsAdmitted) {
+  auto master = std::make_unique<ExternalMaster>(kTiming);
+  ASSERT_TRUE(master->ok()) << master->error();
+  const std::string address = master->address();
+  ProcCluster pc;
+  constexpr int n = 3;
+  auto peers = resumable_peers(pc, address, n, 1);
+  ASSERT_EQ(peers.size(), static_cast<size_t>(n));
+  std::vector<int64_t> ids;
+  for (int i = 0; i < n; ++i) ids.push_back(registered_id(master->wait_log(" registered (group", deadline_in(5s))));
+  std::vector<Transcript> ts(n);
+  expect_script_succeeds(pc, peers, ts, {"try"});
+  if (HasFailure()) return;
+
+  auto joiner = pc.spawn("peer 3 (joiner)",
+                         {"--master", address, "--index", "3", "--world", "4", "--mode", "idle",
+                          "--announce", "--state-mib", "1"},
+                         {"QCCL_MASTER_RECONNECT_MS=20000", "QCCL_LOG_LEVEL=info"});
+  ASSERT_TRUE(joiner) << pc.error();
+  pc.capture_stderr_lines(*joiner);
+  // Registered on both ends: the joiner has the master's welcome (killed before it, it would
+  // just dial again, a registration not yet made).
+  ASSERT_TRUE(pc.wait_stderr(*joiner, "registered with the master at", deadline_in(10s)))
+      << "the joiner did not register";
+  ASSERT_GT(registered_id(master->wait_log(" registered (group", deadline_in(10s))), 0);
+  restart(master, address);
+  if (HasFatalFailure()) return;
+  ASSERT_TRUE(pc.wait_stderr(*joiner, "registering again", deadline_in(10s)))
+      << "the joiner did not notice the loss of the master";
+  const int64_t again_id = registered_id(master->wait_log(" registered (group", deadline_in(15s)));
+  ASSERT_GT(again_id, 0) << "the joiner did not register with the new master";
+  for (int64_t id : ids) EXPECT_NE(again_id, id) << "a resumed peer's id was given again";
+
+  auto from = expect_script_succeeds(pc, peers, ts, {"update"});
+  for (int i = 0; i < n; ++i) {
+    EXPECT_NE(ts[i].calls[from[i]].raw.find("updated world 4 "), std::string::npos)
+        << pc.label(peers[i]) << ": " << ts[i].calls[from[i]].raw;
+  }
+  auto ready = pc.wait_for(*joiner, [](const Event& e) { return e.is("ready") || e.is("error"); },
+                           deadline_in(15s));
+  ASSERT_TRUE(ready && ready->is("ready")) << (ready ? ready->raw : "the joiner never got in");
+  EXPECT_EQ(ready->num("world"), 4) << ready->raw;
+  peers.push_back(*joiner);
+  ts.emplace_back();
+  expect_script_succeeds(pc, peers, ts, {"try", "sync", "try"});
 }
 
 }  // namespace
