@@ -16,6 +16,8 @@
 #include <vector>
 
 #include "net/auth.hpp"
+#include "net/record_cipher.hpp"
+#include "record_fuzz.hpp"
 #include "wire/byte_io.hpp"
 #include "wire/codec.hpp"
 #include "wire/wire_test_util.hpp"  // tests/unit: sample_messages()
@@ -72,6 +74,29 @@ Preamble preamble(ConnKind kind, uint8_t flags) {
   p.lane_count = kind == ConnKind::kData ? 4 : 0;
   p.probe_window_ms = 250;
   return p;
+}
+
+// record: mode byte | plaintext chunks (u16 LE length - 1 | bytes), and mode byte | the
+// genuine stream that sealing those chunks under the target's keys gives, for each suite.
+bool write_record_seeds(CorpusWriter& w) {
+  const Bytes short_chunk = {'q'}, block(16, 0xAB), longer(700, 0x5C);
+  const std::vector<std::span<const uint8_t>> chunks = {short_chunk, block, longer};
+  bool ok = true;
+  for (uint8_t suite_bit : {uint8_t{0}, net::fuzz::kModeChaCha}) {
+    const std::string suite = suite_bit != 0 ? "chacha" : "aes";
+    Bytes plain{suite_bit};
+    for (auto c : chunks) {
+      uint8_t len[2];
+      store_le<uint16_t>(len, static_cast<uint16_t>(c.size() - 1));
+      plain.insert(plain.end(), len, len + 2);
+      plain.insert(plain.end(), c.begin(), c.end());
+    }
+    ok &= w.write("record", "seal-" + suite, plain);
+    const Bytes stream = net::fuzz::seal_stream(net::fuzz::suite_of(suite_bit), chunks);
+    const uint8_t mode[1] = {static_cast<uint8_t>(suite_bit | net::fuzz::kModeOpen)};
+    ok &= !stream.empty() && w.write("record", "open-" + suite, concat({mode, stream}));
+  }
+  return ok;
 }
 
 const ConnKind kKinds[] = {ConnKind::kControl, ConnKind::kData, ConnKind::kState,
@@ -193,6 +218,7 @@ bool write_all(CorpusWriter& w) {
                     "secret" + std::to_string(mode) + "-flags" + std::to_string(flags), in);
     }
   }
+  ok &= write_record_seeds(w);
   return ok;
 }
 

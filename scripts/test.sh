@@ -36,8 +36,8 @@
 #                        it) and the time spent so far plus the step's estimate fits
 #                        QCCL_CI_BUDGET_SECONDS, else skipped with a notice. It runs after the
 #                        sanitizer pass, so it never takes that pass's budget.
-#   QCCL_TEST_FUZZ_SECONDS  seconds per fuzz target (default 20; the 6 targets run two at a
-#                        time, so about 60 s, after a build of about 1.5 minutes from scratch)
+#   QCCL_TEST_FUZZ_SECONDS  seconds per fuzz target (default 20; the 7 targets run two at a
+#                        time, so about 80 s, after a build of about 1.5 minutes from scratch)
 #   QCCL_TEST_TSAN       1: also build the library and the integration tests (several
 #                        communicators as threads of one process) with ThreadSanitizer in
 #                        build-tsan/ and run them (ctest label `integration`); 0: do not;
