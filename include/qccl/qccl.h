@@ -98,9 +98,20 @@ typedef struct {
    * address resume it first (docs/reliability.md §8); then waiting registrations start a run.
    * 0 = none. */
   uint32_t resume_grace_ms;
+  /* Appended: with an auth_token, every connection is encrypted (QCCL_ENCRYPTION_DEFAULT:
+   * unless $QCCL_ENCRYPTION is "off"; _ON) or only authenticated (QCCL_ENCRYPTION_OFF); every
+   * peer and the master must agree,
+   * else the connection is refused with qcclAuthFailed (docs/security.md). 64 bits wide so
+   * that it lies past the tail padding of the previous layout. */
+  uint64_t encryption;
 } qcclMasterConfig_t;
 #define QCCL_MASTER_CONFIG_INIT \
-  { sizeof(qcclMasterConfig_t), "0.0.0.0:0", 0, 0, NULL, 0, 0, 0, 0, 0 }
+  { sizeof(qcclMasterConfig_t), "0.0.0.0:0", 0, 0, NULL, 0, 0, 0, 0, 0, 0 }
+
+/* qcclMasterConfig_t.encryption and qcclCommConfig_t.encryption (docs/security.md). */
+#define QCCL_ENCRYPTION_DEFAULT 0 /* on whenever a secret is set, unless $QCCL_ENCRYPTION=off */
+#define QCCL_ENCRYPTION_ON 1      /* on whenever a secret is set, whatever the environment    */
+#define QCCL_ENCRYPTION_OFF 2     /* authentication only: the traffic crosses in clear         */
 
 /* Creates a master (not yet listening). Copies every string of the config.
  * qcclInvalidArgument: NULL pointer, bad struct_size, malformed listen address. */
@@ -167,9 +178,16 @@ typedef struct {
    * deadline every call fails with qcclMasterUnreachable, as at once with 0. 0 = the
    * environment's $QCCL_MASTER_RECONNECT_MS if set, else 0 (do not resume). */
   uint32_t master_reconnect_ms;
+  /* Appended: with a shared secret (auth_token or auth_token_file), every connection of this
+   * peer (to the master, ring lanes, shared-state transfers, bandwidth probes) is encrypted
+   * and authenticated record by record (AES-256-GCM or ChaCha20-Poly1305; docs/security.md).
+   * QCCL_ENCRYPTION_DEFAULT: on, unless $QCCL_ENCRYPTION is "off"; QCCL_ENCRYPTION_ON: on;
+   * QCCL_ENCRYPTION_OFF: authentication only. Every side of a run must agree: a connection
+   * between sides that differ is refused with qcclAuthFailed (no silent downgrade). */
+  uint32_t encryption;
 } qcclCommConfig_t;
 #define QCCL_COMM_CONFIG_INIT \
-  { sizeof(qcclCommConfig_t), "127.0.0.1:0", 0, 0, 0, NULL, NULL, NULL, NULL, 0, 0 }
+  { sizeof(qcclCommConfig_t), "127.0.0.1:0", 0, 0, 0, NULL, NULL, NULL, NULL, 0, 0, 0 }
 
 /* Creates a communicator (not yet connected). Copies every string of the config. A config
  * from an older qccl.h (a smaller struct_size) is accepted: only the fields it has are read,

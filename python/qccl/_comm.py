@@ -9,7 +9,7 @@ from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 
 from . import _qccl as _C
 from ._buffers import Buffer, resolve, resolve_pair
-from ._enums import (Attribute, PeerInfo, Quantization, ReduceInfo, ReduceOp, Stats, SyncInfo,
+from ._enums import (encryption_setting, Attribute, PeerInfo, Quantization, ReduceInfo, ReduceOp, Stats, SyncInfo,
                      SyncStrategy, _quantization_args)
 from ._errors import InvalidArgumentError, InvalidUsageError
 from ._handle import Handle
@@ -241,8 +241,8 @@ class Communicator(Handle):
 
     ``Communicator(master_address, peer_group=0, connections_per_peer=0, auth_token=None,
     *, listen_address=None, advertise_address=None, auth_token_file=None, op_timeout=None,
-    master_reconnect=None)`` creates it (not yet connected; a malformed address raises
-    :class:`qccl.InvalidArgumentError`).
+    master_reconnect=None, encryption=None)`` creates it (not yet connected; a malformed
+    address raises :class:`qccl.InvalidArgumentError`).
     ``listen_address`` ("host:port" or "host:first-last"), ``advertise_address`` ("host" or
     "host:port") and ``auth_token_file`` default to ``$QCCL_LISTEN_ADDRESS``,
     ``$QCCL_ADVERTISE_ADDRESS`` and ``$QCCL_AUTH_TOKEN_FILE``; see docs/deployment.md.
@@ -251,6 +251,9 @@ class Communicator(Handle):
     ``$QCCL_MASTER_RECONNECT_MS`` if set, else 0: do not resume) is how long this peer, once
     accepted, looks for a master that resumes the run after losing its master (the same
     address restarted, or the next of a list "a:48148,b:48148"; docs/reliability.md §8).
+    ``encryption`` (None = on with a secret unless ``$QCCL_ENCRYPTION`` is "off"; True; False =
+    authenticate only): with a shared secret every connection is encrypted and each record
+    authenticated; every peer and the master must agree (docs/security.md).
     :meth:`connect` joins the run. Use it
     as a context manager, or call :meth:`close`, to leave the run gracefully; a communicator
     that is garbage-collected or still open at interpreter exit is closed then.
@@ -267,7 +270,8 @@ class Communicator(Handle):
                  advertise_address: Optional[str] = None,
                  auth_token_file: Optional[str] = None,
                  op_timeout: Optional[float] = None,
-                 master_reconnect: Optional[float] = None) -> None:
+                 master_reconnect: Optional[float] = None,
+                 encryption: Optional[bool] = None) -> None:
         if not isinstance(master_address, str):
             raise TypeError(f"master_address must be a str 'host:port', not "
                             f"{type(master_address).__name__}")
@@ -285,6 +289,7 @@ class Communicator(Handle):
         self._timeout_ms = 0
         self._op_timeout_ms = _timeout_ms(op_timeout)
         self._master_reconnect_ms = _timeout_ms(master_reconnect)
+        self._encryption = encryption_setting(encryption)
         self._aborted = False
         self._c: "_C.Comm" = self._create(0)
         _live.add(self)
@@ -292,7 +297,7 @@ class Communicator(Handle):
     def _create(self, timeout_ms: int) -> "_C.Comm":
         address, group, conns, token, listen, advertise, token_file = self._config
         return _C.Comm(address, group, conns, timeout_ms, token, listen, advertise, token_file,
-                       self._op_timeout_ms, self._master_reconnect_ms)
+                       self._op_timeout_ms, self._master_reconnect_ms, self._encryption)
 
     # ---- membership ----
 

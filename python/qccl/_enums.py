@@ -215,3 +215,12 @@ def _quantization_args(quantization: Optional[Quantization], dtype: DataType) ->
             f"quantization must be a qccl.Quantization or None, not {type(quantization).__name__}"
         )
     return int(quantization.algorithm), int(quantization.dtype)
+
+
+def encryption_setting(encryption: Optional[bool]) -> int:
+    """None / True / False -> QCCL_ENCRYPTION_DEFAULT / _ON / _OFF (docs/security.md)."""
+    if encryption is None:
+        return 0
+    if not isinstance(encryption, bool):
+        raise TypeError(f"encryption must be True, False or None, not {type(encryption).__name__}")
+    return 1 if encryption else 2

@@ -6,6 +6,7 @@ import weakref
 from typing import Any, Optional
 
 from . import _qccl as _C
+from ._enums import encryption_setting
 from ._handle import Handle
 
 __all__ = ["Master"]
@@ -35,12 +36,15 @@ class Master(Handle):
     The bandwidth probes of :meth:`qccl.Communicator.optimize_topology`: ``probe_ms`` is the
     timed transfer per probed link (at most 60000; 0 = 250), ``probe_max_age_ms`` how long a
     link's measurement stays valid before it is probed again (0 = 600000, 10 minutes).
+
+    ``encryption`` (None = on with an ``auth_token`` unless ``$QCCL_ENCRYPTION`` is "off";
+    True; False = authenticate only) must match the peers' (docs/security.md).
     """
 
     def __init__(self, listen_address: str = "0.0.0.0:0", *, heartbeat_interval_ms: int = 0,
                  peer_timeout_ms: int = 0, vote_timeout_ms: int = 0,
                  auth_token: Optional[str] = None, probe_ms: int = 0,
-                 probe_max_age_ms: int = 0) -> None:
+                 probe_max_age_ms: int = 0, encryption: Optional[bool] = None) -> None:
         if not isinstance(listen_address, str):
             raise TypeError(f"listen_address must be a str 'host:port', not "
                             f"{type(listen_address).__name__}")
@@ -50,7 +54,8 @@ class Master(Handle):
         self._c = _C.Master(listen_address, _ms("heartbeat_interval_ms", heartbeat_interval_ms),
                             _ms("peer_timeout_ms", peer_timeout_ms),
                             _ms("vote_timeout_ms", vote_timeout_ms), auth_token,
-                            _ms("probe_ms", probe_ms), _ms("probe_max_age_ms", probe_max_age_ms))
+                            _ms("probe_ms", probe_ms), _ms("probe_max_age_ms", probe_max_age_ms),
+                            encryption_setting(encryption))
         _live.add(self)
 
     def start(self) -> "Master":

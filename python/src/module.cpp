@@ -229,8 +229,9 @@ class Master {
  public:
   Master(const std::string& listen, uint32_t heartbeat_ms, uint32_t peer_timeout_ms,
          uint32_t vote_timeout_ms, std::optional<std::string> auth_token, uint32_t probe_ms,
-         uint32_t probe_max_age_ms) {
+         uint32_t probe_max_age_ms, uint32_t encryption) {
     qcclMasterConfig_t cfg = QCCL_MASTER_CONFIG_INIT;
+    cfg.encryption = encryption;
     cfg.listen_address = listen.c_str();
     cfg.heartbeat_interval_ms = heartbeat_ms;
     cfg.peer_timeout_ms = peer_timeout_ms;
@@ -388,8 +389,9 @@ class Comm {
        uint32_t connect_timeout_ms, std::optional<std::string> auth_token,
        std::optional<std::string> listen_address, std::optional<std::string> advertise_address,
        std::optional<std::string> auth_token_file, uint32_t op_timeout_ms,
-       uint32_t master_reconnect_ms) {
+       uint32_t master_reconnect_ms, uint32_t encryption) {
     qcclCommConfig_t cfg = QCCL_COMM_CONFIG_INIT;
+    cfg.encryption = encryption;
     cfg.op_timeout_ms = op_timeout_ms;
     cfg.master_reconnect_ms = master_reconnect_ms;
     cfg.master_address = master_address.c_str();
@@ -842,10 +844,10 @@ PYBIND11_MODULE(_qccl, m) {
 
   py::class_<Master>(m, "Master", "qcclMaster_t: an embedded master.")
       .def(py::init<const std::string&, uint32_t, uint32_t, uint32_t, std::optional<std::string>,
-                    uint32_t, uint32_t>(),
+                    uint32_t, uint32_t, uint32_t>(),
            py::arg("listen_address"), py::arg("heartbeat_interval_ms"),
            py::arg("peer_timeout_ms"), py::arg("vote_timeout_ms"), py::arg("auth_token"),
-           py::arg("probe_ms") = 0, py::arg("probe_max_age_ms") = 0)
+           py::arg("probe_ms") = 0, py::arg("probe_max_age_ms") = 0, py::arg("encryption") = 0)
       .def("start", &Master::start)
       .def_property_readonly("port", &Master::port)
       .def("stop", &Master::stop)
@@ -863,11 +865,12 @@ PYBIND11_MODULE(_qccl, m) {
   py::class_<Comm>(m, "Comm", "qcclComm_t: one peer.")
       .def(py::init<const std::string&, uint32_t, uint32_t, uint32_t, std::optional<std::string>,
                     std::optional<std::string>, std::optional<std::string>,
-                    std::optional<std::string>, uint32_t, uint32_t>(),
+                    std::optional<std::string>, uint32_t, uint32_t, uint32_t>(),
            py::arg("master_address"), py::arg("peer_group"), py::arg("connections_per_peer"),
            py::arg("connect_timeout_ms"), py::arg("auth_token"), py::arg("listen_address"),
            py::arg("advertise_address"), py::arg("auth_token_file"),
-           py::arg("op_timeout_ms") = 0, py::arg("master_reconnect_ms") = 0)
+           py::arg("op_timeout_ms") = 0, py::arg("master_reconnect_ms") = 0,
+           py::arg("encryption") = 0)
       .def("abort", &Comm::abort, "qcclCommAbort: ends every call in progress, any thread.")
       .def("set_op_timeout", &Comm::set_op_timeout, py::arg("timeout_ms"))
       .def_property_readonly("op_timeout_ms", &Comm::op_timeout)

@@ -117,6 +117,10 @@ int main(int argc, char** argv) {
                  "File holding the shared secret peers must present (one trailing newline is "
                  "ignored); default: no authentication")
       ->type_name("FILE");
+  bool no_encryption = false;
+  app.add_flag("--no-encryption", no_encryption,
+               "With --auth-token-file: authenticate connections only, do not encrypt them "
+               "(every peer must say so too: QCCL_ENCRYPTION=off; docs/security.md)");
   app.add_flag("--standby", options.standby,
                "Start no run: take over the run of peers that lost their master and list this "
                "one after it (docs/reliability.md)");
@@ -137,6 +141,8 @@ int main(int argc, char** argv) {
   }
 
   options.probe_max_age_ms = probe_max_age_s * 1000;
+  const char* env_encryption = std::getenv("QCCL_ENCRYPTION");
+  options.encrypt = !no_encryption && !(env_encryption && std::string(env_encryption) == "off");
   // As qcclMasterCreate refuses it: the effective values, defaults included, so that
   // --peer-timeout-ms 500 alone (heartbeat 1000 by default) is refused too.
   if (options.heartbeat_interval_ms >= options.peer_timeout_ms) {

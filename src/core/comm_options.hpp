@@ -32,6 +32,9 @@ struct CommOptions {
   // address restarted, or the next of the list) before failing with kMasterUnreachable; 0 = do
   // not resume (docs/reliability.md, "Losing the master").
   uint32_t master_reconnect_ms = 0;
+  // With an auth_token, every connection is encrypted (docs/security.md) unless this is false;
+  // every side of a run must agree.
+  bool encrypt = true;
 };
 
 // connections_per_peer = 0: ring lanes to a neighbour on another host (a WAN needs many:

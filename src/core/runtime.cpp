@@ -34,12 +34,12 @@ Status Runtime::init() {
     links_->set_state_handler([this](std::shared_ptr<net::Connection> c, const wire::Preamble& p) {
       sync_->adopt(std::move(c), p);
     });
-    prober_ = std::make_shared<peer::LinkProber>(ex, connections(), options_.auth_token);
+    prober_ = std::make_shared<peer::LinkProber>(ex, connections(), secret());
     links_->set_probe_handler([this](std::shared_ptr<net::Connection> c, const wire::Preamble& p) {
       prober_->serve(std::move(c), p, settings_.timeout);
     });
     engine_->set_op_timeout(options_.op_timeout_ms);
-    settings_.secret = options_.auth_token;  // before listening: every connection needs it
+    settings_.secret = secret();  // before listening: every connection needs it
     links_->set_identity(kNoPeer, settings_);
     return links_->listen(listen_);
   });

@@ -98,6 +98,7 @@ class Runtime : public std::enable_shared_from_this<Runtime> {
   Status not_connected(std::string_view call) const;
   Status control_call_allowed(std::string_view call) const;
   uint32_t connections() const;
+  net::Secret secret() const { return net::make_secret(options_.auth_token, options_.encrypt); }
   bool ring_up() const;
   std::string next_neighbour() const;
   bool send_to_master(const wire::ControlMessage& m);

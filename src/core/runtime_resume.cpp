@@ -9,7 +9,7 @@ using Clock = std::chrono::steady_clock;
 
 std::shared_ptr<peer::MasterLink> Runtime::make_master_link() {
   return std::make_shared<peer::MasterLink>(
-      io_.context().get_executor(), masters_, options_.auth_token,
+      io_.context().get_executor(), masters_, secret(),
       [this](const wire::ControlMessage& m, Epoch e) { on_master_message(m, e); },
       [this](const Status& why) { on_master_lost(why); });
 }

@@ -85,9 +85,14 @@ class MasterServer::Impl {
       io_.reset();
       return result;
     }
-    log_->info("listening on {}:{} (heartbeat {} ms, peer timeout {} ms, vote timeout {} ms){}",
+    log_->info("listening on {}:{} (heartbeat {} ms, peer timeout {} ms, vote timeout {} ms; "
+               "{}){}",
                hp.host, port_.load(), options_.heartbeat_interval_ms, options_.peer_timeout_ms,
                options_.vote_timeout_ms,
+               !options_.auth_token ? "no shared secret: connections neither authenticated nor "
+                                      "encrypted"
+               : options_.encrypt   ? "connections authenticated and encrypted"
+                                    : "connections authenticated, not encrypted",
                options_.standby ? "; a standby: waiting to take over a run" : "");
     return Status::ok();
   }
@@ -178,7 +183,7 @@ class MasterServer::Impl {
     asio::steady_timer deadline(io_->context(),
                                 std::chrono::milliseconds(options_.peer_timeout_ms));
     auto exchange = [&]() -> awaitable<Result<wire::ControlMessage>> {
-      auto preamble = co_await net::receive_preamble(*conn, options_.auth_token);
+      auto preamble = co_await net::receive_preamble(*conn, net::make_secret(options_.auth_token, options_.encrypt));
       if (!preamble.is_ok()) co_return preamble.status();
       if (preamble->kind != wire::ConnKind::kControl) {
         co_return make_status(StatusCode::kInvalidArgument,

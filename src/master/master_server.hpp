@@ -29,6 +29,7 @@ struct MasterOptions {
   // For this long after start no run is started (registrations wait) so that the peers of a
   // run whose master this one replaces on the same address resume it first.
   uint32_t resume_grace_ms = 0;
+  bool encrypt = true;  // with an auth_token: encrypted connections (docs/security.md)
 };
 
 inline constexpr uint32_t kMaxProbeMs = 60000;

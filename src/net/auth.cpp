@@ -9,6 +9,7 @@
 #include <openssl/hmac.h>
 #include <openssl/rand.h>
 
+#include "net/record_cipher.hpp"
 #include "wire/byte_io.hpp"
 
 namespace qccl::net {
@@ -47,7 +48,23 @@ awaitable<Status> refuse(Connection& conn, std::string_view why) {
   co_return auth_failed(why);
 }
 
+// Both directions of `conn` in records from now on; `client`: this side connected.
+void start_records(Connection& conn, const SharedSecret& secret, CipherSuite suite,
+                   std::span<const uint8_t, wire::kPreambleSize> preamble, const Nonce& client_nonce,
+                   const Nonce& server_nonce, bool client) {
+  SessionKeys keys = derive_session_keys(secret.key, suite, preamble, client_nonce, server_nonce);
+  const DirectionKeys& out = client ? keys.client_to_server : keys.server_to_client;
+  const DirectionKeys& in = client ? keys.server_to_client : keys.client_to_server;
+  conn.enable_records(std::make_unique<RecordSealer>(suite, out),
+                      std::make_unique<RecordOpener>(suite, in));
+}
+
 }  // namespace
+
+Secret make_secret(const std::optional<std::string>& token, bool encrypt) {
+  if (!token) return std::nullopt;
+  return SharedSecret{*token, encrypt};
+}
 
 Mac hmac_sha256(std::span<const uint8_t> key, std::span<const uint8_t> data) {
   Mac out{};
@@ -84,6 +101,9 @@ bool macs_equal(const Mac& a, const Mac& b) { return CRYPTO_memcmp(a.data(), b.d
 
 awaitable<Status> send_preamble(Connection& conn, wire::Preamble pre, const Secret& secret) {
   pre.flags = secret ? wire::kPreambleFlagAuth : 0;
+  const bool encrypt = secret && secret->encrypt;
+  if (encrypt) pre.flags |= wire::kPreambleFlagEncrypt;
+  if (encrypt && preferred_suite() != CipherSuite::kAes256Gcm) pre.flags |= wire::kPreambleFlagNoAes;
   const auto pre_bytes = wire::encode_preamble(pre);
   if (!secret) co_return co_await write_all(conn, pre_bytes);
   const Nonce mine = random_nonce();
@@ -98,7 +118,9 @@ awaitable<Status> send_preamble(Connection& conn, wire::Preamble pre, const Secr
     auto ack = wire::decode_preamble_ack(std::span(challenge).first<wire::kPreambleAckSize>());
     if (!ack.is_ok()) co_return auth_failed(ack.status().message());
     if (ack->status == StatusCode::kAuthFailed) {
-      co_return auth_failed("the other side refused this side's shared secret (or has none)");
+      co_return auth_failed(
+          "the other side refused this side's shared secret (or has none), or its encryption "
+          "setting (encryption must be on at every side or off at every side)");
     }
     co_return auth_failed("the other side answered without authenticating");
   }
@@ -107,12 +129,24 @@ awaitable<Status> send_preamble(Connection& conn, wire::Preamble pre, const Secr
   Mac their_mac{};
   std::copy_n(challenge.begin() + 8, kNonceSize, theirs.begin());
   std::copy_n(challenge.begin() + 8 + kNonceSize, kMacSize, their_mac.begin());
-  if (!macs_equal(their_mac, auth_mac(*secret, AuthRole::kServer, pre_bytes, mine, theirs))) {
+  if (!macs_equal(their_mac, auth_mac(secret->key, AuthRole::kServer, pre_bytes, mine, theirs))) {
     conn.close();
     co_return auth_failed("the other side does not know the shared secret");
   }
-  const Mac answer = auth_mac(*secret, AuthRole::kClient, pre_bytes, mine, theirs);
-  co_return co_await write_all(conn, answer);
+  // The suite is not under the MACs, but the keys depend on it: a changed one fails the first
+  // record. A side that wants encryption never goes on without it (no silent downgrade).
+  const auto suite = static_cast<CipherSuite>(wire::load_le<uint32_t>(challenge.data() + 4));
+  const bool suite_known =
+      suite == CipherSuite::kAes256Gcm || suite == CipherSuite::kChaCha20Poly1305;
+  if (encrypt != (suite != CipherSuite::kNone) || (encrypt && !suite_known)) {
+    conn.close();
+    co_return auth_failed(encrypt ? "the other side does not encrypt; this side requires it"
+                                  : "the other side encrypts; this side has encryption off");
+  }
+  const Mac answer = auth_mac(secret->key, AuthRole::kClient, pre_bytes, mine, theirs);
+  QCCL_CO_RETURN_IF_ERROR(co_await write_all(conn, answer));
+  if (encrypt) start_records(conn, *secret, suite, pre_bytes, mine, theirs, true);
+  co_return Status::ok();
 }
 
 awaitable<Result<wire::Preamble>> receive_preamble(Connection& conn, const Secret& secret) {
@@ -124,20 +158,34 @@ awaitable<Result<wire::Preamble>> receive_preamble(Connection& conn, const Secre
   if (!secret && !flagged) co_return pre;
   if (!secret) co_return co_await refuse(conn, "the other side uses a shared secret, this one none");
   if (!flagged) co_return co_await refuse(conn, "the other side presented no shared secret");
+  const bool encrypt = (pre->flags & wire::kPreambleFlagEncrypt) != 0;
+  if (encrypt != secret->encrypt) {
+    co_return co_await refuse(conn, secret->encrypt
+                                        ? "the other side does not encrypt; this side requires it"
+                                        : "the other side encrypts; this side has encryption off");
+  }
+  const CipherSuite suite =
+      !encrypt ? CipherSuite::kNone
+               : agree_suite((pre->flags & wire::kPreambleFlagNoAes) != 0
+                                 ? CipherSuite::kChaCha20Poly1305
+                                 : CipherSuite::kAes256Gcm,
+                             preferred_suite());
   Nonce theirs{};
   QCCL_CO_RETURN_IF_ERROR(co_await conn.read_exact(theirs));
   const Nonce mine = random_nonce();
   std::array<uint8_t, kChallengeSize> challenge{};
   wire::store_le<uint32_t>(challenge.data(), kChallengeMagic);
-  const Mac proof = auth_mac(*secret, AuthRole::kServer, pre_bytes, theirs, mine);
+  wire::store_le<uint32_t>(challenge.data() + 4, static_cast<uint32_t>(suite));
+  const Mac proof = auth_mac(secret->key, AuthRole::kServer, pre_bytes, theirs, mine);
   std::copy(mine.begin(), mine.end(), challenge.begin() + 8);
   std::copy(proof.begin(), proof.end(), challenge.begin() + 8 + kNonceSize);
   QCCL_CO_RETURN_IF_ERROR(co_await write_all(conn, challenge));
   Mac answer{};
   QCCL_CO_RETURN_IF_ERROR(co_await conn.read_exact(answer));
-  if (!macs_equal(answer, auth_mac(*secret, AuthRole::kClient, pre_bytes, theirs, mine))) {
+  if (!macs_equal(answer, auth_mac(secret->key, AuthRole::kClient, pre_bytes, theirs, mine))) {
     co_return co_await refuse(conn, "the other side does not know the shared secret");
   }
+  if (encrypt) start_records(conn, *secret, suite, pre_bytes, theirs, mine, false);
   co_return pre;
 }
 

@@ -1,20 +1,27 @@
-// Authentication of every qccl connection with a shared secret (docs/protocol.md §1).
+// Authentication of every qccl connection with a shared secret, and the keys of its
+// encryption (docs/protocol.md §1, docs/security.md).
 //
-// When the connecting side holds a secret, its Preamble carries kPreambleFlagAuth and is
-// followed by its nonce; the accepting side answers with a challenge (its own nonce and a MAC
+// When the connecting side holds a secret, its Preamble carries kPreambleFlagAuth (and
+// kPreambleFlagEncrypt unless encryption is turned off) and is followed by its nonce; the
+// accepting side answers with a challenge (its own nonce, the cipher suite it chose, and a MAC
 // proving it knows the secret) and the connecting side with its MAC. Only then does the
-// accepting side process the connection (and send its PreambleAck). A side without the secret,
-// or with another one, is refused with kAuthFailed before any other byte is processed:
+// accepting side process the connection (and send its PreambleAck). A side without the
+// secret, with another one, or with the other encryption setting is refused with kAuthFailed
+// before any other byte is processed:
 //
-//   C -> S  Preamble (flags = auth) | nonce_c (32)
-//   S -> C  u32 magic "QCCA" | u32 0 | nonce_s (32) | HMAC(K, "qccl server v1" | P | nonce_c | nonce_s)
+//   C -> S  Preamble (flags = auth [| encrypt] [| no-aes]) | nonce_c (32)
+//   S -> C  u32 magic "QCCA" | u32 suite | nonce_s (32) | HMAC(K, "qccl server v1" | P | nonce_c | nonce_s)
 //   C -> S  HMAC(K, "qccl client v1" | P | nonce_c | nonce_s)
 //
 // where P is the 32 preamble bytes as sent and HMAC is HMAC-SHA256 (OpenSSL libcrypto). Nonces
 // are fresh random bytes per connection, so a recorded exchange cannot be replayed; MACs are
 // compared in constant time; the secret is never logged. A refusal is a PreambleAck with status
 // kAuthFailed (magic "QCCL"), which the connecting side tells from a challenge by its magic.
-// This authenticates both ends; it does not encrypt or sign the traffic that follows.
+// With encryption (suite != 0), every byte after the client's MAC, in both directions,
+// travels in AEAD records under keys derived from K, P, the suite and both nonces
+// (net/record_cipher.hpp); the PreambleAck is the first record from the accepting side.
+// Without it, this authenticates both ends and nothing more: the traffic that follows is
+// neither encrypted nor signed.
 //
 // Thread-safety: the functions are reentrant; a Connection is used by one coroutine at a time.
 #pragma once
@@ -31,8 +38,15 @@
 
 namespace qccl::net {
 
-// The shared secret; nullopt = no authentication.
-using Secret = std::optional<std::string>;
+// The shared secret and whether connections are encrypted with it (docs/security.md).
+struct SharedSecret {
+  std::string key;
+  bool encrypt = true;  // false: authenticate only (turned off explicitly, on every side)
+};
+// nullopt = no authentication (and no encryption).
+using Secret = std::optional<SharedSecret>;
+// The secret of an auth token, if any.
+Secret make_secret(const std::optional<std::string>& token, bool encrypt);
 
 inline constexpr size_t kNonceSize = 32;
 inline constexpr size_t kMacSize = 32;

@@ -4,6 +4,7 @@
 #include <netinet/tcp.h>
 
 #include <array>
+#include <cstring>
 
 #include <asio/experimental/awaitable_operators.hpp>
 
@@ -69,11 +70,20 @@ TcpProgress Connection::tcp_progress() {
   return read_tcp_progress(socket_.native_handle());
 }
 
+void Connection::enable_records(std::unique_ptr<RecordSealer> sealer,
+                                std::unique_ptr<RecordOpener> opener) {
+  sealer_ = std::move(sealer);
+  opener_ = std::move(opener);
+  rx_plain_.clear();
+  rx_pos_ = 0;
+}
+
 awaitable<Status> Connection::read_exact(std::span<uint8_t> dst) {
   if (faults_) {
     ReadFault fault = faults_->before_read(dst.size());
     if (fault.hang) co_return co_await read_faulty(dst, fault);
   }
+  if (opener_) co_return co_await read_records(dst);
   auto [ec, n] = co_await asio::async_read(socket_, asio::buffer(dst.data(), dst.size()),
                                            use_nothrow);
   bytes_read_ += n;
@@ -99,12 +109,126 @@ awaitable<Status> Connection::read_faulty(std::span<uint8_t> dst, ReadFault faul
 }
 
 awaitable<Result<size_t>> Connection::read_some(std::span<uint8_t> dst) {
+  if (opener_ && !dst.empty()) {
+    if (rx_pos_ == rx_plain_.size()) {
+      auto direct = co_await read_record(dst);
+      if (!direct.is_ok()) co_return rx_eof_ ? Result<size_t>(size_t{0}) : direct;
+      if (*direct > 0) co_return *direct;
+    }
+    size_t n = std::min(dst.size(), rx_plain_.size() - rx_pos_);
+    std::memcpy(dst.data(), rx_plain_.data() + rx_pos_, n);
+    rx_pos_ += n;
+    co_return n;
+  }
   auto [ec, n] = co_await socket_.async_read_some(asio::buffer(dst.data(), dst.size()),
                                                   use_nothrow);
   bytes_read_ += n;
   if (ec == asio::error::eof) co_return size_t{0};
   if (ec) co_return io_status(StatusCode::kPeerLost, fmt::format("read from {}", remote_), ec);
   co_return n;
+}
+
+// ---- records (encryption on)
+
+awaitable<Status> Connection::read_records(std::span<uint8_t> dst) {
+  size_t done = 0;
+  while (done < dst.size()) {
+    if (rx_pos_ < rx_plain_.size()) {
+      size_t n = std::min(dst.size() - done, rx_plain_.size() - rx_pos_);
+      std::memcpy(dst.data() + done, rx_plain_.data() + rx_pos_, n);
+      rx_pos_ += n;
+      done += n;
+      continue;
+    }
+    auto direct = co_await read_record(dst.subspan(done));
+    if (!direct.is_ok()) co_return direct.status();
+    done += *direct;
+  }
+  co_return Status::ok();
+}
+
+// Reads and opens the next record: straight into `direct` when its payload fits there
+// (returns the payload's size), else into rx_plain_ (returns 0). Large reads thus decrypt in
+// place in the caller's memory; only a record that straddles two reads is copied.
+awaitable<Result<size_t>> Connection::read_record(std::span<uint8_t> direct) {
+  std::array<uint8_t, kRecordHeaderSize> header;
+  auto [ec, n] = co_await asio::async_read(socket_, asio::buffer(header), use_nothrow);
+  bytes_read_ += n;
+  rx_eof_ = ec == asio::error::eof && n == 0;
+  if (ec) co_return io_status(StatusCode::kPeerLost, fmt::format("read from {}", remote_), ec);
+  auto len = RecordOpener::payload_length(header);
+  if (!len.is_ok()) co_return record_failed(len.status());
+  const bool fits = *len <= direct.size();
+  if (!fits) {
+    rx_plain_.resize(*len);
+    rx_pos_ = 0;
+  }
+  std::span<uint8_t> into = fits ? direct.first(*len) : std::span<uint8_t>(rx_plain_);
+  std::array<uint8_t, kTagSize> tag;
+  std::array<asio::mutable_buffer, 2> body{asio::buffer(into.data(), into.size()),
+                                           asio::buffer(tag)};
+  auto [ec2, n2] = co_await asio::async_read(socket_, body, use_nothrow);
+  bytes_read_ += n2;
+  Status st = ec2 ? io_status(StatusCode::kPeerLost, fmt::format("read from {}", remote_), ec2)
+                  : opener_->open(header, into, tag);
+  if (!st.is_ok()) {
+    rx_plain_.clear();
+    rx_pos_ = 0;
+    co_return ec2 ? st : record_failed(st);
+  }
+  co_return fits ? *len : size_t{0};
+}
+
+// A record that is not what the other end sealed: someone on the path altered, injected,
+// replayed or reordered bytes (or the other end is broken). Nothing more is read from it.
+Status Connection::record_failed(const Status& why) {
+  log::get("net")->warn("connection from {}: {}; dropping the connection", remote_, why.message());
+  close();
+  return make_status(StatusCode::kPeerLost, "connection from {} dropped: {}", remote_,
+                     why.message());
+}
+
+awaitable<std::pair<asio::error_code, size_t>> Connection::write_raw(
+    std::span<const asio::const_buffer> buffers) {
+  auto [ec, n] = co_await asio::async_write(socket_, buffers, use_nothrow);
+  bytes_written_ += n;
+  co_return std::make_pair(ec, n);
+}
+
+// Seals `buffers` into records of up to kMaxRecordPayload bytes, kSealBatch records at a time
+// into tx_sealed_, and writes each batch.
+awaitable<Status> Connection::write_records(std::span<const asio::const_buffer> buffers) {
+  constexpr size_t kSealBatch = 4;
+  tx_sealed_.resize(kSealBatch * (kMaxRecordPayload + kRecordOverhead));
+  size_t buf = 0;     // the buffer being sealed
+  size_t offset = 0;  // and how far
+  for (;;) {
+    size_t used = 0;
+    for (size_t r = 0; r < kSealBatch && buf < buffers.size(); ++r) {
+      std::array<std::span<const uint8_t>, 16> parts;
+      size_t count = 0;
+      size_t payload = 0;
+      while (buf < buffers.size() && payload < kMaxRecordPayload && count < parts.size()) {
+        const auto* base = static_cast<const uint8_t*>(buffers[buf].data());
+        size_t take = std::min(buffers[buf].size() - offset, kMaxRecordPayload - payload);
+        if (take > 0) parts[count++] = std::span<const uint8_t>(base + offset, take);
+        payload += take;
+        offset += take;
+        if (offset == buffers[buf].size()) {
+          ++buf;
+          offset = 0;
+        }
+      }
+      if (payload == 0) break;
+      auto sealed = sealer_->seal(std::span(parts.data(), count), tx_sealed_.data() + used);
+      if (!sealed.is_ok()) co_return sealed.status();
+      used += *sealed;
+    }
+    if (used == 0) co_return Status::ok();
+    std::array<asio::const_buffer, 1> out{asio::buffer(tx_sealed_.data(), used)};
+    auto [ec, n] = co_await write_raw(out);
+    if (ec) co_return io_status(StatusCode::kPeerLost, fmt::format("write to {}", remote_), ec);
+  }
 }
 
 awaitable<Status> Connection::skip(size_t n) {
@@ -166,6 +290,11 @@ awaitable<Status> Connection::write_gather(std::span<const asio::const_buffer> b
   size_t total = asio::buffer_size(buffers);
   size_t written = 0;
   asio::error_code ec;
+  if (sealer_) {
+    QCCL_CO_RETURN_IF_ERROR(co_await write_records(buffers));
+    if (faults_ && faults_->close_after_write(total)) close();
+    co_return Status::ok();
+  }
   if (!coalesce_ || total <= kCoalesceTail) {
     std::tie(ec, written) = co_await asio::async_write(socket_, buffers, use_nothrow);
   } else {
@@ -222,8 +351,14 @@ awaitable<void> Connection::writer_loop() {
     std::vector<uint8_t> frame = std::move(queue_.front());
     queue_.pop_front();
     queued_bytes_ -= frame.size();
-    auto [ec, n] = co_await asio::async_write(socket_, asio::buffer(frame), use_nothrow);
-    bytes_written_ += n;
+    asio::error_code ec;
+    if (sealer_) {
+      std::array<asio::const_buffer, 1> b{asio::buffer(frame)};
+      Status st = co_await write_records(b);
+      if (!st.is_ok()) ec = asio::error::broken_pipe;
+    } else {
+      ec = (co_await write_raw(std::array<asio::const_buffer, 1>{asio::buffer(frame)})).first;
+    }
     if (ec) {
       // Keep the read side: the other end may have said its last word (e.g. the master's
       // M2CKicked) before closing, and the reader must still get it. It sees EOF after.
@@ -269,7 +404,7 @@ void Connection::close() {
 size_t Connection::bytes_available() const {
   asio::error_code ec;
   size_t n = open_ ? socket_.available(ec) : 0;
-  return ec ? 0 : n;
+  return (ec ? 0 : n) + (rx_plain_.size() - rx_pos_);
 }
 
 void Connection::on_closed(std::function<void()> cb) {

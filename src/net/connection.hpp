@@ -6,6 +6,11 @@
 // caller that serialises its own writes (data lanes, which send straight from user memory).
 // close() cancels every pending read and write; they complete with an error.
 //
+// After the handshake may turn on encryption (enable_records, net/record_cipher.hpp): every
+// byte written from then on is sealed into AEAD records, every byte read is opened from them,
+// and the callers see the same stream as before. A record that fails authentication fails the
+// read (kPeerLost, logged with the remote address) and closes the connection.
+//
 // TCP_NODELAY is set on construction. set_liveness() adds keep-alive probes and
 // TCP_USER_TIMEOUT so that a silently cut link fails pending I/O within the given time.
 //
@@ -23,6 +28,7 @@
 
 #include "net/asio_common.hpp"
 #include "net/fault_policy.hpp"
+#include "net/record_cipher.hpp"
 #include "net/signal.hpp"
 #include "net/tcp_progress.hpp"
 #include "wire/frame.hpp"
@@ -46,6 +52,11 @@ class Connection : public std::enable_shared_from_this<Connection> {
   void set_fault_policy(std::shared_ptr<FaultPolicy> policy) { faults_ = std::move(policy); }
   // How far TCP got with what was written (net/tcp_progress.hpp); zeros when closed.
   TcpProgress tcp_progress();
+
+  // From now on, seal what is written and open what is read (both directions at once; the
+  // handshake guarantees that neither side has sent a record before).
+  void enable_records(std::unique_ptr<RecordSealer> sealer, std::unique_ptr<RecordOpener> opener);
+  bool encrypted() const { return sealer_ != nullptr; }
 
   awaitable<Status> read_exact(std::span<uint8_t> dst);
   // Reads what is available (at least one byte); 0 = the peer closed its side (EOF).
@@ -94,6 +105,12 @@ class Connection : public std::enable_shared_from_this<Connection> {
   awaitable<void> writer_loop();
   // read_exact as the fault policy says: part of it, then nothing until close().
   awaitable<Status> read_faulty(std::span<uint8_t> dst, ReadFault fault);
+  // The encrypted paths of read_exact / read_some / write_gather / writer_loop.
+  awaitable<Status> read_records(std::span<uint8_t> dst);
+  awaitable<Result<size_t>> read_record(std::span<uint8_t> direct);
+  awaitable<Status> write_records(std::span<const asio::const_buffer> buffers);
+  Status record_failed(const Status& why);
+  awaitable<std::pair<asio::error_code, size_t>> write_raw(std::span<const asio::const_buffer> buffers);
 
   tcp::socket socket_;
   std::string remote_;
@@ -111,6 +128,14 @@ class Connection : public std::enable_shared_from_this<Connection> {
   uint64_t bytes_written_ = 0;
   bool coalesce_ = false;
   std::shared_ptr<FaultPolicy> faults_;
+  // Encryption (enable_records): the opened plaintext of the last record not yet read, and
+  // the buffer records are sealed into before they are written.
+  std::unique_ptr<RecordSealer> sealer_;
+  std::unique_ptr<RecordOpener> opener_;
+  std::vector<uint8_t> rx_plain_;
+  size_t rx_pos_ = 0;
+  bool rx_eof_ = false;  // the last record read met a clean end of stream
+  std::vector<uint8_t> tx_sealed_;
 };
 
 // Connects to host:port within `timeout` (resolution included), with TCP_NODELAY set.

@@ -40,13 +40,17 @@ enum class ConnKind : uint8_t {
   kProbe = 4,    // bandwidth probe: prober -> measured peer (docs/topology.md)
 };
 
-// Preamble.flags: the connecting side authenticates with a shared secret (net/auth.hpp).
+// Preamble.flags: the connecting side authenticates with a shared secret (net/auth.hpp),
+// wants the connection encrypted (net/record_cipher.hpp), and has no AES instructions (the
+// accepting side then picks ChaCha20-Poly1305).
 inline constexpr uint8_t kPreambleFlagAuth = 0x01;
+inline constexpr uint8_t kPreambleFlagEncrypt = 0x02;
+inline constexpr uint8_t kPreambleFlagNoAes = 0x04;
 
 // What the connecting side says first.
 struct Preamble {
   ConnKind kind = ConnKind::kControl;
-  uint8_t flags = 0;         // kPreambleFlagAuth; unknown bits are ignored
+  uint8_t flags = 0;         // kPreambleFlag*; unknown bits are ignored
   PeerId peer_id = kNoPeer;  // kNoPeer on a first control connection (the master assigns one)
   Epoch epoch = 0;           // data: the group epoch the lane belongs to
   uint16_t lane = 0;         // data: index in the pool

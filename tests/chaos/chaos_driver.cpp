@@ -19,6 +19,9 @@
 //             0-500 ms later with --resume-grace-ms 1000 (peers run with
 //             QCCL_MASTER_RECONNECT_MS and resume); only while more than half the peers are
 //             healthy, so that the ring has a quorum, and not again until it settled
+// The master and every peer share a secret (a file the driver writes; --no-secret: none), so
+// every connection is authenticated and encrypted (docs/security.md), as in a real run.
+//
 // A fault that could take a peer out of the group (kill, stop, cut, leave) is only injected if
 // at least two established, unimpaired peers remain, so the group never empties: its shared
 // state always has a holder. At most --max-impaired peers are stopped or cut off at once. With root, ip and tc, every peer slot is its own network
@@ -115,6 +118,9 @@ class Driver {
     connect_timeout_ms_ = 3 * opt_.peer_timeout_ms + 10000;
     report_.opt_line = options_line();
   }
+  ~Driver() {
+    if (!secret_file_.empty()) ::unlink(secret_file_.c_str());
+  }
 
   int run();
 
@@ -130,6 +136,7 @@ class Driver {
   // ---- processes ----
   // Starts the master on `listen` ("host:0" at first; its old address after a kill).
   bool start_master(const std::string& listen);
+  bool write_secret();  // a fresh random secret in a private temporary file (secret_file_)
   std::string spawn_peer(const char* why);
   void on_line(Procs::Id id, bool is_out, const std::string& line);
   void on_peer_event(PeerProc& p, const Event& e);
@@ -168,6 +175,7 @@ class Driver {
   std::string net_skip_reason_;
   std::optional<Procs::Id> master_;
   std::string master_addr_;
+  std::string secret_file_;  // removed by the destructor
   int64_t master_restart_us_ = -1;  // >= 0: the master was killed; start it again then
   int64_t master_settled_us_ = 0;   // until then the restarted master may be taking resumes
   std::vector<PeerProc> peers_;
@@ -202,7 +210,8 @@ std::string Driver::options_line() const {
          std::to_string(opt_.stall_margin_ms) + " --fault-interval-ms " +
          std::to_string(opt_.fault_interval_ms) + " --max-impaired " +
          std::to_string(opt_.max_impaired) + " --pace-ms " + std::to_string(opt_.pace_ms) +
-         (opt_.netns ? "" : " --no-netns") + (opt_.master_restarts ? " --master-restarts" : "");
+         (opt_.netns ? "" : " --no-netns") + (opt_.master_restarts ? " --master-restarts" : "") +
+         (opt_.secret ? "" : " --no-secret");
 }
 
 void Driver::log_line(const std::string& who, const std::string& line, bool is_err) {
@@ -229,6 +238,21 @@ void Driver::status_line() {
 
 // ------------------------------------------------------------------ processes
 
+bool Driver::write_secret() {
+  char path[] = "/tmp/qccl-chaos-secret-XXXXXX";
+  const int fd = ::mkstemp(path);  // mode 0600
+  if (fd < 0) {
+    std::printf("cannot create a secret file in /tmp\n");
+    return false;
+  }
+  std::string secret = "chaos-";
+  for (int i = 0; i < 32; ++i) secret += "0123456789abcdef"[uniform(0, 15)];
+  const bool ok = ::write(fd, secret.data(), secret.size()) == static_cast<ssize_t>(secret.size());
+  ::close(fd);
+  secret_file_ = path;
+  return ok;
+}
+
 bool Driver::start_master(const std::string& listen) {
   std::vector<std::string> argv = net_ ? net_->master_prefix() : std::vector<std::string>{};
   argv.insert(argv.end(), {opt_.master_bin, "--listen", listen, "--log-level", "info",
@@ -238,6 +262,7 @@ bool Driver::start_master(const std::string& listen) {
   // A replacement (on the old address) starts no new run while the peers resume the old one:
   // a joiner that registered first would otherwise start a second run.
   if (report_.master_pid != 0) argv.insert(argv.end(), {"--resume-grace-ms", "1000"});
+  if (!secret_file_.empty()) argv.insert(argv.end(), {"--auth-token-file", secret_file_});
   std::vector<std::string> env;
 #if defined(__SANITIZE_ADDRESS__)
   // ASan keeps freed memory in a quarantine (256 MiB by default) before reusing it, which
@@ -288,6 +313,7 @@ std::string Driver::spawn_peer(const char* why) {
   p.spawned_us = now_us();
   history_.begin(slot, p.spawned_us);
   std::vector<std::string> env = {"QCCL_LOG_LEVEL=warn"};
+  if (!secret_file_.empty()) env.push_back("QCCL_AUTH_TOKEN_FILE=" + secret_file_);
   // Long enough for any restart here (at most 0.5 s) and for a cut link to come back.
   if (opt_.master_restarts) {
     env.push_back("QCCL_MASTER_RECONNECT_MS=" + std::to_string(5 * opt_.peer_timeout_ms + 10000));
@@ -755,6 +781,7 @@ int Driver::run() {
   report_.net_line = net_ ? "on (every peer slot in its own network namespace)"
                           : "skipped (" + net_skip_reason_ + ")";
   std::printf("network faults: %s\n", report_.net_line.c_str());
+  if (opt_.secret && !write_secret()) return 1;
   if (!start_master((net_ ? net_->master_ip() : "127.0.0.1") + ":0")) return 1;
   std::printf("master pid %d at %s\n", report_.master_pid, master_addr_.c_str());
   std::fflush(stdout);

@@ -29,6 +29,7 @@ struct Options {
   int64_t rss_limit_mib = 0;  // 0: the first sample + 64 MiB
   bool netns = true;
   bool master_restarts = false;  // the master may be killed and started again (issue 22)
+  bool secret = true;            // a shared secret: every connection encrypted (issue 23)
   bool verbose = false;
   std::string log_dir;
   std::string master_bin = QCCL_CHAOS_MASTER_BIN;
@@ -53,6 +54,8 @@ struct Options {
                "  --rss-limit-mib N      master VmRSS bound (default: first sample + 64)\n"
                "  --no-netns             loopback only, even as root (no network faults)\n"
                "  --master-restarts      also kill the master and start it again (peers resume)\n"
+               "  --no-secret            no shared secret (default: one, so every connection is\n"
+               "                         authenticated and encrypted)\n"
                "  --log-dir DIR          write every line of every process to DIR/chaos.log\n"
                "  --verbose              echo every line to stdout\n"
                "  --master-bin PATH      qccl-master (default: the build's)\n"
@@ -68,6 +71,7 @@ inline Options parse(int argc, char** argv) {
     if (a == "--help" || a == "-h") usage("", 0);
     if (a == "--no-netns") { o.netns = false; continue; }
     if (a == "--master-restarts") { o.master_restarts = true; continue; }
+    if (a == "--no-secret") { o.secret = false; continue; }
     if (a == "--verbose") { o.verbose = true; continue; }
     if (i + 1 >= argc) usage("missing value for " + a);
     std::string v = argv[++i];

@@ -1,7 +1,10 @@
-// Authentication with a shared secret, through the public C API (net/auth.hpp): a run whose
-// master and peers share the secret works over every kind of connection (control, ring lanes,
-// shared-state transfer, bandwidth probes); a peer with another secret, or none, and a peer
-// whose master has none, are refused with qcclAuthFailed at once, and the run goes on.
+// Authentication with a shared secret, through the public C API (net/auth.hpp), and the
+// encryption that comes with it (docs/security.md): a run whose master and peers share the
+// secret works over every kind of connection (control, ring lanes, shared-state transfer,
+// bandwidth probes), encrypted (the default) or with encryption turned off everywhere; a peer
+// with another secret, or none, a peer whose master has none, and a peer whose encryption
+// setting differs from the master's (a downgrade attempt, either way) are refused with
+// qcclAuthFailed at once, and the run goes on.
 #include <qccl/qccl.h>
 
 #include <gtest/gtest.h>
@@ -27,10 +30,12 @@ struct Attempt {
   std::string error;
   int64_t ms = 0;
 };
-Attempt try_connect(const std::string& address, const char* token) {
+Attempt try_connect(const std::string& address, const char* token,
+                    uint32_t encryption = QCCL_ENCRYPTION_DEFAULT) {
   qcclCommConfig_t cc = QCCL_COMM_CONFIG_INIT;
   cc.master_address = address.c_str();
   cc.auth_token = token;
+  cc.encryption = encryption;
   cc.connect_timeout_ms = 20000;
   qcclComm_t* comm = nullptr;
   Attempt a;
@@ -47,9 +52,12 @@ Attempt try_connect(const std::string& address, const char* token) {
   return a;
 }
 
-TEST(Auth, ASharedSecretRunUsesEveryKindOfConnection) {
+class AuthEncryption : public ::testing::TestWithParam<uint32_t> {};
+
+TEST_P(AuthEncryption, ASharedSecretRunUsesEveryKindOfConnection) {
   ClusterOptions o;
   o.auth_token = kSecret;
+  o.encryption = GetParam();
   Cluster c(o);
   ASSERT_TRUE(c.ok());
   ASSERT_TRUE(c.grow(3));
@@ -82,6 +90,12 @@ TEST(Auth, ASharedSecretRunUsesEveryKindOfConnection) {
   }));
 }
 
+INSTANTIATE_TEST_SUITE_P(Settings, AuthEncryption,
+                         ::testing::Values(QCCL_ENCRYPTION_DEFAULT, QCCL_ENCRYPTION_OFF),
+                         [](const auto& param_info) {
+                           return param_info.param == QCCL_ENCRYPTION_OFF ? "Off" : "Encrypted";
+                         });
+
 TEST(Auth, StrangersAreRefusedAtOnceAndTheRunGoesOn) {
   ClusterOptions o;
   o.auth_token = kSecret;
@@ -111,6 +125,44 @@ TEST(Auth, StrangersAreRefusedAtOnceAndTheRunGoesOn) {
     ASSERT_EQ(qcclArePeersPending(comm, &pending), qcclSuccess) << "peer " << i;
     EXPECT_EQ(pending, 0) << "peer " << i;
   }));
+}
+
+// No silent downgrade: the side that encrypts refuses the side that does not, either way.
+TEST(Auth, APeerWhoseEncryptionSettingDiffersIsRefusedAtOnce) {
+  for (uint32_t master : {QCCL_ENCRYPTION_DEFAULT, QCCL_ENCRYPTION_OFF}) {
+    ClusterOptions o;
+    o.auth_token = kSecret;
+    o.encryption = master;
+    Cluster c(o);
+    ASSERT_TRUE(c.ok());
+    ASSERT_TRUE(c.grow(1));
+    const bool master_encrypts = master != QCCL_ENCRYPTION_OFF;
+    SCOPED_TRACE(master_encrypts ? "master encrypts" : "master does not encrypt");
+    Attempt a = try_connect(c.master_address(), kSecret,
+                            master_encrypts ? QCCL_ENCRYPTION_OFF : QCCL_ENCRYPTION_ON);
+    EXPECT_EQ(a.result, qcclAuthFailed) << a.error;
+    EXPECT_NE(a.error.find("encrypt"), std::string::npos) << a.error;
+    EXPECT_LT(a.ms, 5000) << "a refusal must not wait for a timeout";
+    int pending = -1;
+    ASSERT_TRUE(c.run([&](size_t, qcclComm_t* comm) {
+      ASSERT_EQ(qcclArePeersPending(comm, &pending), qcclSuccess);
+    }));
+    EXPECT_EQ(pending, 0);
+  }
+}
+
+TEST(Auth, ABadEncryptionSettingIsAnInvalidArgument) {
+  qcclCommConfig_t cc = QCCL_COMM_CONFIG_INIT;
+  cc.encryption = 3;
+  qcclComm_t* comm = nullptr;
+  EXPECT_EQ(qcclCommCreate(&cc, &comm), qcclInvalidArgument);
+  EXPECT_NE(std::string(qcclGetLastError()).find("encryption"), std::string::npos);
+  qcclMasterConfig_t mc = QCCL_MASTER_CONFIG_INIT;
+  mc.listen_address = "127.0.0.1:0";
+  mc.encryption = 7;
+  qcclMaster_t* m = nullptr;
+  EXPECT_EQ(qcclMasterCreate(&mc, &m), qcclInvalidArgument);
+  EXPECT_NE(std::string(qcclGetLastError()).find("encryption"), std::string::npos);
 }
 
 TEST(Auth, APeerWithASecretRefusesAMasterWithout) {

@@ -104,6 +104,7 @@ struct ClusterOptions {
   uint32_t vote_timeout_ms = 4000;
   uint32_t probe_ms = 60;             // qcclOptimizeTopology's measured time per link
   std::string auth_token;             // shared secret of the master and every peer; "" = none
+  uint32_t encryption = QCCL_ENCRYPTION_DEFAULT;  // of the master and every peer
   uint32_t connections_per_peer = 2;  // fewer sockets than the default: 2 shared cores
   uint32_t connect_timeout_ms = 15000;
   milliseconds step_timeout{20000};  // deadline of each join step and of run()
@@ -133,6 +134,7 @@ class Cluster {
     mc.vote_timeout_ms = options_.vote_timeout_ms;
     mc.probe_ms = options_.probe_ms;
     mc.auth_token = options_.auth_token.empty() ? nullptr : options_.auth_token.c_str();
+    mc.encryption = options_.encryption;
     qcclResult_t r = qcclMasterCreate(&mc, &master_);
     if (r != qcclSuccess) {
       ADD_FAILURE() << "qcclMasterCreate: " << describe(r);
@@ -236,6 +238,7 @@ class Cluster {
     cc.connections_per_peer = options_.connections_per_peer;
     cc.connect_timeout_ms = options_.connect_timeout_ms;
     cc.auth_token = options_.auth_token.empty() ? nullptr : options_.auth_token.c_str();
+    cc.encryption = options_.encryption;
     qcclComm_t* comm = nullptr;
     qcclResult_t r = qcclCommCreate(&cc, &comm);
     if (r != qcclSuccess) return ::testing::AssertionFailure() << "qcclCommCreate: " << describe(r);

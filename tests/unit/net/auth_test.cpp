@@ -1,7 +1,9 @@
 // The shared-secret handshake (net/auth.hpp) over real loopback sockets: the HMAC against
-// RFC 4231, success with equal secrets, refusal in every mismatch, a tampered answer, a replayed
-// answer (fresh nonces), and garbage instead of a nonce. Each case runs both ends on one
-// io_context with a deadline.
+// RFC 4231, success with equal secrets (encrypted, or authenticated only), refusal in every
+// mismatch (of secrets or of the encryption setting: no downgrade), a tampered answer, a
+// replayed answer (fresh nonces), garbage instead of a nonce; and on an encrypted connection,
+// data both ways in records, and a record sealed under other keys dropping the connection.
+// Each case runs both ends on one io_context with a deadline.
 #include <gtest/gtest.h>
 
 #include <array>
@@ -23,6 +25,9 @@ namespace qccl::net {
 namespace {
 
 using namespace std::chrono_literals;
+
+// A secret, encrypting unless `encrypt` is false.
+Secret key(const char* k, bool encrypt = true) { return make_secret(std::string(k), encrypt); }
 
 std::string hex(std::span<const uint8_t> bytes) {
   std::string s;
@@ -97,12 +102,14 @@ Outcome exchange(const Secret& client_secret, const Secret& server_secret) {
 }
 
 TEST(Auth, EqualSecretsOrNoneAreAccepted) {
-  for (const Secret& s : {Secret{}, Secret{"s3cret"}}) {
+  for (const Secret& s : {Secret{}, key("s3cret"), key("s3cret", false)}) {
     Outcome o = exchange(s, s);
     EXPECT_TRUE(o.client.is_ok()) << o.client.to_string();
     ASSERT_TRUE(o.server.is_ok()) << o.server.status().to_string();
     EXPECT_EQ(o.server->peer_id, 7u);
-    EXPECT_EQ(o.server->flags, s ? wire::kPreambleFlagAuth : 0);
+    uint8_t flags = !s ? 0 : s->encrypt ? wire::kPreambleFlagAuth | wire::kPreambleFlagEncrypt
+                                        : wire::kPreambleFlagAuth;
+    EXPECT_EQ(o.server->flags, flags);
     ASSERT_TRUE(o.ack.has_value());
     EXPECT_EQ(o.ack->status, StatusCode::kOk);
   }
@@ -113,10 +120,16 @@ TEST(Auth, EveryMismatchIsRefusedOnBothSides) {
     Secret client, server;
     const char* server_says;
   };
-  for (const Case& c : {Case{"a", "b", nullptr},
-                        Case{{}, "b", "presented no shared secret"},
-                        Case{"a", {}, "uses a shared secret, this one none"}}) {
-    SCOPED_TRACE(std::string(c.client ? *c.client : "-") + " vs " + (c.server ? *c.server : "-"));
+  for (const Case& c : {Case{key("a"), key("b"), nullptr},
+                        Case{{}, key("b"), "presented no shared secret"},
+                        Case{key("a"), {}, "uses a shared secret, this one none"},
+                        // A downgrade: the group requires encryption, this peer offers none.
+                        Case{key("a", false), key("a"), "does not encrypt; this side requires it"},
+                        Case{key("a"), key("a", false), "encrypts; this side has encryption off"}}) {
+    auto name = [](const Secret& x) {
+      return !x ? std::string("-") : x->key + (x->encrypt ? "+enc" : "");
+    };
+    SCOPED_TRACE(name(c.client) + " vs " + name(c.server));
     Outcome o = exchange(c.client, c.server);
     ASSERT_FALSE(o.server.is_ok());
     if (c.server_says) {
@@ -124,7 +137,7 @@ TEST(Auth, EveryMismatchIsRefusedOnBothSides) {
       EXPECT_NE(o.server.status().message().find(c.server_says), std::string::npos)
           << o.server.status().message();
     }
-    if (c.client && c.server) {
+    if (c.client && c.server && c.client->key != c.server->key) {
       // The client finds out first (the server's proof does not match its secret) and hangs
       // up, so the server side ends with the lost connection.
       EXPECT_EQ(o.client.code(), StatusCode::kAuthFailed) << o.client.to_string();
@@ -171,7 +184,8 @@ Result<wire::Preamble> raw_client(const std::string& secret,
       p.client->close();
     };
     auto serve = [&]() -> awaitable<void> {
-      server = co_await receive_preamble(*p.server, secret);
+      // Authentication only: raw_client sends no encryption flag (the MAC is what is tested).
+      server = co_await receive_preamble(*p.server, make_secret(secret, false));
       p.server->close();
     };
     co_await (client() && serve());
@@ -182,6 +196,9 @@ Result<wire::Preamble> raw_client(const std::string& secret,
 TEST(Auth, ATamperedAnswerIsRefused) {
   // Knows nothing: answers with zeros.
   auto r = raw_client("k", [](auto, const Nonce&) { return std::vector<uint8_t>(kMacSize, 0); });
+  ASSERT_FALSE(r.is_ok());
+  EXPECT_NE(r.status().message().find("does not know the shared secret"), std::string::npos)
+      << r.status().message();
   ASSERT_FALSE(r.is_ok());
   EXPECT_EQ(r.status().code(), StatusCode::kAuthFailed);
 }
@@ -207,15 +224,83 @@ TEST(Auth, AClientThatClosesMidExchangeEndsTheServerSide) {
   Result<wire::Preamble> server = make_status(StatusCode::kInternal, "not run");
   p.run([&]() -> awaitable<void> {
     wire::Preamble pre = probe_preamble();
-    pre.flags = wire::kPreambleFlagAuth;
+    pre.flags = wire::kPreambleFlagAuth | wire::kPreambleFlagEncrypt;
     auto pre_bytes = wire::encode_preamble(pre);
     std::array<asio::const_buffer, 1> out{asio::buffer(pre_bytes)};
     co_await p.client->write_gather(out);
     p.client->close();  // no nonce follows
-    server = co_await receive_preamble(*p.server, Secret{"k"});
+    server = co_await receive_preamble(*p.server, key("k"));
   });
   ASSERT_FALSE(server.is_ok());
   EXPECT_EQ(server.status().code(), StatusCode::kPeerLost) << server.status().to_string();
+}
+
+// After the handshake both ends speak records: a gather of several buffers larger than a
+// record, and queued frames, arrive intact.
+TEST(Auth, AnEncryptedConnectionCarriesDataBothWays) {
+  Pair p;
+  std::vector<uint8_t> big(300 * 1024 + 7), frame(5000, 0x5a);
+  for (size_t i = 0; i < big.size(); ++i) big[i] = static_cast<uint8_t>(i * 31 + 7);
+  std::vector<uint8_t> got(big.size()), got_frame(frame.size());
+  Status client = make_status(StatusCode::kInternal, "not run");
+  Status server = make_status(StatusCode::kInternal, "not run");
+  p.run([&]() -> awaitable<void> {
+    using namespace asio::experimental::awaitable_operators;
+    auto c = [&]() -> awaitable<void> {
+      client = co_await send_preamble(*p.client, probe_preamble(), key("k"));
+      if (!client.is_ok()) co_return;
+      EXPECT_TRUE(p.client->encrypted());
+      std::array<asio::const_buffer, 2> out{asio::buffer(big.data(), 1000),
+                                            asio::buffer(big.data() + 1000, big.size() - 1000)};
+      client = co_await p.client->write_gather(out);
+      if (client.is_ok()) client = co_await p.client->read_exact(got_frame);
+    };
+    auto s = [&]() -> awaitable<void> {
+      auto pre = co_await receive_preamble(*p.server, key("k"));
+      server = pre.status();
+      if (!server.is_ok()) co_return;
+      EXPECT_TRUE(p.server->encrypted());
+      p.server->enqueue(frame);
+      server = co_await p.server->read_exact(std::span(got).first(10));
+      if (server.is_ok()) server = co_await p.server->read_exact(std::span(got).subspan(10));
+    };
+    co_await (c() && s());
+    p.client->close();  // ends the server's queue writer
+    p.server->close();
+  });
+  ASSERT_TRUE(client.is_ok()) << client.to_string();
+  ASSERT_TRUE(server.is_ok()) << server.to_string();
+  EXPECT_EQ(got, big);
+  EXPECT_EQ(got_frame, frame);
+  // Records cost 20 bytes per 64 KiB at most; more would mean double sealing.
+  const uint64_t records = (big.size() + kMaxRecordPayload - 1) / kMaxRecordPayload + 1;
+  EXPECT_LE(p.client->bytes_written(),
+            wire::kPreambleSize + kNonceSize + kMacSize + big.size() + 2 * records * kRecordOverhead);
+}
+
+// A record the receiver's keys did not seal (an injected one) fails the read with kPeerLost
+// and closes the connection; nothing of it reaches the reader.
+TEST(Auth, ARecordUnderOtherKeysDropsTheConnection) {
+  Pair p;
+  std::array<uint8_t, kNonceSize> n1{}, n2{};
+  n2[0] = 1;
+  const auto pre = wire::encode_preamble(probe_preamble());
+  SessionKeys mine = derive_session_keys("k", CipherSuite::kAes256Gcm, pre, n1, n1);
+  SessionKeys other = derive_session_keys("k", CipherSuite::kAes256Gcm, pre, n2, n1);
+  p.client->enable_records(std::make_unique<RecordSealer>(CipherSuite::kAes256Gcm, other.client_to_server),
+                           std::make_unique<RecordOpener>(CipherSuite::kAes256Gcm, other.server_to_client));
+  p.server->enable_records(std::make_unique<RecordSealer>(CipherSuite::kAes256Gcm, mine.server_to_client),
+                           std::make_unique<RecordOpener>(CipherSuite::kAes256Gcm, mine.client_to_server));
+  std::vector<uint8_t> data(1000, 1), got(1000, 0);
+  Status read = make_status(StatusCode::kInternal, "not run");
+  p.run([&]() -> awaitable<void> {
+    std::array<asio::const_buffer, 1> out{asio::buffer(data)};
+    co_await p.client->write_gather(out);
+    read = co_await p.server->read_exact(got);
+  });
+  EXPECT_EQ(read.code(), StatusCode::kPeerLost) << read.to_string();
+  EXPECT_NE(read.message().find("failed authentication"), std::string::npos) << read.message();
+  EXPECT_FALSE(p.server->is_open());
 }
 
 }  // namespace
