@@ -1,6 +1,7 @@
 """Shared-secret authentication from Python: a master and peers with the same auth_token work
 (all-reduce, shared state, link probes); a peer with another token, or none, gets
-AuthFailedError at once; a peer with a token refuses a master without one."""
+AuthFailedError at once; a peer with a token refuses a master without one; encryption (on
+with a secret) must be set alike everywhere."""
 
 from __future__ import annotations
 
@@ -60,3 +61,32 @@ def test_a_peer_with_a_secret_refuses_a_master_without(master):
     with qccl.Communicator(master.address, auth_token=SECRET) as c:
         with pytest.raises(qccl.AuthFailedError):
             c.connect(timeout=20)
+
+
+@pytest.mark.timeout(60)
+def test_encryption_settings_must_agree(secret_master):
+    """The master encrypts (it has a secret): a peer that turns encryption off is refused at
+    once; a bad setting is a TypeError before anything is sent."""
+    with qccl.Communicator(secret_master.address, auth_token=SECRET, encryption=False) as c:
+        start = time.monotonic()
+        with pytest.raises(qccl.AuthFailedError) as e:
+            c.connect(timeout=20)
+        assert time.monotonic() - start < 5
+        assert "encrypt" in str(e.value)
+    with pytest.raises(TypeError):
+        qccl.Communicator(secret_master.address, auth_token=SECRET, encryption="off")
+
+
+@pytest.mark.timeout(60)
+def test_authentication_only_when_every_side_turns_encryption_off():
+    with qccl.Master("127.0.0.1:0", auth_token=SECRET, encryption=False) as m:
+        m.start()
+        comms = make_group(m, 2, auth_token=SECRET, encryption=False)
+        try:
+            bufs = [np.full(1000, float(i + 1)) for i in range(2)]
+            parallel([lambda c=c, b=b: c.all_reduce(b) for c, b in zip(comms, bufs)])
+            for b in bufs:
+                np.testing.assert_array_equal(b, np.full(1000, 3.0))
+        finally:
+            for c in comms:
+                c.close()
