@@ -175,8 +175,10 @@ typedef struct {
    * master resumes the run: a new qccl-master on the same address, or a standby. Calls made
    * meanwhile wait; operations in flight fail with qcclPeerLost (retry) unless they had
    * finished locally, which the new master commits or fails on every peer alike. Past the
-   * deadline every call fails with qcclMasterUnreachable, as at once with 0. 0 = the
-   * environment's $QCCL_MASTER_RECONNECT_MS if set, else 0 (do not resume). */
+   * deadline every call fails with qcclMasterUnreachable. 0 = the environment's
+   * $QCCL_MASTER_RECONNECT_MS if set (0 there: do not resume), else
+   * QCCL_MASTER_RECONNECT_DEFAULT_MS; QCCL_MASTER_RECONNECT_NEVER = do not resume: every call
+   * fails with qcclMasterUnreachable as soon as the master is lost. */
   uint32_t master_reconnect_ms;
   /* Appended: with a shared secret (auth_token or auth_token_file), every connection of this
    * peer (to the master, ring lanes, shared-state transfers, bandwidth probes) is encrypted
@@ -186,6 +188,9 @@ typedef struct {
    * between sides that differ is refused with qcclAuthFailed (no silent downgrade). */
   uint32_t encryption;
 } qcclCommConfig_t;
+/* qcclCommConfig_t.master_reconnect_ms */
+#define QCCL_MASTER_RECONNECT_DEFAULT_MS 60000u
+#define QCCL_MASTER_RECONNECT_NEVER 0xFFFFFFFFu
 #define QCCL_COMM_CONFIG_INIT \
   { sizeof(qcclCommConfig_t), "127.0.0.1:0", 0, 0, 0, NULL, NULL, NULL, NULL, 0, 0, 0 }
 

@@ -247,8 +247,8 @@ class Communicator(Handle):
     "host:port") and ``auth_token_file`` default to ``$QCCL_LISTEN_ADDRESS``,
     ``$QCCL_ADVERTISE_ADDRESS`` and ``$QCCL_AUTH_TOKEN_FILE``; see docs/deployment.md.
     ``op_timeout`` (seconds, None = ``$QCCL_OP_TIMEOUT_MS`` if set, else no deadline) is the
-    deadline of every operation (:attr:`op_timeout`). ``master_reconnect`` (seconds, None =
-    ``$QCCL_MASTER_RECONNECT_MS`` if set, else 0: do not resume) is how long this peer, once
+    deadline of every operation (:attr:`op_timeout`). ``master_reconnect`` (seconds; None =
+    ``$QCCL_MASTER_RECONNECT_MS`` if set, else 60; 0 = do not resume) is how long this peer, once
     accepted, looks for a master that resumes the run after losing its master (the same
     address restarted, or the next of a list "a:48148,b:48148"; docs/reliability.md §8).
     ``encryption`` (None = on with a secret unless ``$QCCL_ENCRYPTION`` is "off"; True; False =
@@ -288,7 +288,10 @@ class Communicator(Handle):
         self._connected = False
         self._timeout_ms = 0
         self._op_timeout_ms = _timeout_ms(op_timeout)
-        self._master_reconnect_ms = _timeout_ms(master_reconnect)
+        # 0 s: do not resume (QCCL_MASTER_RECONNECT_NEVER); None: the C API's default.
+        self._master_reconnect_ms = (
+            _U32 - 1 if master_reconnect == 0 and not isinstance(master_reconnect, bool)
+            else min(_timeout_ms(master_reconnect), _U32 - 2))
         self._encryption = encryption_setting(encryption)
         self._aborted = False
         self._c: "_C.Comm" = self._create(0)

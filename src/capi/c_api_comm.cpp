@@ -112,12 +112,19 @@ qcclResult_t qcclCommCreate(const qcclCommConfig_t* config, qcclComm_t** comm_ou
       if (!env.is_ok()) return to_result(env.status(), fn);
       o.op_timeout_ms = *env;
     }
-    o.master_reconnect_ms =
+    // Resuming after a lost master is on by default; NEVER (or 0 in the environment) is off.
+    const uint32_t reconnect =
         QCCL_COMM_CONFIG_HAS_(*config, master_reconnect_ms) ? config->master_reconnect_ms : 0;
-    if (o.master_reconnect_ms == 0) {
-      auto env = env_ms("QCCL_MASTER_RECONNECT_MS");
-      if (!env.is_ok()) return to_result(env.status(), fn);
-      o.master_reconnect_ms = *env;
+    if (reconnect == QCCL_MASTER_RECONNECT_NEVER) {
+      o.master_reconnect_ms = 0;
+    } else if (reconnect != 0) {
+      o.master_reconnect_ms = reconnect;
+    } else if (const char* env = std::getenv("QCCL_MASTER_RECONNECT_MS"); env && *env) {
+      auto ms = env_ms("QCCL_MASTER_RECONNECT_MS");
+      if (!ms.is_ok()) return to_result(ms.status(), fn);
+      o.master_reconnect_ms = *ms;
+    } else {
+      o.master_reconnect_ms = QCCL_MASTER_RECONNECT_DEFAULT_MS;
     }
     const uint32_t encryption =
         QCCL_COMM_CONFIG_HAS_(*config, encryption) ? config->encryption : QCCL_ENCRYPTION_DEFAULT;

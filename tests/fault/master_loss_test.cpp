@@ -1,5 +1,6 @@
 // Fault tests: loss of the master (issue 8: "peers return qcclMasterUnreachable within the peer
-// timeout from any call, and keep their data intact").
+// timeout from any call, and keep their data intact"), for peers that do not resume the run
+// (QCCL_MASTER_RECONNECT_MS=0; resuming, the default, is master_resume_test.cpp).
 //
 // The master is the qccl-master binary in its own process (QCCL_MASTER_BIN, set by CMake), so
 // that it is lost the way a crash or a hang loses it:
@@ -57,6 +58,9 @@ QCCL_TEST_WATCHDOG(115);
 
 namespace qccl::test {
 namespace {
+
+// Every peer of these tests fails at once when the master is lost: it does not resume the run.
+std::vector<std::string> no_resume(int) { return {"QCCL_MASTER_RECONNECT_MS=0"}; }
 
 using namespace std::chrono_literals;
 
@@ -200,7 +204,7 @@ TEST_P(MasterLoss, WhileIdleTheNextCallOfEveryKindReturnsMasterUnreachable) {
   const int n = static_cast<int>(kCalls.size());
   auto peers = start_peers(pc, master.address(), n, [](int i) {
     return i % 2 == 0 ? std::vector<std::string>{"--inplace"} : std::vector<std::string>{};
-  }, deadline_in(30s));
+  }, deadline_in(30s), no_resume);
   ASSERT_EQ(peers.size(), static_cast<size_t>(n));
   std::vector<Transcript> ts(n);
   warm_up(pc, peers, ts, {"try", "sync"});
@@ -239,7 +243,7 @@ TEST_P(MasterLoss, DuringAnAllReduceItFailsWithMasterUnreachableAndTheInputIsInt
   // (sendbuf must stay untouched).
   auto peers = start_peers(pc, master.address(), n, [](int i) {
     return i < 2 ? std::vector<std::string>{"--inplace"} : std::vector<std::string>{};
-  }, deadline_in(30s));
+  }, deadline_in(30s), no_resume);
   ASSERT_EQ(peers.size(), static_cast<size_t>(n));
   std::vector<Transcript> ts(n);
   const std::string big = "try " + std::to_string(kBigCount);
@@ -298,7 +302,9 @@ void state_transfer_case(int sig) {
     if (i == receiver) a.push_back("--stale");
     return a;
   }, deadline_in(30s), [](int i) {
-    return i == 0 ? std::vector<std::string>{"QCCL_LOG_LEVEL=debug"} : std::vector<std::string>{};
+    std::vector<std::string> env = no_resume(i);
+    if (i == 0) env.push_back("QCCL_LOG_LEVEL=debug");
+    return env;
   });
   ASSERT_EQ(peers.size(), static_cast<size_t>(n));
   std::vector<Transcript> ts(n);
@@ -358,7 +364,7 @@ TEST_P(VoteLoss, APendingVoteReturnsMasterUnreachable) {
   constexpr int n = 3;
   auto peers = start_peers(pc, master.address(), n, [](int) {
     return std::vector<std::string>{"--inplace"};
-  }, deadline_in(30s));
+  }, deadline_in(30s), no_resume);
   ASSERT_EQ(peers.size(), static_cast<size_t>(n));
   std::vector<Transcript> ts(n);
   warm_up(pc, peers, ts, {"try", "sync"});

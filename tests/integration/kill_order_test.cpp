@@ -81,6 +81,9 @@ uint32_t group_world(const ControlProxy::Frame& f) {
   cc.master_address = address.c_str();
   cc.connections_per_peer = cl.options().connections_per_peer;
   cc.connect_timeout_ms = cl.options().connect_timeout_ms;
+  // Step L is a communicator that ends when its master link closes, as without resuming (a
+  // resuming V would dial its proxy again instead).
+  cc.master_reconnect_ms = QCCL_MASTER_RECONNECT_NEVER;
   qcclComm_t* comm = nullptr;
   qcclResult_t r = qcclCommCreate(&cc, &comm);
   if (r != qcclSuccess) return ::testing::AssertionFailure() << "qcclCommCreate: " << describe(r);

@@ -105,6 +105,7 @@ struct ClusterOptions {
   uint32_t probe_ms = 60;             // qcclOptimizeTopology's measured time per link
   std::string auth_token;             // shared secret of the master and every peer; "" = none
   uint32_t encryption = QCCL_ENCRYPTION_DEFAULT;  // of the master and every peer
+  uint32_t master_reconnect_ms = 0;                // every peer's; 0 = the library's default
   uint32_t connections_per_peer = 2;  // fewer sockets than the default: 2 shared cores
   uint32_t connect_timeout_ms = 15000;
   milliseconds step_timeout{20000};  // deadline of each join step and of run()
@@ -239,6 +240,7 @@ class Cluster {
     cc.connect_timeout_ms = options_.connect_timeout_ms;
     cc.auth_token = options_.auth_token.empty() ? nullptr : options_.auth_token.c_str();
     cc.encryption = options_.encryption;
+    cc.master_reconnect_ms = options_.master_reconnect_ms;
     qcclComm_t* comm = nullptr;
     qcclResult_t r = qcclCommCreate(&cc, &comm);
     if (r != qcclSuccess) return ::testing::AssertionFailure() << "qcclCommCreate: " << describe(r);
