@@ -216,9 +216,16 @@ class Cluster {
 
   // Adds one peer and admits it (steps 1-4 above). Returns its index via `index_out`.
   ::testing::AssertionResult add_peer(uint32_t group = 0, size_t* index_out = nullptr) {
+    return add_peer_with(nullptr, group, index_out);
+  }
+
+  // add_peer() with a communicator the test created (e.g. from comm_config() with addresses of
+  // its own; the cluster takes ownership of it), or a new one if `comm` is null.
+  ::testing::AssertionResult add_peer_with(qcclComm_t* comm, uint32_t group = 0,
+                                           size_t* index_out = nullptr) {
     bool first = peers().empty();
     size_t idx = 0;
-    auto r = begin_join(group, &idx);
+    auto r = comm ? begin_join_existing(comm, group, &idx) : begin_join(group, &idx);
     if (!r) return r;
     if (index_out) *index_out = idx;
     if (!first) {
@@ -230,9 +237,8 @@ class Cluster {
     return finish_join(idx);
   }
 
-  // Step 1: creates a communicator and starts its qcclConnect on its own thread.
-  ::testing::AssertionResult begin_join(uint32_t group, size_t* index_out) {
-    if (!ok_) return ::testing::AssertionFailure() << "the master is not running";
+  // The configuration of this cluster's peers (its strings live as long as the cluster).
+  qcclCommConfig_t comm_config(uint32_t group = 0) const {
     qcclCommConfig_t cc = QCCL_COMM_CONFIG_INIT;
     cc.master_address = address_.c_str();
     cc.peer_group = group;
@@ -241,6 +247,13 @@ class Cluster {
     cc.auth_token = options_.auth_token.empty() ? nullptr : options_.auth_token.c_str();
     cc.encryption = options_.encryption;
     cc.master_reconnect_ms = options_.master_reconnect_ms;
+    return cc;
+  }
+
+  // Step 1: creates a communicator and starts its qcclConnect on its own thread.
+  ::testing::AssertionResult begin_join(uint32_t group, size_t* index_out) {
+    if (!ok_) return ::testing::AssertionFailure() << "the master is not running";
+    qcclCommConfig_t cc = comm_config(group);
     qcclComm_t* comm = nullptr;
     qcclResult_t r = qcclCommCreate(&cc, &comm);
     if (r != qcclSuccess) return ::testing::AssertionFailure() << "qcclCommCreate: " << describe(r);
