@@ -43,6 +43,13 @@
 // every iteration exactly (all-gather's blocks in the ring order qcclOpInfo_t.peer_ids reports;
 // reduce-scatter's block of this peer's ring rank there); a wrong element fails the row.
 //
+// --auth-token-file F gives the master and every peer the shared secret in F, so that every
+// connection is authenticated and (the library's default) encrypted; --encryption off keeps
+// the secret but sends in clear (QCCL_ENCRYPTION_OFF), --encryption on encrypts whatever
+// $QCCL_ENCRYPTION says (QCCL_ENCRYPTION_ON). Without a file nothing is authenticated
+// (compare.py's and wan.py's qccl-auth and qccl-enc rows; issue 23). The JSON's "security"
+// says which: none, auth (secret, no encryption), encrypted, or default ($QCCL_ENCRYPTION).
+//
 // Exit status: 0 when every row ran, was correct and bit-identical on all peers; 1 otherwise
 // (a row the library refused, e.g. an unsupported quantization, prints its error and the run
 // continues with the next row).
@@ -130,6 +137,7 @@ struct Options {
   std::string label;         // for the title and the JSON; default loopback / netns PREFIX
   bool optimize = false;     // --optimize-topology: default ring, qcclOptimizeTopology, again
   uint32_t probe_ms = 0;     // the master's probe_ms (0 = the library's default)
+  Secret secret;             // --auth-token-file, --encryption
   // derived
   qcclDataType_t source = qcclFloat32;
   std::vector<Wire> wires;
@@ -150,6 +158,7 @@ struct Options {
                "  [--netns PREFIX --master-host IP] [--label TEXT] [--timeout-s 1800] [--json FILE]\n"
                "  [--optimize-topology] [--probe-ms MS (0 = default)]\n"
                "  [--op allreduce,allgather,reducescatter,broadcast (default allreduce)]\n"
+               "  [--auth-token-file FILE [--encryption on|off (default: the library's)]]\n"
                "quant entries: none | minmax:T | zps:T (T = uint8, int8, uint16, int16) |\n"
                "  cast:T (T = fp16, bf16, fp32: qcclQuantNone with quantized_dtype T)\n",
                msg);
@@ -175,6 +184,12 @@ Options parse(int argc, char** argv) {
     else if (a == "--label") o.label = val();
     else if (a == "--optimize-topology") o.optimize = true;
     else if (a == "--probe-ms") o.probe_ms = uint32_t(std::stoul(val()));
+    else if (a == "--auth-token-file") o.secret.token_file = val();
+    else if (a == "--encryption") {
+      const std::string v = val();
+      if (v != "on" && v != "off") usage("--encryption takes on or off");
+      o.secret.encryption = v == "on" ? QCCL_ENCRYPTION_ON : QCCL_ENCRYPTION_OFF;
+    }
     else if (a == "--role") o.peer = val() == "peer";
     else if (a == "--master") o.master = val();
     else if (a == "--index") o.index = std::stoi(val());
@@ -209,6 +224,9 @@ Options parse(int argc, char** argv) {
       o.ops.push_back(item);
     }
     if (o.ops.empty()) usage("empty --op list");
+  }
+  if (o.secret.encryption != QCCL_ENCRYPTION_DEFAULT && o.secret.token_file.empty()) {
+    usage("--encryption needs --auth-token-file (without a secret nothing is encrypted)");
   }
   if (o.label.empty()) o.label = o.netns.empty() ? "loopback" : "netns " + o.netns;
   return o;
@@ -546,9 +564,12 @@ int run_peer(const Options& o) {
   const int64_t deadline = now_ns() + int64_t(o.timeout_s) * 1000000000;
   PeerCtx ctx;
   try {
-    join_group(ctx, o.master, o.nranks, o.connections, deadline, [&] {
-      if (o.optimize) send_line(o.result_fd, "JOINED " + std::to_string(o.index));
-    });
+    join_group(
+        ctx, o.master, o.nranks, o.connections, deadline,
+        [&] {
+          if (o.optimize) send_line(o.result_fd, "JOINED " + std::to_string(o.index));
+        },
+        o.secret);
     const size_t esize = type_of(o.source).bytes;
     size_t max_bytes = size_t(*std::max_element(o.sizes_mib.begin(), o.sizes_mib.end())) << 20;
     std::vector<uint64_t> send_words(max_bytes / 8), recv_words(max_bytes / 8);
@@ -673,10 +694,13 @@ bool run_group(const Options& o, int n, int64_t deadline, std::vector<Row>& rows
   const std::string listen = o.master_host + ":0";
   mc.listen_address = listen.c_str();
   mc.probe_ms = o.probe_ms;
+  mc.encryption = o.secret.encryption;
   std::vector<pid_t> pids;
   int fds[2] = {-1, -1};
   bool ok = false;
   try {
+    const std::string token = o.secret.token_file.empty() ? "" : o.secret.read_token();
+    if (!token.empty()) mc.auth_token = token.c_str();
     check(qcclMasterCreate(&mc, &master), "qcclMasterCreate");
     check(qcclMasterStart(master), "qcclMasterStart");
     uint16_t port = 0;
@@ -701,6 +725,12 @@ bool run_group(const Options& o, int n, int64_t deadline, std::vector<Row>& rows
                                        o.quant, "--op", o.op};
       if (o.inplace) argv.push_back("--inplace");
       if (o.optimize) argv.push_back("--optimize-topology");
+      if (!o.secret.token_file.empty()) {
+        argv.insert(argv.end(), {"--auth-token-file", o.secret.token_file});
+      }
+      if (o.secret.encryption != QCCL_ENCRYPTION_DEFAULT) {
+        argv.insert(argv.end(), {"--encryption", o.secret.encryption == QCCL_ENCRYPTION_ON ? "on" : "off"});
+      }
       const std::string ns = o.netns.empty() ? "" : o.netns + "-p" + std::to_string(i + 1);
       // The write end must survive exec in the child only: clear CLOEXEC around the fork.
       fcntl(fds[1], F_SETFD, 0);
@@ -839,6 +869,15 @@ std::string json_string(const std::string& s) {
   return out + "\"";
 }
 
+// What protects the connections: none, auth (a secret, in clear), encrypted, or default (a
+// secret; encrypted unless $QCCL_ENCRYPTION is off).
+const char* security_name(const Secret& s) {
+  if (s.token_file.empty()) return "none";
+  return s.encryption == QCCL_ENCRYPTION_OFF  ? "auth"
+         : s.encryption == QCCL_ENCRYPTION_ON ? "encrypted"
+                                              : "default";
+}
+
 // "results" holds the rows that ran (compare.py reads n, size_bytes and median_ms from it);
 // rows the library refused are under "failed".
 void write_json(const Options& o, const std::vector<Row>& rows) {
@@ -848,9 +887,10 @@ void write_json(const Options& o, const std::vector<Row>& rows) {
     return;
   }
   std::fprintf(f, "{\"system\": \"qccl\", \"connections\": %u, \"inplace\": %s, \"iters\": %d, "
-               "\"warmup\": %d, \"dtype\": \"%s\", \"label\": %s, \"results\": [",
+               "\"warmup\": %d, \"dtype\": \"%s\", \"label\": %s, \"security\": \"%s\", "
+               "\"results\": [",
                o.connections, o.inplace ? "true" : "false", o.iters, o.warmup, o.dtype.c_str(),
-               json_string(o.label).c_str());
+               json_string(o.label).c_str(), security_name(o.secret));
   bool first = true;
   for (const Row& r : rows) {
     if (!r.ok) continue;
@@ -932,6 +972,10 @@ int main(int argc, char** argv) {
                 "reduce-scatter), 1 (broadcast); size = the op's total data; tx = bytes sent per "
                 "peer per op\n",
                 o.op.c_str(), o.label.c_str(), o.inplace ? "all-reduce in place" : "out of place");
+  }
+  if (!o.secret.token_file.empty()) {
+    std::printf("shared secret from %s; connections: %s\n", o.secret.token_file.c_str(),
+                security_name(o.secret));
   }
   std::printf("%3s %10s %6s %6s %11s %9s %9s %12s %12s  %-13s %9s %7s %8s %10s  %s\n", "N",
               "size(MiB)", "conns", "iters", "median(ms)", "min(ms)", "max(ms)", "algbw(GB/s)",

@@ -21,7 +21,9 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <fstream>
 #include <functional>
+#include <iterator>
 #include <sstream>
 #include <stdexcept>
 #include <string>
@@ -268,12 +270,37 @@ inline int peer_failed(PeerCtx& ctx, int result_fd, int index, const std::except
   return 1;
 }
 
+// A shared secret for the master and every peer (--auth-token-file F, --encryption on|off):
+// no file = no authentication; with one, every connection is authenticated and, unless
+// encryption is QCCL_ENCRYPTION_OFF, encrypted (the library's default).
+struct Secret {
+  std::string token_file;  // "" = no secret
+  uint32_t encryption = QCCL_ENCRYPTION_DEFAULT;
+
+  // The file as the library reads it (qcclCommConfig_t.auth_token_file): less one trailing
+  // newline. For the master's config, which takes the secret itself.
+  std::string read_token() const {
+    std::ifstream f(token_file, std::ios::binary);
+    if (!f) throw std::runtime_error("cannot read " + token_file);
+    std::string s((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
+    if (!s.empty() && s.back() == '\n') {
+      s.pop_back();
+      if (!s.empty() && s.back() == '\r') s.pop_back();
+    }
+    if (s.empty()) throw std::runtime_error(token_file + " holds no secret");
+    return s;
+  }
+};
+
 inline void join_group(PeerCtx& ctx, const std::string& master, int n, uint32_t connections,
-                       int64_t deadline_ns, const std::function<void()>& on_connected = nullptr) {
+                       int64_t deadline_ns, const std::function<void()>& on_connected = nullptr,
+                       const Secret& secret = {}) {
   constexpr uint64_t kJoinTag = 0x6a6f696eULL;  // fixed: new peers have no tag history yet
   qcclCommConfig_t cc = QCCL_COMM_CONFIG_INIT;
   cc.master_address = master.c_str();
   cc.connections_per_peer = connections;
+  if (!secret.token_file.empty()) cc.auth_token_file = secret.token_file.c_str();
+  cc.encryption = secret.encryption;
   int64_t left_ms = (deadline_ns - now_ns()) / 1000000;
   cc.connect_timeout_ms = uint32_t(std::max<int64_t>(left_ms, 1));
   check(qcclCommCreate(&cc, &ctx.comm), "qcclCommCreate");

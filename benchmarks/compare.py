@@ -24,11 +24,18 @@ output; reduce-scatter: the input; broadcast: the buffer, from rank / peer index
 nccl-tests (all-gather, reduce-scatter: size/time * (N-1)/N; broadcast: size/time), one table
 per op; the other ops' tables also give qccl's busbw over qccl's all-reduce busbw in the same
 run (q/qAR: 1.0 = the op moves data as fast as the all-reduce's phases do).
+--systems may also name qccl-auth and qccl-enc (issue 23): qccl_allreduce_bench again, with a
+shared secret (a random one in a 0600 file of this run's temporary directory) for the master
+and every peer, connections authenticated only (--encryption off) or encrypted (--encryption
+on). They run in the same rotation as the others and get a table of their own against plain
+qccl (no secret): busbw median [min-max over rounds], the ratio of the medians with the range
+of the per-round ratios, and CPU seconds per GB with what encryption adds over plain.
 """
 import argparse
 import json
 import os
 import shutil
+import secrets
 import signal
 import statistics
 import subprocess
@@ -39,6 +46,7 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
 SYSTEMS = ("qccl", "gloo", "mpi")
+SECURED = {"qccl-auth": "off", "qccl-enc": "on"}  # qccl with a shared secret: --encryption
 OPS = ("allreduce", "allgather", "reducescatter", "broadcast")
 OP_TITLE = {"allreduce": "all-reduce", "allgather": "all-gather", "reducescatter": "reduce-scatter",
             "broadcast": "broadcast"}
@@ -65,7 +73,8 @@ def parse_args():
     ap.add_argument("--warmup", type=int, default=3)
     ap.add_argument("--rounds", type=int, default=1, help="repeat all systems R times")
     ap.add_argument("--connections", type=int, default=0, help="qccl connections per peer (0 = default)")
-    ap.add_argument("--systems", default=",".join(SYSTEMS), help="subset of qccl,gloo,mpi")
+    ap.add_argument("--systems", default=",".join(SYSTEMS),
+                    help="subset of qccl,gloo,mpi and qccl-auth,qccl-enc (with a shared secret)")
     ap.add_argument("--ops", default="allreduce", help="subset of " + ",".join(OPS)
                     + " (default allreduce); qccl's all-reduce is the reference of the others")
     ap.add_argument("--quick", action="store_true", help="smoke run: 1,16 MiB, N=2, 3 iters, 1 warm-up")
@@ -82,7 +91,7 @@ def parse_args():
     a.sizes = [int(x) for x in a.sizes_mib.split(",") if x]
     a.systems = [s for s in a.systems.split(",") if s]
     for s in a.systems:
-        if s not in SYSTEMS:
+        if s not in SYSTEMS and s not in SECURED:
             ap.error(f"unknown system {s}")
     a.ops = [o for o in a.ops.split(",") if o]
     if not a.ops or any(o not in OPS for o in a.ops):
@@ -123,14 +132,17 @@ def common_flags(a):
             "--warmup", str(a.warmup)] + ops
 
 
-def run_qccl(a, out):
+def run_qccl(a, out, system="qccl"):
     exe = os.path.join(a.build_dir, "benchmarks", "qccl_allreduce_bench")
     if not os.access(exe, os.X_OK):
         print(f"{exe} missing: build it (ninja -C {a.build_dir} qccl_allreduce_bench)", file=sys.stderr)
         return []
-    path = os.path.join(out, "qccl.json")
+    path = os.path.join(out, f"{system}.json")
+    secret = (["--auth-token-file", a.secret_file, "--encryption", SECURED[system]]
+              if system in SECURED else [])
     run([exe, "--peers", ",".join(map(str, a.peers)), "--connections", str(a.connections),
-         "--timeout-s", str(int(a.timeout_s)), "--json", path] + common_flags(a), a.timeout_s + 30)
+         "--timeout-s", str(int(a.timeout_s)), "--json", path] + secret + common_flags(a),
+        a.timeout_s + 30)
     return load_rows(path)
 
 
@@ -174,7 +186,19 @@ def run_mpi(a, out):
     return rows
 
 
-RUNNERS = {"qccl": run_qccl, "gloo": run_gloo, "mpi": run_mpi}
+RUNNERS = {"qccl": run_qccl, "gloo": run_gloo, "mpi": run_mpi,
+           **{s: (lambda a, out, s=s: run_qccl(a, out, s)) for s in SECURED}}
+
+
+def write_secret(out):
+    """A random shared secret for qccl-auth and qccl-enc, readable by this user only."""
+    path = os.path.join(out, "secret")
+    if os.path.lexists(path):  # a reused directory (wan.py --out-dir): a new secret, new file
+        os.remove(path)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(secrets.token_hex(32) + "\n")
+    return path
 
 
 def fmt(v, spec):
@@ -210,12 +234,69 @@ def print_costs(op, a, table):
               f"{fmt(q.get('io_cpu_ms'), '8.3f')} {fmt(off, '8.3f')} {fmt(q.get('commit_ms'), '7.3f')}")
 
 
+def round_values(raw, system, op, n, size_bytes, key):
+    """`key` of the (op, n, size) row of each round of `system` (None where a round lacks it)."""
+    return [next((row.get(key) for row in rows if row["n"] == n and row["size_bytes"] == size_bytes
+                  and row.get("op", "allreduce") == op), None) for rows in raw.get(system, [])]
+
+
+def spread(values):
+    """Median, min and max of the values that are there (None if none is)."""
+    v = [x for x in values if x is not None]
+    return (statistics.median(v), min(v), max(v)) if v else (None, None, None)
+
+
+def print_security(op, a, raw):
+    """qccl-auth and qccl-enc against plain qccl (issue 23), from the same invocation; returns
+    the rows for the JSON."""
+    shown = [s for s in ("qccl",) + tuple(SECURED) if s in a.systems]
+    if len(shown) < 2 or shown[0] != "qccl":
+        return []
+    print(f"\n{OP_TITLE[op]}: qccl with a shared secret against plain qccl (busbw GB/s, median "
+          "[min-max] over rounds; /plain = ratio of the medians [min-max of the per-round ratios, "
+          "the systems running next to each other in each round]; CPU s/GB median, + = over plain)")
+    hdr = (f"{'N':>2} {'MiB':>4} {'system':>9} | {'ms':>8} {'busbw':>6} {'[min-max]':>13} | "
+           f"{'/plain':>6} {'[min-max]':>11} | {'CPU s/GB':>8} {'+CPU':>7}")
+    print(hdr + "\n" + "-" * len(hdr))
+    out = []
+    for n in a.peers:
+        for mib in a.sizes:
+            size = mib << 20
+            per = {}
+            for s in shown:
+                ms = round_values(raw, s, op, n, size, "median_ms")
+                bus = [size / (t / 1e3) / 1e9 * busbw_factor(op, n) if t else None for t in ms]
+                cpu = [c / 1e3 / (size / 1e9) if c is not None else None
+                       for c in round_values(raw, s, op, n, size, "cpu_ms")]
+                per[s] = {"ms": spread(ms), "busbw": spread(bus), "cpu_s_per_gb": spread(cpu),
+                          "busbw_rounds": bus}
+            for s in shown:
+                p, e = per["qccl"], per[s]
+                rounds = [x / y for x, y in zip(e["busbw_rounds"], p["busbw_rounds"]) if x and y]
+                e["over_plain"] = ratio(e["busbw"][0], p["busbw"][0])
+                e["over_plain_rounds"] = rounds
+                e["extra_cpu_s_per_gb"] = (e["cpu_s_per_gb"][0] - p["cpu_s_per_gb"][0]
+                                           if e["cpu_s_per_gb"][0] is not None
+                                           and p["cpu_s_per_gb"][0] is not None else None)
+                lo_hi = (f"[{fmt(e['busbw'][1], '.3f')}-{fmt(e['busbw'][2], '.3f')}]"
+                         if e["busbw"][0] is not None else "-")
+                r_lo_hi = f"[{min(rounds):.2f}-{max(rounds):.2f}]" if rounds and s != "qccl" else ""
+                print(f"{n:>2} {mib:>4} {s:>9} | {fmt(e['ms'][0], '8.3f')} "
+                      f"{fmt(e['busbw'][0], '6.3f')} {lo_hi:>13} | "
+                      f"{fmt(e['over_plain'] if s != 'qccl' else None, '6.2f')} {r_lo_hi:>11} | "
+                      f"{fmt(e['cpu_s_per_gb'][0], '8.3f')} "
+                      f"{fmt(e['extra_cpu_s_per_gb'] if s != 'qccl' else None, '+7.3f')}")
+            out.append({"op": op, "n": n, "size_bytes": size, **per})
+    return out
+
+
 def main():
     a = parse_args()
     load = os.getloadavg()[0]
     print(f"load average {load:.2f} on {os.cpu_count()} cores"
           + ("  (busy machine: numbers will be low and noisy)" if load > 1.0 else ""), flush=True)
     out = tempfile.mkdtemp(prefix="qccl-compare-")
+    a.secret_file = write_secret(out) if set(SECURED) & set(a.systems) else None
     raw = {s: [] for s in a.systems}  # system -> per round list of rows
     loads = []
     for r in range(a.rounds):
@@ -250,7 +331,7 @@ def main():
             out["cpu_s_per_gb"] = out["cpu_ms"] / 1e3 / (size_bytes / 1e9)
         return out
 
-    table, aims = [], []
+    table, aims, security = [], [], []
     for op in a.ops:
         others = op != "allreduce"  # with q/qAR: qccl's busbw over qccl's all-reduce busbw
         if others:
@@ -319,6 +400,7 @@ def main():
                     aims.append(("N=2 1 MiB op time <= Open MPI's", ms["qccl"] <= ms["mpi"],
                                  f"{ms['qccl']:.3f} vs {ms['mpi']:.3f} ms"))
         print_costs(op, a, table)
+        security += print_security(op, a, raw)
     if aims:
         print("\naims:")
         for what, ok, got in aims:
@@ -328,6 +410,7 @@ def main():
             json.dump({"config": {k: v for k, v in vars(a).items() if k != "json"},
                        "load_average": load, "loads": loads, "table": table,
                        "aims": [{"aim": w, "met": ok, "value": g} for w, ok, g in aims],
+                       "security": security,
                        "raw": raw}, f, indent=1)
         print(f"\nwrote {a.json}")
     print(f"raw per-system JSON in {out}")

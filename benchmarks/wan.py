@@ -38,6 +38,13 @@ runs them with gloo_allreduce.py --op (all_gather_into_tensor, reduce_scatter_te
 from rank 0). With a cap, a 16-connection all-gather / reduce-scatter / broadcast is checked
 against issue 19's aim: >= 85% of the link, like the all-reduce.
 
+--systems may also name qccl-auth and qccl-enc (issue 23): qccl_allreduce_bench with a shared
+secret for its master and every peer (a random one in a 0600 file in the logs' directory),
+connections authenticated only (--encryption off) or encrypted (--encryption on). They run every
+qccl cell (--connections x --quant) right after plain qccl's; after the table each gets its busbw
+over plain qccl's in the same configuration, checked against issue 23's aim (encrypted >= 95% of
+plain) for 16 connections under a cap.
+
 Runs as root. Creates only the emulator's namespaces PREFIX-* (refuses if any exists), runs
 every process in them and ends them, and the emulator, on exit (also on SIGINT/SIGTERM).
 """
@@ -54,9 +61,12 @@ import sys
 import tempfile
 import time
 
+from compare import SECURED, write_secret  # qccl with a shared secret: the same rows as there
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
 OPS = ("allreduce", "allgather", "reducescatter", "broadcast")
+QCCLS = ("qccl",) + tuple(SECURED)
 WIRE_BYTES = {"uint8": 1, "int8": 1, "uint16": 2, "int16": 2, "bf16": 2, "fp16": 2, "fp32": 4}
 FRAME = 1514 / 1448  # wire bytes per TCP payload byte (full frames, timestamps on)
 
@@ -90,7 +100,8 @@ def parse_args():
                     help="subset of " + ",".join(OPS) + "; all but allreduce: wire none only "
                     "(qccl and Gloo, float32)")
     ap.add_argument("--systems", default="qccl,gloo",
-                    help="qccl, gloo (Gloo: one connection per pair, every op of --ops)")
+                    help="qccl, gloo (Gloo: one connection per pair, every op of --ops); "
+                    "qccl-auth, qccl-enc: qccl with a shared secret, in clear / encrypted")
     ap.add_argument("--iters", type=int, default=2)
     ap.add_argument("--warmup", type=int, default=1)
     ap.add_argument("--slow-s", type=float, default=20.0,
@@ -128,8 +139,8 @@ def parse_args():
             rate_bits(c)
     if any(n < 2 for n in a.peers) or a.iters < 1 or a.warmup < 0:
         ap.error("--peers >= 2, --iters >= 1, --warmup >= 0")
-    if set(a.systems) - {"qccl", "gloo"}:
-        ap.error("--systems: qccl, gloo")
+    if set(a.systems) - {"gloo", *QCCLS}:
+        ap.error("--systems: qccl, gloo, qccl-auth, qccl-enc")
     return a
 
 
@@ -383,6 +394,8 @@ def run_qccl(a, cell, bench, log_path):
            str(int(cell["timeout_s"])), "--label", cell["label"], "--json", log_path[:-4] + ".json"]
     if op_of(cell) != "allreduce":
         cmd += ["--op", op_of(cell)]
+    if cell["system"] in SECURED:
+        cmd += ["--auth-token-file", a.secret_file, "--encryption", SECURED[cell["system"]]]
     execute(a, cell, [cmd], log_path, ("times_ms", "median_ms", "min_ms", "tx_bytes",
                                        "max_abs_err", "parity"))
 
@@ -438,7 +451,7 @@ def table_rows(cells, group):
             rate = rate_bits(c["rate"]) / 1e6
             r["bus"] = busbw_mbit(c)
             r["link"] = r["bus"] / rate
-            if c["system"] == "qccl":
+            if c["system"] in QCCLS:
                 r["vs1"] = ratio(lookup(cells, c, conns=1), c) if c["conns"] != 1 else None
                 r["vsnone"] = ratio(lookup(cells, c, wire="none"), c) if c["wire"] != "none" else None
                 r["vsgloo"] = ratio(lookup(cells, c, system="gloo", conns=1, wire="none"), c)
@@ -475,7 +488,7 @@ def print_table(cells, g, cfg):
     opc = has_ops(cells, g)
     col = (lambda c: f"{op_of(c):>13} ") if opc else (lambda c: "")
     hdr = ((f"{'op':>13} " if opc else "") +
-           f"{'MiB':>4} {'system':>6} {'conns':>5} {'wire':>13} {'ops':>5} {'median s':>9} "
+           f"{'MiB':>4} {'system':>9} {'conns':>5} {'wire':>13} {'ops':>5} {'median s':>9} "
            f"{'min s':>8} {'busbw Mbit/s':>12} {'% link':>6} {'1c/this':>7} {'none/this':>9} "
            f"{'gloo/this':>9}")
     print(hdr + "\n" + "-" * len(hdr))
@@ -483,10 +496,10 @@ def print_table(cells, g, cfg):
         c = r["c"]
         ops = f"{c['warmup']}+{c['iters']}" + ("*" if c.get("failures") and r["ok"] else "")
         if not r["ok"]:
-            print(col(c) + f"{c['size_mib']:>4} {c['system']:>6} {c['conns']:>5} {c['wire']:>13} "
+            print(col(c) + f"{c['size_mib']:>4} {c['system']:>9} {c['conns']:>5} {c['wire']:>13} "
                   f"{ops:>5} {c.get('status', 'FAILED'):>9}")
             continue
-        print(col(c) + f"{c['size_mib']:>4} {c['system']:>6} {c['conns']:>5} {c['wire']:>13} {ops:>5} "
+        print(col(c) + f"{c['size_mib']:>4} {c['system']:>9} {c['conns']:>5} {c['wire']:>13} {ops:>5} "
               f"{c['median_ms'] / 1e3:9.2f} {c['min_ms'] / 1e3:8.2f} {r['bus']:12.1f} "
               f"{r['link']:6.0%} {fx(r.get('vs1')):>7} {fx(r.get('vsnone')):>9} "
               f"{fx(r.get('vsgloo')):>9}")
@@ -498,6 +511,18 @@ def aims(cells, g):
     for the other ops: 16 connections carry >= 85% of the link (busbw / rate), like all-reduce."""
     rate, _rtt, cap, n = g
     out = []
+    for c in cells:  # issue 23: qccl with a secret against plain qccl, same cell otherwise
+        if (c["rate"], c["rtt_ms"], c["cap"], c["n"]) != g or c["system"] not in SECURED:
+            continue
+        v = ratio(lookup(cells, c, system="qccl"), c) if c.get("ok") else None
+        if v is None:
+            continue
+        what = (f"N={n} {c['size_mib']} MiB {c['conns']} conns {c['wire']}"
+                + ("" if op_of(c) == "allreduce" else f" {op_of(c)}") + f": {c['system']} busbw")
+        if c["system"] == "qccl-enc" and c["conns"] == 16 and cap != "none":
+            out.append((f"{what} >= 95% of plain qccl's", v >= 0.95, f"{v:.1%}"))
+        else:
+            out.append((f"{what} / plain qccl's (no aim)", True, f"{v:.1%}"))
     if cap == "none":
         return out
     for c in cells:
@@ -565,6 +590,7 @@ def report(cells, cfg, md=True):
 
 # ---- main ----------------------------------------------------------------------------------
 
+
 def save(a, doc):
     if a.json and not a.dry_run:
         tmp = a.json + ".tmp"
@@ -618,7 +644,7 @@ def run_cell(a, doc, cell, bench, out_dir, reuse, stop):
             log = log[:-4] + f".retry{attempt}.log"
         cell.update(timeout_s=3 * budget + 120, load_before=os.getloadavg()[0])
         t0 = time.monotonic()
-        if c["system"] == "qccl":
+        if c["system"] in QCCLS:
             run_qccl(a, cell, bench, log)
         else:
             run_gloo(a, cell, log)
@@ -661,6 +687,7 @@ def main():
                  f"{a.netsim} down --prefix {a.prefix}")
     out_dir = a.out_dir or tempfile.mkdtemp(prefix="qccl-wan-")
     os.makedirs(out_dir, exist_ok=True)
+    a.secret_file = write_secret(out_dir) if set(SECURED) & set(a.systems) else None
     reuse = {}
     if a.resume:
         with open(a.resume) as f:
@@ -696,8 +723,8 @@ def main():
                         todo = []
                         for op in a.ops:  # other ops than all-reduce: float32, wire none only
                             wires = a.wires if op == "allreduce" else ["none"]
-                            todo += [("qccl", c, w, op) for c in a.conns for w in wires
-                                     if "qccl" in a.systems]
+                            todo += [(s, c, w, op) for c in a.conns for w in wires
+                                     for s in QCCLS if s in a.systems]
                             todo += [("gloo", 1, "none", op)] if "gloo" in a.systems else []
                         for system, conns, wire, op in todo:
                             cell = {"rate": a.rate, "rtt_ms": rtt, "cap": cap, "n": n,
