@@ -195,6 +195,19 @@ awaitable<std::pair<asio::error_code, size_t>> Connection::write_raw(
   co_return std::make_pair(ec, n);
 }
 
+awaitable<std::pair<asio::error_code, size_t>> Connection::send_more(
+    std::span<const uint8_t> bytes) {
+  size_t sent = 0;
+  while (sent < bytes.size()) {
+    auto [ec, n] = co_await socket_.async_send(
+        asio::buffer(bytes.data() + sent, bytes.size() - sent), MSG_MORE, use_nothrow);
+    sent += n;
+    bytes_written_ += n;
+    if (ec) co_return std::make_pair(ec, sent);
+  }
+  co_return std::make_pair(asio::error_code{}, sent);
+}
+
 // Seals `buffers` into records of up to kMaxRecordPayload bytes, kSealBatch records at a time
 // into tx_sealed_, and writes each batch.
 awaitable<Status> Connection::write_records(std::span<const asio::const_buffer> buffers) {
@@ -225,8 +238,12 @@ awaitable<Status> Connection::write_records(std::span<const asio::const_buffer> 
       used += *sealed;
     }
     if (used == 0) co_return Status::ok();
-    std::array<asio::const_buffer, 1> out{asio::buffer(tx_sealed_.data(), used)};
-    auto [ec, n] = co_await write_raw(out);
+    // As write_gather's coalescing: MSG_MORE while more batches follow, so that a batch the
+    // socket takes in part does not push out a partial packet.
+    const bool more = coalesce_ && buf < buffers.size();
+    auto [ec, n] = more ? co_await send_more(std::span<const uint8_t>(tx_sealed_.data(), used))
+                        : co_await write_raw(std::array<asio::const_buffer, 1>{
+                              asio::buffer(tx_sealed_.data(), used)});
     if (ec) co_return io_status(StatusCode::kPeerLost, fmt::format("write to {}", remote_), ec);
   }
 }

@@ -111,6 +111,7 @@ class Connection : public std::enable_shared_from_this<Connection> {
   awaitable<Status> write_records(std::span<const asio::const_buffer> buffers);
   Status record_failed(const Status& why);
   awaitable<std::pair<asio::error_code, size_t>> write_raw(std::span<const asio::const_buffer> buffers);
+  awaitable<std::pair<asio::error_code, size_t>> send_more(std::span<const uint8_t> bytes);
 
   tcp::socket socket_;
   std::string remote_;
