@@ -15,8 +15,10 @@
 //    buffer holds its input again, and the retry (a new ring, through the proxy again)
 //    succeeds with exact results.
 //  - All-reduce, two lanes: the lost lane is retired and its sender resends its frames on the
-//    other lane (docs/architecture.md §5, "Stalled lanes"), so the op succeeds everywhere with
-//    exact results; so does the next one.
+//    other lane (docs/architecture.md §5, "Stalled lanes"), so the op usually succeeds
+//    everywhere with exact results. Frames that the proxy's TCP had acknowledged before it
+//    dropped them count as delivered, though: then the op stalls and fails on every peer with
+//    qcclPeerLost at the stall deadline (inputs intact). The next op succeeds either way.
 //  - Shared state (B is the donor; tensor bytes flow to the receivers, which dial B): a
 //    receiver dials 4 connections to its donor and refetches the pieces of the one it lost on
 //    the others (docs/shared-state.md §4), so the sync succeeds with the donor's content.
@@ -265,8 +267,13 @@ TEST_P(TamperAllReduce, FailsEverywhereOrRecoversAndTheNextOpIsExact) {
       EXPECT_EQ(o.result, qcclPeerLost) << summary(out) << "\n" << log;
       EXPECT_EQ(o.error, out[0].error) << summary(out);
     } else {
-      // The other lane carries the lost one's frames.
-      EXPECT_EQ(o.result, qcclSuccess) << summary(out) << "\n" << log;
+      // The other lane carries the lost one's frames: those its sender still held as not
+      // delivered. Frames the tamperer's TCP had acknowledged count as delivered, so if the
+      // dropped record held some, the op stalls and fails everywhere at the stall deadline
+      // (seen under ASan's slowdown). Either way, all or nothing (checked above).
+      EXPECT_TRUE(o.result == qcclSuccess || o.result == qcclPeerLost)
+          << summary(out) << "\n" << log;
+      EXPECT_EQ(o.result, out[0].result) << summary(out);
     }
   }
 
