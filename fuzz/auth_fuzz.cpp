@@ -3,12 +3,15 @@
 // input is everything the connecting side sends before it shuts down its write side.
 //
 // Input: one mode byte (bit 0: the accepting side holds the shared secret "fuzz-secret"; else
-// none), then the bytes sent (at most 4 KiB are used, so that they fit the socket buffer).
+// none; bit 1: with the secret, it encrypts, docs/security.md), then the bytes sent (at most
+// 4 KiB are used, so that they fit the socket buffer).
 // Oracle, beyond "no crash, no sanitizer report, the handshake ends within 10 s":
 //   - with a secret, nothing authenticates (the server's nonce is fresh, so no input can hold
 //     the right answer): the result is never ok;
 //   - without one, exactly the valid unflagged preambles are accepted, as decode_preamble
 //     decodes them;
+//   - a flagged preamble is challenged only if its encrypt flag matches the accepting side's
+//     setting; otherwise it is refused at once (no downgrade);
 //   - the error is kPeerLost when the input ends before a read completes, kInvalidArgument for
 //     a bad preamble, and kAuthFailed for every refusal, which the other end must have
 //     received as the last 8 bytes it was sent: PreambleAck(kAuthFailed).
@@ -21,6 +24,7 @@
 #include <cstdint>
 #include <memory>
 #include <span>
+#include <string>
 #include <vector>
 
 #include "fuzz_check.hpp"
@@ -46,7 +50,7 @@ std::vector<uint8_t> drain(int fd) {
   return out;
 }
 
-void run_one(bool with_secret, std::span<const uint8_t> sent) {
+void run_one(bool with_secret, bool encrypt, std::span<const uint8_t> sent) {
   static asio::io_context io;  // reused: one per input would dominate the run time
   int fds[2];
   FUZZ_CHECK(::socketpair(AF_UNIX, SOCK_STREAM, 0, fds) == 0);
@@ -57,7 +61,7 @@ void run_one(bool with_secret, std::span<const uint8_t> sent) {
   tcp::socket socket(io);
   socket.assign(tcp::v4(), fds[1]);
   auto conn = std::make_shared<Connection>(std::move(socket));
-  const Secret secret = with_secret ? Secret("fuzz-secret") : Secret();
+  const Secret secret = with_secret ? make_secret(std::string("fuzz-secret"), encrypt) : Secret();
   bool finished = false;
   Result<wire::Preamble> result = make_status(StatusCode::kInternal, "not run");
   asio::co_spawn(
@@ -94,7 +98,8 @@ void run_one(bool with_secret, std::span<const uint8_t> sent) {
     return;
   }
   FUZZ_CHECK(!result.is_ok());
-  const bool challenged = with_secret && flagged;
+  const bool same_encryption = ((pre->flags & wire::kPreambleFlagEncrypt) != 0) == encrypt;
+  const bool challenged = with_secret && flagged && same_encryption;
   if (challenged && sent.size() < wire::kPreambleSize + kNonceSize) {
     FUZZ_CHECK(result.status().code() == StatusCode::kPeerLost);
     FUZZ_CHECK(reply.empty());
@@ -122,6 +127,7 @@ void run_one(bool with_secret, std::span<const uint8_t> sent) {
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   if (size < 1) return 0;
   const size_t sent = std::min(size - 1, qccl::net::kMaxSent);
-  qccl::net::run_one((data[0] & 1) != 0, std::span<const uint8_t>(data + 1, sent));
+  qccl::net::run_one((data[0] & 1) != 0, (data[0] & 2) != 0,
+                     std::span<const uint8_t>(data + 1, sent));
   return 0;
 }
