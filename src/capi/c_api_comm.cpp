@@ -126,19 +126,10 @@ qcclResult_t qcclCommCreate(const qcclCommConfig_t* config, qcclComm_t** comm_ou
     } else {
       o.master_reconnect_ms = QCCL_MASTER_RECONNECT_DEFAULT_MS;
     }
-    const uint32_t encryption =
-        QCCL_COMM_CONFIG_HAS_(*config, encryption) ? config->encryption : QCCL_ENCRYPTION_DEFAULT;
-    QCCL_REQUIRE(encryption <= QCCL_ENCRYPTION_OFF, fn,
-                 "encryption must be QCCL_ENCRYPTION_DEFAULT, _ON or _OFF, not " +
-                     std::to_string(encryption));
-    if (encryption == QCCL_ENCRYPTION_DEFAULT) {
-      const std::string env = setting(nullptr, "QCCL_ENCRYPTION");
-      QCCL_REQUIRE(env.empty() || env == "on" || env == "off", fn,
-                   "$QCCL_ENCRYPTION = '" + env + "': say on or off");
-      o.encrypt = env != "off";
-    } else {
-      o.encrypt = encryption == QCCL_ENCRYPTION_ON;
-    }
+    auto encrypt = qccl::capi::encryption_setting(
+        QCCL_COMM_CONFIG_HAS_(*config, encryption) ? config->encryption : QCCL_ENCRYPTION_DEFAULT);
+    if (!encrypt.is_ok()) return to_result(encrypt.status(), fn);
+    o.encrypt = *encrypt;
     auto comm = qccl::core::Communicator::create(std::move(o));
     if (!comm.is_ok()) return to_result(comm.status(), fn);
     auto c = std::make_unique<qcclComm>();

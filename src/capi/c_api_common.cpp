@@ -49,6 +49,24 @@ qcclResult_t to_reduce_desc(const qcclReduceDesc_t* d, qccl::collectives::Reduce
   return to_result(qccl::collectives::validate(*out), fn);
 }
 
+Result<bool> encryption_setting(uint64_t encryption) {
+  if (encryption == QCCL_ENCRYPTION_ON || encryption == QCCL_ENCRYPTION_OFF) {
+    return encryption == QCCL_ENCRYPTION_ON;
+  }
+  if (encryption != QCCL_ENCRYPTION_DEFAULT) {
+    return make_status(StatusCode::kInvalidArgument,
+                       "encryption must be QCCL_ENCRYPTION_DEFAULT, _ON or _OFF, not {}",
+                       encryption);
+  }
+  const char* env = std::getenv("QCCL_ENCRYPTION");
+  const std::string value = env != nullptr ? env : "";
+  if (!value.empty() && value != "on" && value != "off") {
+    return make_status(StatusCode::kInvalidArgument, "$QCCL_ENCRYPTION = '{}': say on or off",
+                       value);
+  }
+  return value != "off";
+}
+
 void fill_info(const qccl::core::ReduceInfo& info, qcclOpInfo_t* out) {
   if (!out) return;
   out->world_size = info.world_size;

@@ -57,6 +57,11 @@ qcclResult_t to_reduce_desc(const qcclReduceDesc_t* d, qccl::collectives::Reduce
 // Fills a caller's info (NULLABLE) from what an operation covered.
 void fill_info(const qccl::core::ReduceInfo& info, qcclOpInfo_t* out);
 
+// Whether connections with a secret are encrypted: a config's `encryption` field
+// (QCCL_ENCRYPTION_DEFAULT reads $QCCL_ENCRYPTION, "on" or "off"). kInvalidArgument for any
+// other value of either.
+Result<bool> encryption_setting(uint64_t encryption);
+
 inline bool valid(const qcclMaster* m) { return m != nullptr && m->magic == qcclMaster::kMagic; }
 inline bool valid(const qcclComm* c) {
   return c != nullptr && c->magic == qcclComm::kMagic && c->rep;

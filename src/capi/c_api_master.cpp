@@ -3,7 +3,6 @@
 #include "qccl/qccl.h"
 
 #include <cstddef>
-#include <cstdlib>
 #include <memory>
 #include <string>
 
@@ -46,19 +45,10 @@ qcclResult_t qcclMasterCreate(const qcclMasterConfig_t* config, qcclMaster_t** m
       o.standby = config->standby == 1;
     }
     if (QCCL_HAS_FIELD_(resume_grace_ms)) o.resume_grace_ms = config->resume_grace_ms;
-    const uint64_t encryption =
-        QCCL_HAS_FIELD_(encryption) ? config->encryption : QCCL_ENCRYPTION_DEFAULT;
-    QCCL_REQUIRE(encryption <= QCCL_ENCRYPTION_OFF, fn,
-                 "encryption must be QCCL_ENCRYPTION_DEFAULT, _ON or _OFF");
-    if (encryption == QCCL_ENCRYPTION_DEFAULT) {
-      const char* env = std::getenv("QCCL_ENCRYPTION");
-      const std::string value = env ? env : "";
-      QCCL_REQUIRE(value.empty() || value == "on" || value == "off", fn,
-                   "$QCCL_ENCRYPTION = '" + value + "': say on or off");
-      o.encrypt = value != "off";
-    } else {
-      o.encrypt = encryption == QCCL_ENCRYPTION_ON;
-    }
+    auto encrypt = qccl::capi::encryption_setting(
+        QCCL_HAS_FIELD_(encryption) ? config->encryption : QCCL_ENCRYPTION_DEFAULT);
+    if (!encrypt.is_ok()) return to_result(encrypt.status(), fn);
+    o.encrypt = *encrypt;
 #undef QCCL_HAS_FIELD_
     QCCL_REQUIRE(o.probe_ms <= qccl::master::kMaxProbeMs, fn,
                  "probe_ms must be at most 60000 (it is the measured time per probed link)");

@@ -48,6 +48,12 @@ awaitable<Status> refuse(Connection& conn, std::string_view why) {
   co_return auth_failed(why);
 }
 
+// Why two sides whose encryption settings differ do not talk (no silent downgrade).
+std::string_view encryption_mismatch(bool this_side_encrypts) {
+  return this_side_encrypts ? "the other side does not encrypt; this side requires it"
+                            : "the other side encrypts; this side has encryption off";
+}
+
 // Both directions of `conn` in records from now on; `client`: this side connected.
 void start_records(Connection& conn, const SharedSecret& secret, CipherSuite suite,
                    std::span<const uint8_t, wire::kPreambleSize> preamble, const Nonce& client_nonce,
@@ -140,8 +146,7 @@ awaitable<Status> send_preamble(Connection& conn, wire::Preamble pre, const Secr
       suite == CipherSuite::kAes256Gcm || suite == CipherSuite::kChaCha20Poly1305;
   if (encrypt != (suite != CipherSuite::kNone) || (encrypt && !suite_known)) {
     conn.close();
-    co_return auth_failed(encrypt ? "the other side does not encrypt; this side requires it"
-                                  : "the other side encrypts; this side has encryption off");
+    co_return auth_failed(encryption_mismatch(encrypt));
   }
   const Mac answer = auth_mac(secret->key, AuthRole::kClient, pre_bytes, mine, theirs);
   QCCL_CO_RETURN_IF_ERROR(co_await write_all(conn, answer));
@@ -160,9 +165,7 @@ awaitable<Result<wire::Preamble>> receive_preamble(Connection& conn, const Secre
   if (!flagged) co_return co_await refuse(conn, "the other side presented no shared secret");
   const bool encrypt = (pre->flags & wire::kPreambleFlagEncrypt) != 0;
   if (encrypt != secret->encrypt) {
-    co_return co_await refuse(conn, secret->encrypt
-                                        ? "the other side does not encrypt; this side requires it"
-                                        : "the other side encrypts; this side has encryption off");
+    co_return co_await refuse(conn, encryption_mismatch(secret->encrypt));
   }
   const CipherSuite suite =
       !encrypt ? CipherSuite::kNone

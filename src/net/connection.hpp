@@ -107,6 +107,7 @@ class Connection : public std::enable_shared_from_this<Connection> {
   awaitable<Status> read_faulty(std::span<uint8_t> dst, ReadFault fault);
   // The encrypted paths of read_exact / read_some / write_gather / writer_loop.
   awaitable<Status> read_records(std::span<uint8_t> dst);
+  size_t take_plain(std::span<uint8_t> dst);  // from the opened record not yet read
   awaitable<Result<size_t>> read_record(std::span<uint8_t> direct);
   awaitable<Status> write_records(std::span<const asio::const_buffer> buffers);
   Status record_failed(const Status& why);
